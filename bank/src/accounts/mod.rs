@@ -1,0 +1,793 @@
+//! The accounts service: customers, GBP current accounts, balances, postings,
+//! holds (reserve, capture, release) and credits. Every other service moves money
+//! only through it.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{
+    AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json,
+};
+use crate::kit::error::{ApiError, ApiResult};
+use crate::kit::events::{self, NewEvent};
+use crate::kit::hal::{BaseUrl, Hal};
+use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId};
+use crate::kit::idempotency::{self, Fingerprint};
+use crate::kit::{Kit, ServiceSpec};
+
+/// This bank's sort code: every account it opens has it.
+pub const SORT_CODE: &str = "040004";
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "accounts",
+    migrations: &[(
+        100,
+        "accounts",
+        include_str!("migrations/0100_accounts.sql"),
+    )],
+    links: &[("customers", "/customers"), ("accounts", "/accounts")],
+    router,
+};
+
+fn router() -> Router<Kit> {
+    Router::new()
+        .route("/customers", post(create_customer))
+        .route("/customers/{id}", get(get_customer))
+        .route(
+            "/customers/{id}/accounts",
+            get(list_customer_accounts).post(open_account),
+        )
+        .route("/accounts", get(find_accounts))
+        .route("/accounts/{id}", get(get_account))
+        .route("/accounts/{id}/transactions", get(list_transactions))
+        .route("/accounts/{id}/credits", post(credit))
+        .route("/accounts/{id}/holds", get(list_holds).post(place_hold))
+        .route("/holds/{id}", get(get_hold))
+        .route("/holds/{id}/capture", post(capture_hold))
+        .route("/holds/{id}/release", post(release_hold))
+}
+
+fn parse_id(raw: &str, what: &str) -> ApiResult<Uuid> {
+    // A malformed id names nothing that exists: that is "not found", not "bad request".
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} `{raw}`")))
+}
+
+/// Run `work` once per idempotency key: replay the stored answer to a repeat,
+/// otherwise do the work and store its answer in the same transaction.
+async fn once<F>(
+    kit: &Kit,
+    key: Option<&IdempotencyKey>,
+    fp: Fingerprint,
+    work: F,
+) -> ApiResult<Response>
+where
+    F: AsyncFnOnce(&mut PgConnection) -> ApiResult<Hal>,
+{
+    let mut tx = kit.begin().await?;
+    if let Some(key) = key
+        && let Some(replay) = idempotency::claim(&mut tx, key, &fp).await?
+    {
+        return Ok(replay);
+    }
+    let hal = work(&mut tx).await?;
+    let status = hal.status_code();
+    let body = hal.into_value();
+    if let Some(key) = key {
+        idempotency::remember(&mut tx, key, &fp, status, &body).await?;
+    }
+    kit.commit(tx).await?;
+    Ok(crate::kit::hal::hal_response(status, body))
+}
+
+// ---- customers ----
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct NewCustomer {
+    name: String,
+    email: Option<String>,
+}
+
+fn customer_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
+    let id: Uuid = row.try_get("id")?;
+    let created_at: OffsetDateTime = row.try_get("created_at")?;
+    let state = json!({
+        "id": id,
+        "name": row.try_get::<String, _>("name")?,
+        "email": row.try_get::<Option<String>, _>("email")?,
+        "created_at": rfc3339(created_at),
+    });
+    Ok(Hal::new(base, &format!("/customers/{id}"), state)
+        .link("accounts", &format!("/customers/{id}/accounts"))
+        .action("open-account", "POST", &format!("/customers/{id}/accounts")))
+}
+
+async fn create_customer(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    ApiJson(input): ApiJson<NewCustomer>,
+) -> ApiResult<Response> {
+    let name = input.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::unprocessable(
+            "invalid-name",
+            "`name` must be 1 to 200 characters",
+        ));
+    }
+    if let Some(email) = &input.email
+        && !email.contains('@')
+    {
+        return Err(ApiError::unprocessable(
+            "invalid-email",
+            format!("`email` `{email}` is not an email address"),
+        ));
+    }
+    let fp = Fingerprint::new("POST /customers", &input);
+    once(&kit, key.as_ref(), fp, async |conn| {
+        let row =
+            sqlx::query("INSERT INTO customers (id, name, email) VALUES ($1, $2, $3) RETURNING *")
+                .bind(Uuid::now_v7())
+                .bind(name)
+                .bind(&input.email)
+                .fetch_one(&mut *conn)
+                .await?;
+        let hal = customer_hal(&base, &row)?.status(StatusCode::CREATED);
+        let id: Uuid = row.try_get("id")?;
+        let data = json!({ "customer": base.url(&format!("/customers/{id}")), "name": name });
+        events::append(
+            conn,
+            &trace,
+            NewEvent {
+                kind: "customer.created",
+                aggregate_id: id.to_string(),
+                data,
+            },
+        )
+        .await?;
+        Ok(hal)
+    })
+    .await
+}
+
+async fn get_customer(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> ApiResult<Hal> {
+    let id = parse_id(&id, "customer")?;
+    let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&kit.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("customer `{id}`")))?;
+    customer_hal(&base, &row)
+}
+
+async fn customer_exists(conn: &mut PgConnection, id: Uuid) -> ApiResult<()> {
+    let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM customers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| ApiError::not_found(format!("customer `{id}`")))
+}
+
+// ---- accounts ----
+
+fn account_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
+    let id: Uuid = row.try_get("id")?;
+    let customer: Uuid = row.try_get("customer_id")?;
+    let currency = Currency::parse(row.try_get::<String, _>("currency")?.as_str())
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let balance: i64 = row.try_get("balance")?;
+    let held: i64 = row.try_get("held")?;
+    let sort_code = SortCode::parse(row.try_get::<String, _>("sort_code")?.as_str())
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let state = json!({
+        "id": id,
+        "sort_code": sort_code.display(),
+        "account_number": row.try_get::<String, _>("account_number")?,
+        "currency": currency.code(),
+        "balance": money_json(balance, currency),
+        "available": money_json(balance - held, currency),
+        "held": money_json(held, currency),
+        "opened_at": rfc3339(row.try_get("opened_at")?),
+    });
+    Ok(Hal::new(base, &format!("/accounts/{id}"), state)
+        .link("customer", &format!("/customers/{customer}"))
+        .link("transactions", &format!("/accounts/{id}/transactions"))
+        .link("holds", &format!("/accounts/{id}/holds"))
+        .action("credit", "POST", &format!("/accounts/{id}/credits"))
+        .action("place-hold", "POST", &format!("/accounts/{id}/holds")))
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    currency: Option<String>,
+}
+
+async fn open_account(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    Path(customer): Path<String>,
+    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    OptionalJson(body): OptionalJson<NewAccount>,
+) -> ApiResult<Response> {
+    let customer = parse_id(&customer, "customer")?;
+    let input = body.unwrap_or(NewAccount { currency: None });
+    let currency = Currency::parse(input.currency.as_deref().unwrap_or("GBP"))
+        .map_err(|e| ApiError::unprocessable("invalid-currency", e.to_string()))?;
+    if currency != Currency::Gbp {
+        return Err(ApiError::unprocessable(
+            "unsupported-currency",
+            format!("this bank opens GBP current accounts only, not {currency}"),
+        ));
+    }
+    let fp = Fingerprint::new(format!("POST /customers/{customer}/accounts"), &input);
+    once(&kit, key.as_ref(), fp, async |conn| {
+        customer_exists(conn, customer).await?;
+        let id = Uuid::now_v7();
+        let row = sqlx::query(
+            "INSERT INTO accounts (id, customer_id, sort_code, account_number, currency)
+             VALUES ($1, $2, $3, nextval('account_numbers')::text, $4) RETURNING *",
+        )
+        .bind(id)
+        .bind(customer)
+        .bind(SORT_CODE)
+        .bind(currency.code())
+        .fetch_one(&mut *conn)
+        .await?;
+        let hal = account_hal(&base, &row)?.status(StatusCode::CREATED);
+        let data = json!({
+            "account": base.url(&format!("/accounts/{id}")),
+            "customer": base.url(&format!("/customers/{customer}")),
+            "sort_code": SortCode::parse(SORT_CODE).map(|s| s.display()).unwrap_or_default(),
+            "account_number": row.try_get::<String, _>("account_number")?,
+            "currency": currency.code(),
+        });
+        events::append(
+            conn,
+            &trace,
+            NewEvent {
+                kind: "account.opened",
+                aggregate_id: id.to_string(),
+                data,
+            },
+        )
+        .await?;
+        Ok(hal)
+    })
+    .await
+}
+
+async fn get_account(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> ApiResult<Hal> {
+    let id = parse_id(&id, "account")?;
+    let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&kit.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("account `{id}`")))?;
+    account_hal(&base, &row)
+}
+
+async fn list_customer_accounts(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> ApiResult<Hal> {
+    let id = parse_id(&id, "customer")?;
+    customer_exists(&mut *kit.pool.acquire().await?, id).await?;
+    let rows = sqlx::query("SELECT * FROM accounts WHERE customer_id = $1 ORDER BY opened_at")
+        .bind(id)
+        .fetch_all(&kit.pool)
+        .await?;
+    collection(
+        &base,
+        &format!("/customers/{id}/accounts"),
+        "accounts",
+        &rows,
+        account_hal,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindAccounts {
+    sort_code: Option<String>,
+    account_number: Option<String>,
+}
+
+/// Look an account up by its UK bank details (how inbound payments find theirs).
+async fn find_accounts(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    ApiQuery(q): ApiQuery<FindAccounts>,
+) -> ApiResult<Hal> {
+    let (Some(sort_code), Some(account_number)) = (q.sort_code, q.account_number) else {
+        return Err(ApiError::bad_request(
+            "missing-query",
+            "find an account with `?sort_code=04-00-04&account_number=12345678`; to list a customer's accounts follow the customer's `accounts` link",
+        ));
+    };
+    let sort_code = SortCode::parse(&sort_code)
+        .map_err(|e| ApiError::bad_request("bad-sort-code", e.to_string()))?;
+    let account_number = AccountNumber::parse(&account_number)
+        .map_err(|e| ApiError::bad_request("bad-account-number", e.to_string()))?;
+    let rows = sqlx::query("SELECT * FROM accounts WHERE sort_code = $1 AND account_number = $2")
+        .bind(sort_code.digits())
+        .bind(account_number.as_str())
+        .fetch_all(&kit.pool)
+        .await?;
+    let path = format!(
+        "/accounts?sort_code={}&account_number={}",
+        sort_code.digits(),
+        account_number.as_str()
+    );
+    collection(&base, &path, "accounts", &rows, account_hal)
+}
+
+fn collection(
+    base: &BaseUrl,
+    path: &str,
+    rel: &str,
+    rows: &[PgRow],
+    item: fn(&BaseUrl, &PgRow) -> ApiResult<Hal>,
+) -> ApiResult<Hal> {
+    let items = rows
+        .iter()
+        .map(|r| item(base, r).map(Hal::into_value))
+        .collect::<ApiResult<Vec<Value>>>()?;
+    Ok(Hal::new(base, path, json!({ "count": items.len() })).embed(rel, items))
+}
+
+/// Lock the account row for the rest of the transaction: every balance change
+/// goes through here, so concurrent postings to one account serialise.
+async fn lock_account(conn: &mut PgConnection, id: Uuid) -> ApiResult<(Currency, i64, i64)> {
+    let row = sqlx::query("SELECT currency, balance, held FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("account `{id}`")))?;
+    let currency = Currency::parse(row.try_get::<String, _>("currency")?.as_str())
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((currency, row.try_get("balance")?, row.try_get("held")?))
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct MoneyMovement {
+    amount: i64,
+    currency: String,
+    reference: Option<String>,
+}
+
+impl MoneyMovement {
+    fn parse(&self, account_currency: Currency) -> ApiResult<(Money, String)> {
+        let money = Money::try_from(MoneyInput {
+            amount: self.amount,
+            currency: self.currency.clone(),
+        })
+        .map_err(|e| ApiError::unprocessable("invalid-amount", e.to_string()))?;
+        if money.currency != account_currency {
+            return Err(ApiError::unprocessable(
+                "currency-mismatch",
+                format!(
+                    "the account holds {account_currency}, the request is in {}",
+                    money.currency
+                ),
+            ));
+        }
+        let reference = self.reference.clone().unwrap_or_default();
+        if reference.len() > 140 {
+            return Err(ApiError::unprocessable(
+                "invalid-reference",
+                "`reference` must be at most 140 characters",
+            ));
+        }
+        Ok((money, reference))
+    }
+}
+
+fn transaction_hal(base: &BaseUrl, row: &PgRow, currency: Currency) -> ApiResult<Hal> {
+    let id: Uuid = row.try_get("id")?;
+    let account: Uuid = row.try_get("account_id")?;
+    let hold: Option<Uuid> = row.try_get("hold_id")?;
+    let state = json!({
+        "id": id,
+        "kind": row.try_get::<String, _>("kind")?,
+        "amount": money_json(row.try_get("amount")?, currency),
+        "balance_after": money_json(row.try_get("balance_after")?, currency),
+        "reference": row.try_get::<String, _>("reference")?,
+        "created_at": rfc3339(row.try_get("created_at")?),
+        "seq": row.try_get::<i64, _>("seq")?,
+    });
+    let mut hal = Hal::new(
+        base,
+        &format!("/accounts/{account}/transactions/{id}"),
+        state,
+    )
+    .link("account", &format!("/accounts/{account}"));
+    if let Some(hold) = hold {
+        hal = hal.link("hold", &format!("/holds/{hold}"));
+    }
+    Ok(hal)
+}
+
+async fn credit(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    Path(account): Path<String>,
+    key: IdempotencyKey,
+    ApiJson(input): ApiJson<MoneyMovement>,
+) -> ApiResult<Response> {
+    let account = parse_id(&account, "account")?;
+    let fp = Fingerprint::new(format!("POST /accounts/{account}/credits"), &input);
+    once(&kit, Some(&key), fp, async |conn| {
+        let (currency, balance, _) = lock_account(conn, account).await?;
+        let (money, reference) = input.parse(currency)?;
+        let balance_after = balance.checked_add(money.amount).ok_or_else(|| {
+            ApiError::unprocessable(
+                "balance-overflow",
+                "the credit would overflow the account balance",
+            )
+        })?;
+        sqlx::query("UPDATE accounts SET balance = $2 WHERE id = $1")
+            .bind(account)
+            .bind(balance_after)
+            .execute(&mut *conn)
+            .await?;
+        let row = sqlx::query(
+            "INSERT INTO transactions (id, account_id, kind, amount, balance_after, reference)
+             VALUES ($1, $2, 'credit', $3, $4, $5) RETURNING *",
+        )
+        .bind(Uuid::now_v7())
+        .bind(account)
+        .bind(money.amount)
+        .bind(balance_after)
+        .bind(&reference)
+        .fetch_one(&mut *conn)
+        .await?;
+        let hal = transaction_hal(&base, &row, currency)?.status(StatusCode::CREATED);
+        let data = json!({
+            "account": base.url(&format!("/accounts/{account}")),
+            "transaction": row.try_get::<Uuid, _>("id")?,
+            "amount": money_json(money.amount, currency),
+            "balance_after": money_json(balance_after, currency),
+            "reference": reference,
+        });
+        events::append(
+            conn,
+            &trace,
+            NewEvent {
+                kind: "account.credited",
+                aggregate_id: account.to_string(),
+                data,
+            },
+        )
+        .await?;
+        Ok(hal)
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn list_transactions(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    Path(account): Path<String>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> ApiResult<Hal> {
+    let account = parse_id(&account, "account")?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad-limit",
+            "`limit` must be between 1 and 1000",
+        ));
+    }
+    let after = page.after.unwrap_or(0);
+    let mut conn = kit.pool.acquire().await?;
+    let currency: String = sqlx::query_scalar("SELECT currency FROM accounts WHERE id = $1")
+        .bind(account)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("account `{account}`")))?;
+    let currency = Currency::parse(&currency).map_err(|e| ApiError::Internal(e.into()))?;
+    let rows = sqlx::query(
+        "SELECT * FROM transactions WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(account)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let last = rows
+        .last()
+        .map(|r| r.try_get::<i64, _>("seq"))
+        .transpose()?
+        .unwrap_or(after);
+    let items = rows
+        .iter()
+        .map(|r| transaction_hal(&base, r, currency).map(Hal::into_value))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let path = format!("/accounts/{account}/transactions");
+    Ok(Hal::new(
+        &base,
+        &format!("{path}?after={after}&limit={limit}"),
+        json!({ "count": items.len() }),
+    )
+    .link("account", &format!("/accounts/{account}"))
+    .link("next", &format!("{path}?after={last}&limit={limit}"))
+    .embed("transactions", items))
+}
+
+// ---- holds ----
+
+fn hold_hal(base: &BaseUrl, row: &PgRow, currency: Currency) -> ApiResult<Hal> {
+    let id: Uuid = row.try_get("id")?;
+    let account: Uuid = row.try_get("account_id")?;
+    let status: String = row.try_get("status")?;
+    let state = json!({
+        "id": id,
+        "status": status,
+        "amount": money_json(row.try_get("amount")?, currency),
+        "reference": row.try_get::<String, _>("reference")?,
+        "created_at": rfc3339(row.try_get("created_at")?),
+        "updated_at": rfc3339(row.try_get("updated_at")?),
+    });
+    let mut hal = Hal::new(base, &format!("/holds/{id}"), state)
+        .link("account", &format!("/accounts/{account}"));
+    if status == "held" {
+        hal = hal
+            .action("capture", "POST", &format!("/holds/{id}/capture"))
+            .action("release", "POST", &format!("/holds/{id}/release"));
+    }
+    Ok(hal)
+}
+
+async fn place_hold(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    Path(account): Path<String>,
+    key: IdempotencyKey,
+    ApiJson(input): ApiJson<MoneyMovement>,
+) -> ApiResult<Response> {
+    let account = parse_id(&account, "account")?;
+    let fp = Fingerprint::new(format!("POST /accounts/{account}/holds"), &input);
+    once(&kit, Some(&key), fp, async |conn| {
+        let (currency, balance, held) = lock_account(conn, account).await?;
+        let (money, reference) = input.parse(currency)?;
+        let available = balance - held;
+        if money.amount > available {
+            return Err(ApiError::unprocessable(
+                "insufficient-funds",
+                format!(
+                    "insufficient funds: {} {} requested, {} {} available",
+                    pence(money.amount),
+                    currency,
+                    pence(available),
+                    currency
+                ),
+            ));
+        }
+        sqlx::query("UPDATE accounts SET held = held + $2 WHERE id = $1")
+            .bind(account)
+            .bind(money.amount)
+            .execute(&mut *conn)
+            .await?;
+        let row = sqlx::query(
+            "INSERT INTO holds (id, account_id, amount, status, reference) VALUES ($1, $2, $3, 'held', $4) RETURNING *",
+        )
+        .bind(Uuid::now_v7())
+        .bind(account)
+        .bind(money.amount)
+        .bind(&reference)
+        .fetch_one(&mut *conn)
+        .await?;
+        let id: Uuid = row.try_get("id")?;
+        let hal = hold_hal(&base, &row, currency)?.status(StatusCode::CREATED);
+        let data = json!({
+            "account": base.url(&format!("/accounts/{account}")),
+            "hold": base.url(&format!("/holds/{id}")),
+            "amount": money_json(money.amount, currency),
+            "reference": reference,
+        });
+        events::append(conn, &trace, NewEvent { kind: "hold.placed", aggregate_id: account.to_string(), data }).await?;
+        Ok(hal)
+    })
+    .await
+}
+
+async fn list_holds(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    Path(account): Path<String>,
+) -> ApiResult<Hal> {
+    let account = parse_id(&account, "account")?;
+    let mut conn = kit.pool.acquire().await?;
+    let (currency, _, _) = {
+        let row = sqlx::query("SELECT currency FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("account `{account}`")))?;
+        let c = Currency::parse(row.try_get::<String, _>("currency")?.as_str())
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        (c, 0, 0)
+    };
+    let rows = sqlx::query("SELECT * FROM holds WHERE account_id = $1 ORDER BY created_at")
+        .bind(account)
+        .fetch_all(&mut *conn)
+        .await?;
+    let items = rows
+        .iter()
+        .map(|r| hold_hal(&base, r, currency).map(Hal::into_value))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Hal::new(
+        &base,
+        &format!("/accounts/{account}/holds"),
+        json!({ "count": items.len() }),
+    )
+    .link("account", &format!("/accounts/{account}"))
+    .embed("holds", items))
+}
+
+async fn get_hold(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+    let id = parse_id(&id, "hold")?;
+    let row = sqlx::query("SELECT h.*, a.currency FROM holds h JOIN accounts a ON a.id = h.account_id WHERE h.id = $1")
+        .bind(id)
+        .fetch_optional(&kit.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
+    let currency = Currency::parse(row.try_get::<String, _>("currency")?.as_str())
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    hold_hal(&base, &row, currency)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Capture,
+    Release,
+}
+
+async fn capture_hold(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+) -> ApiResult<Response> {
+    settle(kit, base, trace, id, key, Settle::Capture).await
+}
+
+async fn release_hold(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+) -> ApiResult<Response> {
+    settle(kit, base, trace, id, key, Settle::Release).await
+}
+
+/// Capture (debit the account) or release (free the reservation) a hold: only a
+/// hold still `held` can be settled, and only once.
+async fn settle(
+    kit: Kit,
+    base: BaseUrl,
+    trace: TraceId,
+    id: String,
+    key: IdempotencyKey,
+    how: Settle,
+) -> ApiResult<Response> {
+    let id = parse_id(&id, "hold")?;
+    let verb = match how {
+        Settle::Capture => "capture",
+        Settle::Release => "release",
+    };
+    let fp = Fingerprint::new(format!("POST /holds/{id}/{verb}"), &Value::Null);
+    once(&kit, Some(&key), fp, async |conn| {
+        let account: Uuid = sqlx::query_scalar("SELECT account_id FROM holds WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
+        let (currency, balance, _) = lock_account(conn, account).await?;
+        let hold = sqlx::query("SELECT * FROM holds WHERE id = $1 FOR UPDATE").bind(id).fetch_one(&mut *conn).await?;
+        let status: String = hold.try_get("status")?;
+        if status != "held" {
+            return Err(ApiError::conflict(
+                "hold-settled",
+                format!("hold `{id}` is already {status}; only a held hold can be captured or released"),
+            ));
+        }
+        let amount: i64 = hold.try_get("amount")?;
+        let reference: String = hold.try_get("reference")?;
+        let (new_status, event) = match how {
+            Settle::Capture => ("captured", "hold.captured"),
+            Settle::Release => ("released", "hold.released"),
+        };
+        let mut data = json!({
+            "account": base.url(&format!("/accounts/{account}")),
+            "hold": base.url(&format!("/holds/{id}")),
+            "amount": money_json(amount, currency),
+            "reference": reference,
+        });
+        match how {
+            Settle::Capture => {
+                let balance_after = balance - amount;
+                sqlx::query("UPDATE accounts SET balance = balance - $2, held = held - $2 WHERE id = $1")
+                    .bind(account)
+                    .bind(amount)
+                    .execute(&mut *conn)
+                    .await?;
+                let tx_id = Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO transactions (id, account_id, kind, amount, balance_after, reference, hold_id)
+                     VALUES ($1, $2, 'debit', $3, $4, $5, $6)",
+                )
+                .bind(tx_id)
+                .bind(account)
+                .bind(amount)
+                .bind(balance_after)
+                .bind(&reference)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+                data["transaction"] = json!(tx_id);
+                data["balance_after"] = money_json(balance_after, currency);
+            }
+            Settle::Release => {
+                sqlx::query("UPDATE accounts SET held = held - $2 WHERE id = $1")
+                    .bind(account)
+                    .bind(amount)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        let row = sqlx::query("UPDATE holds SET status = $2, updated_at = now() WHERE id = $1 RETURNING *")
+            .bind(id)
+            .bind(new_status)
+            .fetch_one(&mut *conn)
+            .await?;
+        let hal = hold_hal(&base, &row, currency)?;
+        events::append(conn, &trace, NewEvent { kind: event, aggregate_id: account.to_string(), data }).await?;
+        Ok(hal)
+    })
+    .await
+}
+
+fn pence(amount: i64) -> String {
+    format!("{}.{:02}", amount / 100, amount % 100)
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

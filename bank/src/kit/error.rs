@@ -1,0 +1,135 @@
+//! One error type for every handler: it becomes `application/problem+json`
+//! (RFC 9457). The client sees a safe title and detail; the log sees the cause.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The request is malformed (bad JSON, bad header, bad query).
+    #[error("{detail}")]
+    BadRequest { kind: &'static str, detail: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// Well-formed but refused by a business rule (insufficient funds, wrong state).
+    #[error("{detail}")]
+    Unprocessable { kind: &'static str, detail: String },
+    /// The request conflicts with what is already stored (idempotency key reuse).
+    #[error("{detail}")]
+    Conflict { kind: &'static str, detail: String },
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::BadRequest {
+            kind,
+            detail: detail.into(),
+        }
+    }
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound { what: what.into() }
+    }
+    pub fn unprocessable(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            kind,
+            detail: detail.into(),
+        }
+    }
+    pub fn conflict(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::Conflict {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest { kind, .. }
+            | Self::Unprocessable { kind, .. }
+            | Self::Conflict { kind, .. } => kind,
+            Self::NotFound { .. } => "not-found",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        // Constraint violations are the client's doing (a race lost, a rule broken):
+        // they are 409/422, never 500.
+        if let sqlx::Error::Database(db) = &err {
+            match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => {
+                    return Self::conflict("conflict", "the resource already exists");
+                }
+                sqlx::error::ErrorKind::CheckViolation => {
+                    return Self::unprocessable(
+                        "rule-violated",
+                        "the request breaks a rule of this resource",
+                    );
+                }
+                _ => {}
+            }
+        }
+        Self::Internal(err.into())
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Internal(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+                "the service failed to handle the request; its log has the cause".to_string()
+            }
+            other => {
+                tracing::info!(status = status.as_u16(), problem = %other, "request refused");
+                other.to_string()
+            }
+        };
+        let body = json!({
+            "type": format!("urn:problem:bank:{}", self.kind()),
+            "title": status.canonical_reason().unwrap_or("error"),
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+pub type ApiResult<T> = std::result::Result<T, ApiError>;

@@ -1,0 +1,208 @@
+//! The service's own append-only event log, served at `GET /events`.
+//!
+//! A state change and its event are written in one transaction. Appends take a
+//! transaction-scoped advisory lock so that sequence numbers become visible in
+//! commit order: a reader paging by cursor can never skip an event that committed
+//! late with a lower number (the classic outbox gap).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::Kit;
+use super::error::{ApiError, ApiResult};
+use super::hal::{BaseUrl, Hal};
+use super::http::{ApiQuery, TraceId};
+
+/// Advisory lock key that serialises appends to `events` (any constant works: the
+/// database is the service's own).
+const APPEND_LOCK: i64 = 0x6576_656e_7473;
+const MAX_PAGE: i64 = 1000;
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// One event as it travels: in the log, over `/events` and (later) on Kafka.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub aggregate_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub trace_id: String,
+    pub data: Value,
+}
+
+/// An event about to be appended.
+#[derive(Debug)]
+pub struct NewEvent<'a> {
+    pub kind: &'a str,
+    pub aggregate_id: String,
+    pub data: Value,
+}
+
+/// Append `event` inside the caller's transaction; it becomes visible when that
+/// transaction commits. Append last in a transaction: the lock is held until commit.
+pub async fn append(
+    conn: &mut PgConnection,
+    trace: &TraceId,
+    event: NewEvent<'_>,
+) -> ApiResult<Envelope> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(APPEND_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let id = Uuid::now_v7();
+    let occurred_at: OffsetDateTime = sqlx::query_scalar(
+        "INSERT INTO events (id, type, aggregate_id, trace_id, data) VALUES ($1, $2, $3, $4, $5) RETURNING occurred_at",
+    )
+    .bind(id)
+    .bind(event.kind)
+    .bind(&event.aggregate_id)
+    .bind(&trace.0)
+    .bind(&event.data)
+    .fetch_one(&mut *conn)
+    .await?;
+    tracing::info!(event_id = %id, event_type = event.kind, aggregate_id = %event.aggregate_id, "event appended");
+    Ok(Envelope {
+        id,
+        kind: event.kind.to_string(),
+        aggregate_id: event.aggregate_id,
+        occurred_at,
+        trace_id: trace.0.clone(),
+        data: event.data,
+    })
+}
+
+/// Wakes long-polling readers when something was committed.
+#[derive(Debug, Clone)]
+pub struct Appended(watch::Sender<u64>);
+
+impl Appended {
+    pub fn new() -> Self {
+        Self(watch::Sender::new(0))
+    }
+
+    pub fn bump(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+impl Default for Appended {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Cursor: the `seq` of the last event the reader has seen.
+    after: Option<i64>,
+    limit: Option<i64>,
+    /// Seconds to wait for a new event when there is none after the cursor.
+    wait: Option<f64>,
+}
+
+pub fn router() -> Router<Kit> {
+    Router::new().route("/events", get(list))
+}
+
+async fn list(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Hal> {
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request(
+            "bad-cursor",
+            "`after` must be a cursor from a previous page (0 or more)",
+        ));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad-limit",
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let wait = match q.wait {
+        None => Duration::ZERO,
+        Some(w) if w.is_finite() && w >= 0.0 => Duration::from_secs_f64(w).min(MAX_WAIT),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad-wait",
+                "`wait` must be a number of seconds, 0 to 30",
+            ));
+        }
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut appended = kit.appended.subscribe();
+    let page = loop {
+        appended.borrow_and_update();
+        let page = read_page(&kit, after, limit).await?;
+        if !page.is_empty() || tokio::time::Instant::now() >= deadline {
+            break page;
+        }
+        tokio::select! {
+            changed = appended.changed() => if changed.is_err() { break page },
+            () = tokio::time::sleep_until(deadline) => {}
+            () = kit.shutdown.cancelled() => break page,
+        }
+    };
+    let last = page.last().map_or(after, |(seq, _)| *seq);
+    let items = page
+        .into_iter()
+        .map(|(seq, e)| {
+            let mut v = serde_json::to_value(&e).unwrap_or(Value::Null);
+            v["seq"] = json!(seq);
+            v
+        })
+        .collect::<Vec<_>>();
+    let count = items.len();
+    let self_path = format!("/events?after={after}&limit={limit}");
+    Ok(
+        Hal::new(&base, &self_path, json!({ "count": count, "cursor": last }))
+            .link("next", &format!("/events?after={last}&limit={limit}"))
+            .embed("events", items),
+    )
+}
+
+async fn read_page(kit: &Kit, after: i64, limit: i64) -> ApiResult<Vec<(i64, Envelope)>> {
+    let rows = sqlx::query(
+        "SELECT seq, id, type, aggregate_id, occurred_at, trace_id, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&kit.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("seq")?,
+                Envelope {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("type")?,
+                    aggregate_id: row.try_get("aggregate_id")?,
+                    occurred_at: row.try_get("occurred_at")?,
+                    trace_id: row.try_get("trace_id")?,
+                    data: row.try_get("data")?,
+                },
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}

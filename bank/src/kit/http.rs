@@ -1,0 +1,224 @@
+//! Request plumbing every service shares: the trace id, request metrics, and
+//! extractors that turn bad input into problem+json instead of axum's plain text.
+
+use std::time::Instant;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use super::error::ApiError;
+use crate::domain::IdempotencyKey;
+
+pub const TRACE_HEADER: &str = "x-trace-id";
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// The id that follows one request through every call, event and log line.
+#[derive(Debug, Clone)]
+pub struct TraceId(pub String);
+
+impl TraceId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// Accept a caller's trace id only if it is short and printable: it ends up in
+    /// logs and headers.
+    fn from_header(value: &HeaderValue) -> Option<Self> {
+        let s = value.to_str().ok()?.trim();
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self(s.to_string()))
+    }
+}
+
+impl Default for TraceId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TraceId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<TraceId>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// Middleware: assign (or adopt) the trace id, run the request inside a span that
+/// carries it, echo it on the response, and count and time the request.
+pub async fn observe(service: &'static str, mut request: Request, next: Next) -> Response {
+    let trace = request
+        .headers()
+        .get(TRACE_HEADER)
+        .and_then(TraceId::from_header)
+        .unwrap_or_default();
+    request.extensions_mut().insert(trace.clone());
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!("request", trace_id = %trace.0, %method, route = %route);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16().to_string();
+    span.in_scope(|| {
+        tracing::debug!(status = %status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "handled");
+    });
+    let labels = [
+        ("service", service.to_string()),
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", status),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels[..3])
+        .record(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&trace.0) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(TRACE_HEADER), v);
+    }
+    response
+}
+
+/// `Json<T>` whose rejections are problem+json and name what was wrong.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            )),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::unprocessable(
+                "invalid-body",
+                format!(
+                    "the JSON body does not fit this resource: {}",
+                    e.body_text()
+                ),
+            )),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(
+                "malformed-json",
+                format!("the body is not valid JSON: {}", e.body_text()),
+            )),
+            Err(other) => Err(ApiError::bad_request("bad-body", other.body_text())),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header, required on every POST that moves money.
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(IDEMPOTENCY_HEADER).ok_or_else(|| {
+            ApiError::bad_request(
+                "missing-idempotency-key",
+                "this request moves money: send an `Idempotency-Key` header (any unique string up to 255 characters)",
+            )
+        })?;
+        let text = value.to_str().map_err(|_| {
+            ApiError::bad_request(
+                "bad-idempotency-key",
+                "the `Idempotency-Key` header must be printable ASCII",
+            )
+        })?;
+        IdempotencyKey::parse(text)
+            .map_err(|e| ApiError::bad_request("bad-idempotency-key", e.to_string()))
+    }
+}
+
+/// An optional `Idempotency-Key`, for POSTs that create things but move no money.
+#[derive(Debug)]
+pub struct MaybeIdempotencyKey(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(IDEMPOTENCY_HEADER) {
+            IdempotencyKey::from_request_parts(parts, state)
+                .await
+                .map(|k| Self(Some(k)))
+        } else {
+            Ok(Self(None))
+        }
+    }
+}
+
+/// `Query<T>` whose rejections are problem+json.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| ApiError::bad_request("bad-query", e.body_text()))
+    }
+}
+
+/// A JSON body that may be absent (an empty body means `None`); a body that is
+/// present must be valid JSON of the right shape.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request("bad-body", e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        match T::deserialize(&mut de).and_then(|v| de.end().map(|()| v)) {
+            Ok(v) => Ok(Self(Some(v))),
+            Err(e) if e.is_data() => Err(ApiError::unprocessable(
+                "invalid-body",
+                format!("the JSON body does not fit this resource: {e}"),
+            )),
+            Err(e) => Err(ApiError::bad_request(
+                "malformed-json",
+                format!("the body is not valid JSON: {e}"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Idempotency keys: the first answer to a (scope, key) is stored in the same
+//! transaction as the change it describes; a repeat gets that answer back and
+//! changes nothing. A concurrent repeat blocks on the first one's row until it
+//! commits, then replays it.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+
+use super::error::{ApiError, ApiResult};
+use super::hal::hal_response;
+use crate::domain::IdempotencyKey;
+
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// The request a key was first used for: scope (method and resource) and body.
+#[derive(Debug)]
+pub struct Fingerprint {
+    pub scope: String,
+    pub request: String,
+}
+
+impl Fingerprint {
+    pub fn new(scope: impl Into<String>, request: &impl serde::Serialize) -> Self {
+        Self {
+            scope: scope.into(),
+            request: serde_json::to_string(request).unwrap_or_default(),
+        }
+    }
+}
+
+/// Claim `key` for this request. `Ok(Some(response))` is the stored answer to
+/// replay; `Ok(None)` means go ahead, then [`remember`] the answer before commit.
+pub async fn claim(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+    fp: &Fingerprint,
+) -> ApiResult<Option<Response>> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(&fp.scope)
+    .bind(key.as_str())
+    .bind(&fp.request)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT request, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+    )
+    .bind(&fp.scope)
+    .bind(key.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let request: String = row.try_get("request")?;
+    if request != fp.request {
+        return Err(ApiError::unprocessable(
+            "idempotency-key-reused",
+            format!(
+                "Idempotency-Key `{}` was already used for a different request to this resource; use a new key for a new request",
+                key.as_str()
+            ),
+        ));
+    }
+    let status: i16 = row.try_get("status")?;
+    let body: Value = row.try_get("body")?;
+    let status = StatusCode::from_u16(status as u16).map_err(|e| ApiError::Internal(e.into()))?;
+    let mut response = hal_response(status, body);
+    response
+        .headers_mut()
+        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    Ok(Some(response))
+}
+
+/// Store the answer to a claimed key, in the same transaction as the change.
+pub async fn remember(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+    fp: &Fingerprint,
+    status: StatusCode,
+    body: &Value,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2")
+        .bind(&fp.scope)
+        .bind(key.as_str())
+        .bind(status.as_u16() as i16)
+        .bind(body)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

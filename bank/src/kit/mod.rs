@@ -1,0 +1,303 @@
+//! The service kit: what every service gets for free. A service supplies a
+//! [`ServiceSpec`] (name, migrations, discovery links, router); the kit adds
+//! `/`, `/health`, `/ping`, `/events`, `/metrics`, trace ids, request metrics,
+//! problem+json errors and graceful shutdown.
+
+pub mod error;
+pub mod events;
+pub mod hal;
+pub mod http;
+pub mod idempotency;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, SqlSafeStr, Transaction};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use error::ApiResult;
+use hal::{BaseUrl, Hal};
+
+/// Kit tables every service has (versions below 100 are the kit's).
+const KIT_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "kit event log and idempotency",
+    include_str!("migrations/0001_kit.sql"),
+)];
+
+/// What a service is, to the kit.
+#[derive(Debug)]
+pub struct ServiceSpec {
+    pub name: &'static str,
+    /// (version >= 100, description, SQL), applied in order after the kit's.
+    pub migrations: &'static [(i64, &'static str, &'static str)],
+    /// Links the discovery resource advertises: (rel, path).
+    pub links: &'static [(&'static str, &'static str)],
+    pub router: fn() -> Router<Kit>,
+}
+
+/// Runtime configuration, from environment variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let http_addr = std::env::var("HTTP_ADDR").unwrap_or_else(|_| "0.0.0.0:8080".into());
+        let http_addr = http_addr.parse().with_context(|| {
+            format!("HTTP_ADDR=`{http_addr}` is not an address like 127.0.0.1:8080")
+        })?;
+        let database_url = std::env::var("DATABASE_URL")
+            .context("DATABASE_URL is not set: point it at this service's PostgreSQL database")?;
+        let shutdown_timeout = match std::env::var("SHUTDOWN_TIMEOUT_SECS") {
+            Ok(s) => Duration::from_secs(
+                s.parse()
+                    .with_context(|| format!("SHUTDOWN_TIMEOUT_SECS=`{s}` is not a number"))?,
+            ),
+            Err(_) => Duration::from_secs(10),
+        };
+        Ok(Self {
+            http_addr,
+            database_url,
+            shutdown_timeout,
+        })
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct Kit {
+    pub service: &'static str,
+    pub pool: PgPool,
+    pub appended: events::Appended,
+    pub shutdown: CancellationToken,
+    links: &'static [(&'static str, &'static str)],
+}
+
+impl Kit {
+    pub async fn begin(&self) -> ApiResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commit, then wake `/events` long-pollers.
+    pub async fn commit(&self, tx: Transaction<'static, Postgres>) -> ApiResult<()> {
+        tx.commit().await?;
+        self.appended.bump();
+        Ok(())
+    }
+}
+
+/// A bound, migrated service, ready to run.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    kit: Kit,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    pub async fn build(
+        spec: &ServiceSpec,
+        config: Config,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let options: PgConnectOptions = config
+            .database_url
+            .parse()
+            .with_context(|| format!("DATABASE_URL for {} is not a PostgreSQL URL", spec.name))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("{}: cannot connect to its database", spec.name))?;
+        migrator(spec)
+            .run(&pool)
+            .await
+            .with_context(|| format!("{}: migrations failed", spec.name))?;
+        let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
+            format!(
+                "{}: cannot listen on {} (is the port in use?)",
+                spec.name, config.http_addr
+            )
+        })?;
+        // Install the recorder before the first request is counted.
+        prometheus();
+        let kit = Kit {
+            service: spec.name,
+            pool,
+            appended: events::Appended::new(),
+            shutdown,
+            links: spec.links,
+        };
+        let service = spec.name;
+        let router = Router::new()
+            .route("/", get(discovery))
+            .route("/health", get(health))
+            .route("/ping", get(|| async { "pong" }))
+            .route("/metrics", get(metrics_text))
+            .merge(events::router())
+            .merge((spec.router)())
+            .fallback(|| async { error::ApiError::not_found("resource") })
+            .with_state(kit.clone())
+            .layer(axum::middleware::from_fn(move |req, next| {
+                http::observe(service, req, next)
+            }));
+        Ok(Self {
+            listener,
+            router,
+            kit,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn kit(&self) -> &Kit {
+        &self.kit
+    }
+
+    /// Serve until `shutdown` is cancelled, then drain in-flight requests for at
+    /// most the configured timeout.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let shutdown = self.kit.shutdown.clone();
+        tracing::info!(service = self.kit.service, addr = %self.listener.local_addr()?, "listening");
+        let serve = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let serve = tokio::spawn(async move { serve.await });
+        shutdown.cancelled().await;
+        match tokio::time::timeout(self.shutdown_timeout, serve).await {
+            Ok(joined) => joined??,
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within the shutdown timeout")
+            }
+        }
+        self.kit.pool.close().await;
+        tracing::info!(service = self.kit.service, "stopped");
+        Ok(())
+    }
+}
+
+fn migrator(spec: &ServiceSpec) -> Migrator {
+    let migrations = KIT_MIGRATIONS
+        .iter()
+        .chain(spec.migrations)
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                (*description).into(),
+                MigrationType::Simple,
+                AssertSqlSafe(*sql).into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
+    let mut hal = Hal::new(&base, "/", json!({ "service": kit.service }))
+        .link("health", "/health")
+        .link("events", "/events")
+        .link("metrics", "/metrics");
+    for (rel, path) in kit.links {
+        hal = hal.link(rel, path);
+    }
+    hal
+}
+
+async fn health(State(kit): State<Kit>) -> impl IntoResponse {
+    let db = tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query("SELECT 1").execute(&kit.pool),
+    )
+    .await;
+    let database = match db {
+        Ok(Ok(_)) => json!({ "status": "ok" }),
+        Ok(Err(e)) => json!({ "status": "down", "reason": format!("database query failed: {e}") }),
+        Err(_) => json!({ "status": "down", "reason": "database did not answer within 1s" }),
+    };
+    let up = database["status"] == "ok";
+    let status = if up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "service": kit.service, "status": if up { "ok" } else { "down" }, "checks": { "database": database } });
+    (status, Json(body))
+}
+
+async fn metrics_text() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus().render(),
+    )
+}
+
+/// The process-wide Prometheus recorder (installed once; every label carries the
+/// service name, so several services in one test process do not collide).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a test harness): then ours
+        // renders nothing, which the metrics test would show.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// JSON logs on stdout, one object a line, with the span stack (service, trace id).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_span_list(true)
+        .with_target(false)
+        .try_init();
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}

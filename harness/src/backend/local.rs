@@ -1,0 +1,571 @@
+//! The local backend: every component a child process on 127.0.0.1, no Docker.
+//! PostgreSQL is a private cluster made with the machine's server binaries; the
+//! Kafka-protocol broker is this binary's `broker` command (tansu, embedded);
+//! bank services are the workspace's `bank` binary, built when stale.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sqlx::Connection;
+use tokio::process::Command;
+use tokio::sync::{Mutex, OnceCell};
+
+use super::{Backend, Handle, Plan, ProbeResult};
+use crate::engine::Endpoint;
+use crate::error::{Error, Result};
+use crate::logs::LogSink;
+use crate::topology::{Probe, Run, Service, Topology};
+use crate::{ports, process};
+
+#[derive(Debug)]
+pub struct LocalBackend {
+    home: PathBuf,
+    dir: PathBuf,
+    workspace: PathBuf,
+    bank_bin: OnceCell<PathBuf>,
+    pg_bins: OnceCell<PathBuf>,
+    /// Clusters whose databases exist already.
+    databases_made: Mutex<BTreeSet<String>>,
+    http: reqwest::Client,
+}
+
+impl LocalBackend {
+    /// A backend for the sandbox whose directory is `dir` (under `home`), running
+    /// the bank from the cargo workspace at `workspace`.
+    pub fn new(home: &Path, dir: &Path, workspace: &Path) -> Self {
+        Self {
+            home: home.to_path_buf(),
+            dir: dir.to_path_buf(),
+            workspace: workspace.to_path_buf(),
+            bank_bin: OnceCell::new(),
+            pg_bins: OnceCell::new(),
+            databases_made: Mutex::default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(1))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn postgres_bin_dir(&self) -> Result<&PathBuf> {
+        self.pg_bins
+            .get_or_try_init(|| async { find_postgres() })
+            .await
+    }
+
+    async fn bank_binary(&self, logs: &LogSink) -> Result<&PathBuf> {
+        self.bank_bin
+            .get_or_try_init(|| build_bank(&self.workspace, logs))
+            .await
+    }
+
+    async fn start_postgres(
+        &self,
+        service: &Service,
+        plan: &Plan,
+        logs: LogSink,
+    ) -> Result<Handle> {
+        let bin = self.postgres_bin_dir().await?.clone();
+        let port = first_port(service, plan)?;
+        let (user, password) = pg_credentials(service);
+        let root = self.dir.join(format!("pg-{}", service.name));
+        let data = root.join("data");
+        let run_as = unprivileged_user()?;
+        std::fs::create_dir_all(&root)
+            .map_err(Error::io(format!("cannot create {}", root.display())))?;
+        if let Some((uid, gid)) = run_as {
+            nix::unistd::chown(&root, Some(uid), Some(gid)).map_err(|e| {
+                Error::component(
+                    &service.name,
+                    format!("cannot hand {} to the postgres user: {e}", root.display()),
+                )
+            })?;
+        }
+        if !data.join("PG_VERSION").exists() {
+            let pwfile = root.join("pwfile");
+            std::fs::write(&pwfile, &password)
+                .map_err(Error::io("cannot write the password file"))?;
+            if let Some((uid, gid)) = run_as {
+                let _ = nix::unistd::chown(&pwfile, Some(uid), Some(gid));
+            }
+            let mut initdb = Command::new(bin.join("initdb"));
+            initdb
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-U",
+                    &user,
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "--no-instructions",
+                ])
+                .args(["--auth-host=scram-sha-256", "--auth-local=trust"])
+                .arg(format!("--pwfile={}", pwfile.display()));
+            if let Some((uid, gid)) = run_as {
+                initdb.uid(uid.as_raw()).gid(gid.as_raw());
+            }
+            process::tie_to_parent(&mut initdb);
+            let out = initdb
+                .output()
+                .await
+                .map_err(|e| Error::component(&service.name, format!("cannot run initdb: {e}")))?;
+            let _ = std::fs::remove_file(&pwfile);
+            for line in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+            {
+                logs.line("initdb", line.to_string());
+            }
+            if !out.status.success() {
+                return Err(Error::component(
+                    &service.name,
+                    format!(
+                        "initdb failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ));
+            }
+        }
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
+        // A sandbox's database is disposable: trade durability for speed and memory.
+        for setting in [
+            "listen_addresses=127.0.0.1",
+            "unix_socket_directories=",
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "shared_buffers=16MB",
+            "max_connections=200",
+            "max_wal_size=256MB",
+            "log_min_messages=warning",
+        ] {
+            cmd.arg("-c").arg(setting);
+        }
+        if let Some((uid, gid)) = run_as {
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        process::spawn(&service.name, cmd, logs)
+    }
+
+    async fn start_broker(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
+        let port = first_port(service, plan)?;
+        let exe =
+            std::env::current_exe().map_err(Error::io("cannot find the sandbox binary itself"))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["broker", "--listen", &format!("127.0.0.1:{port}")]);
+        process::spawn(&service.name, cmd, logs)
+    }
+
+    async fn start_bank(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
+        let bin = self.bank_binary(&logs).await?.clone();
+        let mut cmd = Command::new(bin);
+        cmd.args(&service.command);
+        cmd.envs(plan.env.get(&service.name).into_iter().flatten());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info,sqlx=warn");
+        }
+        process::spawn(&service.name, cmd, logs)
+    }
+
+    async fn probe_postgres(&self, service: &Service, plan: &Plan) -> ProbeResult {
+        let Ok(port) = first_port(service, plan) else {
+            return ProbeResult::NotReady("no port".into());
+        };
+        let (user, password) = pg_credentials(service);
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username(&user)
+            .password(&password)
+            .database("postgres");
+        let connect = tokio::time::timeout(
+            Duration::from_secs(1),
+            sqlx::PgConnection::connect_with(&options),
+        )
+        .await;
+        let mut conn = match connect {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return ProbeResult::NotReady(format!("not accepting connections: {e}")),
+            Err(_) => return ProbeResult::NotReady("connection timed out".into()),
+        };
+        let Run::Postgres { databases } = &service.run else {
+            return ProbeResult::Ready;
+        };
+        let mut made = self.databases_made.lock().await;
+        if !made.contains(&service.name) {
+            for db in databases {
+                let exists: Option<i32> =
+                    match sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                        .bind(db)
+                        .fetch_optional(&mut conn)
+                        .await
+                    {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return ProbeResult::NotReady(format!("cannot list databases: {e}"));
+                        }
+                    };
+                if exists.is_none() {
+                    let sql = format!("CREATE DATABASE \"{}\"", db.replace('"', "\"\""));
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await
+                    {
+                        return ProbeResult::NotReady(format!("cannot create database {db}: {e}"));
+                    }
+                }
+            }
+            made.insert(service.name.clone());
+        }
+        let _ = conn.close().await;
+        ProbeResult::Ready
+    }
+}
+
+impl Backend for LocalBackend {
+    async fn plan(&self, topology: &Topology) -> Result<Plan> {
+        let wanted: Vec<(String, u16)> = topology
+            .services
+            .iter()
+            .flat_map(|s| s.ports.iter().map(|p| (s.name.clone(), *p)))
+            .collect();
+        let home = self.home.clone();
+        let dir = self.dir.clone();
+        let n = wanted.len();
+        let chosen = tokio::task::spawn_blocking(move || ports::reserve(&home, &dir, n))
+            .await
+            .map_err(|e| Error::Other(format!("port reservation panicked: {e}")))??;
+        let mut plan = Plan {
+            dir: self.dir.clone(),
+            ..Plan::default()
+        };
+        for (key, host) in wanted.into_iter().zip(chosen) {
+            plan.ports.insert(key, host);
+        }
+        for s in &topology.services {
+            let port = plan.host_port(&s.name, s.ports[0]).unwrap_or(0);
+            let endpoint = match &s.run {
+                Run::Postgres { .. } => {
+                    let (user, password) = pg_credentials(s);
+                    Endpoint {
+                        name: "postgres".into(),
+                        url: format!("postgres://{user}:{password}@127.0.0.1:{port}"),
+                    }
+                }
+                Run::Kafka => Endpoint {
+                    name: "bootstrap".into(),
+                    url: format!("127.0.0.1:{port}"),
+                },
+                Run::Bank => Endpoint {
+                    name: "http".into(),
+                    url: format!("http://127.0.0.1:{port}"),
+                },
+            };
+            plan.endpoints.insert(s.name.clone(), vec![endpoint]);
+            let env = s
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), rewrite(v, &s.name, &plan.ports)))
+                .collect();
+            plan.env.insert(s.name.clone(), env);
+        }
+        Ok(plan)
+    }
+
+    async fn start(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
+        match &service.run {
+            Run::Postgres { .. } => self.start_postgres(service, plan, logs).await,
+            Run::Kafka => self.start_broker(service, plan, logs).await,
+            Run::Bank => self.start_bank(service, plan, logs).await,
+        }
+    }
+
+    async fn probe(&self, service: &Service, plan: &Plan) -> ProbeResult {
+        match &service.probe {
+            Probe::Postgres => self.probe_postgres(service, plan).await,
+            Probe::Tcp { port } => {
+                let Some(host_port) = plan.host_port(&service.name, *port) else {
+                    return ProbeResult::NotReady("no port".into());
+                };
+                match tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tokio::net::TcpStream::connect(("127.0.0.1", host_port)),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => ProbeResult::Ready,
+                    Ok(Err(e)) => ProbeResult::NotReady(format!("127.0.0.1:{host_port}: {e}")),
+                    Err(_) => {
+                        ProbeResult::NotReady(format!("127.0.0.1:{host_port}: connect timed out"))
+                    }
+                }
+            }
+            Probe::Http { port, path } => {
+                let Some(host_port) = plan.host_port(&service.name, *port) else {
+                    return ProbeResult::NotReady("no port".into());
+                };
+                let url = format!("http://127.0.0.1:{host_port}{path}");
+                match self.http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => ProbeResult::Ready,
+                    Ok(r) => {
+                        let status = r.status();
+                        let body = r.text().await.unwrap_or_default();
+                        ProbeResult::NotReady(format!(
+                            "GET {path}: {status} {}",
+                            body.chars().take(200).collect::<String>()
+                        ))
+                    }
+                    Err(e) if e.is_connect() => {
+                        ProbeResult::NotReady(format!("GET {path}: not listening yet"))
+                    }
+                    Err(e) => ProbeResult::NotReady(format!("GET {path}: {e}")),
+                }
+            }
+        }
+    }
+
+    async fn cleanup(&self, _plan: &Plan) -> Result<()> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(Error::io(format!("cannot read {}", self.dir.display())))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("pg-") || name == "ports" {
+                let path = entry.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(Error::io(format!("cannot remove {}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn first_port(service: &Service, plan: &Plan) -> Result<u16> {
+    service
+        .ports
+        .first()
+        .and_then(|p| plan.host_port(&service.name, *p))
+        .ok_or_else(|| Error::component(&service.name, "no port was planned for it"))
+}
+
+/// The superuser and password, as the official image takes them.
+fn pg_credentials(service: &Service) -> (String, String) {
+    let user = service
+        .environment
+        .get("POSTGRES_USER")
+        .cloned()
+        .unwrap_or_else(|| "postgres".into());
+    let password = service
+        .environment
+        .get("POSTGRES_PASSWORD")
+        .cloned()
+        .unwrap_or_else(|| "postgres".into());
+    (user, password)
+}
+
+/// Rewrite Compose addresses for processes on 127.0.0.1: `<service>:<port>`
+/// becomes `127.0.0.1:<host port>`, and the service's own `0.0.0.0:<port>`
+/// listen address becomes its host port.
+pub fn rewrite(value: &str, own: &str, ports: &BTreeMap<(String, u16), u16>) -> String {
+    let mut out = value.to_string();
+    for ((svc, container), host) in ports {
+        if svc == own {
+            out = replace_address(
+                &out,
+                &format!("0.0.0.0:{container}"),
+                &format!("127.0.0.1:{host}"),
+            );
+        }
+        out = replace_address(
+            &out,
+            &format!("{svc}:{container}"),
+            &format!("127.0.0.1:{host}"),
+        );
+    }
+    out
+}
+
+/// Replace `from` where it stands as a whole host:port (not inside a longer name
+/// or number).
+fn replace_address(text: &str, from: &str, to: &str) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(from) {
+        let before_ok = rest[..i].chars().next_back().is_none_or(|c| !is_name(c));
+        let after_ok = rest[i + from.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_ascii_digit());
+        out.push_str(&rest[..i]);
+        out.push_str(if before_ok && after_ok { to } else { from });
+        rest = &rest[i + from.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The directory holding `initdb` and `postgres`: on PATH, or the newest under
+/// /usr/lib/postgresql/*/bin (Debian keeps them off PATH).
+pub fn find_postgres() -> Result<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| d.join("initdb").is_file() && d.join("postgres").is_file());
+    if let Some(dir) = on_path {
+        return Ok(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("postgres").is_file()).then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, d)| d).ok_or(Error::PostgresMissing)
+}
+
+/// PostgreSQL refuses to run as root: then it runs as `postgres` (or `nobody`).
+fn unprivileged_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    for name in ["postgres", "nobody"] {
+        if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
+            return Ok(Some((user.uid, user.gid)));
+        }
+    }
+    Err(Error::Other(
+        "running as root, and neither a `postgres` nor a `nobody` user exists to run PostgreSQL as"
+            .into(),
+    ))
+}
+
+/// The `bank` binary: `$SANDBOX_BANK_BIN`, or the workspace's, rebuilt with cargo
+/// when any of its sources is newer than it.
+async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("SANDBOX_BANK_BIN") {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(Error::Other(format!(
+                "SANDBOX_BANK_BIN={} is not a file",
+                bin.display()
+            )))
+        };
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    let bin = target.join("debug").join("bank");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let newest = newest_source(workspace);
+    if built.is_some_and(|b| newest.is_none_or(|n| n <= b)) {
+        return Ok(bin);
+    }
+    logs.line(
+        "build",
+        format!("building the bank with cargo in {}", workspace.display()),
+    );
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace)
+        .args(["build", "--quiet", "-p", "bank", "--bin", "bank"]);
+    process::tie_to_parent(&mut cmd);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| Error::Other(format!("cannot run cargo to build the bank: {e}")))?;
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        logs.line("build", line.to_string());
+    }
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(Error::Other(format!(
+            "building the bank failed (cargo build -p bank):\n{}",
+            tail.join("\n")
+        )));
+    }
+    Ok(bin)
+}
+
+/// The newest modification time among the bank's sources and the workspace manifests.
+fn newest_source(workspace: &Path) -> Option<SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(Some(t));
+            }
+        }
+    }
+    let mut newest = None;
+    walk(&workspace.join("bank"), &mut newest);
+    for f in ["Cargo.toml", "Cargo.lock"] {
+        if let Ok(t) = std::fs::metadata(workspace.join(f)).and_then(|m| m.modified()) {
+            newest = newest.max(Some(t));
+        }
+    }
+    newest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_addresses_become_local_ports() {
+        let mut ports = BTreeMap::new();
+        ports.insert(("postgres".to_string(), 5432), 41001);
+        ports.insert(("accounts".to_string(), 8080), 41002);
+        ports.insert(("kafka".to_string(), 9092), 41003);
+        assert_eq!(
+            rewrite(
+                "postgres://bank:bank@postgres:5432/accounts",
+                "accounts",
+                &ports
+            ),
+            "postgres://bank:bank@127.0.0.1:41001/accounts"
+        );
+        assert_eq!(
+            rewrite("0.0.0.0:8080", "accounts", &ports),
+            "127.0.0.1:41002"
+        );
+        assert_eq!(rewrite("kafka:9092", "accounts", &ports), "127.0.0.1:41003");
+        // Not a whole address: left alone.
+        assert_eq!(
+            rewrite("my-postgres:5432", "accounts", &ports),
+            "my-postgres:5432"
+        );
+        assert_eq!(
+            rewrite("postgres:54321", "accounts", &ports),
+            "postgres:54321"
+        );
+        // Another service's listen address is not ours to rewrite.
+        assert_eq!(rewrite("0.0.0.0:5432", "accounts", &ports), "0.0.0.0:5432");
+    }
+}

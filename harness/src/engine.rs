@@ -1,0 +1,687 @@
+//! The orchestrator: one [`State`], [`Event`]s that change it through the pure
+//! [`reduce`], and subscribers (progress printer, control API, later the TUI)
+//! that read it. Start-up follows the dependency graph, in parallel where it can,
+//! gated on readiness polled every few tens of milliseconds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, Exit, Handle, Plan, ProbeResult};
+use crate::error::{Error, Result};
+use crate::logs::{LogLine, LogStore};
+use crate::topology::{Condition, Topology};
+
+/// How often readiness is polled while a component starts.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(25);
+/// How long a component may take to become healthy.
+pub const START_DEADLINE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for its dependencies.
+    Waiting,
+    /// Process spawned, not ready yet.
+    Starting,
+    Healthy,
+    Stopping,
+    Stopped,
+    /// Exited on its own.
+    Exited {
+        code: Option<i32>,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+impl Status {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Starting => "starting",
+            Self::Healthy => "healthy",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Exited { .. } => "exited",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    pub name: String,
+    pub status: Status,
+    pub pid: Option<u32>,
+    pub endpoints: Vec<Endpoint>,
+    pub restarts: u32,
+    /// Unix seconds when the current process started.
+    pub started_at: Option<u64>,
+    /// Milliseconds from spawn to healthy, for the current process.
+    pub ready_ms: Option<u64>,
+    /// What the last readiness probe said while not healthy.
+    pub last_probe: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting,
+    Running,
+    Failed,
+    Stopping,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub sandbox: String,
+    pub phase: Phase,
+    /// In the topology's file order.
+    pub components: Vec<Component>,
+}
+
+impl State {
+    pub fn new(sandbox: &str, topology: &Topology) -> Self {
+        let components = topology
+            .services
+            .iter()
+            .map(|s| Component {
+                name: s.name.clone(),
+                status: Status::Waiting,
+                pid: None,
+                endpoints: Vec::new(),
+                restarts: 0,
+                started_at: None,
+                ready_ms: None,
+                last_probe: None,
+            })
+            .collect();
+        Self {
+            sandbox: sandbox.to_string(),
+            phase: Phase::Starting,
+            components,
+        }
+    }
+
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    fn component_mut(&mut self, name: &str) -> Option<&mut Component> {
+        self.components.iter_mut().find(|c| c.name == name)
+    }
+
+    pub fn all_healthy(&self) -> bool {
+        self.components.iter().all(|c| c.status == Status::Healthy)
+    }
+}
+
+/// Something that happened to the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Planned {
+        component: String,
+        endpoints: Vec<Endpoint>,
+    },
+    Spawned {
+        component: String,
+        pid: Option<u32>,
+        at: u64,
+    },
+    Probed {
+        component: String,
+        result: String,
+    },
+    Healthy {
+        component: String,
+        after_ms: u64,
+    },
+    Exited {
+        component: String,
+        code: Option<i32>,
+    },
+    Failed {
+        component: String,
+        reason: String,
+    },
+    Stopping {
+        component: String,
+    },
+    Stopped {
+        component: String,
+    },
+    Restarting {
+        component: String,
+    },
+    PhaseChanged {
+        phase: Phase,
+    },
+}
+
+/// The one place state changes.
+pub fn reduce(state: &mut State, event: &Event) {
+    if let Event::PhaseChanged { phase } = event {
+        state.phase = *phase;
+        return;
+    }
+    let name = match event {
+        Event::Planned { component, .. }
+        | Event::Spawned { component, .. }
+        | Event::Probed { component, .. }
+        | Event::Healthy { component, .. }
+        | Event::Exited { component, .. }
+        | Event::Failed { component, .. }
+        | Event::Stopping { component }
+        | Event::Stopped { component }
+        | Event::Restarting { component } => component.clone(),
+        Event::PhaseChanged { .. } => unreachable!("handled above"),
+    };
+    let Some(c) = state.component_mut(&name) else {
+        return;
+    };
+    match event {
+        Event::Planned { endpoints, .. } => c.endpoints = endpoints.clone(),
+        Event::Spawned { pid, at, .. } => {
+            c.status = Status::Starting;
+            c.pid = *pid;
+            c.started_at = Some(*at);
+            c.ready_ms = None;
+        }
+        Event::Probed { result, .. } => c.last_probe = Some(result.clone()),
+        Event::Healthy { after_ms, .. } => {
+            c.status = Status::Healthy;
+            c.ready_ms = Some(*after_ms);
+            c.last_probe = None;
+        }
+        Event::Exited { code, .. } => {
+            // An exit we asked for is a stop, not a crash.
+            c.status = if c.status == Status::Stopping {
+                Status::Stopped
+            } else {
+                Status::Exited { code: *code }
+            };
+            c.pid = None;
+        }
+        Event::Failed { reason, .. } => {
+            c.status = Status::Failed {
+                reason: reason.clone(),
+            }
+        }
+        Event::Stopping { .. } => {
+            if c.pid.is_some() {
+                c.status = Status::Stopping;
+            } else if matches!(c.status, Status::Waiting | Status::Starting) {
+                c.status = Status::Stopped;
+            }
+        }
+        Event::Stopped { .. } => {
+            if !matches!(c.status, Status::Failed { .. } | Status::Exited { .. }) {
+                c.status = Status::Stopped;
+            }
+            c.pid = None;
+        }
+        Event::Restarting { .. } => {
+            c.restarts += 1;
+            c.status = Status::Waiting;
+        }
+        Event::PhaseChanged { .. } => {}
+    }
+}
+
+/// The engine's outputs: the current state, and every event as it happens.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    state: Arc<watch::Sender<State>>,
+    events: broadcast::Sender<Event>,
+    pub logs: LogStore,
+}
+
+impl Bus {
+    pub fn new(initial: State) -> Self {
+        Self {
+            state: Arc::new(watch::Sender::new(initial)),
+            events: broadcast::channel(1024).0,
+            logs: LogStore::new(),
+        }
+    }
+
+    pub fn send(&self, event: Event) {
+        self.state.send_modify(|s| reduce(s, &event));
+        let _ = self.events.send(event);
+    }
+
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<State> {
+        self.state.subscribe()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn log(&self, line: LogLine) {
+        self.logs.push(line);
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Drives one sandbox's components through a backend.
+pub struct Engine<B: Backend> {
+    backend: Arc<B>,
+    topology: Arc<Topology>,
+    plan: Arc<Plan>,
+    bus: Bus,
+    handles: Arc<tokio::sync::Mutex<BTreeMap<String, Handle>>>,
+    cancel: CancellationToken,
+}
+
+impl<B: Backend> Engine<B> {
+    pub async fn new(backend: B, topology: Topology, sandbox: &str) -> Result<Self> {
+        let bus = Bus::new(State::new(sandbox, &topology));
+        let plan = backend.plan(&topology).await?;
+        for s in &topology.services {
+            bus.send(Event::Planned {
+                component: s.name.clone(),
+                endpoints: plan.endpoints(&s.name),
+            });
+        }
+        Ok(Self {
+            backend: Arc::new(backend),
+            topology: Arc::new(topology),
+            plan: Arc::new(plan),
+            bus,
+            handles: Arc::default(),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Start every component in dependency order; returns when all are healthy,
+    /// or with the first failure (the caller then tears down).
+    pub async fn start(&self) -> Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in &self.topology.services {
+            let this = self.clone_parts();
+            let name = s.name.clone();
+            tasks.spawn(async move { this.start_one(&name).await });
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let result =
+                joined.unwrap_or_else(|e| Err(Error::Other(format!("start task panicked: {e}"))));
+            if let Err(e) = result
+                && first_error.is_none()
+            {
+                first_error = Some(e);
+                // Siblings waiting on the failed one give up at once.
+                self.cancel.cancel();
+            }
+        }
+        match first_error {
+            None => {
+                self.bus.send(Event::PhaseChanged {
+                    phase: Phase::Running,
+                });
+                Ok(())
+            }
+            Some(e) => {
+                self.bus.send(Event::PhaseChanged {
+                    phase: Phase::Failed,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn clone_parts(&self) -> Parts<B> {
+        Parts {
+            backend: self.backend.clone(),
+            topology: self.topology.clone(),
+            plan: self.plan.clone(),
+            bus: self.bus.clone(),
+            handles: self.handles.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+
+    /// Stop every component, dependents first, then remove what the backend made.
+    pub async fn stop(&self) -> Result<()> {
+        self.cancel.cancel();
+        self.bus.send(Event::PhaseChanged {
+            phase: Phase::Stopping,
+        });
+        let mut order = self.topology.start_order();
+        order.reverse();
+        for s in order {
+            self.bus.send(Event::Stopping {
+                component: s.name.clone(),
+            });
+            let handle = self.handles.lock().await.remove(&s.name);
+            if let Some(handle) = handle {
+                let signal = crate::signals::parse(&s.stop_signal)
+                    .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+                handle.stop(signal, s.stop_grace).await;
+            }
+            self.bus.send(Event::Stopped {
+                component: s.name.clone(),
+            });
+        }
+        let cleaned = self.backend.cleanup(&self.plan).await;
+        self.bus.send(Event::PhaseChanged {
+            phase: Phase::Stopped,
+        });
+        cleaned
+    }
+}
+
+struct Parts<B: Backend> {
+    backend: Arc<B>,
+    topology: Arc<Topology>,
+    plan: Arc<Plan>,
+    bus: Bus,
+    handles: Arc<tokio::sync::Mutex<BTreeMap<String, Handle>>>,
+    cancel: CancellationToken,
+}
+
+impl<B: Backend> Parts<B> {
+    async fn start_one(&self, name: &str) -> Result<()> {
+        let service = self
+            .topology
+            .service(name)
+            .ok_or_else(|| Error::component(name, "not in the topology"))?;
+        // Wait for each dependency's condition.
+        let mut state = self.bus.watch();
+        for dep in &service.depends_on {
+            loop {
+                let status = state
+                    .borrow_and_update()
+                    .component(&dep.service)
+                    .map(|c| c.status.clone());
+                let met = match (dep.condition, &status) {
+                    (_, Some(Status::Healthy)) => true,
+                    (Condition::Started, Some(Status::Starting)) => true,
+                    _ => false,
+                };
+                if met {
+                    break;
+                }
+                if let Some(Status::Failed { .. } | Status::Exited { .. }) = status {
+                    let reason = format!("not started: its dependency `{}` failed", dep.service);
+                    self.bus.send(Event::Failed {
+                        component: name.into(),
+                        reason: reason.clone(),
+                    });
+                    return Err(Error::component(name, reason));
+                }
+                tokio::select! {
+                    changed = state.changed() => if changed.is_err() { return Err(Error::component(name, "engine stopped")) },
+                    () = self.cancel.cancelled() => {
+                        self.bus.send(Event::Stopped { component: name.into() });
+                        return Err(Error::component(name, "start-up cancelled"));
+                    }
+                }
+            }
+        }
+        let started = tokio::time::Instant::now();
+        let handle = match self
+            .backend
+            .start(service, &self.plan, self.bus.logs.sink(name))
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                self.bus.send(Event::Failed {
+                    component: name.into(),
+                    reason: e.to_string(),
+                });
+                return Err(e);
+            }
+        };
+        self.bus.send(Event::Spawned {
+            component: name.into(),
+            pid: handle.pid(),
+            at: now_secs(),
+        });
+        let exit = handle.exited();
+        self.handles.lock().await.insert(name.to_string(), handle);
+        self.watch_exit(name, exit.clone());
+        // Poll readiness until healthy, exited, cancelled or out of time.
+        let deadline = started + START_DEADLINE;
+        let mut last = String::new();
+        loop {
+            if let Some(code) = exit.code() {
+                let reason = format!(
+                    "exited with {} before becoming healthy; its last log lines:\n{}",
+                    code.map_or("a signal".into(), |c| format!("code {c}")),
+                    self.bus
+                        .logs
+                        .tail(name, 15)
+                        .iter()
+                        .map(|l| format!("  {}", l.text))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                self.bus.send(Event::Failed {
+                    component: name.into(),
+                    reason: reason.clone(),
+                });
+                return Err(Error::component(name, reason));
+            }
+            match self.backend.probe(service, &self.plan).await {
+                ProbeResult::Ready => {
+                    let after_ms = started.elapsed().as_millis() as u64;
+                    self.bus.send(Event::Healthy {
+                        component: name.into(),
+                        after_ms,
+                    });
+                    return Ok(());
+                }
+                ProbeResult::NotReady(why) => {
+                    if why != last {
+                        self.bus.send(Event::Probed {
+                            component: name.into(),
+                            result: why.clone(),
+                        });
+                        last = why;
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let reason = format!(
+                    "not healthy after {}s; last probe: {last}",
+                    START_DEADLINE.as_secs()
+                );
+                self.bus.send(Event::Failed {
+                    component: name.into(),
+                    reason: reason.clone(),
+                });
+                return Err(Error::component(name, reason));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                () = exit.wait() => {}
+                () = self.cancel.cancelled() => return Err(Error::component(name, "start-up cancelled")),
+            }
+        }
+    }
+
+    /// Report the component's exit when it happens, whoever caused it.
+    fn watch_exit(&self, name: &str, exit: Exit) {
+        let bus = self.bus.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            exit.wait().await;
+            bus.send(Event::Exited {
+                component: name,
+                code: exit.code().flatten(),
+            });
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::FakeBackend;
+    use std::path::Path;
+
+    fn topology() -> Topology {
+        Topology::parse(
+            Path::new("t.yaml"),
+            r#"
+services:
+  db:
+    ports: ["5432"]
+    x-sandbox: { run: postgres, databases: [a] }
+  broker:
+    ports: ["9092"]
+    x-sandbox: { run: kafka }
+  a:
+    command: [a]
+    ports: ["8080"]
+    environment: { DATABASE_URL: "postgres://u:p@db:5432/a" }
+    depends_on: { db: { condition: service_healthy }, broker: { condition: service_started } }
+    x-sandbox: { run: bank, health: /health }
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn reduce_tracks_a_component_through_its_life() {
+        let mut s = State::new("t", &topology());
+        reduce(
+            &mut s,
+            &Event::Spawned {
+                component: "db".into(),
+                pid: Some(7),
+                at: 1,
+            },
+        );
+        assert_eq!(s.component("db").unwrap().status, Status::Starting);
+        reduce(
+            &mut s,
+            &Event::Healthy {
+                component: "db".into(),
+                after_ms: 40,
+            },
+        );
+        assert_eq!(s.component("db").unwrap().status, Status::Healthy);
+        reduce(
+            &mut s,
+            &Event::Stopping {
+                component: "db".into(),
+            },
+        );
+        reduce(
+            &mut s,
+            &Event::Exited {
+                component: "db".into(),
+                code: Some(0),
+            },
+        );
+        assert_eq!(
+            s.component("db").unwrap().status,
+            Status::Stopped,
+            "an exit we asked for is a stop"
+        );
+    }
+
+    #[test]
+    fn an_unrequested_exit_is_a_crash() {
+        let mut s = State::new("t", &topology());
+        reduce(
+            &mut s,
+            &Event::Spawned {
+                component: "a".into(),
+                pid: Some(9),
+                at: 1,
+            },
+        );
+        reduce(
+            &mut s,
+            &Event::Exited {
+                component: "a".into(),
+                code: Some(101),
+            },
+        );
+        assert_eq!(
+            s.component("a").unwrap().status,
+            Status::Exited { code: Some(101) }
+        );
+    }
+
+    #[tokio::test]
+    async fn components_start_after_their_dependencies_are_ready() {
+        let backend = FakeBackend::new().ready_after("db", 3);
+        let engine = Engine::new(backend.clone(), topology(), "t").await.unwrap();
+        engine.start().await.unwrap();
+        let log = backend.started();
+        let pos = |n: &str| log.iter().position(|x| x == n).unwrap();
+        assert!(pos("a") > pos("db") && pos("a") > pos("broker"), "{log:?}");
+        assert!(engine.bus().state().all_healthy());
+        engine.stop().await.unwrap();
+        assert_eq!(
+            backend.stopped(),
+            ["a", "broker", "db"],
+            "dependents stop first"
+        );
+        assert_eq!(engine.bus().state().phase, Phase::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_crashing_dependency_fails_its_dependents_with_the_reason() {
+        let backend = FakeBackend::new().crash("db", 3);
+        let engine = Engine::new(backend.clone(), topology(), "t").await.unwrap();
+        let err = engine.start().await.unwrap_err().to_string();
+        assert!(
+            err.contains("exited with code 3 before becoming healthy"),
+            "{err}"
+        );
+        let state = engine.bus().state();
+        assert!(matches!(
+            state.component("a").unwrap().status,
+            Status::Failed { .. }
+        ));
+        assert!(
+            !backend.started().contains(&"a".to_string()),
+            "a must not start"
+        );
+        assert_eq!(state.phase, Phase::Failed);
+        engine.stop().await.unwrap();
+        assert!(backend.cleaned());
+    }
+}

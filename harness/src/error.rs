@@ -1,0 +1,58 @@
+use std::path::PathBuf;
+
+/// Everything the harness library can fail with. Each message says what is
+/// wrong, where, and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{file}:{line}: {message}")]
+    Topology {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres) not found on PATH or under /usr/lib/postgresql/*/bin; install them with `apt-get install -y postgresql`"
+    )]
+    PostgresMissing,
+    #[error("sandbox `{0}` not found; `sandbox ls` lists the sandboxes on this machine")]
+    NoSuchSandbox(String),
+    #[error(
+        "sandbox `{name}` already exists ({state}); stop it with `sandbox down {name}` or choose another --name"
+    )]
+    SandboxExists { name: String, state: String },
+    #[error("invalid sandbox name `{0}`: use 1-40 characters from a-z, 0-9 and -")]
+    BadName(String),
+    #[error("{component}: {message}")]
+    Component { component: String, message: String },
+    #[error("the sandbox's supervisor at {addr} did not answer: {message}")]
+    Control { addr: String, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+
+    pub fn component(component: &str, message: impl Into<String>) -> Self {
+        Self::Component {
+            component: component.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,40 @@
+//! The harness: everything `bank-sandbox` does, as a library. The topology model
+//! (`topology`), the backends that run components (`backend`), the engine that
+//! orchestrates them (`engine`), the supervisor that owns a running sandbox and
+//! its control API (`supervisor`, `control`), and the embedded broker (`broker`).
+//!
+//! The `sandbox` binary is a thin client of this library, as the TUI and the e2e
+//! runner will be. This crate must not link the bank's code (it runs the `bank`
+//! binary) and must not depend on a terminal UI crate.
+
+pub mod backend;
+pub mod broker;
+pub mod control;
+pub mod engine;
+pub mod error;
+pub mod logs;
+pub mod ports;
+pub mod process;
+pub mod progress;
+pub mod sandbox;
+pub mod signals;
+pub mod supervisor;
+pub mod topology;
+
+pub use error::{Error, Result};
+
+use std::path::{Path, PathBuf};
+
+/// The topology file, relative to the workspace root.
+pub const TOPOLOGY: &str = "compose/bank.yaml";
+
+/// The bank-sandbox workspace: the nearest directory at or above `from` holding
+/// `compose/bank.yaml` and a `Cargo.toml`, else the one this binary was built in.
+pub fn find_workspace(from: &Path) -> Option<PathBuf> {
+    let is_root = |d: &Path| d.join(TOPOLOGY).is_file() && d.join("Cargo.toml").is_file();
+    if let Some(found) = from.ancestors().find(|d| is_root(d)) {
+        return Some(found.to_path_buf());
+    }
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    is_root(built_in).then(|| built_in.to_path_buf())
+}

@@ -1,0 +1,439 @@
+//! `sandbox`: the bank on a laptop. Parses arguments and calls the harness library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use harness::engine::{Phase, State};
+use harness::sandbox::{Home, Record};
+use harness::{control, progress, sandbox, supervisor};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandbox",
+    version,
+    about = "The whole bank on your machine: private, ephemeral, up in seconds."
+)]
+struct Cli {
+    /// Where sandboxes keep their state [default: $SANDBOX_HOME or /tmp/bank-sandbox-<uid>]
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bring the bank up. In the foreground Ctrl-C tears it down; with --detach it
+    /// keeps running until `sandbox down`.
+    Up {
+        /// Sandbox name [default: <user>-<short id>]
+        #[arg(long)]
+        name: Option<String>,
+        /// Return once every component is healthy and leave the sandbox running.
+        #[arg(short, long)]
+        detach: bool,
+        /// The topology [default: compose/bank.yaml in this workspace]
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Stop a sandbox and remove everything it made.
+    Down {
+        /// The sandbox [default: the only one running]
+        name: Option<String>,
+    },
+    /// Show a sandbox's components: status, pid, restarts, URL.
+    Status {
+        name: Option<String>,
+        /// Print the state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every sandbox on this machine.
+    Ls,
+    /// Print a component's log (`all` for every component, interleaved).
+    Logs {
+        component: String,
+        /// Keep printing new lines until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many past lines to print first.
+        #[arg(long, default_value_t = 200)]
+        tail: usize,
+        /// The sandbox [default: the only one running]
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove sandboxes whose owner process died, with whatever they left running.
+    Prune,
+    /// (internal) Own a detached sandbox: what `up --detach` runs in the background.
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        workspace: PathBuf,
+    },
+    /// (internal) Run the embedded Kafka-protocol broker.
+    #[command(hide = true)]
+    Broker {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let home = cli
+        .home
+        .map(|root| Home { root })
+        .unwrap_or_else(Home::from_env);
+    match cli.command {
+        Command::Up { name, detach, file } => {
+            let workspace = workspace()?;
+            let file = file.unwrap_or_else(|| workspace.join(harness::TOPOLOGY));
+            let name = name.unwrap_or_else(sandbox::default_name);
+            sandbox::validate_name(&name)?;
+            if detach {
+                up_detached(home, name, file, workspace).await
+            } else {
+                up_foreground(home, name, file, workspace).await
+            }
+        }
+        Command::Down { name } => down(&home, name.as_deref()).await,
+        Command::Status { name, json } => {
+            let record = home.resolve(name.as_deref())?;
+            let state = live_client(&record)?.state().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&state)?);
+            } else {
+                print!("{}", progress::table(&state));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls => {
+            println!(
+                "{:<28} {:<8} {:<8} {:<8} DIR",
+                "NAME", "STATE", "BACKEND", "PID"
+            );
+            for (name, record) in home.list() {
+                match record {
+                    Some(r) => {
+                        let state = if r.owner_alive() { "running" } else { "dead" };
+                        println!(
+                            "{:<28} {:<8} {:<8} {:<8} {}",
+                            name,
+                            state,
+                            r.backend,
+                            r.pid,
+                            r.dir.display()
+                        );
+                    }
+                    None => println!(
+                        "{:<28} {:<8} {:<8} {:<8} {}",
+                        name,
+                        "unknown",
+                        "-",
+                        "-",
+                        home.dir(&name).display()
+                    ),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs {
+            component,
+            follow,
+            tail,
+            name,
+        } => {
+            let record = home.resolve(name.as_deref())?;
+            let client = live_client(&record)?;
+            let which = (component != "all").then_some(component.as_str());
+            let mut lines = Box::pin(client.logs(which, follow, tail).await?);
+            let mut out = std::io::stdout().lock();
+            while let Some(line) = lines.next().await {
+                let line = line?;
+                let written = if which.is_some() {
+                    writeln!(out, "{}", line.text)
+                } else {
+                    writeln!(out, "{:<12} | {}", line.component, line.text)
+                };
+                if written.is_err() {
+                    break; // stdout closed (e.g. piped into head)
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune => {
+            let mut removed = 0;
+            for (name, record) in home.list() {
+                let dead = record.as_ref().is_none_or(|r| !r.owner_alive());
+                // A directory without a record may be a sandbox still starting: leave
+                // it unless it is old enough that its start must have failed.
+                let stale_unrecorded =
+                    record.is_none() && age(&home.dir(&name)) > Duration::from_secs(120);
+                if (record.is_some() && dead) || stale_unrecorded {
+                    let killed = sandbox::remove_dead(&home.dir(&name))?;
+                    println!(
+                        "removed {name}{}",
+                        if killed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (killed {})", killed.join(", "))
+                        }
+                    );
+                    removed += 1;
+                }
+            }
+            if removed == 0 {
+                println!("nothing to prune");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Supervise {
+            name,
+            file,
+            workspace,
+        } => {
+            init_logging();
+            let opts = supervisor::Options {
+                name,
+                home,
+                topology: file,
+                workspace,
+                claimed: true,
+            };
+            supervisor::run(opts, Printer::default()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Broker { listen } => {
+            harness::broker::run(listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn workspace() -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    harness::find_workspace(&cwd).context(
+        "not inside the bank-sandbox workspace (no compose/bank.yaml above this directory); run from the repository or pass -f",
+    )
+}
+
+fn age(path: &std::path::Path) -> Duration {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn live_client(record: &Record) -> anyhow::Result<control::Client> {
+    if !record.owner_alive() {
+        bail!(
+            "sandbox `{}` is not running (its owner, pid {}, died); `sandbox prune` removes it",
+            record.name,
+            record.pid
+        );
+    }
+    Ok(control::Client::for_record(record)?)
+}
+
+/// Prints start-up progress, then the component table once all are healthy.
+#[derive(Default)]
+struct Printer {
+    announced: bool,
+}
+
+impl supervisor::Observer for Printer {
+    fn changed(&mut self, prev: Option<&State>, next: &State) {
+        for line in progress::transitions(prev, next) {
+            println!("  {line}");
+        }
+        if next.phase == Phase::Running && !self.announced {
+            self.announced = true;
+            print!("{}", progress::table(next));
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+async fn up_foreground(
+    home: Home,
+    name: String,
+    file: PathBuf,
+    workspace: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    println!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
+    let opts = supervisor::Options {
+        name: name.clone(),
+        home,
+        topology: file,
+        workspace,
+        claimed: false,
+    };
+    supervisor::run(opts, Printer::default()).await?;
+    println!("sandbox {name} stopped and removed");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn up_detached(
+    home: Home,
+    name: String,
+    file: PathBuf,
+    workspace: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    // Refuse a bad topology before anything is made.
+    harness::topology::Topology::load(&file)?;
+    let dir = home.claim(&name)?;
+    let spawned = spawn_supervisor(&home, &name, &file, &workspace, &dir);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let log = dir.join("supervisor.log");
+    let interactive = std::io::stdout().is_terminal();
+    if interactive {
+        println!("starting sandbox {name} in the background");
+    }
+    let mut prev: Option<State> = None;
+    let mut client = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_dir_all(&dir);
+            bail!(
+                "sandbox {name} failed to start ({status}):\n{}",
+                tail.trim_end()
+            );
+        }
+        if client.is_none()
+            && let Ok(record) = Record::read(&dir)
+        {
+            client = control::Client::for_record(&record).ok();
+        }
+        if let Some(c) = &client
+            && let Ok(state) = c.state().await
+        {
+            for line in progress::transitions(prev.as_ref(), &state) {
+                println!("  {line}");
+            }
+            match state.phase {
+                Phase::Running => {
+                    print!("{}", progress::table(&state));
+                    println!("stop it with: sandbox down {name}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Phase::Failed | Phase::Stopping | Phase::Stopped => {
+                    // The supervisor tears down and removes the directory itself.
+                    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+                    bail!(
+                        "sandbox {name} failed to start and was removed ({status}); see the reasons above"
+                    );
+                }
+                Phase::Starting => {}
+            }
+            prev = Some(state);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spawn_supervisor(
+    home: &Home,
+    name: &str,
+    file: &std::path::Path,
+    workspace: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::File::create(dir.join("supervisor.log"))
+        .context("cannot create the supervisor's log")?;
+    let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--home")
+        .arg(&home.root)
+        .args(["supervise", "--name", name, "--file"])
+        .arg(file)
+        .arg("--workspace")
+        .arg(workspace)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C in this terminal must not reach it.
+        .process_group(0);
+    Ok(cmd.spawn()?)
+}
+
+async fn down(home: &Home, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    let record = match name {
+        Some(n) => {
+            Record::read(&home.dir(n)).map_err(|_| harness::Error::NoSuchSandbox(n.into()))?
+        }
+        None => home.resolve(None)?,
+    };
+    if !record.owner_alive() {
+        let killed = sandbox::remove_dead(&record.dir)?;
+        println!(
+            "sandbox {} was not running; removed what it left{}",
+            record.name,
+            if killed.is_empty() {
+                String::new()
+            } else {
+                format!(" (killed {})", killed.join(", "))
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    control::Client::for_record(&record)?.down().await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while record.owner_alive() || record.dir.exists() {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "sandbox {} did not stop within 60s; `sandbox prune` removes it once its owner (pid {}) is gone",
+                record.name,
+                record.pid
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    println!("sandbox {} stopped and removed", record.name);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,180 @@
+//! The supervisor owns one running sandbox: it claims the name, runs the engine,
+//! serves the control API, keeps the record current, and on `down`, a signal or
+//! a failed start tears everything down and removes the sandbox's directory.
+//! `up` runs it in the foreground; `up --detach` runs it as a background
+//! process (`sandbox supervise`).
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::local::LocalBackend;
+use crate::engine::{Engine, Event, State};
+use crate::error::{Error, Result};
+use crate::sandbox::{ChildRecord, Control, Home, Record};
+use crate::topology::Topology;
+use crate::{control, process};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub name: String,
+    pub home: Home,
+    pub topology: PathBuf,
+    pub workspace: PathBuf,
+    /// The directory was already claimed (by `up --detach`, for this process).
+    pub claimed: bool,
+}
+
+/// What the caller wants to see while the sandbox runs: called on its own task
+/// for each change of state (rapid changes may arrive merged).
+pub trait Observer: Send + 'static {
+    fn changed(&mut self, prev: Option<&State>, next: &State);
+}
+
+/// Run the sandbox until it is told to stop. A topology that does not validate
+/// is refused before anything is made.
+pub async fn run(opts: Options, observer: impl Observer) -> Result<()> {
+    let topology = Topology::load(&opts.topology)?;
+    let dir = if opts.claimed {
+        opts.home.dir(&opts.name)
+    } else {
+        opts.home.claim(&opts.name)?
+    };
+    let result = run_claimed(&opts, topology, dir.clone(), observer).await;
+    if dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        tracing::error!("cannot remove {}: {e}", dir.display());
+    }
+    result
+}
+
+async fn run_claimed(
+    opts: &Options,
+    topology: Topology,
+    dir: PathBuf,
+    observer: impl Observer,
+) -> Result<()> {
+    let (listener, addr) = control::bind().await?;
+    let pid = std::process::id();
+    let mut record = Record {
+        name: opts.name.clone(),
+        dir: dir.clone(),
+        backend: "local".into(),
+        topology: opts.topology.clone(),
+        pid,
+        pid_start_time: process::start_time(pid),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        control: Some(Control {
+            addr: addr.to_string(),
+            token: control::random_token(),
+        }),
+        children: Vec::new(),
+    };
+    record.write()?;
+    let backend = LocalBackend::new(&opts.home.root, &dir, &opts.workspace);
+    let engine = Engine::new(backend, topology, &opts.name).await?;
+    let down = CancellationToken::new();
+    let shutdown = CancellationToken::new();
+    let token = record
+        .control
+        .as_ref()
+        .map(|c| c.token.clone())
+        .unwrap_or_default();
+    control::serve(
+        listener,
+        engine.bus().clone(),
+        down.clone(),
+        token,
+        shutdown.clone(),
+    );
+    spawn_record_keeper(&engine, record.clone());
+    let observed = spawn_observer(&engine, observer);
+    let signals = signal_token()?;
+
+    let started = tokio::select! {
+        r = engine.start() => r,
+        () = down.cancelled() => Err(Error::Other("stopped by `sandbox down` while starting".into())),
+        () = signals.cancelled() => Err(Error::Other("interrupted while starting".into())),
+    };
+    if started.is_ok() {
+        tokio::select! {
+            () = down.cancelled() => tracing::info!("down requested"),
+            () = signals.cancelled() => tracing::info!("signal received"),
+        }
+    }
+    let stopped = engine.stop().await;
+    // Keep the record's children until they are gone, then stop answering.
+    record.children.clear();
+    shutdown.cancel();
+    drop(engine);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), observed).await;
+    started.and(stopped)
+}
+
+fn spawn_observer(
+    engine: &Engine<LocalBackend>,
+    mut observer: impl Observer,
+) -> tokio::task::JoinHandle<()> {
+    let mut rx = engine.bus().watch();
+    tokio::spawn(async move {
+        let mut prev: Option<State> = None;
+        loop {
+            let next = rx.borrow_and_update().clone();
+            observer.changed(prev.as_ref(), &next);
+            let done = next.phase == crate::engine::Phase::Stopped;
+            prev = Some(next);
+            if done || rx.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Keep `sandbox.json` listing every process the sandbox spawned, so that
+/// `prune` can find them if this supervisor dies.
+fn spawn_record_keeper(engine: &Engine<LocalBackend>, mut record: Record) {
+    let mut events = engine.bus().subscribe();
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            if let Event::Spawned {
+                component,
+                pid: Some(pid),
+                ..
+            } = event
+            {
+                record.children.retain(|c| c.component != component);
+                record.children.push(ChildRecord {
+                    component,
+                    pid,
+                    start_time: process::start_time(pid),
+                });
+                if let Err(e) = record.write() {
+                    tracing::warn!("cannot update the sandbox record: {e}");
+                }
+            }
+        }
+    });
+}
+
+fn signal_token() -> Result<CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CancellationToken::new();
+    let mut streams = Vec::new();
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
+        streams.push(signal(kind).map_err(Error::io("cannot install signal handlers"))?);
+    }
+    let t = token.clone();
+    tokio::spawn(async move {
+        let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+        futures::future::select_all(waits).await;
+        t.cancel();
+    });
+    Ok(token)
+}

@@ -1,0 +1,772 @@
+//! The bank's topology: `compose/bank.yaml`, read as the Compose format every
+//! engineer knows, into a typed, validated model. What only the sandbox needs
+//! lives under `x-sandbox` keys, which Compose ignores.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// How the local backend runs a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// A private PostgreSQL cluster holding `databases`.
+    Postgres { databases: Vec<String> },
+    /// The embedded Kafka-protocol broker.
+    Kafka,
+    /// This workspace's `bank` binary, with the service's `command` as arguments.
+    Bank,
+}
+
+/// How readiness is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A query answered by the server.
+    Postgres,
+    /// The port accepts connections (the broker has no ready signal).
+    Tcp { port: u16 },
+    /// `GET path` on `port` answers 2xx.
+    Http { port: u16, path: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Started,
+    Healthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub service: String,
+    pub condition: Condition,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    /// Line of the service's key in the topology file.
+    pub line: usize,
+    pub image: Option<String>,
+    pub command: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+    pub depends_on: Vec<Dependency>,
+    /// Container ports the service listens on.
+    pub ports: Vec<u16>,
+    pub run: Run,
+    pub probe: Probe,
+    pub stop_signal: String,
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub file: PathBuf,
+    pub name: String,
+    /// In file order.
+    pub services: Vec<Service>,
+}
+
+impl Topology {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Services in an order where each comes after what it depends on.
+    pub fn start_order(&self) -> Vec<&Service> {
+        let mut done = BTreeSet::new();
+        let mut order = Vec::new();
+        while order.len() < self.services.len() {
+            for s in &self.services {
+                if !done.contains(&s.name) && s.depends_on.iter().all(|d| done.contains(&d.service))
+                {
+                    done.insert(s.name.clone());
+                    order.push(s);
+                }
+            }
+        }
+        order
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Self> {
+        let lines = LineIndex::new(text);
+        let err = |line: usize, message: String| Error::Topology {
+            file: file.to_path_buf(),
+            line,
+            message,
+        };
+        let raw: RawFile = serde_yaml::from_str(text).map_err(|e| {
+            let line = e.location().map_or(1, |l| l.line());
+            err(line, format!("not a valid Compose file: {e}"))
+        })?;
+        let name = raw.name.unwrap_or_else(|| "bank".into());
+        if raw.services.is_empty() {
+            return Err(err(
+                1,
+                "no services: the topology needs a `services:` map".into(),
+            ));
+        }
+        let mut services = Vec::new();
+        for (svc_name, raw_svc) in raw.services {
+            let line = lines.find(&["services", &svc_name]).unwrap_or(1);
+            let at = |keys: &[&str]| {
+                let mut path = vec!["services", svc_name.as_str()];
+                path.extend_from_slice(keys);
+                lines.find(&path).unwrap_or(line)
+            };
+            let x = raw_svc.x_sandbox.ok_or_else(|| {
+                err(line, format!("service `{svc_name}` has no `x-sandbox:` block saying how the sandbox runs it (run: postgres | kafka | bank)"))
+            })?;
+            let ports = raw_svc
+                .ports
+                .iter()
+                .map(|p| p.container_port())
+                .collect::<std::result::Result<Vec<u16>, String>>()
+                .map_err(|m| err(at(&["ports"]), format!("service `{svc_name}`: {m}")))?;
+            let mut seen = BTreeSet::new();
+            for p in &ports {
+                if !seen.insert(*p) {
+                    return Err(err(
+                        at(&["ports"]),
+                        format!("service `{svc_name}` declares port {p} twice"),
+                    ));
+                }
+            }
+            let run = match x.run.as_str() {
+                "postgres" => Run::Postgres {
+                    databases: x.databases.clone(),
+                },
+                "kafka" => Run::Kafka,
+                "bank" => Run::Bank,
+                other => {
+                    return Err(err(
+                        at(&["x-sandbox", "run"]),
+                        format!(
+                            "service `{svc_name}`: unknown `x-sandbox.run: {other}`; use postgres, kafka or bank"
+                        ),
+                    ));
+                }
+            };
+            let first_port = ports.first().copied();
+            let probe = match (&run, &x.health, first_port) {
+                (Run::Postgres { .. }, _, _) => Probe::Postgres,
+                (Run::Kafka, _, Some(port)) => Probe::Tcp { port },
+                (Run::Bank, Some(path), Some(port)) if path.starts_with('/') => Probe::Http {
+                    port,
+                    path: path.clone(),
+                },
+                (Run::Bank, Some(path), Some(_)) => {
+                    return Err(err(
+                        at(&["x-sandbox", "health"]),
+                        format!(
+                            "service `{svc_name}`: health endpoint `{path}` must be a path starting with /"
+                        ),
+                    ));
+                }
+                (Run::Bank, None, _) => {
+                    return Err(err(
+                        line,
+                        format!(
+                            "service `{svc_name}` has no health endpoint: add `x-sandbox: {{ health: /health }}` so the sandbox knows when it is ready"
+                        ),
+                    ));
+                }
+                (_, _, None) => {
+                    return Err(err(
+                        line,
+                        format!("service `{svc_name}` declares no port: add `ports: [\"<port>\"]`"),
+                    ));
+                }
+            };
+            let depends_on = raw_svc
+                .depends_on
+                .map(|d| d.into_list())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(service, condition)| {
+                    let condition = match condition.as_deref() {
+                        None | Some("service_started") => Condition::Started,
+                        Some("service_healthy") => Condition::Healthy,
+                        Some(other) => {
+                            return Err(err(
+                                at(&["depends_on", &service]),
+                                format!("service `{svc_name}`: unsupported condition `{other}` on `{service}`; use service_started or service_healthy"),
+                            ));
+                        }
+                    };
+                    Ok(Dependency { service, condition })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let stop_grace = match &raw_svc.stop_grace_period {
+                None => Duration::from_secs(10),
+                Some(s) => parse_duration(s).ok_or_else(|| {
+                    err(at(&["stop_grace_period"]), format!("service `{svc_name}`: `stop_grace_period: {s}` is not a duration like 10s or 500ms"))
+                })?,
+            };
+            let stop_signal = raw_svc.stop_signal.unwrap_or_else(|| "SIGTERM".into());
+            if crate::signals::parse(&stop_signal).is_none() {
+                return Err(err(
+                    at(&["stop_signal"]),
+                    format!("service `{svc_name}`: unknown stop_signal `{stop_signal}`"),
+                ));
+            }
+            services.push(Service {
+                name: svc_name.clone(),
+                line,
+                image: raw_svc.image,
+                command: raw_svc.command.map(|c| c.into_vec()).unwrap_or_default(),
+                environment: raw_svc
+                    .environment
+                    .map(|e| e.into_map())
+                    .unwrap_or_default(),
+                depends_on,
+                ports,
+                run,
+                probe,
+                stop_signal,
+                stop_grace,
+            });
+        }
+        let topology = Topology {
+            file: file.to_path_buf(),
+            name,
+            services,
+        };
+        topology.validate(&lines)?;
+        Ok(topology)
+    }
+
+    fn validate(&self, lines: &LineIndex) -> Result<()> {
+        let err = |line: usize, message: String| Error::Topology {
+            file: self.file.clone(),
+            line,
+            message,
+        };
+        let names: BTreeSet<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+        for s in &self.services {
+            for d in &s.depends_on {
+                if !names.contains(d.service.as_str()) {
+                    let line = lines
+                        .find(&["services", &s.name, "depends_on", &d.service])
+                        .unwrap_or(s.line);
+                    return Err(err(
+                        line,
+                        format!(
+                            "service `{}` depends on `{}`, which is not a service in this file (services: {})",
+                            s.name,
+                            d.service,
+                            names.iter().copied().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+            if let Run::Bank = s.run
+                && s.command.is_empty()
+            {
+                return Err(err(
+                    s.line,
+                    format!(
+                        "service `{}` runs the bank binary but has no `command` naming the bank service (e.g. [\"accounts\"])",
+                        s.name
+                    ),
+                ));
+            }
+        }
+        if let Some(cycle) = self.find_cycle() {
+            let first = self.service(&cycle[0]).map_or(1, |s| s.line);
+            return Err(err(
+                first,
+                format!("dependency cycle: {}", cycle.join(" -> ")),
+            ));
+        }
+        // Databases a service's DATABASE_URL names must be ones the cluster creates.
+        let clusters: HashMap<&str, &Vec<String>> = self
+            .services
+            .iter()
+            .filter_map(|s| match &s.run {
+                Run::Postgres { databases } => Some((s.name.as_str(), databases)),
+                _ => None,
+            })
+            .collect();
+        for s in &self.services {
+            for (key, value) in &s.environment {
+                for (pg, dbs) in &clusters {
+                    if let Some(db) = database_in_url(value, pg)
+                        && !dbs.contains(&db)
+                    {
+                        let line = lines
+                            .find(&["services", &s.name, "environment", key])
+                            .unwrap_or(s.line);
+                        return Err(err(
+                            line,
+                            format!(
+                                "service `{}`: {key} names database `{db}`, which `{pg}` does not create; add it to `{pg}`'s `x-sandbox.databases`",
+                                s.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A dependency cycle as a path of names ending where it began.
+    fn find_cycle(&self) -> Option<Vec<String>> {
+        fn visit<'a>(
+            t: &'a Topology,
+            name: &'a str,
+            stack: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) -> Option<Vec<String>> {
+            if let Some(pos) = stack.iter().position(|n| *n == name) {
+                let mut cycle: Vec<String> = stack[pos..].iter().map(|s| s.to_string()).collect();
+                cycle.push(name.to_string());
+                return Some(cycle);
+            }
+            if done.contains(name) {
+                return None;
+            }
+            stack.push(name);
+            for d in t
+                .service(name)
+                .map(|s| s.depends_on.as_slice())
+                .unwrap_or_default()
+            {
+                if let Some(c) = visit(t, &d.service, stack, done) {
+                    return Some(c);
+                }
+            }
+            stack.pop();
+            done.insert(name);
+            None
+        }
+        let mut done = BTreeSet::new();
+        self.services
+            .iter()
+            .find_map(|s| visit(self, &s.name, &mut Vec::new(), &mut done))
+    }
+}
+
+/// `postgres://u:p@<host>:<port>/<db>` where host is `pg`: the database name.
+fn database_in_url(value: &str, pg: &str) -> Option<String> {
+    let rest = value
+        .strip_prefix("postgres://")
+        .or_else(|| value.strip_prefix("postgresql://"))?;
+    let after_at = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let (hostport, path) = after_at.split_once('/')?;
+    let host = hostport.split(':').next()?;
+    (host == pg)
+        .then(|| path.split('?').next().unwrap_or(path).to_string())
+        .filter(|d| !d.is_empty())
+}
+
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+// ---- the Compose file as written ----
+
+#[derive(Debug, Deserialize)]
+struct RawFile {
+    name: Option<String>,
+    #[serde(default)]
+    services: indexmap_lite::OrderedMap<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawService {
+    image: Option<String>,
+    command: Option<StringOrList>,
+    environment: Option<Environment>,
+    depends_on: Option<DependsOn>,
+    #[serde(default)]
+    ports: Vec<PortSpec>,
+    stop_signal: Option<String>,
+    stop_grace_period: Option<String>,
+    #[serde(rename = "x-sandbox")]
+    x_sandbox: Option<XSandbox>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct XSandbox {
+    run: String,
+    #[serde(default)]
+    databases: Vec<String>,
+    health: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    String(String),
+    List(Vec<String>),
+}
+
+impl StringOrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::String(s) => s.split_whitespace().map(String::from).collect(),
+            Self::List(l) => l,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Environment {
+    Map(BTreeMap<String, serde_yaml::Value>),
+    List(Vec<String>),
+}
+
+impl Environment {
+    fn into_map(self) -> BTreeMap<String, String> {
+        match self {
+            Self::Map(m) => m
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_yaml::Value::String(s) => s,
+                        serde_yaml::Value::Null => String::new(),
+                        other => serde_yaml::to_string(&other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+            Self::List(l) => l
+                .into_iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (kv, String::new()),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DependsOn {
+    List(Vec<String>),
+    Map(indexmap_lite::OrderedMap<DependsOnEntry>),
+}
+
+#[derive(Debug, Deserialize)]
+struct DependsOnEntry {
+    condition: Option<String>,
+}
+
+impl DependsOn {
+    fn into_list(self) -> Vec<(String, Option<String>)> {
+        match self {
+            Self::List(l) => l.into_iter().map(|s| (s, None)).collect(),
+            Self::Map(m) => m.into_iter().map(|(k, v)| (k, v.condition)).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PortSpec {
+    Short(String),
+    Number(u16),
+    Long { target: u16 },
+}
+
+impl PortSpec {
+    /// The container side of `"[ip:][host:]container[/proto]"`.
+    fn container_port(&self) -> std::result::Result<u16, String> {
+        match self {
+            Self::Number(n) => Ok(*n),
+            Self::Long { target } => Ok(*target),
+            Self::Short(s) => {
+                let last = s.rsplit(':').next().unwrap_or(s);
+                let last = last.split('/').next().unwrap_or(last);
+                last.parse()
+                    .map_err(|_| format!("port `{s}` is not of the form \"[host:]container\""))
+            }
+        }
+    }
+}
+
+/// A map that keeps the file's order (services start and print in that order).
+mod indexmap_lite {
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    #[derive(Debug)]
+    pub struct OrderedMap<V>(Vec<(String, V)>);
+
+    impl<V> Default for OrderedMap<V> {
+        fn default() -> Self {
+            Self(Vec::new())
+        }
+    }
+
+    impl<V> OrderedMap<V> {
+        pub fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    impl<V> IntoIterator for OrderedMap<V> {
+        type Item = (String, V);
+        type IntoIter = std::vec::IntoIter<(String, V)>;
+        fn into_iter(self) -> Self::IntoIter {
+            self.0.into_iter()
+        }
+    }
+
+    impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V2<V>(PhantomData<V>);
+            impl<'de, V: Deserialize<'de>> Visitor<'de> for V2<V> {
+                type Value = OrderedMap<V>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a map")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut out: Vec<(String, V)> = Vec::new();
+                    while let Some((k, v)) = map.next_entry::<String, V>()? {
+                        if out.iter().any(|(existing, _)| *existing == k) {
+                            return Err(serde::de::Error::custom(format!("`{k}` appears twice")));
+                        }
+                        out.push((k, v));
+                    }
+                    Ok(OrderedMap(out))
+                }
+            }
+            d.deserialize_map(V2(PhantomData))
+        }
+    }
+}
+
+/// Finds the line of a key path in block-style YAML, for error messages.
+struct LineIndex<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            lines: text.lines().collect(),
+        }
+    }
+
+    /// 1-based line of `path` (each element a mapping key; a list item `- key`
+    /// also matches), searching each key inside the block of the previous one.
+    fn find(&self, path: &[&str]) -> Option<usize> {
+        let mut start = 0;
+        let mut parent_indent: isize = -1;
+        let mut found = None;
+        for key in path {
+            let mut hit = None;
+            for (i, line) in self.lines.iter().enumerate().skip(start) {
+                let trimmed = line.trim_start();
+                if trimmed.is_empty() || trimmed.starts_with('#') {
+                    continue;
+                }
+                let indent = (line.len() - trimmed.len()) as isize;
+                if i > start && indent <= parent_indent {
+                    break;
+                }
+                let item = trimmed.strip_prefix("- ").unwrap_or(trimmed);
+                let k = item
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(|c| c == '"' || c == '\'');
+                if k == *key && (item.contains(':') || trimmed.starts_with("- ")) {
+                    hit = Some((i, indent));
+                    break;
+                }
+            }
+            let (i, indent) = hit?;
+            found = Some(i + 1);
+            start = i + 1;
+            parent_indent = indent;
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Topology> {
+        Topology::parse(Path::new("compose/test.yaml"), text)
+    }
+
+    const GOOD: &str = r#"
+name: bank
+services:
+  postgres:
+    image: postgres:15
+    ports: ["5432"]
+    x-sandbox:
+      run: postgres
+      databases: [accounts]
+  kafka:
+    image: apache/kafka:3.9.0
+    ports: ["9092"]
+    x-sandbox: { run: kafka }
+  accounts:
+    image: bank-sandbox/bank
+    command: ["accounts"]
+    environment:
+      DATABASE_URL: postgres://bank:bank@postgres:5432/accounts
+    ports: ["8080"]
+    depends_on:
+      postgres: { condition: service_healthy }
+    x-sandbox:
+      run: bank
+      health: /health
+"#;
+
+    fn message(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_file_parses_in_file_order() {
+        let t = parse(GOOD).unwrap();
+        let names: Vec<_> = t.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["postgres", "kafka", "accounts"]);
+        let accounts = t.service("accounts").unwrap();
+        assert_eq!(
+            accounts.probe,
+            Probe::Http {
+                port: 8080,
+                path: "/health".into()
+            }
+        );
+        assert_eq!(
+            accounts.depends_on,
+            vec![Dependency {
+                service: "postgres".into(),
+                condition: Condition::Healthy
+            }]
+        );
+        assert_eq!(accounts.line, 14);
+    }
+
+    #[test]
+    fn malformed_yaml_names_file_and_line() {
+        let m = message("services:\n  a:\n    image: [unclosed\n");
+        assert!(m.starts_with("compose/test.yaml:"), "{m}");
+        assert!(m.contains("not a valid Compose file"), "{m}");
+    }
+
+    #[test]
+    fn unknown_dependency_names_file_line_and_service() {
+        let text = GOOD.replace(
+            "postgres: { condition: service_healthy }",
+            "ledger: { condition: service_healthy }",
+        );
+        assert_eq!(
+            message(&text),
+            "compose/test.yaml:21: service `accounts` depends on `ledger`, which is not a service in this file (services: accounts, kafka, postgres)"
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_named_in_full() {
+        let text = GOOD
+            .replace(
+                "    x-sandbox: { run: kafka }",
+                "    depends_on: [accounts]\n    x-sandbox: { run: kafka }",
+            )
+            .replace(
+                "postgres: { condition: service_healthy }",
+                "kafka: { condition: service_started }",
+            );
+        assert_eq!(
+            message(&text),
+            "compose/test.yaml:10: dependency cycle: kafka -> accounts -> kafka"
+        );
+    }
+
+    #[test]
+    fn a_bank_service_without_health_is_refused() {
+        let text = GOOD.replace("      health: /health\n", "");
+        let m = message(&text);
+        assert!(
+            m.starts_with("compose/test.yaml:14: service `accounts` has no health endpoint"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_database_the_cluster_does_not_create_is_refused() {
+        let text = GOOD.replace("postgres:5432/accounts", "postgres:5432/ledger");
+        assert_eq!(
+            message(&text),
+            "compose/test.yaml:18: service `accounts`: DATABASE_URL names database `ledger`, which `postgres` does not create; add it to `postgres`'s `x-sandbox.databases`"
+        );
+    }
+
+    #[test]
+    fn a_port_declared_twice_is_refused() {
+        let text = GOOD.replace(
+            "ports: [\"8080\"]",
+            "ports: [\"8080\", \"127.0.0.1::8080\"]",
+        );
+        assert_eq!(
+            message(&text),
+            "compose/test.yaml:19: service `accounts` declares port 8080 twice"
+        );
+    }
+
+    #[test]
+    fn a_missing_x_sandbox_block_says_what_to_add() {
+        let text = GOOD.replace("    x-sandbox: { run: kafka }\n", "");
+        let m = message(&text);
+        assert!(
+            m.starts_with("compose/test.yaml:10: service `kafka` has no `x-sandbox:` block"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn start_order_respects_dependencies() {
+        let t = parse(GOOD).unwrap();
+        let order: Vec<_> = t.start_order().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(order, ["postgres", "kafka", "accounts"]);
+    }
+
+    #[test]
+    fn durations_parse_like_compose() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

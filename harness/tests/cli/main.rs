@@ -1,0 +1,275 @@
+//! The `sandbox` CLI end to end: real PostgreSQL, the real broker, the real
+//! bank. Every test uses its own sandbox home and removes it, even on failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::sandbox::Record;
+
+/// A sandbox home of its own, torn down on drop (also when the test panics).
+struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "sbx-cli-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&root).unwrap();
+        Self { root }
+    }
+
+    fn sandbox(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .arg("--home")
+            .arg(&self.root)
+            .args(args)
+            .current_dir(workspace())
+            .output()
+            .expect("run sandbox")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.sandbox(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "sandbox {args:?} failed:\n{text}");
+        text
+    }
+
+    fn record(&self, name: &str) -> Record {
+        Record::read(&self.root.join(name)).expect("sandbox record")
+    }
+
+    fn dirs(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        for name in self.dirs() {
+            let _ = self.sandbox(&["down", &name]);
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pids(record: &Record) -> Vec<u32> {
+    let mut pids: Vec<u32> = record.children.iter().map(|c| c.pid).collect();
+    pids.push(record.pid);
+    pids
+}
+
+fn running(pid: u32) -> bool {
+    // A zombie is dead for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn ports(state: &serde_json::Value) -> Vec<u16> {
+    state["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let url = c["endpoints"][0]["url"].as_str().unwrap();
+            url.rsplit(':')
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn status_json(home: &Home, name: &str) -> serde_json::Value {
+    serde_json::from_str(&home.ok(&["status", name, "--json"])).unwrap()
+}
+
+#[test]
+fn up_detach_status_logs_down_leaves_nothing() {
+    let home = Home::new();
+    let out = home.ok(&["up", "--detach", "--name", "one"]);
+    assert!(out.contains("accounts"), "{out}");
+    let state = status_json(&home, "one");
+    for c in state["components"].as_array().unwrap() {
+        assert_eq!(c["status"]["state"], "healthy", "{c}");
+    }
+    let table = home.ok(&["status", "one"]);
+    assert!(
+        table.contains("postgres") && table.contains("kafka") && table.contains("accounts"),
+        "{table}"
+    );
+    let accounts = state["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "accounts")
+        .unwrap();
+    let url = accounts["endpoints"][0]["url"].as_str().unwrap();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(listening(port), "accounts answers at {url}");
+    let logs = home.ok(&["logs", "accounts", "--name", "one"]);
+    assert!(logs.contains("listening"), "{logs}");
+    let ls = home.ok(&["ls"]);
+    assert!(ls.contains("one") && ls.contains("running"), "{ls}");
+
+    let record = home.record("one");
+    let all_ports = ports(&state);
+    assert_eq!(record.children.len(), 3, "{record:?}");
+    let out = home.ok(&["down", "one"]);
+    assert!(out.contains("stopped and removed"), "{out}");
+    for pid in pids(&record) {
+        assert!(!running(pid), "pid {pid} survived `down`");
+    }
+    for port in all_ports {
+        assert!(!listening(port), "port {port} still open after `down`");
+    }
+    assert!(
+        home.dirs().is_empty(),
+        "directories left: {:?}",
+        home.dirs()
+    );
+}
+
+#[test]
+fn two_sandboxes_run_side_by_side() {
+    let home = Home::new();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| home.sandbox(&["up", "--detach", "--name", "left"]));
+        let b = s.spawn(|| home.sandbox(&["up", "--detach", "--name", "right"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let left = ports(&status_json(&home, "left"));
+    let right = ports(&status_json(&home, "right"));
+    assert!(
+        left.iter().all(|p| !right.contains(p)),
+        "shared ports: {left:?} {right:?}"
+    );
+    // Without a name, a command must not guess between two sandboxes.
+    let out = home.sandbox(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("several sandboxes are running"));
+    home.ok(&["down", "left"]);
+    assert_eq!(
+        status_json(&home, "right")["phase"],
+        "running",
+        "stopping one leaves the other"
+    );
+    home.ok(&["down", "right"]);
+    assert!(home.dirs().is_empty());
+}
+
+#[test]
+fn a_killed_supervisor_leaves_a_sandbox_that_prune_removes() {
+    let home = Home::new();
+    home.ok(&["up", "--detach", "--name", "orphan"]);
+    let record = home.record("orphan");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(record.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the supervisor is gone", || !running(record.pid));
+    let ls = home.ok(&["ls"]);
+    assert!(ls.contains("orphan") && ls.contains("dead"), "{ls}");
+    let out = home.ok(&["prune"]);
+    assert!(out.contains("removed orphan"), "{out}");
+    for pid in pids(&record) {
+        wait_until(&format!("pid {pid} is gone"), || !running(pid));
+    }
+    assert!(home.dirs().is_empty());
+    assert!(home.ok(&["prune"]).contains("nothing to prune"));
+}
+
+#[test]
+fn a_bad_topology_is_refused_before_anything_is_made() {
+    let home = Home::new();
+    let bad = home.root.join("bad.yaml");
+    let text = std::fs::read_to_string(workspace().join("compose/bank.yaml")).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace(
+            "postgres:\n        condition: service_healthy",
+            "ledger:\n        condition: service_healthy",
+        ),
+    )
+    .unwrap();
+    let out = home.sandbox(&[
+        "up",
+        "--detach",
+        "--name",
+        "bad",
+        "-f",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml:") && stderr.contains("depends on `ledger`"),
+        "{stderr}"
+    );
+    assert!(
+        home.dirs().is_empty(),
+        "nothing was made: {:?}",
+        home.dirs()
+    );
+}
+
+#[test]
+fn a_name_in_use_is_refused() {
+    let home = Home::new();
+    home.ok(&["up", "--detach", "--name", "taken"]);
+    let out = home.sandbox(&["up", "--detach", "--name", "taken"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sandbox `taken` already exists (running)")
+    );
+    assert_eq!(
+        status_json(&home, "taken")["phase"],
+        "running",
+        "the running one is untouched"
+    );
+    home.ok(&["down", "taken"]);
+}
