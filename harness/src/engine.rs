@@ -430,11 +430,10 @@ impl<B: Backend> Parts<B> {
                     .borrow_and_update()
                     .component(&dep.service)
                     .map(|c| c.status.clone());
-                let met = match (dep.condition, &status) {
-                    (_, Some(Status::Healthy)) => true,
-                    (Condition::Started, Some(Status::Starting)) => true,
-                    _ => false,
-                };
+                let met = matches!(
+                    (dep.condition, &status),
+                    (_, Some(Status::Healthy)) | (Condition::Started, Some(Status::Starting))
+                );
                 if met {
                     break;
                 }

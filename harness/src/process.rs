@@ -86,12 +86,18 @@ impl Stopper for GroupStopper {
 }
 
 /// Process start time (clock ticks since boot), to tell a live process from a
-/// recycled pid.
+/// recycled pid; `None` for no process or a zombie (dead, not yet reaped: an
+/// orphan's zombie may linger when the machine's init does not reap).
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22; the command name (field 2) may hold spaces, so count after ')'.
-    let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
+    // The command name (field 2) may hold spaces: count fields after the last ')'.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // Field 22 overall is the 20th after the state.
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether `pid` is still the process that started at `started`.
@@ -100,5 +106,39 @@ pub fn alive(pid: u32, started: Option<u64>) -> bool {
         (Some(now), Some(then)) => now == then,
         (Some(_), None) => true,
         (None, _) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_recycled_pid_is_not() {
+        let me = std::process::id();
+        let started = start_time(me);
+        assert!(started.is_some());
+        assert!(alive(me, started));
+        assert!(
+            !alive(me, started.map(|t| t + 1)),
+            "same pid, other start time: another process"
+        );
+    }
+
+    #[test]
+    fn a_zombie_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie once it exits.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while start_time(pid).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child never became a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(pid, None));
+        child.wait().unwrap();
     }
 }
