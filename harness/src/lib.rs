@@ -8,6 +8,7 @@
 //! binary) and must not depend on a terminal UI crate.
 
 pub mod backend;
+pub mod bench;
 pub mod broker;
 pub mod control;
 pub mod engine;

@@ -70,6 +70,12 @@ enum Command {
     },
     /// Remove sandboxes whose owner process died, with whatever they left running.
     Prune,
+    /// Measure `up` and `down` times and the sandbox's memory (prints Markdown).
+    Bench {
+        /// Warm runs to measure.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// (internal) Own a detached sandbox: what `up --detach` runs in the background.
     #[command(hide = true)]
     Supervise {
@@ -215,6 +221,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if removed == 0 {
                 println!("nothing to prune");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { runs } => {
+            let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
+            print!("{}", harness::bench::run(&exe, &workspace()?, runs)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Supervise {

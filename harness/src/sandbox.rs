@@ -64,7 +64,8 @@ impl Home {
         };
         let mut out: Vec<_> = entries
             .flatten()
-            .filter(|e| e.path().is_dir())
+            // Hidden entries are caches (the cluster template), not sandboxes.
+            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
                 (name, Record::read(&e.path()).ok())

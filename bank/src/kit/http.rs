@@ -72,13 +72,14 @@ pub async fn observe(service: &'static str, mut request: Request, next: Next) ->
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let span = tracing::info_span!("request", trace_id = %trace.0, %method, route = %route);
+    let span =
+        tracing::info_span!("request", service, trace_id = %trace.0, %method, route = %route);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16().to_string();
     span.in_scope(|| {
-        tracing::debug!(status = %status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "handled");
+        tracing::info!(status = %status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "handled");
     });
     let labels = [
         ("service", service.to_string()),

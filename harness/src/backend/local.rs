@@ -83,51 +83,15 @@ impl LocalBackend {
             })?;
         }
         if !data.join("PG_VERSION").exists() {
-            let pwfile = root.join("pwfile");
-            std::fs::write(&pwfile, &password)
-                .map_err(Error::io("cannot write the password file"))?;
-            if let Some((uid, gid)) = run_as {
-                let _ = nix::unistd::chown(&pwfile, Some(uid), Some(gid));
-            }
-            let mut initdb = Command::new(bin.join("initdb"));
-            initdb
-                .arg("-D")
-                .arg(&data)
-                .args([
-                    "-U",
-                    &user,
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                    "--no-instructions",
-                ])
-                .args(["--auth-host=scram-sha-256", "--auth-local=trust"])
-                .arg(format!("--pwfile={}", pwfile.display()));
-            if let Some((uid, gid)) = run_as {
-                initdb.uid(uid.as_raw()).gid(gid.as_raw());
-            }
-            process::tie_to_parent(&mut initdb);
-            let out = initdb
-                .output()
-                .await
-                .map_err(|e| Error::component(&service.name, format!("cannot run initdb: {e}")))?;
-            let _ = std::fs::remove_file(&pwfile);
-            for line in String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .chain(String::from_utf8_lossy(&out.stderr).lines())
-            {
-                logs.line("initdb", line.to_string());
-            }
-            if !out.status.success() {
-                return Err(Error::component(
+            let template = self
+                .cluster_template(&bin, &user, &password, run_as, &logs)
+                .await?;
+            copy_dir(&template, &data).await.map_err(|e| {
+                Error::component(
                     &service.name,
-                    format!(
-                        "initdb failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                ));
-            }
+                    format!("cannot copy the cluster template: {e}"),
+                )
+            })?;
         }
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
@@ -149,6 +113,96 @@ impl LocalBackend {
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
         }
         process::spawn(&service.name, cmd, logs)
+    }
+
+    /// A freshly initialised cluster for (server version, user, password), made
+    /// once per sandbox home and copied for each sandbox: `initdb` takes over a
+    /// second, a copy a tenth of that.
+    async fn cluster_template(
+        &self,
+        bin: &Path,
+        user: &str,
+        password: &str,
+        run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+        logs: &LogSink,
+    ) -> Result<PathBuf> {
+        let version = bin
+            .parent()
+            .and_then(|p| p.file_name())
+            .map_or("pg".into(), |v| v.to_string_lossy().to_string());
+        let key = format!("{version}-{user}-{:016x}", fnv1a(password.as_bytes()));
+        let template = self.home.join(format!(".pg-template-{key}"));
+        if template.join("PG_VERSION").exists() {
+            return Ok(template);
+        }
+        // Made beside the final path and renamed into place, so a concurrent or
+        // interrupted sandbox never copies a half-made template.
+        let scratch = self.dir.join("pg-template");
+        let data = scratch.join("data");
+        std::fs::create_dir_all(&scratch)
+            .map_err(Error::io(format!("cannot create {}", scratch.display())))?;
+        if let Some((uid, gid)) = run_as {
+            nix::unistd::chown(&scratch, Some(uid), Some(gid)).map_err(|e| {
+                Error::Other(format!(
+                    "cannot hand {} to the postgres user: {e}",
+                    scratch.display()
+                ))
+            })?;
+        }
+        let pwfile = scratch.join("pwfile");
+        std::fs::write(&pwfile, password).map_err(Error::io("cannot write the password file"))?;
+        if let Some((uid, gid)) = run_as {
+            let _ = nix::unistd::chown(&pwfile, Some(uid), Some(gid));
+        }
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                user,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ])
+            .args(["--auth-host=scram-sha-256", "--auth-local=trust"])
+            .arg(format!("--pwfile={}", pwfile.display()));
+        if let Some((uid, gid)) = run_as {
+            initdb.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        process::tie_to_parent(&mut initdb);
+        let out = initdb
+            .output()
+            .await
+            .map_err(|e| Error::Other(format!("cannot run initdb: {e}")))?;
+        for line in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+        {
+            logs.line("initdb", line.to_string());
+        }
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(Error::Other(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        match std::fs::rename(&data, &template) {
+            Ok(()) => {}
+            // Another sandbox made it first: use theirs.
+            Err(_) if template.join("PG_VERSION").exists() => {}
+            Err(e) => {
+                return Err(Error::io(format!(
+                    "cannot keep the cluster template at {}",
+                    template.display()
+                ))(e));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        Ok(template)
     }
 
     async fn start_broker(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
@@ -347,6 +401,30 @@ impl Backend for LocalBackend {
     }
 }
 
+/// `cp -a`: keeps the owner (the postgres user) and modes PostgreSQL insists on.
+async fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// A stable hash for cache keys (std's hasher may change between releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn first_port(service: &Service, plan: &Plan) -> Result<u16> {
     service
         .ports
@@ -415,15 +493,20 @@ fn replace_address(text: &str, from: &str, to: &str) -> String {
 /// The directory holding `initdb` and `postgres`: on PATH, or the newest under
 /// /usr/lib/postgresql/*/bin (Debian keeps them off PATH).
 pub fn find_postgres() -> Result<PathBuf> {
-    let on_path = std::env::var_os("PATH")
+    let path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
+        .unwrap_or_default();
+    find_postgres_in(&path, Path::new("/usr/lib/postgresql"))
+}
+
+fn find_postgres_in(path: &[PathBuf], versioned_root: &Path) -> Result<PathBuf> {
+    let on_path = path
+        .iter()
         .find(|d| d.join("initdb").is_file() && d.join("postgres").is_file());
     if let Some(dir) = on_path {
-        return Ok(dir);
+        return Ok(dir.clone());
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(versioned_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -536,6 +619,29 @@ fn newest_source(workspace: &Path) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_postgres_names_the_install_command() {
+        let empty = std::env::temp_dir().join(format!("no-pg-{}", std::process::id()));
+        let err = find_postgres_in(&[empty.clone()], &empty)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apt-get install -y postgresql"), "{err}");
+    }
+
+    #[test]
+    fn the_newest_versioned_postgres_wins() {
+        let root = std::env::temp_dir().join(format!("pg-versions-{}", std::process::id()));
+        for v in ["13", "15", "9"] {
+            let bin = root.join(v).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("initdb"), "").unwrap();
+            std::fs::write(bin.join("postgres"), "").unwrap();
+        }
+        let found = find_postgres_in(&[], &root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(found.unwrap(), root.join("15").join("bin"));
+    }
 
     #[test]
     fn compose_addresses_become_local_ports() {

@@ -56,6 +56,8 @@ impl Home {
             .flatten()
             .filter(|e| e.path().is_dir())
             .map(|e| e.file_name().to_string_lossy().to_string())
+            // `.pg-template-*` is the home's cluster cache, not a sandbox.
+            .filter(|n| !n.starts_with('.'))
             .collect()
     }
 }
@@ -272,4 +274,42 @@ fn a_name_in_use_is_refused() {
         "the running one is untouched"
     );
     home.ok(&["down", "taken"]);
+}
+
+/// The README's command table and `sandbox --help` must describe the same
+/// commands, so neither drifts from the other.
+#[test]
+fn the_readme_documents_every_command_and_only_real_ones() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let documented: std::collections::BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `sandbox "))
+        .filter_map(|rest| rest.split([' ', '`']).next())
+        .map(String::from)
+        .collect();
+    let help = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let offered: std::collections::BTreeSet<String> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(String::from)
+        .collect();
+    assert_eq!(documented, offered, "README table vs `sandbox --help`");
+    for command in &documented {
+        let out = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .args([command.as_str(), "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sandbox {command} --help");
+    }
 }

@@ -1,0 +1,166 @@
+//! `sandbox bench`: how long `sandbox up --detach` takes to reach all-healthy
+//! (with the bank rebuilt first, then warm), how long `down` takes, and the whole
+//! sandbox's memory (every process it runs, summed). It drives this very binary,
+//! the build a developer runs, and prints a Markdown table for docs/PERFORMANCE.md.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::sandbox::Record;
+
+struct Bench {
+    exe: PathBuf,
+    home: PathBuf,
+    workspace: PathBuf,
+}
+
+impl Bench {
+    fn sandbox(&self, args: &[&str]) -> Result<Duration> {
+        let started = Instant::now();
+        let out = Command::new(&self.exe)
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .current_dir(&self.workspace)
+            .output()
+            .map_err(Error::io("cannot run the sandbox binary"))?;
+        if !out.status.success() {
+            return Err(Error::Other(format!(
+                "sandbox {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(started.elapsed())
+    }
+}
+
+/// Memory (kB) of every process in the sandbox: the supervisor and all its
+/// descendants (PostgreSQL's backends included; they leave their parent's
+/// process group). Proportional set size, so pages shared between PostgreSQL's
+/// processes count once.
+fn sandbox_memory_kb(home: &Path, name: &str) -> Result<u64> {
+    let record = Record::read(&home.join(name))?;
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .map_err(Error::io("cannot read /proc"))?
+        .flatten()
+    {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        parents.push((pid, ppid));
+    }
+    let mut tree = vec![record.pid];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (pid, ppid) in &parents {
+            if tree.contains(ppid) && !tree.contains(pid) {
+                tree.push(*pid);
+                grew = true;
+            }
+        }
+    }
+    let total = tree
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum();
+    Ok(total)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Run the benchmark with `runs` warm runs; sandboxes live under a temporary
+/// home that is removed afterwards, whatever happens.
+pub fn run(exe: &Path, workspace: &Path, runs: usize) -> Result<String> {
+    let home = std::env::temp_dir().join(format!("sbx-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(Error::io("cannot create the bench home"))?;
+    let bench = Bench {
+        exe: exe.to_path_buf(),
+        home: home.clone(),
+        workspace: workspace.to_path_buf(),
+    };
+    let result = measure(&bench, runs.max(1));
+    for (name, _) in (crate::sandbox::Home { root: home.clone() }).list() {
+        let _ = bench.sandbox(&["down", &name]);
+    }
+    let _ = std::fs::remove_dir_all(&home);
+    result
+}
+
+fn measure(bench: &Bench, runs: usize) -> Result<String> {
+    // First run after a change to the bank: `up` rebuilds it with cargo.
+    let lib = bench.workspace.join("bank/src/lib.rs");
+    let text = std::fs::read(&lib).map_err(Error::io("cannot read bank/src/lib.rs"))?;
+    std::fs::write(&lib, &text).map_err(Error::io("cannot touch bank/src/lib.rs"))?;
+    let rebuild = bench.sandbox(&["up", "--detach", "--name", "bench-rebuild"])?;
+    let mem_idle = sandbox_memory_kb(&bench.home, "bench-rebuild")?;
+    bench.sandbox(&["down", "bench-rebuild"])?;
+
+    let mut ups = Vec::new();
+    let mut downs = Vec::new();
+    let mut mem = Vec::new();
+    for i in 0..runs {
+        let name = format!("bench-{i}");
+        ups.push(bench.sandbox(&["up", "--detach", "--name", &name])?);
+        mem.push(sandbox_memory_kb(&bench.home, &name)?);
+        downs.push(bench.sandbox(&["down", &name])?);
+    }
+    ups.sort();
+    downs.sort();
+    let mut out = String::new();
+    out.push_str("| measure | value |\n|---|---|\n");
+    out.push_str(&format!(
+        "| `up --detach` to all healthy, bank rebuilt first | {} |\n",
+        ms(rebuild)
+    ));
+    out.push_str(&format!(
+        "| `up --detach` to all healthy, warm, p50 of {runs} | {} |\n",
+        ms(percentile(&ups, 0.5))
+    ));
+    out.push_str(&format!(
+        "| `up --detach` to all healthy, warm, max | {} |\n",
+        ms(ups[ups.len() - 1])
+    ));
+    out.push_str(&format!(
+        "| `down` to all removed, p50 | {} |\n",
+        ms(percentile(&downs, 0.5))
+    ));
+    out.push_str(&format!(
+        "| `down` to all removed, max | {} |\n",
+        ms(downs[downs.len() - 1])
+    ));
+    out.push_str(&format!(
+        "| memory (PSS) of the whole sandbox, idle after `up` | {} MB |\n",
+        mem_idle / 1024
+    ));
+    out.push_str(&format!(
+        "| memory (PSS) of the whole sandbox, max over warm runs | {} MB |\n",
+        mem.iter().max().copied().unwrap_or(0) / 1024
+    ));
+    Ok(out)
+}
