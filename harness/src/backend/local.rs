@@ -623,7 +623,7 @@ mod tests {
     #[test]
     fn missing_postgres_names_the_install_command() {
         let empty = std::env::temp_dir().join(format!("no-pg-{}", std::process::id()));
-        let err = find_postgres_in(&[empty.clone()], &empty)
+        let err = find_postgres_in(std::slice::from_ref(&empty), &empty)
             .unwrap_err()
             .to_string();
         assert!(err.contains("apt-get install -y postgresql"), "{err}");
