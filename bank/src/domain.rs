@@ -113,11 +113,7 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let ok = !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| (0x21..=0x7e).contains(&b));
-        if ok {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(DomainError::BadIdempotencyKey)
-        }
+        if ok { Ok(Self(s.to_string())) } else { Err(DomainError::BadIdempotencyKey) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -171,24 +167,15 @@ mod tests {
 
     #[test]
     fn money_refuses_zero_and_negative_amounts() {
-        assert_eq!(
-            Money::new(0, Currency::Gbp),
-            Err(DomainError::NonPositiveAmount(0))
-        );
-        assert_eq!(
-            Money::new(-5, Currency::Gbp),
-            Err(DomainError::NonPositiveAmount(-5))
-        );
+        assert_eq!(Money::new(0, Currency::Gbp), Err(DomainError::NonPositiveAmount(0)));
+        assert_eq!(Money::new(-5, Currency::Gbp), Err(DomainError::NonPositiveAmount(-5)));
         assert_eq!(Money::new(1, Currency::Gbp).map(|m| m.amount), Ok(1));
     }
 
     #[test]
     fn unknown_currency_is_named() {
         let err = Currency::parse("XYZ").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown currency `XYZ`: use an ISO 4217 code such as GBP"
-        );
+        assert_eq!(err.to_string(), "unknown currency `XYZ`: use an ISO 4217 code such as GBP");
     }
 
     #[test]

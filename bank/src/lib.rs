@@ -8,12 +8,13 @@
 //! This crate must not depend on the harness: the harness runs the `bank` binary.
 
 pub mod accounts;
+pub mod connector;
 pub mod domain;
 pub mod kit;
 pub mod probe;
 
 /// Every service this binary can run.
-pub const SERVICES: &[&kit::ServiceSpec] = &[&accounts::SPEC];
+pub const SERVICES: &[&kit::ServiceSpec] = &[&accounts::SPEC, &connector::SPEC];
 
 /// The service `bank <name>` runs.
 pub fn service(name: &str) -> Option<&'static kit::ServiceSpec> {

@@ -23,18 +23,11 @@ fn main() -> ExitCode {
     let Some(spec) = args.first().and_then(|name| bank::service(name)) else {
         eprintln!(
             "usage: bank <service> | bank probe <url>\n  services: {}\n  configured by HTTP_ADDR (default 0.0.0.0:8080), DATABASE_URL, SHUTDOWN_TIMEOUT_SECS, RUST_LOG",
-            bank::SERVICES
-                .iter()
-                .map(|s| s.name)
-                .collect::<Vec<_>>()
-                .join(", ")
+            bank::SERVICES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         );
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bank: cannot start the async runtime: {e}");

@@ -27,10 +27,7 @@ impl Bench {
             .output()
             .map_err(Error::io("cannot run the sandbox binary"))?;
         if !out.status.success() {
-            return Err(Error::Other(format!(
-                "sandbox {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
+            return Err(Error::Other(format!("sandbox {args:?} failed: {}", String::from_utf8_lossy(&out.stderr))));
         }
         Ok(started.elapsed())
     }
@@ -43,10 +40,7 @@ impl Bench {
 fn sandbox_memory_kb(home: &Path, name: &str) -> Result<u64> {
     let record = Record::read(&home.join(name))?;
     let mut parents = Vec::new();
-    for entry in std::fs::read_dir("/proc")
-        .map_err(Error::io("cannot read /proc"))?
-        .flatten()
-    {
+    for entry in std::fs::read_dir("/proc").map_err(Error::io("cannot read /proc"))?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
@@ -56,11 +50,7 @@ fn sandbox_memory_kb(home: &Path, name: &str) -> Result<u64> {
         let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
-        let ppid: u32 = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let ppid: u32 = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         parents.push((pid, ppid));
     }
     let mut tree = vec![record.pid];
@@ -99,11 +89,7 @@ fn ms(d: Duration) -> String {
 pub fn run(exe: &Path, workspace: &Path, runs: usize) -> Result<String> {
     let home = std::env::temp_dir().join(format!("sbx-bench-{}", std::process::id()));
     std::fs::create_dir_all(&home).map_err(Error::io("cannot create the bench home"))?;
-    let bench = Bench {
-        exe: exe.to_path_buf(),
-        home: home.clone(),
-        workspace: workspace.to_path_buf(),
-    };
+    let bench = Bench { exe: exe.to_path_buf(), home: home.clone(), workspace: workspace.to_path_buf() };
     let result = measure(&bench, runs.max(1));
     for (name, _) in (crate::sandbox::Home { root: home.clone() }).list() {
         let _ = bench.sandbox(&["down", &name]);
@@ -134,30 +120,12 @@ fn measure(bench: &Bench, runs: usize) -> Result<String> {
     downs.sort();
     let mut out = String::new();
     out.push_str("| measure | value |\n|---|---|\n");
-    out.push_str(&format!(
-        "| `up --detach` to all healthy, bank rebuilt first | {} |\n",
-        ms(rebuild)
-    ));
-    out.push_str(&format!(
-        "| `up --detach` to all healthy, warm, p50 of {runs} | {} |\n",
-        ms(percentile(&ups, 0.5))
-    ));
-    out.push_str(&format!(
-        "| `up --detach` to all healthy, warm, max | {} |\n",
-        ms(ups[ups.len() - 1])
-    ));
-    out.push_str(&format!(
-        "| `down` to all removed, p50 | {} |\n",
-        ms(percentile(&downs, 0.5))
-    ));
-    out.push_str(&format!(
-        "| `down` to all removed, max | {} |\n",
-        ms(downs[downs.len() - 1])
-    ));
-    out.push_str(&format!(
-        "| memory (PSS) of the whole sandbox, idle after `up` | {} MB |\n",
-        mem_idle / 1024
-    ));
+    out.push_str(&format!("| `up --detach` to all healthy, bank rebuilt first | {} |\n", ms(rebuild)));
+    out.push_str(&format!("| `up --detach` to all healthy, warm, p50 of {runs} | {} |\n", ms(percentile(&ups, 0.5))));
+    out.push_str(&format!("| `up --detach` to all healthy, warm, max | {} |\n", ms(ups[ups.len() - 1])));
+    out.push_str(&format!("| `down` to all removed, p50 | {} |\n", ms(percentile(&downs, 0.5))));
+    out.push_str(&format!("| `down` to all removed, max | {} |\n", ms(downs[downs.len() - 1])));
+    out.push_str(&format!("| memory (PSS) of the whole sandbox, idle after `up` | {} MB |\n", mem_idle / 1024));
     out.push_str(&format!(
         "| memory (PSS) of the whole sandbox, max over warm runs | {} MB |\n",
         mem.iter().max().copied().unwrap_or(0) / 1024

@@ -18,8 +18,7 @@ use url::Url;
 use crate::error::{Error, Result};
 
 pub async fn run(listen: SocketAddr) -> Result<()> {
-    let url = Url::parse(&format!("tcp://{listen}"))
-        .map_err(|e| Error::Other(format!("bad listen address: {e}")))?;
+    let url = Url::parse(&format!("tcp://{listen}")).map_err(|e| Error::Other(format!("bad listen address: {e}")))?;
     let storage = Url::parse("memory://tansu/").map_err(|e| Error::Other(e.to_string()))?;
     let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
         .node_id(0)
@@ -34,8 +33,5 @@ pub async fn run(listen: SocketAddr) -> Result<()> {
         .map_err(|e| Error::Other(format!("cannot build the broker: {e:?}")))?;
     eprintln!("broker listening on {listen}");
     // No clean shutdown in tansu: the process ends on SIGTERM's default action.
-    broker
-        .serve(tokio::time::Instant::now())
-        .await
-        .map_err(|e| Error::Other(format!("broker failed: {e:?}")))
+    broker.serve(tokio::time::Instant::now()).await.map_err(|e| Error::Other(format!("broker failed: {e:?}")))
 }

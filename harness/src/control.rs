@@ -44,9 +44,7 @@ pub fn serve(
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
         .with_state(ctx);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     });
 }
 
@@ -57,11 +55,7 @@ async fn auth(AxState(ctx): AxState<Ctx>, req: Request, next: Next) -> Response 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| t == ctx.token);
-    if ok {
-        next.run(req).await
-    } else {
-        (StatusCode::UNAUTHORIZED, "missing or wrong control token").into_response()
-    }
+    if ok { next.run(req).await } else { (StatusCode::UNAUTHORIZED, "missing or wrong control token").into_response() }
 }
 
 async fn state(AxState(ctx): AxState<Ctx>) -> Json<State> {
@@ -87,32 +81,16 @@ async fn logs(AxState(ctx): AxState<Ctx>, Query(q): Query<LogsQuery>) -> Respons
     if let Some(c) = &q.component
         && ctx.bus.state().component(c).is_none()
     {
-        let names: Vec<String> = ctx
-            .bus
-            .state()
-            .components
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
-        return (
-            StatusCode::NOT_FOUND,
-            format!("no component `{c}`; components: {}", names.join(", ")),
-        )
+        let names: Vec<String> = ctx.bus.state().components.into_iter().map(|c| c.name).collect();
+        return (StatusCode::NOT_FOUND, format!("no component `{c}`; components: {}", names.join(", ")))
             .into_response();
     }
     // Subscribe before reading the backlog, then skip what the backlog had.
     let live = ctx.bus.logs.subscribe();
-    let backlog = ctx
-        .bus
-        .logs
-        .tail_of(q.component.as_deref(), q.tail.unwrap_or(200));
+    let backlog = ctx.bus.logs.tail_of(q.component.as_deref(), q.tail.unwrap_or(200));
     let last = backlog.last().map(|l| l.seq);
-    let encode = |l: &LogLine| {
-        Ok::<_, std::convert::Infallible>(format!(
-            "{}\n",
-            serde_json::to_string(l).unwrap_or_default()
-        ))
-    };
+    let encode =
+        |l: &LogLine| Ok::<_, std::convert::Infallible>(format!("{}\n", serde_json::to_string(l).unwrap_or_default()));
     let head = futures::stream::iter(backlog.iter().map(encode).collect::<Vec<_>>());
     if !q.follow {
         return Body::from_stream(head).into_response();
@@ -128,8 +106,7 @@ async fn logs(AxState(ctx): AxState<Ctx>, Query(q): Query<LogsQuery>) -> Respons
         }
     })
     .filter(move |l| {
-        let keep =
-            last.is_none_or(|s| l.seq > s) && component.as_ref().is_none_or(|c| *c == l.component);
+        let keep = last.is_none_or(|s| l.seq > s) && component.as_ref().is_none_or(|c| *c == l.component);
         futures::future::ready(keep)
     })
     .map(move |l| encode(&l));
@@ -147,10 +124,7 @@ pub struct Client {
 impl Client {
     pub fn for_record(record: &Record) -> Result<Self> {
         let control = record.control.as_ref().ok_or_else(|| {
-            Error::Other(format!(
-                "sandbox `{}` is still starting; try again in a moment",
-                record.name
-            ))
+            Error::Other(format!("sandbox `{}` is still starting; try again in a moment", record.name))
         })?;
         Ok(Self {
             base: format!("http://{}", control.addr),
@@ -160,48 +134,29 @@ impl Client {
     }
 
     fn error(&self, e: impl std::fmt::Display) -> Error {
-        Error::Control {
-            addr: self.base.clone(),
-            message: e.to_string(),
-        }
+        Error::Control { addr: self.base.clone(), message: e.to_string() }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| self.error(e))?;
         if resp.status().is_success() {
             Ok(resp)
         } else {
             let status = resp.status();
-            Err(self.error(format!(
-                "{status}: {}",
-                resp.text().await.unwrap_or_default()
-            )))
+            Err(self.error(format!("{status}: {}", resp.text().await.unwrap_or_default())))
         }
     }
 
     pub async fn state(&self) -> Result<State> {
-        let resp = self
-            .send(
-                self.http
-                    .get(format!("{}/state", self.base))
-                    .timeout(std::time::Duration::from_secs(5)),
-            )
-            .await?;
+        let resp =
+            self.send(self.http.get(format!("{}/state", self.base)).timeout(std::time::Duration::from_secs(5))).await?;
         resp.json().await.map_err(|e| self.error(e))
     }
 
     pub async fn down(&self) -> Result<()> {
-        self.send(
-            self.http
-                .post(format!("{}/down", self.base))
-                .timeout(std::time::Duration::from_secs(5)),
-        )
-        .await
-        .map(|_| ())
+        self.send(self.http.post(format!("{}/down", self.base)).timeout(std::time::Duration::from_secs(5)))
+            .await
+            .map(|_| ())
     }
 
     /// Log lines as they come; the stream ends when the sandbox does (or at once
@@ -216,42 +171,32 @@ impl Client {
         if let Some(c) = component {
             query.push(("component", c.to_string()));
         }
-        let resp = self
-            .send(self.http.get(format!("{}/logs", self.base)).query(&query))
-            .await?;
+        let resp = self.send(self.http.get(format!("{}/logs", self.base)).query(&query)).await?;
         let base = self.base.clone();
         let bytes = resp.bytes_stream();
-        let lines =
-            futures::stream::unfold((bytes, Vec::<u8>::new()), move |(mut bytes, mut buf)| {
-                let base = base.clone();
-                async move {
-                    loop {
-                        if let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = buf.drain(..=i).collect();
-                            let parsed = serde_json::from_slice::<LogLine>(&line).map_err(|e| {
-                                Error::Control {
-                                    addr: base.clone(),
-                                    message: format!("bad log line: {e}"),
-                                }
-                            });
-                            return Some((parsed, (bytes, buf)));
+        let lines = futures::stream::unfold((bytes, Vec::<u8>::new()), move |(mut bytes, mut buf)| {
+            let base = base.clone();
+            async move {
+                loop {
+                    if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=i).collect();
+                        let parsed = serde_json::from_slice::<LogLine>(&line)
+                            .map_err(|e| Error::Control { addr: base.clone(), message: format!("bad log line: {e}") });
+                        return Some((parsed, (bytes, buf)));
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        Some(Err(e)) => {
+                            return Some((
+                                Err(Error::Control { addr: base.clone(), message: e.to_string() }),
+                                (bytes, buf),
+                            ));
                         }
-                        match bytes.next().await {
-                            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                            Some(Err(e)) => {
-                                return Some((
-                                    Err(Error::Control {
-                                        addr: base.clone(),
-                                        message: e.to_string(),
-                                    }),
-                                    (bytes, buf),
-                                ));
-                            }
-                            None => return None,
-                        }
+                        None => return None,
                     }
                 }
-            });
+            }
+        });
         Ok(lines)
     }
 }
@@ -261,11 +206,8 @@ pub fn random_token() -> String {
 }
 
 pub async fn bind() -> Result<(tokio::net::TcpListener, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .map_err(Error::io("cannot bind the control API"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(Error::io("control API address"))?;
+    let listener =
+        tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(Error::io("cannot bind the control API"))?;
+    let addr = listener.local_addr().map_err(Error::io("control API address"))?;
     Ok((listener, addr))
 }

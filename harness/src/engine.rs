@@ -109,11 +109,7 @@ impl State {
                 last_probe: None,
             })
             .collect();
-        Self {
-            sandbox: sandbox.to_string(),
-            phase: Phase::Starting,
-            components,
-        }
+        Self { sandbox: sandbox.to_string(), phase: Phase::Starting, components }
     }
 
     pub fn component(&self, name: &str) -> Option<&Component> {
@@ -133,43 +129,16 @@ impl State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Planned {
-        component: String,
-        endpoints: Vec<Endpoint>,
-    },
-    Spawned {
-        component: String,
-        pid: Option<u32>,
-        at: u64,
-    },
-    Probed {
-        component: String,
-        result: String,
-    },
-    Healthy {
-        component: String,
-        after_ms: u64,
-    },
-    Exited {
-        component: String,
-        code: Option<i32>,
-    },
-    Failed {
-        component: String,
-        reason: String,
-    },
-    Stopping {
-        component: String,
-    },
-    Stopped {
-        component: String,
-    },
-    Restarting {
-        component: String,
-    },
-    PhaseChanged {
-        phase: Phase,
-    },
+    Planned { component: String, endpoints: Vec<Endpoint> },
+    Spawned { component: String, pid: Option<u32>, at: u64 },
+    Probed { component: String, result: String },
+    Healthy { component: String, after_ms: u64 },
+    Exited { component: String, code: Option<i32> },
+    Failed { component: String, reason: String },
+    Stopping { component: String },
+    Stopped { component: String },
+    Restarting { component: String },
+    PhaseChanged { phase: Phase },
 }
 
 /// The one place state changes.
@@ -209,18 +178,10 @@ pub fn reduce(state: &mut State, event: &Event) {
         }
         Event::Exited { code, .. } => {
             // An exit we asked for is a stop, not a crash.
-            c.status = if c.status == Status::Stopping {
-                Status::Stopped
-            } else {
-                Status::Exited { code: *code }
-            };
+            c.status = if c.status == Status::Stopping { Status::Stopped } else { Status::Exited { code: *code } };
             c.pid = None;
         }
-        Event::Failed { reason, .. } => {
-            c.status = Status::Failed {
-                reason: reason.clone(),
-            }
-        }
+        Event::Failed { reason, .. } => c.status = Status::Failed { reason: reason.clone() },
         Event::Stopping { .. } => {
             if c.pid.is_some() {
                 c.status = Status::Stopping;
@@ -252,11 +213,7 @@ pub struct Bus {
 
 impl Bus {
     pub fn new(initial: State) -> Self {
-        Self {
-            state: Arc::new(watch::Sender::new(initial)),
-            events: broadcast::channel(1024).0,
-            logs: LogStore::new(),
-        }
+        Self { state: Arc::new(watch::Sender::new(initial)), events: broadcast::channel(1024).0, logs: LogStore::new() }
     }
 
     pub fn send(&self, event: Event) {
@@ -282,9 +239,7 @@ impl Bus {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Drives one sandbox's components through a backend.
@@ -302,10 +257,7 @@ impl<B: Backend> Engine<B> {
         let bus = Bus::new(State::new(sandbox, &topology));
         let plan = backend.plan(&topology).await?;
         for s in &topology.services {
-            bus.send(Event::Planned {
-                component: s.name.clone(),
-                endpoints: plan.endpoints(&s.name),
-            });
+            bus.send(Event::Planned { component: s.name.clone(), endpoints: plan.endpoints(&s.name) });
         }
         Ok(Self {
             backend: Arc::new(backend),
@@ -340,8 +292,7 @@ impl<B: Backend> Engine<B> {
         }
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
-            let result =
-                joined.unwrap_or_else(|e| Err(Error::Other(format!("start task panicked: {e}"))));
+            let result = joined.unwrap_or_else(|e| Err(Error::Other(format!("start task panicked: {e}"))));
             if let Err(e) = result
                 && first_error.is_none()
             {
@@ -352,15 +303,11 @@ impl<B: Backend> Engine<B> {
         }
         match first_error {
             None => {
-                self.bus.send(Event::PhaseChanged {
-                    phase: Phase::Running,
-                });
+                self.bus.send(Event::PhaseChanged { phase: Phase::Running });
                 Ok(())
             }
             Some(e) => {
-                self.bus.send(Event::PhaseChanged {
-                    phase: Phase::Failed,
-                });
+                self.bus.send(Event::PhaseChanged { phase: Phase::Failed });
                 Err(e)
             }
         }
@@ -380,29 +327,20 @@ impl<B: Backend> Engine<B> {
     /// Stop every component, dependents first, then remove what the backend made.
     pub async fn stop(&self) -> Result<()> {
         self.cancel.cancel();
-        self.bus.send(Event::PhaseChanged {
-            phase: Phase::Stopping,
-        });
+        self.bus.send(Event::PhaseChanged { phase: Phase::Stopping });
         let mut order = self.topology.start_order();
         order.reverse();
         for s in order {
-            self.bus.send(Event::Stopping {
-                component: s.name.clone(),
-            });
+            self.bus.send(Event::Stopping { component: s.name.clone() });
             let handle = self.handles.lock().await.remove(&s.name);
             if let Some(handle) = handle {
-                let signal = crate::signals::parse(&s.stop_signal)
-                    .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+                let signal = crate::signals::parse(&s.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM);
                 handle.stop(signal, s.stop_grace).await;
             }
-            self.bus.send(Event::Stopped {
-                component: s.name.clone(),
-            });
+            self.bus.send(Event::Stopped { component: s.name.clone() });
         }
         let cleaned = self.backend.cleanup(&self.plan).await;
-        self.bus.send(Event::PhaseChanged {
-            phase: Phase::Stopped,
-        });
+        self.bus.send(Event::PhaseChanged { phase: Phase::Stopped });
         cleaned
     }
 }
@@ -418,18 +356,12 @@ struct Parts<B: Backend> {
 
 impl<B: Backend> Parts<B> {
     async fn start_one(&self, name: &str) -> Result<()> {
-        let service = self
-            .topology
-            .service(name)
-            .ok_or_else(|| Error::component(name, "not in the topology"))?;
+        let service = self.topology.service(name).ok_or_else(|| Error::component(name, "not in the topology"))?;
         // Wait for each dependency's condition.
         let mut state = self.bus.watch();
         for dep in &service.depends_on {
             loop {
-                let status = state
-                    .borrow_and_update()
-                    .component(&dep.service)
-                    .map(|c| c.status.clone());
+                let status = state.borrow_and_update().component(&dep.service).map(|c| c.status.clone());
                 let met = matches!(
                     (dep.condition, &status),
                     (_, Some(Status::Healthy)) | (Condition::Started, Some(Status::Starting))
@@ -439,10 +371,7 @@ impl<B: Backend> Parts<B> {
                 }
                 if let Some(Status::Failed { .. } | Status::Exited { .. }) = status {
                     let reason = format!("not started: its dependency `{}` failed", dep.service);
-                    self.bus.send(Event::Failed {
-                        component: name.into(),
-                        reason: reason.clone(),
-                    });
+                    self.bus.send(Event::Failed { component: name.into(), reason: reason.clone() });
                     return Err(Error::component(name, reason));
                 }
                 tokio::select! {
@@ -455,25 +384,14 @@ impl<B: Backend> Parts<B> {
             }
         }
         let started = tokio::time::Instant::now();
-        let handle = match self
-            .backend
-            .start(service, &self.plan, self.bus.logs.sink(name))
-            .await
-        {
+        let handle = match self.backend.start(service, &self.plan, self.bus.logs.sink(name)).await {
             Ok(h) => h,
             Err(e) => {
-                self.bus.send(Event::Failed {
-                    component: name.into(),
-                    reason: e.to_string(),
-                });
+                self.bus.send(Event::Failed { component: name.into(), reason: e.to_string() });
                 return Err(e);
             }
         };
-        self.bus.send(Event::Spawned {
-            component: name.into(),
-            pid: handle.pid(),
-            at: now_secs(),
-        });
+        self.bus.send(Event::Spawned { component: name.into(), pid: handle.pid(), at: now_secs() });
         let exit = handle.exited();
         self.handles.lock().await.insert(name.to_string(), handle);
         self.watch_exit(name, exit.clone());
@@ -485,48 +403,27 @@ impl<B: Backend> Parts<B> {
                 let reason = format!(
                     "exited with {} before becoming healthy; its last log lines:\n{}",
                     code.map_or("a signal".into(), |c| format!("code {c}")),
-                    self.bus
-                        .logs
-                        .tail(name, 15)
-                        .iter()
-                        .map(|l| format!("  {}", l.text))
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                    self.bus.logs.tail(name, 15).iter().map(|l| format!("  {}", l.text)).collect::<Vec<_>>().join("\n")
                 );
-                self.bus.send(Event::Failed {
-                    component: name.into(),
-                    reason: reason.clone(),
-                });
+                self.bus.send(Event::Failed { component: name.into(), reason: reason.clone() });
                 return Err(Error::component(name, reason));
             }
             match self.backend.probe(service, &self.plan).await {
                 ProbeResult::Ready => {
                     let after_ms = started.elapsed().as_millis() as u64;
-                    self.bus.send(Event::Healthy {
-                        component: name.into(),
-                        after_ms,
-                    });
+                    self.bus.send(Event::Healthy { component: name.into(), after_ms });
                     return Ok(());
                 }
                 ProbeResult::NotReady(why) => {
                     if why != last {
-                        self.bus.send(Event::Probed {
-                            component: name.into(),
-                            result: why.clone(),
-                        });
+                        self.bus.send(Event::Probed { component: name.into(), result: why.clone() });
                         last = why;
                     }
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                let reason = format!(
-                    "not healthy after {}s; last probe: {last}",
-                    START_DEADLINE.as_secs()
-                );
-                self.bus.send(Event::Failed {
-                    component: name.into(),
-                    reason: reason.clone(),
-                });
+                let reason = format!("not healthy after {}s; last probe: {last}", START_DEADLINE.as_secs());
+                self.bus.send(Event::Failed { component: name.into(), reason: reason.clone() });
                 return Err(Error::component(name, reason));
             }
             tokio::select! {
@@ -543,10 +440,7 @@ impl<B: Backend> Parts<B> {
         let name = name.to_string();
         tokio::spawn(async move {
             exit.wait().await;
-            bus.send(Event::Exited {
-                component: name,
-                code: exit.code().flatten(),
-            });
+            bus.send(Event::Exited { component: name, code: exit.code().flatten() });
         });
     }
 }
@@ -582,65 +476,21 @@ services:
     #[test]
     fn reduce_tracks_a_component_through_its_life() {
         let mut s = State::new("t", &topology());
-        reduce(
-            &mut s,
-            &Event::Spawned {
-                component: "db".into(),
-                pid: Some(7),
-                at: 1,
-            },
-        );
+        reduce(&mut s, &Event::Spawned { component: "db".into(), pid: Some(7), at: 1 });
         assert_eq!(s.component("db").unwrap().status, Status::Starting);
-        reduce(
-            &mut s,
-            &Event::Healthy {
-                component: "db".into(),
-                after_ms: 40,
-            },
-        );
+        reduce(&mut s, &Event::Healthy { component: "db".into(), after_ms: 40 });
         assert_eq!(s.component("db").unwrap().status, Status::Healthy);
-        reduce(
-            &mut s,
-            &Event::Stopping {
-                component: "db".into(),
-            },
-        );
-        reduce(
-            &mut s,
-            &Event::Exited {
-                component: "db".into(),
-                code: Some(0),
-            },
-        );
-        assert_eq!(
-            s.component("db").unwrap().status,
-            Status::Stopped,
-            "an exit we asked for is a stop"
-        );
+        reduce(&mut s, &Event::Stopping { component: "db".into() });
+        reduce(&mut s, &Event::Exited { component: "db".into(), code: Some(0) });
+        assert_eq!(s.component("db").unwrap().status, Status::Stopped, "an exit we asked for is a stop");
     }
 
     #[test]
     fn an_unrequested_exit_is_a_crash() {
         let mut s = State::new("t", &topology());
-        reduce(
-            &mut s,
-            &Event::Spawned {
-                component: "a".into(),
-                pid: Some(9),
-                at: 1,
-            },
-        );
-        reduce(
-            &mut s,
-            &Event::Exited {
-                component: "a".into(),
-                code: Some(101),
-            },
-        );
-        assert_eq!(
-            s.component("a").unwrap().status,
-            Status::Exited { code: Some(101) }
-        );
+        reduce(&mut s, &Event::Spawned { component: "a".into(), pid: Some(9), at: 1 });
+        reduce(&mut s, &Event::Exited { component: "a".into(), code: Some(101) });
+        assert_eq!(s.component("a").unwrap().status, Status::Exited { code: Some(101) });
     }
 
     #[tokio::test]
@@ -653,11 +503,7 @@ services:
         assert!(pos("a") > pos("db") && pos("a") > pos("broker"), "{log:?}");
         assert!(engine.bus().state().all_healthy());
         engine.stop().await.unwrap();
-        assert_eq!(
-            backend.stopped(),
-            ["a", "broker", "db"],
-            "dependents stop first"
-        );
+        assert_eq!(backend.stopped(), ["a", "broker", "db"], "dependents stop first");
         assert_eq!(engine.bus().state().phase, Phase::Stopped);
     }
 
@@ -666,19 +512,10 @@ services:
         let backend = FakeBackend::new().crash("db", 3);
         let engine = Engine::new(backend.clone(), topology(), "t").await.unwrap();
         let err = engine.start().await.unwrap_err().to_string();
-        assert!(
-            err.contains("exited with code 3 before becoming healthy"),
-            "{err}"
-        );
+        assert!(err.contains("exited with code 3 before becoming healthy"), "{err}");
         let state = engine.bus().state();
-        assert!(matches!(
-            state.component("a").unwrap().status,
-            Status::Failed { .. }
-        ));
-        assert!(
-            !backend.started().contains(&"a".to_string()),
-            "a must not start"
-        );
+        assert!(matches!(state.component("a").unwrap().status, Status::Failed { .. }));
+        assert!(!backend.started().contains(&"a".to_string()), "a must not start");
         assert_eq!(state.phase, Phase::Failed);
         engine.stop().await.unwrap();
         assert!(backend.cleaned());

@@ -6,25 +6,16 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     #[error("{file}:{line}: {message}")]
-    Topology {
-        file: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Topology { file: PathBuf, line: usize, message: String },
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error(
         "PostgreSQL server binaries (initdb, postgres) not found on PATH or under /usr/lib/postgresql/*/bin; install them with `apt-get install -y postgresql`"
     )]
     PostgresMissing,
     #[error("sandbox `{0}` not found; `sandbox ls` lists the sandboxes on this machine")]
     NoSuchSandbox(String),
-    #[error(
-        "sandbox `{name}` already exists ({state}); stop it with `sandbox down {name}` or choose another --name"
-    )]
+    #[error("sandbox `{name}` already exists ({state}); stop it with `sandbox down {name}` or choose another --name")]
     SandboxExists { name: String, state: String },
     #[error("invalid sandbox name `{0}`: use 1-40 characters from a-z, 0-9 and -")]
     BadName(String),
@@ -33,10 +24,7 @@ pub enum Error {
     #[error("the sandbox's supervisor at {addr} did not answer: {message}")]
     Control { addr: String, message: String },
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     #[error("{0}")]
     Other(String),
 }
@@ -48,10 +36,7 @@ impl Error {
     }
 
     pub fn component(component: &str, message: impl Into<String>) -> Self {
-        Self::Component {
-            component: component.to_string(),
-            message: message.into(),
-        }
+        Self::Component { component: component.to_string(), message: message.into() }
     }
 }
 

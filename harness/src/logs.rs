@@ -41,17 +41,11 @@ impl Default for LogStore {
 
 impl LogStore {
     pub fn new() -> Self {
-        Self {
-            inner: Arc::default(),
-            tx: broadcast::channel(4096).0,
-        }
+        Self { inner: Arc::default(), tx: broadcast::channel(4096).0 }
     }
 
     pub fn sink(&self, component: &str) -> LogSink {
-        LogSink {
-            store: self.clone(),
-            component: component.to_string(),
-        }
+        LogSink { store: self.clone(), component: component.to_string() }
     }
 
     pub fn push(&self, mut line: LogLine) {
@@ -72,16 +66,8 @@ impl LogStore {
     pub fn tail_of(&self, component: Option<&str>, n: usize) -> Vec<LogLine> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut lines: Vec<LogLine> = match component {
-            Some(c) => inner
-                .rings
-                .get(c)
-                .map(|r| r.iter().cloned().collect())
-                .unwrap_or_default(),
-            None => inner
-                .rings
-                .values()
-                .flat_map(|r| r.iter().cloned())
-                .collect(),
+            Some(c) => inner.rings.get(c).map(|r| r.iter().cloned().collect()).unwrap_or_default(),
+            None => inner.rings.values().flat_map(|r| r.iter().cloned()).collect(),
         };
         lines.sort_by_key(|l| l.seq);
         let skip = lines.len().saturating_sub(n);
@@ -106,16 +92,8 @@ pub struct LogSink {
 
 impl LogSink {
     pub fn line(&self, stream: &str, text: String) {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.store.push(LogLine {
-            seq: 0,
-            component: self.component.clone(),
-            stream: stream.into(),
-            at,
-            text,
-        });
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.store.push(LogLine { seq: 0, component: self.component.clone(), stream: stream.into(), at, text });
     }
 
     /// Forward every line of `reader` until it closes.
@@ -149,11 +127,7 @@ mod tests {
         assert_eq!(all.len(), RING);
         assert_eq!(all[0].text, "line 10");
         assert_eq!(
-            store
-                .tail("a", 2)
-                .iter()
-                .map(|l| l.text.as_str())
-                .collect::<Vec<_>>(),
+            store.tail("a", 2).iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
             [format!("line {}", RING + 8), format!("line {}", RING + 9)]
         );
     }
@@ -164,11 +138,7 @@ mod tests {
         store.sink("a").line("stdout", "1".into());
         store.sink("b").line("stdout", "2".into());
         store.sink("a").line("stdout", "3".into());
-        let texts: Vec<_> = store
-            .tail_of(None, 10)
-            .into_iter()
-            .map(|l| l.text)
-            .collect();
+        let texts: Vec<_> = store.tail_of(None, 10).into_iter().map(|l| l.text).collect();
         assert_eq!(texts, ["1", "2", "3"]);
     }
 }

@@ -13,11 +13,7 @@ use harness::sandbox::{Home, Record};
 use harness::{control, progress, sandbox, supervisor};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sandbox",
-    version,
-    about = "The whole bank on your machine: private, ephemeral, up in seconds."
-)]
+#[command(name = "sandbox", version, about = "The whole bank on your machine: private, ephemeral, up in seconds.")]
 struct Cli {
     /// Where sandboxes keep their state [default: $SANDBOX_HOME or /tmp/bank-sandbox-<uid>]
     #[arg(long, global = true, value_name = "DIR")]
@@ -96,10 +92,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -116,10 +109,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let home = cli
-        .home
-        .map(|root| Home { root })
-        .unwrap_or_else(Home::from_env);
+    let home = cli.home.map(|root| Home { root }).unwrap_or_else(Home::from_env);
     match cli.command {
         Command::Up { name, detach, file } => {
             let workspace = workspace()?;
@@ -144,41 +134,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls => {
-            println!(
-                "{:<28} {:<8} {:<8} {:<8} DIR",
-                "NAME", "STATE", "BACKEND", "PID"
-            );
+            println!("{:<28} {:<8} {:<8} {:<8} DIR", "NAME", "STATE", "BACKEND", "PID");
             for (name, record) in home.list() {
                 match record {
                     Some(r) => {
                         let state = if r.owner_alive() { "running" } else { "dead" };
-                        println!(
-                            "{:<28} {:<8} {:<8} {:<8} {}",
-                            name,
-                            state,
-                            r.backend,
-                            r.pid,
-                            r.dir.display()
-                        );
+                        println!("{:<28} {:<8} {:<8} {:<8} {}", name, state, r.backend, r.pid, r.dir.display());
                     }
-                    None => println!(
-                        "{:<28} {:<8} {:<8} {:<8} {}",
-                        name,
-                        "unknown",
-                        "-",
-                        "-",
-                        home.dir(&name).display()
-                    ),
+                    None => {
+                        println!("{:<28} {:<8} {:<8} {:<8} {}", name, "unknown", "-", "-", home.dir(&name).display())
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Logs {
-            component,
-            follow,
-            tail,
-            name,
-        } => {
+        Command::Logs { component, follow, tail, name } => {
             let record = home.resolve(name.as_deref())?;
             let client = live_client(&record)?;
             let which = (component != "all").then_some(component.as_str());
@@ -203,17 +173,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let dead = record.as_ref().is_none_or(|r| !r.owner_alive());
                 // A directory without a record may be a sandbox still starting: leave
                 // it unless it is old enough that its start must have failed.
-                let stale_unrecorded =
-                    record.is_none() && age(&home.dir(&name)) > Duration::from_secs(120);
+                let stale_unrecorded = record.is_none() && age(&home.dir(&name)) > Duration::from_secs(120);
                 if (record.is_some() && dead) || stale_unrecorded {
                     let killed = sandbox::remove_dead(&home.dir(&name))?;
                     println!(
                         "removed {name}{}",
-                        if killed.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (killed {})", killed.join(", "))
-                        }
+                        if killed.is_empty() { String::new() } else { format!(" (killed {})", killed.join(", ")) }
                     );
                     removed += 1;
                 }
@@ -228,19 +193,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", harness::bench::run(&exe, &workspace()?, runs)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Supervise {
-            name,
-            file,
-            workspace,
-        } => {
+        Command::Supervise { name, file, workspace } => {
             init_logging();
-            let opts = supervisor::Options {
-                name,
-                home,
-                topology: file,
-                workspace,
-                claimed: true,
-            };
+            let opts = supervisor::Options { name, home, topology: file, workspace, claimed: true };
             supervisor::run(opts, Printer::default()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -259,18 +214,11 @@ fn workspace() -> anyhow::Result<PathBuf> {
 }
 
 fn age(path: &std::path::Path) -> Duration {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .unwrap_or_default()
+    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).unwrap_or_default()
 }
 
 fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 fn live_client(record: &Record) -> anyhow::Result<control::Client> {
@@ -303,31 +251,15 @@ impl supervisor::Observer for Printer {
     }
 }
 
-async fn up_foreground(
-    home: Home,
-    name: String,
-    file: PathBuf,
-    workspace: PathBuf,
-) -> anyhow::Result<ExitCode> {
+async fn up_foreground(home: Home, name: String, file: PathBuf, workspace: PathBuf) -> anyhow::Result<ExitCode> {
     println!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
-    let opts = supervisor::Options {
-        name: name.clone(),
-        home,
-        topology: file,
-        workspace,
-        claimed: false,
-    };
+    let opts = supervisor::Options { name: name.clone(), home, topology: file, workspace, claimed: false };
     supervisor::run(opts, Printer::default()).await?;
     println!("sandbox {name} stopped and removed");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn up_detached(
-    home: Home,
-    name: String,
-    file: PathBuf,
-    workspace: PathBuf,
-) -> anyhow::Result<ExitCode> {
+async fn up_detached(home: Home, name: String, file: PathBuf, workspace: PathBuf) -> anyhow::Result<ExitCode> {
     // Refuse a bad topology before anything is made.
     harness::topology::Topology::load(&file)?;
     let dir = home.claim(&name)?;
@@ -350,10 +282,7 @@ async fn up_detached(
         if let Some(status) = child.try_wait()? {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let _ = std::fs::remove_dir_all(&dir);
-            bail!(
-                "sandbox {name} failed to start ({status}):\n{}",
-                tail.trim_end()
-            );
+            bail!("sandbox {name} failed to start ({status}):\n{}", tail.trim_end());
         }
         if client.is_none()
             && let Ok(record) = Record::read(&dir)
@@ -375,9 +304,7 @@ async fn up_detached(
                 Phase::Failed | Phase::Stopping | Phase::Stopped => {
                     // The supervisor tears down and removes the directory itself.
                     let status = tokio::task::spawn_blocking(move || child.wait()).await??;
-                    bail!(
-                        "sandbox {name} failed to start and was removed ({status}); see the reasons above"
-                    );
+                    bail!("sandbox {name} failed to start and was removed ({status}); see the reasons above");
                 }
                 Phase::Starting => {}
             }
@@ -395,8 +322,7 @@ fn spawn_supervisor(
     dir: &std::path::Path,
 ) -> anyhow::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
-    let log = std::fs::File::create(dir.join("supervisor.log"))
-        .context("cannot create the supervisor's log")?;
+    let log = std::fs::File::create(dir.join("supervisor.log")).context("cannot create the supervisor's log")?;
     let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home")
@@ -415,9 +341,7 @@ fn spawn_supervisor(
 
 async fn down(home: &Home, name: Option<&str>) -> anyhow::Result<ExitCode> {
     let record = match name {
-        Some(n) => {
-            Record::read(&home.dir(n)).map_err(|_| harness::Error::NoSuchSandbox(n.into()))?
-        }
+        Some(n) => Record::read(&home.dir(n)).map_err(|_| harness::Error::NoSuchSandbox(n.into()))?,
         None => home.resolve(None)?,
     };
     if !record.owner_alive() {
@@ -425,11 +349,7 @@ async fn down(home: &Home, name: Option<&str>) -> anyhow::Result<ExitCode> {
         println!(
             "sandbox {} was not running; removed what it left{}",
             record.name,
-            if killed.is_empty() {
-                String::new()
-            } else {
-                format!(" (killed {})", killed.join(", "))
-            }
+            if killed.is_empty() { String::new() } else { format!(" (killed {})", killed.join(", ")) }
         );
         return Ok(ExitCode::SUCCESS);
     }

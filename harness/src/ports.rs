@@ -14,8 +14,7 @@ const PORTS_FILE: &str = "ports";
 
 /// Reserve `n` free ports for the sandbox in `dir` (under `home`).
 pub fn reserve(home: &Path, dir: &Path, n: usize) -> Result<Vec<u16>> {
-    std::fs::create_dir_all(home)
-        .map_err(Error::io(format!("cannot create {}", home.display())))?;
+    std::fs::create_dir_all(home).map_err(Error::io(format!("cannot create {}", home.display())))?;
     let lock_path = home.join(".ports.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -35,24 +34,15 @@ pub fn reserve(home: &Path, dir: &Path, n: usize) -> Result<Vec<u16>> {
         if attempts > 1000 {
             return Err(Error::Other("cannot find free ports on 127.0.0.1".into()));
         }
-        let listener =
-            TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("cannot bind 127.0.0.1:0"))?;
-        let port = listener
-            .local_addr()
-            .map_err(Error::io("local_addr"))?
-            .port();
+        let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("cannot bind 127.0.0.1:0"))?;
+        let port = listener.local_addr().map_err(Error::io("local_addr"))?.port();
         held.push(listener);
         if !taken.contains(&port) && !chosen.contains(&port) {
             chosen.push(port);
         }
     }
-    let text = chosen
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(dir.join(PORTS_FILE), text)
-        .map_err(Error::io(format!("cannot write {}", dir.display())))?;
+    let text = chosen.iter().map(u16::to_string).collect::<Vec<_>>().join("\n");
+    std::fs::write(dir.join(PORTS_FILE), text).map_err(Error::io(format!("cannot write {}", dir.display())))?;
     Ok(chosen)
 }
 
@@ -64,10 +54,6 @@ fn taken_ports(home: &Path) -> BTreeSet<u16> {
     entries
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join(PORTS_FILE)).ok())
-        .flat_map(|text| {
-            text.lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect::<Vec<u16>>()
-        })
+        .flat_map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<u16>>())
         .collect()
 }

@@ -36,13 +36,9 @@ pub fn tie_to_parent(cmd: &mut Command) {
 /// Spawn `cmd` as a sandbox component.
 pub fn spawn(component: &str, mut cmd: Command, logs: LogSink) -> Result<Handle> {
     tie_to_parent(&mut cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let program = format!("{:?}", cmd.as_std().get_program());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::component(component, format!("cannot start {program}: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| Error::component(component, format!("cannot start {program}: {e}")))?;
     let pid = child.id();
     if let Some(out) = child.stdout.take() {
         logs.forward("stdout", out);
@@ -119,10 +115,7 @@ mod tests {
         let started = start_time(me);
         assert!(started.is_some());
         assert!(alive(me, started));
-        assert!(
-            !alive(me, started.map(|t| t + 1)),
-            "same pid, other start time: another process"
-        );
+        assert!(!alive(me, started.map(|t| t + 1)), "same pid, other start time: another process");
     }
 
     #[test]
@@ -132,10 +125,7 @@ mod tests {
         // Not reaped yet: a zombie once it exits.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while start_time(pid).is_some() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "child never became a zombie"
-            );
+            assert!(std::time::Instant::now() < deadline, "child never became a zombie");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(!alive(pid, None));

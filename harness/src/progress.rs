@@ -10,10 +10,7 @@ use crate::engine::{Component, State, Status};
 pub fn transitions(prev: Option<&State>, next: &State) -> Vec<String> {
     next.components
         .iter()
-        .filter(|c| {
-            prev.and_then(|p| p.component(&c.name))
-                .is_none_or(|old| old.status != c.status)
-        })
+        .filter(|c| prev.and_then(|p| p.component(&c.name)).is_none_or(|old| old.status != c.status))
         .filter(|c| c.status != Status::Waiting)
         .map(describe)
         .collect()
@@ -21,47 +18,24 @@ pub fn transitions(prev: Option<&State>, next: &State) -> Vec<String> {
 
 fn describe(c: &Component) -> String {
     let detail = match &c.status {
-        Status::Healthy => c
-            .ready_ms
-            .map(|ms| format!("in {ms} ms"))
-            .unwrap_or_default(),
+        Status::Healthy => c.ready_ms.map(|ms| format!("in {ms} ms")).unwrap_or_default(),
         Status::Starting => c.pid.map(|p| format!("pid {p}")).unwrap_or_default(),
-        Status::Exited { code } => {
-            code.map_or("killed by a signal".into(), |c| format!("code {c}"))
-        }
+        Status::Exited { code } => code.map_or("killed by a signal".into(), |c| format!("code {c}")),
         Status::Failed { reason } => reason.clone(),
         _ => String::new(),
     };
-    format!("{:<12} {:<9} {detail}", c.name, c.status.label())
-        .trim_end()
-        .to_string()
+    format!("{:<12} {:<9} {detail}", c.name, c.status.label()).trim_end().to_string()
 }
 
 /// A table of components: what `status` prints and `up` prints once healthy.
 pub fn table(state: &State) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "sandbox {} ({})",
-        state.sandbox,
-        format!("{:?}", state.phase).to_lowercase()
-    );
-    let _ = writeln!(
-        out,
-        "{:<12} {:<9} {:<8} {:<8} URL",
-        "COMPONENT", "STATUS", "PID", "RESTARTS"
-    );
+    let _ = writeln!(out, "sandbox {} ({})", state.sandbox, format!("{:?}", state.phase).to_lowercase());
+    let _ = writeln!(out, "{:<12} {:<9} {:<8} {:<8} URL", "COMPONENT", "STATUS", "PID", "RESTARTS");
     for c in &state.components {
         let url = c.endpoints.first().map_or(String::new(), |e| e.url.clone());
         let pid = c.pid.map_or("-".into(), |p| p.to_string());
-        let _ = writeln!(
-            out,
-            "{:<12} {:<9} {:<8} {:<8} {url}",
-            c.name,
-            c.status.label(),
-            pid,
-            c.restarts
-        );
+        let _ = writeln!(out, "{:<12} {:<9} {:<8} {:<8} {url}", c.name, c.status.label(), pid, c.restarts);
     }
     out
 }

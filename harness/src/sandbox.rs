@@ -24,9 +24,7 @@ impl Home {
     pub fn from_env() -> Self {
         let root = std::env::var_os("SANDBOX_HOME")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("bank-sandbox-{}", nix::unistd::getuid()))
-            });
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("bank-sandbox-{}", nix::unistd::getuid())));
         Self { root }
     }
 
@@ -37,8 +35,7 @@ impl Home {
     /// Claim `name`: create its directory, failing if a sandbox already has it.
     pub fn claim(&self, name: &str) -> Result<PathBuf> {
         validate_name(name)?;
-        std::fs::create_dir_all(&self.root)
-            .map_err(Error::io(format!("cannot create {}", self.root.display())))?;
+        std::fs::create_dir_all(&self.root).map_err(Error::io(format!("cannot create {}", self.root.display())))?;
         let dir = self.dir(name);
         match std::fs::create_dir(&dir) {
             Ok(()) => Ok(dir),
@@ -48,10 +45,7 @@ impl Home {
                     Ok(_) => "its owner died; `sandbox prune` removes it".to_string(),
                     Err(_) => "starting, or left half-made; `sandbox prune` removes it".to_string(),
                 };
-                Err(Error::SandboxExists {
-                    name: name.into(),
-                    state,
-                })
+                Err(Error::SandboxExists { name: name.into(), state })
             }
             Err(e) => Err(Error::io(format!("cannot create {}", dir.display()))(e)),
         }
@@ -80,24 +74,13 @@ impl Home {
         if let Some(name) = name {
             return Record::read(&self.dir(name)).map_err(|_| Error::NoSuchSandbox(name.into()));
         }
-        let running: Vec<Record> = self
-            .list()
-            .into_iter()
-            .filter_map(|(_, r)| r)
-            .filter(Record::owner_alive)
-            .collect();
+        let running: Vec<Record> = self.list().into_iter().filter_map(|(_, r)| r).filter(Record::owner_alive).collect();
         match running.len() {
             1 => Ok(running.into_iter().next().expect("one")),
-            0 => Err(Error::Other(
-                "no sandbox is running; start one with `sandbox up`".into(),
-            )),
+            0 => Err(Error::Other("no sandbox is running; start one with `sandbox up`".into())),
             _ => Err(Error::Other(format!(
                 "several sandboxes are running ({}); name one",
-                running
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                running.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
             ))),
         }
     }
@@ -106,34 +89,19 @@ impl Home {
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::BadName(name.into()))
-    }
+    if ok { Ok(()) } else { Err(Error::BadName(name.into())) }
 }
 
 /// The default name: the user plus a short random id.
 pub fn default_name() -> String {
     let user = std::env::var("USER")
         .ok()
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::getuid())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
+        .or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name))
         .unwrap_or_else(|| "dev".into());
-    let user: String = user
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(24)
-        .collect();
+    let user: String =
+        user.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(24).collect();
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", user.trim_matches('-'), &id[..6])
 }
@@ -169,16 +137,9 @@ pub struct Record {
 impl Record {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(RECORD);
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|e| {
-            Error::Other(format!(
-                "{}: unreadable sandbox record: {e}",
-                path.display()
-            ))
-        })
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Other(format!("{}: unreadable sandbox record: {e}", path.display())))
     }
 
     /// Write atomically (rename), readable by this user only: it holds the
@@ -196,13 +157,10 @@ impl Record {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(Error::io(format!("cannot write {}", tmp.display())))?;
-            f.write_all(text.as_bytes())
-                .map_err(Error::io(format!("cannot write {}", tmp.display())))?;
+            f.write_all(text.as_bytes()).map_err(Error::io(format!("cannot write {}", tmp.display())))?;
         }
-        std::fs::rename(&tmp, self.dir.join(RECORD)).map_err(Error::io(format!(
-            "cannot write the record in {}",
-            self.dir.display()
-        )))
+        std::fs::rename(&tmp, self.dir.join(RECORD))
+            .map_err(Error::io(format!("cannot write the record in {}", self.dir.display())))
     }
 
     pub fn owner_alive(&self) -> bool {

@@ -35,11 +35,7 @@ pub trait Observer: Send + 'static {
 /// is refused before anything is made.
 pub async fn run(opts: Options, observer: impl Observer) -> Result<()> {
     let topology = Topology::load(&opts.topology)?;
-    let dir = if opts.claimed {
-        opts.home.dir(&opts.name)
-    } else {
-        opts.home.claim(&opts.name)?
-    };
+    let dir = if opts.claimed { opts.home.dir(&opts.name) } else { opts.home.claim(&opts.name)? };
     let result = run_claimed(&opts, topology, dir.clone(), observer).await;
     if dir.exists()
         && let Err(e) = std::fs::remove_dir_all(&dir)
@@ -49,12 +45,7 @@ pub async fn run(opts: Options, observer: impl Observer) -> Result<()> {
     result
 }
 
-async fn run_claimed(
-    opts: &Options,
-    topology: Topology,
-    dir: PathBuf,
-    observer: impl Observer,
-) -> Result<()> {
+async fn run_claimed(opts: &Options, topology: Topology, dir: PathBuf, observer: impl Observer) -> Result<()> {
     let (listener, addr) = control::bind().await?;
     let pid = std::process::id();
     let mut record = Record {
@@ -64,13 +55,8 @@ async fn run_claimed(
         topology: opts.topology.clone(),
         pid,
         pid_start_time: process::start_time(pid),
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        control: Some(Control {
-            addr: addr.to_string(),
-            token: control::random_token(),
-        }),
+        created_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        control: Some(Control { addr: addr.to_string(), token: control::random_token() }),
         children: Vec::new(),
     };
     record.write()?;
@@ -78,18 +64,8 @@ async fn run_claimed(
     let engine = Engine::new(backend, topology, &opts.name).await?;
     let down = CancellationToken::new();
     let shutdown = CancellationToken::new();
-    let token = record
-        .control
-        .as_ref()
-        .map(|c| c.token.clone())
-        .unwrap_or_default();
-    control::serve(
-        listener,
-        engine.bus().clone(),
-        down.clone(),
-        token,
-        shutdown.clone(),
-    );
+    let token = record.control.as_ref().map(|c| c.token.clone()).unwrap_or_default();
+    control::serve(listener, engine.bus().clone(), down.clone(), token, shutdown.clone());
     spawn_record_keeper(&engine, record.clone());
     let observed = spawn_observer(&engine, observer);
     let signals = signal_token()?;
@@ -114,10 +90,7 @@ async fn run_claimed(
     started.and(stopped)
 }
 
-fn spawn_observer(
-    engine: &Engine<LocalBackend>,
-    mut observer: impl Observer,
-) -> tokio::task::JoinHandle<()> {
+fn spawn_observer(engine: &Engine<LocalBackend>, mut observer: impl Observer) -> tokio::task::JoinHandle<()> {
     let mut rx = engine.bus().watch();
     tokio::spawn(async move {
         let mut prev: Option<State> = None;
@@ -139,18 +112,9 @@ fn spawn_record_keeper(engine: &Engine<LocalBackend>, mut record: Record) {
     let mut events = engine.bus().subscribe();
     tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
-            if let Event::Spawned {
-                component,
-                pid: Some(pid),
-                ..
-            } = event
-            {
+            if let Event::Spawned { component, pid: Some(pid), .. } = event {
                 record.children.retain(|c| c.component != component);
-                record.children.push(ChildRecord {
-                    component,
-                    pid,
-                    start_time: process::start_time(pid),
-                });
+                record.children.push(ChildRecord { component, pid, start_time: process::start_time(pid) });
                 if let Err(e) = record.write() {
                     tracing::warn!("cannot update the sandbox record: {e}");
                 }
@@ -163,11 +127,7 @@ fn signal_token() -> Result<CancellationToken> {
     use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let mut streams = Vec::new();
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ] {
+    for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
         streams.push(signal(kind).map_err(Error::io("cannot install signal handlers"))?);
     }
     let t = token.clone();

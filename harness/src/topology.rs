@@ -71,10 +71,7 @@ pub struct Topology {
 
 impl Topology {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
         Self::parse(path, &text)
     }
 
@@ -88,8 +85,7 @@ impl Topology {
         let mut order = Vec::new();
         while order.len() < self.services.len() {
             for s in &self.services {
-                if !done.contains(&s.name) && s.depends_on.iter().all(|d| done.contains(&d.service))
-                {
+                if !done.contains(&s.name) && s.depends_on.iter().all(|d| done.contains(&d.service)) {
                     done.insert(s.name.clone());
                     order.push(s);
                 }
@@ -100,21 +96,14 @@ impl Topology {
 
     pub fn parse(file: &Path, text: &str) -> Result<Self> {
         let lines = LineIndex::new(text);
-        let err = |line: usize, message: String| Error::Topology {
-            file: file.to_path_buf(),
-            line,
-            message,
-        };
+        let err = |line: usize, message: String| Error::Topology { file: file.to_path_buf(), line, message };
         let raw: RawFile = serde_yaml::from_str(text).map_err(|e| {
             let line = e.location().map_or(1, |l| l.line());
             err(line, format!("not a valid Compose file: {e}"))
         })?;
         let name = raw.name.unwrap_or_else(|| "bank".into());
         if raw.services.is_empty() {
-            return Err(err(
-                1,
-                "no services: the topology needs a `services:` map".into(),
-            ));
+            return Err(err(1, "no services: the topology needs a `services:` map".into()));
         }
         let mut services = Vec::new();
         for (svc_name, raw_svc) in raw.services {
@@ -136,24 +125,17 @@ impl Topology {
             let mut seen = BTreeSet::new();
             for p in &ports {
                 if !seen.insert(*p) {
-                    return Err(err(
-                        at(&["ports"]),
-                        format!("service `{svc_name}` declares port {p} twice"),
-                    ));
+                    return Err(err(at(&["ports"]), format!("service `{svc_name}` declares port {p} twice")));
                 }
             }
             let run = match x.run.as_str() {
-                "postgres" => Run::Postgres {
-                    databases: x.databases.clone(),
-                },
+                "postgres" => Run::Postgres { databases: x.databases.clone() },
                 "kafka" => Run::Kafka,
                 "bank" => Run::Bank,
                 other => {
                     return Err(err(
                         at(&["x-sandbox", "run"]),
-                        format!(
-                            "service `{svc_name}`: unknown `x-sandbox.run: {other}`; use postgres, kafka or bank"
-                        ),
+                        format!("service `{svc_name}`: unknown `x-sandbox.run: {other}`; use postgres, kafka or bank"),
                     ));
                 }
             };
@@ -161,16 +143,13 @@ impl Topology {
             let probe = match (&run, &x.health, first_port) {
                 (Run::Postgres { .. }, _, _) => Probe::Postgres,
                 (Run::Kafka, _, Some(port)) => Probe::Tcp { port },
-                (Run::Bank, Some(path), Some(port)) if path.starts_with('/') => Probe::Http {
-                    port,
-                    path: path.clone(),
-                },
+                (Run::Bank, Some(path), Some(port)) if path.starts_with('/') => {
+                    Probe::Http { port, path: path.clone() }
+                }
                 (Run::Bank, Some(path), Some(_)) => {
                     return Err(err(
                         at(&["x-sandbox", "health"]),
-                        format!(
-                            "service `{svc_name}`: health endpoint `{path}` must be a path starting with /"
-                        ),
+                        format!("service `{svc_name}`: health endpoint `{path}` must be a path starting with /"),
                     ));
                 }
                 (Run::Bank, None, _) => {
@@ -182,10 +161,7 @@ impl Topology {
                     ));
                 }
                 (_, _, None) => {
-                    return Err(err(
-                        line,
-                        format!("service `{svc_name}` declares no port: add `ports: [\"<port>\"]`"),
-                    ));
+                    return Err(err(line, format!("service `{svc_name}` declares no port: add `ports: [\"<port>\"]`")));
                 }
             };
             let depends_on = raw_svc
@@ -210,7 +186,10 @@ impl Topology {
             let stop_grace = match &raw_svc.stop_grace_period {
                 None => Duration::from_secs(10),
                 Some(s) => parse_duration(s).ok_or_else(|| {
-                    err(at(&["stop_grace_period"]), format!("service `{svc_name}`: `stop_grace_period: {s}` is not a duration like 10s or 500ms"))
+                    err(
+                        at(&["stop_grace_period"]),
+                        format!("service `{svc_name}`: `stop_grace_period: {s}` is not a duration like 10s or 500ms"),
+                    )
                 })?,
             };
             let stop_signal = raw_svc.stop_signal.unwrap_or_else(|| "SIGTERM".into());
@@ -225,10 +204,7 @@ impl Topology {
                 line,
                 image: raw_svc.image,
                 command: raw_svc.command.map(|c| c.into_vec()).unwrap_or_default(),
-                environment: raw_svc
-                    .environment
-                    .map(|e| e.into_map())
-                    .unwrap_or_default(),
+                environment: raw_svc.environment.map(|e| e.into_map()).unwrap_or_default(),
                 depends_on,
                 ports,
                 run,
@@ -237,28 +213,18 @@ impl Topology {
                 stop_grace,
             });
         }
-        let topology = Topology {
-            file: file.to_path_buf(),
-            name,
-            services,
-        };
+        let topology = Topology { file: file.to_path_buf(), name, services };
         topology.validate(&lines)?;
         Ok(topology)
     }
 
     fn validate(&self, lines: &LineIndex) -> Result<()> {
-        let err = |line: usize, message: String| Error::Topology {
-            file: self.file.clone(),
-            line,
-            message,
-        };
+        let err = |line: usize, message: String| Error::Topology { file: self.file.clone(), line, message };
         let names: BTreeSet<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
         for s in &self.services {
             for d in &s.depends_on {
                 if !names.contains(d.service.as_str()) {
-                    let line = lines
-                        .find(&["services", &s.name, "depends_on", &d.service])
-                        .unwrap_or(s.line);
+                    let line = lines.find(&["services", &s.name, "depends_on", &d.service]).unwrap_or(s.line);
                     return Err(err(
                         line,
                         format!(
@@ -284,10 +250,7 @@ impl Topology {
         }
         if let Some(cycle) = self.find_cycle() {
             let first = self.service(&cycle[0]).map_or(1, |s| s.line);
-            return Err(err(
-                first,
-                format!("dependency cycle: {}", cycle.join(" -> ")),
-            ));
+            return Err(err(first, format!("dependency cycle: {}", cycle.join(" -> "))));
         }
         // Databases a service's DATABASE_URL names must be ones the cluster creates.
         let clusters: HashMap<&str, &Vec<String>> = self
@@ -304,9 +267,7 @@ impl Topology {
                     if let Some(db) = database_in_url(value, pg)
                         && !dbs.contains(&db)
                     {
-                        let line = lines
-                            .find(&["services", &s.name, "environment", key])
-                            .unwrap_or(s.line);
+                        let line = lines.find(&["services", &s.name, "environment", key]).unwrap_or(s.line);
                         return Err(err(
                             line,
                             format!(
@@ -338,11 +299,7 @@ impl Topology {
                 return None;
             }
             stack.push(name);
-            for d in t
-                .service(name)
-                .map(|s| s.depends_on.as_slice())
-                .unwrap_or_default()
-            {
+            for d in t.service(name).map(|s| s.depends_on.as_slice()).unwrap_or_default() {
                 if let Some(c) = visit(t, &d.service, stack, done) {
                     return Some(c);
                 }
@@ -352,30 +309,22 @@ impl Topology {
             None
         }
         let mut done = BTreeSet::new();
-        self.services
-            .iter()
-            .find_map(|s| visit(self, &s.name, &mut Vec::new(), &mut done))
+        self.services.iter().find_map(|s| visit(self, &s.name, &mut Vec::new(), &mut done))
     }
 }
 
 /// `postgres://u:p@<host>:<port>/<db>` where host is `pg`: the database name.
 fn database_in_url(value: &str, pg: &str) -> Option<String> {
-    let rest = value
-        .strip_prefix("postgres://")
-        .or_else(|| value.strip_prefix("postgresql://"))?;
+    let rest = value.strip_prefix("postgres://").or_else(|| value.strip_prefix("postgresql://"))?;
     let after_at = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let (hostport, path) = after_at.split_once('/')?;
     let host = hostport.split(':').next()?;
-    (host == pg)
-        .then(|| path.split('?').next().unwrap_or(path).to_string())
-        .filter(|d| !d.is_empty())
+    (host == pg).then(|| path.split('?').next().unwrap_or(path).to_string()).filter(|d| !d.is_empty())
 }
 
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
     let n: f64 = num.parse().ok()?;
     let secs = match unit {
         "ms" => n / 1000.0,
@@ -450,10 +399,7 @@ impl Environment {
                     let v = match v {
                         serde_yaml::Value::String(s) => s,
                         serde_yaml::Value::Null => String::new(),
-                        other => serde_yaml::to_string(&other)
-                            .unwrap_or_default()
-                            .trim()
-                            .to_string(),
+                        other => serde_yaml::to_string(&other).unwrap_or_default().trim().to_string(),
                     };
                     (k, v)
                 })
@@ -507,8 +453,7 @@ impl PortSpec {
             Self::Short(s) => {
                 let last = s.rsplit(':').next().unwrap_or(s);
                 let last = last.split('/').next().unwrap_or(last);
-                last.parse()
-                    .map_err(|_| format!("port `{s}` is not of the form \"[host:]container\""))
+                last.parse().map_err(|_| format!("port `{s}` is not of the form \"[host:]container\""))
             }
         }
     }
@@ -574,9 +519,7 @@ struct LineIndex<'a> {
 
 impl<'a> LineIndex<'a> {
     fn new(text: &'a str) -> Self {
-        Self {
-            lines: text.lines().collect(),
-        }
+        Self { lines: text.lines().collect() }
     }
 
     /// 1-based line of `path` (each element a mapping key; a list item `- key`
@@ -597,12 +540,7 @@ impl<'a> LineIndex<'a> {
                     break;
                 }
                 let item = trimmed.strip_prefix("- ").unwrap_or(trimmed);
-                let k = item
-                    .split(':')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .trim_matches(|c| c == '"' || c == '\'');
+                let k = item.split(':').next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'');
                 if k == *key && (item.contains(':') || trimmed.starts_with("- ")) {
                     hit = Some((i, indent));
                     break;
@@ -661,20 +599,8 @@ services:
         let names: Vec<_> = t.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["postgres", "kafka", "accounts"]);
         let accounts = t.service("accounts").unwrap();
-        assert_eq!(
-            accounts.probe,
-            Probe::Http {
-                port: 8080,
-                path: "/health".into()
-            }
-        );
-        assert_eq!(
-            accounts.depends_on,
-            vec![Dependency {
-                service: "postgres".into(),
-                condition: Condition::Healthy
-            }]
-        );
+        assert_eq!(accounts.probe, Probe::Http { port: 8080, path: "/health".into() });
+        assert_eq!(accounts.depends_on, vec![Dependency { service: "postgres".into(), condition: Condition::Healthy }]);
         assert_eq!(accounts.line, 14);
     }
 
@@ -687,10 +613,7 @@ services:
 
     #[test]
     fn unknown_dependency_names_file_line_and_service() {
-        let text = GOOD.replace(
-            "postgres: { condition: service_healthy }",
-            "ledger: { condition: service_healthy }",
-        );
+        let text = GOOD.replace("postgres: { condition: service_healthy }", "ledger: { condition: service_healthy }");
         assert_eq!(
             message(&text),
             "compose/test.yaml:21: service `accounts` depends on `ledger`, which is not a service in this file (services: accounts, kafka, postgres)"
@@ -700,28 +623,16 @@ services:
     #[test]
     fn a_cycle_is_named_in_full() {
         let text = GOOD
-            .replace(
-                "    x-sandbox: { run: kafka }",
-                "    depends_on: [accounts]\n    x-sandbox: { run: kafka }",
-            )
-            .replace(
-                "postgres: { condition: service_healthy }",
-                "kafka: { condition: service_started }",
-            );
-        assert_eq!(
-            message(&text),
-            "compose/test.yaml:10: dependency cycle: kafka -> accounts -> kafka"
-        );
+            .replace("    x-sandbox: { run: kafka }", "    depends_on: [accounts]\n    x-sandbox: { run: kafka }")
+            .replace("postgres: { condition: service_healthy }", "kafka: { condition: service_started }");
+        assert_eq!(message(&text), "compose/test.yaml:10: dependency cycle: kafka -> accounts -> kafka");
     }
 
     #[test]
     fn a_bank_service_without_health_is_refused() {
         let text = GOOD.replace("      health: /health\n", "");
         let m = message(&text);
-        assert!(
-            m.starts_with("compose/test.yaml:14: service `accounts` has no health endpoint"),
-            "{m}"
-        );
+        assert!(m.starts_with("compose/test.yaml:14: service `accounts` has no health endpoint"), "{m}");
     }
 
     #[test]
@@ -735,24 +646,15 @@ services:
 
     #[test]
     fn a_port_declared_twice_is_refused() {
-        let text = GOOD.replace(
-            "ports: [\"8080\"]",
-            "ports: [\"8080\", \"127.0.0.1::8080\"]",
-        );
-        assert_eq!(
-            message(&text),
-            "compose/test.yaml:19: service `accounts` declares port 8080 twice"
-        );
+        let text = GOOD.replace("ports: [\"8080\"]", "ports: [\"8080\", \"127.0.0.1::8080\"]");
+        assert_eq!(message(&text), "compose/test.yaml:19: service `accounts` declares port 8080 twice");
     }
 
     #[test]
     fn a_missing_x_sandbox_block_says_what_to_add() {
         let text = GOOD.replace("    x-sandbox: { run: kafka }\n", "");
         let m = message(&text);
-        assert!(
-            m.starts_with("compose/test.yaml:10: service `kafka` has no `x-sandbox:` block"),
-            "{m}"
-        );
+        assert!(m.starts_with("compose/test.yaml:10: service `kafka` has no `x-sandbox:` block"), "{m}");
     }
 
     #[test]

@@ -14,9 +14,7 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{
-    AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json,
-};
+use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
@@ -29,23 +27,17 @@ pub const SORT_CODE: &str = "040004";
 
 pub const SPEC: ServiceSpec = ServiceSpec {
     name: "accounts",
-    migrations: &[(
-        100,
-        "accounts",
-        include_str!("migrations/0100_accounts.sql"),
-    )],
+    migrations: &[(100, "accounts", include_str!("migrations/0100_accounts.sql"))],
     links: &[("customers", "/customers"), ("accounts", "/accounts")],
     router,
+    start: crate::kit::no_background_work,
 };
 
 fn router() -> Router<Kit> {
     Router::new()
         .route("/customers", post(create_customer))
         .route("/customers/{id}", get(get_customer))
-        .route(
-            "/customers/{id}/accounts",
-            get(list_customer_accounts).post(open_account),
-        )
+        .route("/customers/{id}/accounts", get(list_customer_accounts).post(open_account))
         .route("/accounts", get(find_accounts))
         .route("/accounts/{id}", get(get_account))
         .route("/accounts/{id}/transactions", get(list_transactions))
@@ -63,12 +55,7 @@ fn parse_id(raw: &str, what: &str) -> ApiResult<Uuid> {
 
 /// Run `work` once per idempotency key: replay the stored answer to a repeat,
 /// otherwise do the work and store its answer in the same transaction.
-async fn once<F>(
-    kit: &Kit,
-    key: Option<&IdempotencyKey>,
-    fp: Fingerprint,
-    work: F,
-) -> ApiResult<Response>
+async fn once<F>(kit: &Kit, key: Option<&IdempotencyKey>, fp: Fingerprint, work: F) -> ApiResult<Response>
 where
     F: AsyncFnOnce(&mut PgConnection) -> ApiResult<Hal>,
 {
@@ -120,51 +107,31 @@ async fn create_customer(
 ) -> ApiResult<Response> {
     let name = input.name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable(
-            "invalid-name",
-            "`name` must be 1 to 200 characters",
-        ));
+        return Err(ApiError::unprocessable("invalid-name", "`name` must be 1 to 200 characters"));
     }
     if let Some(email) = &input.email
         && !email.contains('@')
     {
-        return Err(ApiError::unprocessable(
-            "invalid-email",
-            format!("`email` `{email}` is not an email address"),
-        ));
+        return Err(ApiError::unprocessable("invalid-email", format!("`email` `{email}` is not an email address")));
     }
     let fp = Fingerprint::new("POST /customers", &input);
     once(&kit, key.as_ref(), fp, async |conn| {
-        let row =
-            sqlx::query("INSERT INTO customers (id, name, email) VALUES ($1, $2, $3) RETURNING *")
-                .bind(Uuid::now_v7())
-                .bind(name)
-                .bind(&input.email)
-                .fetch_one(&mut *conn)
-                .await?;
+        let row = sqlx::query("INSERT INTO customers (id, name, email) VALUES ($1, $2, $3) RETURNING *")
+            .bind(Uuid::now_v7())
+            .bind(name)
+            .bind(&input.email)
+            .fetch_one(&mut *conn)
+            .await?;
         let hal = customer_hal(&base, &row)?.status(StatusCode::CREATED);
         let id: Uuid = row.try_get("id")?;
         let data = json!({ "customer": base.url(&format!("/customers/{id}")), "name": name });
-        events::append(
-            conn,
-            &trace,
-            NewEvent {
-                kind: "customer.created",
-                aggregate_id: id.to_string(),
-                data,
-            },
-        )
-        .await?;
+        events::append(conn, &trace, NewEvent { kind: "customer.created", aggregate_id: id.to_string(), data }).await?;
         Ok(hal)
     })
     .await
 }
 
-async fn get_customer(
-    State(kit): State<Kit>,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Hal> {
+async fn get_customer(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
     let id = parse_id(&id, "customer")?;
     let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
         .bind(id)
@@ -175,13 +142,9 @@ async fn get_customer(
 }
 
 async fn customer_exists(conn: &mut PgConnection, id: Uuid) -> ApiResult<()> {
-    let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM customers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    found
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found(format!("customer `{id}`")))
+    let found: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM customers WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    found.map(|_| ()).ok_or_else(|| ApiError::not_found(format!("customer `{id}`")))
 }
 
 // ---- accounts ----
@@ -189,12 +152,12 @@ async fn customer_exists(conn: &mut PgConnection, id: Uuid) -> ApiResult<()> {
 fn account_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
     let id: Uuid = row.try_get("id")?;
     let customer: Uuid = row.try_get("customer_id")?;
-    let currency = Currency::parse(row.try_get::<String, _>("currency")?.as_str())
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let currency =
+        Currency::parse(row.try_get::<String, _>("currency")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
     let balance: i64 = row.try_get("balance")?;
     let held: i64 = row.try_get("held")?;
-    let sort_code = SortCode::parse(row.try_get::<String, _>("sort_code")?.as_str())
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let sort_code =
+        SortCode::parse(row.try_get::<String, _>("sort_code")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
     let state = json!({
         "id": id,
         "sort_code": sort_code.display(),
@@ -259,26 +222,13 @@ async fn open_account(
             "account_number": row.try_get::<String, _>("account_number")?,
             "currency": currency.code(),
         });
-        events::append(
-            conn,
-            &trace,
-            NewEvent {
-                kind: "account.opened",
-                aggregate_id: id.to_string(),
-                data,
-            },
-        )
-        .await?;
+        events::append(conn, &trace, NewEvent { kind: "account.opened", aggregate_id: id.to_string(), data }).await?;
         Ok(hal)
     })
     .await
 }
 
-async fn get_account(
-    State(kit): State<Kit>,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Hal> {
+async fn get_account(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
     let id = parse_id(&id, "account")?;
     let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
         .bind(id)
@@ -288,24 +238,14 @@ async fn get_account(
     account_hal(&base, &row)
 }
 
-async fn list_customer_accounts(
-    State(kit): State<Kit>,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Hal> {
+async fn list_customer_accounts(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
     let id = parse_id(&id, "customer")?;
     customer_exists(&mut *kit.pool.acquire().await?, id).await?;
     let rows = sqlx::query("SELECT * FROM accounts WHERE customer_id = $1 ORDER BY opened_at")
         .bind(id)
         .fetch_all(&kit.pool)
         .await?;
-    collection(
-        &base,
-        &format!("/customers/{id}/accounts"),
-        "accounts",
-        &rows,
-        account_hal,
-    )
+    collection(&base, &format!("/customers/{id}/accounts"), "accounts", &rows, account_hal)
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,19 +256,14 @@ struct FindAccounts {
 }
 
 /// Look an account up by its UK bank details (how inbound payments find theirs).
-async fn find_accounts(
-    State(kit): State<Kit>,
-    base: BaseUrl,
-    ApiQuery(q): ApiQuery<FindAccounts>,
-) -> ApiResult<Hal> {
+async fn find_accounts(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<FindAccounts>) -> ApiResult<Hal> {
     let (Some(sort_code), Some(account_number)) = (q.sort_code, q.account_number) else {
         return Err(ApiError::bad_request(
             "missing-query",
             "find an account with `?sort_code=04-00-04&account_number=12345678`; to list a customer's accounts follow the customer's `accounts` link",
         ));
     };
-    let sort_code = SortCode::parse(&sort_code)
-        .map_err(|e| ApiError::bad_request("bad-sort-code", e.to_string()))?;
+    let sort_code = SortCode::parse(&sort_code).map_err(|e| ApiError::bad_request("bad-sort-code", e.to_string()))?;
     let account_number = AccountNumber::parse(&account_number)
         .map_err(|e| ApiError::bad_request("bad-account-number", e.to_string()))?;
     let rows = sqlx::query("SELECT * FROM accounts WHERE sort_code = $1 AND account_number = $2")
@@ -336,11 +271,7 @@ async fn find_accounts(
         .bind(account_number.as_str())
         .fetch_all(&kit.pool)
         .await?;
-    let path = format!(
-        "/accounts?sort_code={}&account_number={}",
-        sort_code.digits(),
-        account_number.as_str()
-    );
+    let path = format!("/accounts?sort_code={}&account_number={}", sort_code.digits(), account_number.as_str());
     collection(&base, &path, "accounts", &rows, account_hal)
 }
 
@@ -351,10 +282,7 @@ fn collection(
     rows: &[PgRow],
     item: fn(&BaseUrl, &PgRow) -> ApiResult<Hal>,
 ) -> ApiResult<Hal> {
-    let items = rows
-        .iter()
-        .map(|r| item(base, r).map(Hal::into_value))
-        .collect::<ApiResult<Vec<Value>>>()?;
+    let items = rows.iter().map(|r| item(base, r).map(Hal::into_value)).collect::<ApiResult<Vec<Value>>>()?;
     Ok(Hal::new(base, path, json!({ "count": items.len() })).embed(rel, items))
 }
 
@@ -366,8 +294,8 @@ async fn lock_account(conn: &mut PgConnection, id: Uuid) -> ApiResult<(Currency,
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("account `{id}`")))?;
-    let currency = Currency::parse(row.try_get::<String, _>("currency")?.as_str())
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let currency =
+        Currency::parse(row.try_get::<String, _>("currency")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((currency, row.try_get("balance")?, row.try_get("held")?))
 }
 
@@ -381,26 +309,17 @@ struct MoneyMovement {
 
 impl MoneyMovement {
     fn parse(&self, account_currency: Currency) -> ApiResult<(Money, String)> {
-        let money = Money::try_from(MoneyInput {
-            amount: self.amount,
-            currency: self.currency.clone(),
-        })
-        .map_err(|e| ApiError::unprocessable("invalid-amount", e.to_string()))?;
+        let money = Money::try_from(MoneyInput { amount: self.amount, currency: self.currency.clone() })
+            .map_err(|e| ApiError::unprocessable("invalid-amount", e.to_string()))?;
         if money.currency != account_currency {
             return Err(ApiError::unprocessable(
                 "currency-mismatch",
-                format!(
-                    "the account holds {account_currency}, the request is in {}",
-                    money.currency
-                ),
+                format!("the account holds {account_currency}, the request is in {}", money.currency),
             ));
         }
         let reference = self.reference.clone().unwrap_or_default();
         if reference.len() > 140 {
-            return Err(ApiError::unprocessable(
-                "invalid-reference",
-                "`reference` must be at most 140 characters",
-            ));
+            return Err(ApiError::unprocessable("invalid-reference", "`reference` must be at most 140 characters"));
         }
         Ok((money, reference))
     }
@@ -419,12 +338,8 @@ fn transaction_hal(base: &BaseUrl, row: &PgRow, currency: Currency) -> ApiResult
         "created_at": rfc3339(row.try_get("created_at")?),
         "seq": row.try_get::<i64, _>("seq")?,
     });
-    let mut hal = Hal::new(
-        base,
-        &format!("/accounts/{account}/transactions/{id}"),
-        state,
-    )
-    .link("account", &format!("/accounts/{account}"));
+    let mut hal = Hal::new(base, &format!("/accounts/{account}/transactions/{id}"), state)
+        .link("account", &format!("/accounts/{account}"));
     if let Some(hold) = hold {
         hal = hal.link("hold", &format!("/holds/{hold}"));
     }
@@ -445,10 +360,7 @@ async fn credit(
         let (currency, balance, _) = lock_account(conn, account).await?;
         let (money, reference) = input.parse(currency)?;
         let balance_after = balance.checked_add(money.amount).ok_or_else(|| {
-            ApiError::unprocessable(
-                "balance-overflow",
-                "the credit would overflow the account balance",
-            )
+            ApiError::unprocessable("balance-overflow", "the credit would overflow the account balance")
         })?;
         sqlx::query("UPDATE accounts SET balance = $2 WHERE id = $1")
             .bind(account)
@@ -474,16 +386,8 @@ async fn credit(
             "balance_after": money_json(balance_after, currency),
             "reference": reference,
         });
-        events::append(
-            conn,
-            &trace,
-            NewEvent {
-                kind: "account.credited",
-                aggregate_id: account.to_string(),
-                data,
-            },
-        )
-        .await?;
+        events::append(conn, &trace, NewEvent { kind: "account.credited", aggregate_id: account.to_string(), data })
+            .await?;
         Ok(hal)
     })
     .await
@@ -505,10 +409,7 @@ async fn list_transactions(
     let account = parse_id(&account, "account")?;
     let limit = page.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad-limit",
-            "`limit` must be between 1 and 1000",
-        ));
+        return Err(ApiError::bad_request("bad-limit", "`limit` must be between 1 and 1000"));
     }
     let after = page.after.unwrap_or(0);
     let mut conn = kit.pool.acquire().await?;
@@ -518,32 +419,20 @@ async fn list_transactions(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("account `{account}`")))?;
     let currency = Currency::parse(&currency).map_err(|e| ApiError::Internal(e.into()))?;
-    let rows = sqlx::query(
-        "SELECT * FROM transactions WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-    )
-    .bind(account)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let last = rows
-        .last()
-        .map(|r| r.try_get::<i64, _>("seq"))
-        .transpose()?
-        .unwrap_or(after);
-    let items = rows
-        .iter()
-        .map(|r| transaction_hal(&base, r, currency).map(Hal::into_value))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let rows = sqlx::query("SELECT * FROM transactions WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+        .bind(account)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    let last = rows.last().map(|r| r.try_get::<i64, _>("seq")).transpose()?.unwrap_or(after);
+    let items =
+        rows.iter().map(|r| transaction_hal(&base, r, currency).map(Hal::into_value)).collect::<ApiResult<Vec<_>>>()?;
     let path = format!("/accounts/{account}/transactions");
-    Ok(Hal::new(
-        &base,
-        &format!("{path}?after={after}&limit={limit}"),
-        json!({ "count": items.len() }),
-    )
-    .link("account", &format!("/accounts/{account}"))
-    .link("next", &format!("{path}?after={last}&limit={limit}"))
-    .embed("transactions", items))
+    Ok(Hal::new(&base, &format!("{path}?after={after}&limit={limit}"), json!({ "count": items.len() }))
+        .link("account", &format!("/accounts/{account}"))
+        .link("next", &format!("{path}?after={last}&limit={limit}"))
+        .embed("transactions", items))
 }
 
 // ---- holds ----
@@ -560,12 +449,13 @@ fn hold_hal(base: &BaseUrl, row: &PgRow, currency: Currency) -> ApiResult<Hal> {
         "created_at": rfc3339(row.try_get("created_at")?),
         "updated_at": rfc3339(row.try_get("updated_at")?),
     });
-    let mut hal = Hal::new(base, &format!("/holds/{id}"), state)
-        .link("account", &format!("/accounts/{account}"));
+    let mut hal = Hal::new(base, &format!("/holds/{id}"), state).link("account", &format!("/accounts/{account}"));
     if status == "held" {
-        hal = hal
-            .action("capture", "POST", &format!("/holds/{id}/capture"))
-            .action("release", "POST", &format!("/holds/{id}/release"));
+        hal = hal.action("capture", "POST", &format!("/holds/{id}/capture")).action(
+            "release",
+            "POST",
+            &format!("/holds/{id}/release"),
+        );
     }
     Ok(hal)
 }
@@ -624,11 +514,7 @@ async fn place_hold(
     .await
 }
 
-async fn list_holds(
-    State(kit): State<Kit>,
-    base: BaseUrl,
-    Path(account): Path<String>,
-) -> ApiResult<Hal> {
+async fn list_holds(State(kit): State<Kit>, base: BaseUrl, Path(account): Path<String>) -> ApiResult<Hal> {
     let account = parse_id(&account, "account")?;
     let mut conn = kit.pool.acquire().await?;
     let (currency, _, _) = {
@@ -645,17 +531,11 @@ async fn list_holds(
         .bind(account)
         .fetch_all(&mut *conn)
         .await?;
-    let items = rows
-        .iter()
-        .map(|r| hold_hal(&base, r, currency).map(Hal::into_value))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Hal::new(
-        &base,
-        &format!("/accounts/{account}/holds"),
-        json!({ "count": items.len() }),
-    )
-    .link("account", &format!("/accounts/{account}"))
-    .embed("holds", items))
+    let items =
+        rows.iter().map(|r| hold_hal(&base, r, currency).map(Hal::into_value)).collect::<ApiResult<Vec<_>>>()?;
+    Ok(Hal::new(&base, &format!("/accounts/{account}/holds"), json!({ "count": items.len() }))
+        .link("account", &format!("/accounts/{account}"))
+        .embed("holds", items))
 }
 
 async fn get_hold(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
@@ -665,8 +545,8 @@ async fn get_hold(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>)
         .fetch_optional(&kit.pool)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
-    let currency = Currency::parse(row.try_get::<String, _>("currency")?.as_str())
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let currency =
+        Currency::parse(row.try_get::<String, _>("currency")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
     hold_hal(&base, &row, currency)
 }
 
@@ -788,6 +668,5 @@ fn pence(amount: i64) -> String {
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

@@ -31,25 +31,16 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
-        Self::BadRequest {
-            kind,
-            detail: detail.into(),
-        }
+        Self::BadRequest { kind, detail: detail.into() }
     }
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::NotFound { what: what.into() }
     }
     pub fn unprocessable(kind: &'static str, detail: impl Into<String>) -> Self {
-        Self::Unprocessable {
-            kind,
-            detail: detail.into(),
-        }
+        Self::Unprocessable { kind, detail: detail.into() }
     }
     pub fn conflict(kind: &'static str, detail: impl Into<String>) -> Self {
-        Self::Conflict {
-            kind,
-            detail: detail.into(),
-        }
+        Self::Conflict { kind, detail: detail.into() }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -66,9 +57,7 @@ impl ApiError {
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::BadRequest { kind, .. }
-            | Self::Unprocessable { kind, .. }
-            | Self::Conflict { kind, .. } => kind,
+            Self::BadRequest { kind, .. } | Self::Unprocessable { kind, .. } | Self::Conflict { kind, .. } => kind,
             Self::NotFound { .. } => "not-found",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Unavailable(_) => "unavailable",
@@ -87,10 +76,7 @@ impl From<sqlx::Error> for ApiError {
                     return Self::conflict("conflict", "the resource already exists");
                 }
                 sqlx::error::ErrorKind::CheckViolation => {
-                    return Self::unprocessable(
-                        "rule-violated",
-                        "the request breaks a rule of this resource",
-                    );
+                    return Self::unprocessable("rule-violated", "the request breaks a rule of this resource");
                 }
                 _ => {}
             }
@@ -125,9 +111,7 @@ impl IntoResponse for ApiError {
             "detail": detail,
         });
         let mut response = (status, axum::Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
 }

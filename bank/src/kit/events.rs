@@ -51,15 +51,8 @@ pub struct NewEvent<'a> {
 
 /// Append `event` inside the caller's transaction; it becomes visible when that
 /// transaction commits. Append last in a transaction: the lock is held until commit.
-pub async fn append(
-    conn: &mut PgConnection,
-    trace: &TraceId,
-    event: NewEvent<'_>,
-) -> ApiResult<Envelope> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(APPEND_LOCK)
-        .execute(&mut *conn)
-        .await?;
+pub async fn append(conn: &mut PgConnection, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<Envelope> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK).execute(&mut *conn).await?;
     let id = Uuid::now_v7();
     let occurred_at: OffsetDateTime = sqlx::query_scalar(
         "INSERT INTO events (id, type, aggregate_id, trace_id, data) VALUES ($1, $2, $3, $4, $5) RETURNING occurred_at",
@@ -120,33 +113,20 @@ pub fn router() -> Router<Kit> {
     Router::new().route("/events", get(list))
 }
 
-async fn list(
-    State(kit): State<Kit>,
-    base: BaseUrl,
-    ApiQuery(q): ApiQuery<EventsQuery>,
-) -> ApiResult<Hal> {
+async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<EventsQuery>) -> ApiResult<Hal> {
     let after = q.after.unwrap_or(0);
     if after < 0 {
-        return Err(ApiError::bad_request(
-            "bad-cursor",
-            "`after` must be a cursor from a previous page (0 or more)",
-        ));
+        return Err(ApiError::bad_request("bad-cursor", "`after` must be a cursor from a previous page (0 or more)"));
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad-limit",
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-        ));
+        return Err(ApiError::bad_request("bad-limit", format!("`limit` must be between 1 and {MAX_PAGE}")));
     }
     let wait = match q.wait {
         None => Duration::ZERO,
         Some(w) if w.is_finite() && w >= 0.0 => Duration::from_secs_f64(w).min(MAX_WAIT),
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "bad-wait",
-                "`wait` must be a number of seconds, 0 to 30",
-            ));
+            return Err(ApiError::bad_request("bad-wait", "`wait` must be a number of seconds, 0 to 30"));
         }
     };
     let deadline = tokio::time::Instant::now() + wait;
@@ -164,6 +144,8 @@ async fn list(
         }
     };
     let last = page.last().map_or(after, |(seq, _)| *seq);
+    // The newest event's cursor: readers (the connector) report their lag from it.
+    let head: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM events").fetch_one(&kit.pool).await?;
     let items = page
         .into_iter()
         .map(|(seq, e)| {
@@ -174,11 +156,9 @@ async fn list(
         .collect::<Vec<_>>();
     let count = items.len();
     let self_path = format!("/events?after={after}&limit={limit}");
-    Ok(
-        Hal::new(&base, &self_path, json!({ "count": count, "cursor": last }))
-            .link("next", &format!("/events?after={last}&limit={limit}"))
-            .embed("events", items),
-    )
+    Ok(Hal::new(&base, &self_path, json!({ "count": count, "cursor": last, "head": head.unwrap_or(0) }))
+        .link("next", &format!("/events?after={last}&limit={limit}"))
+        .embed("events", items))
 }
 
 async fn read_page(kit: &Kit, after: i64, limit: i64) -> ApiResult<Vec<(i64, Envelope)>> {

@@ -48,10 +48,7 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
             .or_else(|| parts.uri.authority().map(|a| a.to_string()))
             .unwrap_or_else(|| "localhost".into());
         let prefix = header("x-forwarded-prefix").unwrap_or_default();
-        Ok(Self::new(format!(
-            "{proto}://{host}{}",
-            prefix.trim_end_matches('/')
-        )))
+        Ok(Self::new(format!("{proto}://{host}{}", prefix.trim_end_matches('/'))))
     }
 }
 
@@ -80,18 +77,11 @@ impl Hal {
         let mut links = Map::new();
         links.insert("self".into(), json!({ "href": base.url(self_path) }));
         links.insert("discovery".into(), json!({ "href": base.url("/") }));
-        Self {
-            base: base.clone(),
-            body,
-            links,
-            embedded: Map::new(),
-            status: StatusCode::OK,
-        }
+        Self { base: base.clone(), body, links, embedded: Map::new(), status: StatusCode::OK }
     }
 
     pub fn link(mut self, rel: &str, path: &str) -> Self {
-        self.links
-            .insert(rel.into(), json!({ "href": self.base.url(path) }));
+        self.links.insert(rel.into(), json!({ "href": self.base.url(path) }));
         self
     }
 
@@ -103,10 +93,7 @@ impl Hal {
 
     /// A link that names the HTTP method of the action it advertises.
     pub fn action(mut self, rel: &str, method: &str, path: &str) -> Self {
-        self.links.insert(
-            rel.into(),
-            json!({ "href": self.base.url(path), "method": method }),
-        );
+        self.links.insert(rel.into(), json!({ "href": self.base.url(path), "method": method }));
         self
     }
 
@@ -143,8 +130,6 @@ impl IntoResponse for Hal {
 
 pub fn hal_response(status: StatusCode, body: Value) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(HAL_JSON));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(HAL_JSON));
     response
 }

@@ -31,10 +31,8 @@ impl TraceId {
     /// logs and headers.
     fn from_header(value: &HeaderValue) -> Option<Self> {
         let s = value.to_str().ok()?.trim();
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok =
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         ok.then(|| Self(s.to_string()))
     }
 }
@@ -49,31 +47,19 @@ impl<S: Send + Sync> FromRequestParts<S> for TraceId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<TraceId>()
-            .cloned()
-            .unwrap_or_default())
+        Ok(parts.extensions.get::<TraceId>().cloned().unwrap_or_default())
     }
 }
 
 /// Middleware: assign (or adopt) the trace id, run the request inside a span that
 /// carries it, echo it on the response, and count and time the request.
 pub async fn observe(service: &'static str, mut request: Request, next: Next) -> Response {
-    let trace = request
-        .headers()
-        .get(TRACE_HEADER)
-        .and_then(TraceId::from_header)
-        .unwrap_or_default();
+    let trace = request.headers().get(TRACE_HEADER).and_then(TraceId::from_header).unwrap_or_default();
     request.extensions_mut().insert(trace.clone());
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let span =
-        tracing::info_span!("request", service, trace_id = %trace.0, %method, route = %route);
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!("request", service, trace_id = %trace.0, %method, route = %route);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
@@ -81,19 +67,12 @@ pub async fn observe(service: &'static str, mut request: Request, next: Next) ->
     span.in_scope(|| {
         tracing::info!(status = %status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "handled");
     });
-    let labels = [
-        ("service", service.to_string()),
-        ("method", method.to_string()),
-        ("route", route),
-        ("status", status),
-    ];
+    let labels =
+        [("service", service.to_string()), ("method", method.to_string()), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels[..3])
-        .record(elapsed.as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels[..3]).record(elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&trace.0) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(TRACE_HEADER), v);
+        response.headers_mut().insert(HeaderName::from_static(TRACE_HEADER), v);
     }
     response
 }
@@ -117,15 +96,11 @@ where
             )),
             Err(JsonRejection::JsonDataError(e)) => Err(ApiError::unprocessable(
                 "invalid-body",
-                format!(
-                    "the JSON body does not fit this resource: {}",
-                    e.body_text()
-                ),
+                format!("the JSON body does not fit this resource: {}", e.body_text()),
             )),
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(
-                "malformed-json",
-                format!("the body is not valid JSON: {}", e.body_text()),
-            )),
+            Err(JsonRejection::JsonSyntaxError(e)) => {
+                Err(ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {}", e.body_text())))
+            }
             Err(other) => Err(ApiError::bad_request("bad-body", other.body_text())),
         }
     }
@@ -143,13 +118,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             )
         })?;
         let text = value.to_str().map_err(|_| {
-            ApiError::bad_request(
-                "bad-idempotency-key",
-                "the `Idempotency-Key` header must be printable ASCII",
-            )
+            ApiError::bad_request("bad-idempotency-key", "the `Idempotency-Key` header must be printable ASCII")
         })?;
-        IdempotencyKey::parse(text)
-            .map_err(|e| ApiError::bad_request("bad-idempotency-key", e.to_string()))
+        IdempotencyKey::parse(text).map_err(|e| ApiError::bad_request("bad-idempotency-key", e.to_string()))
     }
 }
 
@@ -162,9 +133,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         if parts.headers.contains_key(IDEMPOTENCY_HEADER) {
-            IdempotencyKey::from_request_parts(parts, state)
-                .await
-                .map(|k| Self(Some(k)))
+            IdempotencyKey::from_request_parts(parts, state).await.map(|k| Self(Some(k)))
         } else {
             Ok(Self(None))
         }
@@ -212,14 +181,10 @@ where
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         match T::deserialize(&mut de).and_then(|v| de.end().map(|()| v)) {
             Ok(v) => Ok(Self(Some(v))),
-            Err(e) if e.is_data() => Err(ApiError::unprocessable(
-                "invalid-body",
-                format!("the JSON body does not fit this resource: {e}"),
-            )),
-            Err(e) => Err(ApiError::bad_request(
-                "malformed-json",
-                format!("the body is not valid JSON: {e}"),
-            )),
+            Err(e) if e.is_data() => {
+                Err(ApiError::unprocessable("invalid-body", format!("the JSON body does not fit this resource: {e}")))
+            }
+            Err(e) => Err(ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))),
         }
     }
 }

@@ -23,39 +23,29 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     pub fn new(scope: impl Into<String>, request: &impl serde::Serialize) -> Self {
-        Self {
-            scope: scope.into(),
-            request: serde_json::to_string(request).unwrap_or_default(),
-        }
+        Self { scope: scope.into(), request: serde_json::to_string(request).unwrap_or_default() }
     }
 }
 
 /// Claim `key` for this request. `Ok(Some(response))` is the stored answer to
 /// replay; `Ok(None)` means go ahead, then [`remember`] the answer before commit.
-pub async fn claim(
-    conn: &mut PgConnection,
-    key: &IdempotencyKey,
-    fp: &Fingerprint,
-) -> ApiResult<Option<Response>> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, request) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(&fp.scope)
-    .bind(key.as_str())
-    .bind(&fp.request)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+pub async fn claim(conn: &mut PgConnection, key: &IdempotencyKey, fp: &Fingerprint) -> ApiResult<Option<Response>> {
+    let inserted =
+        sqlx::query("INSERT INTO idempotency_keys (scope, key, request) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(&fp.scope)
+            .bind(key.as_str())
+            .bind(&fp.request)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
     if inserted == 1 {
         return Ok(None);
     }
-    let row = sqlx::query(
-        "SELECT request, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
-    )
-    .bind(&fp.scope)
-    .bind(key.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
+    let row = sqlx::query("SELECT request, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2")
+        .bind(&fp.scope)
+        .bind(key.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
     let request: String = row.try_get("request")?;
     if request != fp.request {
         return Err(ApiError::unprocessable(
@@ -70,9 +60,7 @@ pub async fn claim(
     let body: Value = row.try_get("body")?;
     let status = StatusCode::from_u16(status as u16).map_err(|e| ApiError::Internal(e.into()))?;
     let mut response = hal_response(status, body);
-    response
-        .headers_mut()
-        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     Ok(Some(response))
 }
 

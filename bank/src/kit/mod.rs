@@ -8,9 +8,11 @@ pub mod events;
 pub mod hal;
 pub mod http;
 pub mod idempotency;
+pub mod kafka;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,11 +33,8 @@ use error::ApiResult;
 use hal::{BaseUrl, Hal};
 
 /// Kit tables every service has (versions below 100 are the kit's).
-const KIT_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "kit event log and idempotency",
-    include_str!("migrations/0001_kit.sql"),
-)];
+const KIT_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "kit event log and idempotency", include_str!("migrations/0001_kit.sql"))];
 
 /// What a service is, to the kit.
 #[derive(Debug)]
@@ -46,6 +45,14 @@ pub struct ServiceSpec {
     /// Links the discovery resource advertises: (rel, path).
     pub links: &'static [(&'static str, &'static str)],
     pub router: fn() -> Router<Kit>,
+    /// Start the service's background work (consumers, pollers) once the
+    /// database is migrated; an error here (bad config) stops start-up.
+    pub start: fn(&Kit) -> anyhow::Result<()>,
+}
+
+/// For services with no background work.
+pub fn no_background_work(_: &Kit) -> anyhow::Result<()> {
+    Ok(())
 }
 
 /// Runtime configuration, from environment variables.
@@ -54,28 +61,41 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub database_url: String,
     pub shutdown_timeout: Duration,
+    /// Every other setting a service reads (KAFKA_BROKERS, CONNECT_SOURCES, ...):
+    /// the process environment in production, explicit values in tests.
+    pub vars: BTreeMap<String, String>,
 }
 
 impl Config {
+    /// A config for tests and embedding: no environment is read.
+    pub fn new(http_addr: SocketAddr, database_url: impl Into<String>) -> Self {
+        Self {
+            http_addr,
+            database_url: database_url.into(),
+            shutdown_timeout: Duration::from_secs(10),
+            vars: BTreeMap::new(),
+        }
+    }
+
+    pub fn var(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.vars.insert(name.to_string(), value.into());
+        self
+    }
+
     pub fn from_env() -> anyhow::Result<Self> {
         let http_addr = std::env::var("HTTP_ADDR").unwrap_or_else(|_| "0.0.0.0:8080".into());
-        let http_addr = http_addr.parse().with_context(|| {
-            format!("HTTP_ADDR=`{http_addr}` is not an address like 127.0.0.1:8080")
-        })?;
+        let http_addr = http_addr
+            .parse()
+            .with_context(|| format!("HTTP_ADDR=`{http_addr}` is not an address like 127.0.0.1:8080"))?;
         let database_url = std::env::var("DATABASE_URL")
             .context("DATABASE_URL is not set: point it at this service's PostgreSQL database")?;
         let shutdown_timeout = match std::env::var("SHUTDOWN_TIMEOUT_SECS") {
-            Ok(s) => Duration::from_secs(
-                s.parse()
-                    .with_context(|| format!("SHUTDOWN_TIMEOUT_SECS=`{s}` is not a number"))?,
-            ),
+            Ok(s) => {
+                Duration::from_secs(s.parse().with_context(|| format!("SHUTDOWN_TIMEOUT_SECS=`{s}` is not a number"))?)
+            }
             Err(_) => Duration::from_secs(10),
         };
-        Ok(Self {
-            http_addr,
-            database_url,
-            shutdown_timeout,
-        })
+        Ok(Self { http_addr, database_url, shutdown_timeout, vars: std::env::vars().collect() })
     }
 }
 
@@ -86,12 +106,29 @@ pub struct Kit {
     pub pool: PgPool,
     pub appended: events::Appended,
     pub shutdown: CancellationToken,
+    /// Background work, waited for on shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
     links: &'static [(&'static str, &'static str)],
+    checks: Arc<Mutex<BTreeMap<&'static str, Result<(), String>>>>,
+    vars: Arc<BTreeMap<String, String>>,
 }
 
 impl Kit {
     pub async fn begin(&self) -> ApiResult<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// A setting, or an error naming it and what it is for.
+    pub fn require(&self, name: &str, what: &str) -> anyhow::Result<String> {
+        self.vars.get(name).cloned().with_context(|| format!("{name} is not set: {what}"))
+    }
+
+    /// Record a readiness check beyond the database (a consumer, a producer):
+    /// `/health` is 200 only while every check is `Ok`.
+    pub fn set_check(&self, name: &'static str, state: Result<(), String>) {
+        if let Ok(mut checks) = self.checks.lock() {
+            checks.insert(name, state);
+        }
     }
 
     /// Commit, then wake `/events` long-pollers.
@@ -112,11 +149,7 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(
-        spec: &ServiceSpec,
-        config: Config,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
+    pub async fn build(spec: &ServiceSpec, config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let options: PgConnectOptions = config
             .database_url
             .parse()
@@ -127,16 +160,10 @@ impl Application {
             .connect_with(options)
             .await
             .with_context(|| format!("{}: cannot connect to its database", spec.name))?;
-        migrator(spec)
-            .run(&pool)
+        migrator(spec).run(&pool).await.with_context(|| format!("{}: migrations failed", spec.name))?;
+        let listener = TcpListener::bind(config.http_addr)
             .await
-            .with_context(|| format!("{}: migrations failed", spec.name))?;
-        let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
-            format!(
-                "{}: cannot listen on {} (is the port in use?)",
-                spec.name, config.http_addr
-            )
-        })?;
+            .with_context(|| format!("{}: cannot listen on {} (is the port in use?)", spec.name, config.http_addr))?;
         // Install the recorder before the first request is counted.
         prometheus();
         let kit = Kit {
@@ -144,8 +171,12 @@ impl Application {
             pool,
             appended: events::Appended::new(),
             shutdown,
+            tasks: tokio_util::task::TaskTracker::new(),
             links: spec.links,
+            checks: Arc::default(),
+            vars: Arc::new(config.vars.clone()),
         };
+        (spec.start)(&kit).with_context(|| format!("{}: cannot start", spec.name))?;
         let service = spec.name;
         let router = Router::new()
             .route("/", get(discovery))
@@ -156,15 +187,8 @@ impl Application {
             .merge((spec.router)())
             .fallback(|| async { error::ApiError::not_found("resource") })
             .with_state(kit.clone())
-            .layer(axum::middleware::from_fn(move |req, next| {
-                http::observe(service, req, next)
-            }));
-        Ok(Self {
-            listener,
-            router,
-            kit,
-            shutdown_timeout: config.shutdown_timeout,
-        })
+            .layer(axum::middleware::from_fn(move |req, next| http::observe(service, req, next)));
+        Ok(Self { listener, router, kit, shutdown_timeout: config.shutdown_timeout })
     }
 
     pub fn port(&self) -> u16 {
@@ -180,8 +204,7 @@ impl Application {
     pub async fn run(self) -> anyhow::Result<()> {
         let shutdown = self.kit.shutdown.clone();
         tracing::info!(service = self.kit.service, addr = %self.listener.local_addr()?, "listening");
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let serve = tokio::spawn(async move { serve.await });
         shutdown.cancelled().await;
         match tokio::time::timeout(self.shutdown_timeout, serve).await {
@@ -189,6 +212,10 @@ impl Application {
             Err(_) => {
                 tracing::warn!("in-flight requests did not finish within the shutdown timeout")
             }
+        }
+        self.kit.tasks.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.kit.tasks.wait()).await.is_err() {
+            tracing::warn!("background work did not finish within the shutdown timeout");
         }
         self.kit.pool.close().await;
         tracing::info!(service = self.kit.service, "stopped");
@@ -225,31 +252,31 @@ async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
 }
 
 async fn health(State(kit): State<Kit>) -> impl IntoResponse {
-    let db = tokio::time::timeout(
-        Duration::from_secs(1),
-        sqlx::query("SELECT 1").execute(&kit.pool),
-    )
-    .await;
+    let db = tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(&kit.pool)).await;
     let database = match db {
         Ok(Ok(_)) => json!({ "status": "ok" }),
         Ok(Err(e)) => json!({ "status": "down", "reason": format!("database query failed: {e}") }),
         Err(_) => json!({ "status": "down", "reason": "database did not answer within 1s" }),
     };
-    let up = database["status"] == "ok";
-    let status = if up {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({ "service": kit.service, "status": if up { "ok" } else { "down" }, "checks": { "database": database } });
+    let mut checks = serde_json::Map::new();
+    checks.insert("database".into(), database);
+    if let Ok(extra) = kit.checks.lock() {
+        for (name, state) in extra.iter() {
+            let value = match state {
+                Ok(()) => json!({ "status": "ok" }),
+                Err(reason) => json!({ "status": "down", "reason": reason }),
+            };
+            checks.insert((*name).into(), value);
+        }
+    }
+    let up = checks.values().all(|c| c["status"] == "ok");
+    let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({ "service": kit.service, "status": if up { "ok" } else { "down" }, "checks": checks });
     (status, Json(body))
 }
 
 async fn metrics_text() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus().render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus().render())
 }
 
 /// The process-wide Prometheus recorder (installed once; every label carries the
@@ -269,8 +296,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// JSON logs on stdout, one object a line, with the span stack (service, trace id).
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
@@ -286,10 +312,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             tracing::error!("cannot install signal handlers");
             return;
         };

@@ -29,18 +29,14 @@ fn pg_bin() -> PathBuf {
         .filter(|b| b.join("initdb").is_file())
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .expect("no /usr/lib/postgresql/*/bin/initdb: apt-get install -y postgresql")
+    versions.pop().expect("no /usr/lib/postgresql/*/bin/initdb: apt-get install -y postgresql")
 }
 
 fn as_pg_user(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     if nix::unistd::geteuid().is_root() {
-        let user = nix::unistd::User::from_name("postgres")
-            .ok()
-            .flatten()
-            .expect("a postgres user to run PostgreSQL as");
+        let user =
+            nix::unistd::User::from_name("postgres").ok().flatten().expect("a postgres user to run PostgreSQL as");
         cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
 }
@@ -51,9 +47,7 @@ fn remove_stale_clusters() {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if let Some(pid) = name
-            .strip_prefix(ROOT_PREFIX)
-            .and_then(|p| p.parse::<i32>().ok())
+        if let Some(pid) = name.strip_prefix(ROOT_PREFIX).and_then(|p| p.parse::<i32>().ok())
             && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
         {
             let _ = std::fs::remove_dir_all(e.path());
@@ -78,44 +72,19 @@ fn cluster() -> &'static Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("data");
         if nix::unistd::geteuid().is_root() {
-            let user = nix::unistd::User::from_name("postgres")
-                .ok()
-                .flatten()
-                .unwrap();
+            let user = nix::unistd::User::from_name("postgres").ok().flatten().unwrap();
             nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
         }
         let bin = pg_bin();
         let mut initdb = Command::new(bin.join("initdb"));
-        initdb.arg("-D").arg(&data).args([
-            "-U",
-            "test",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
+        initdb.arg("-D").arg(&data).args(["-U", "test", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
         as_pg_user(&mut initdb);
         let out = initdb.output().unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut pg = Command::new(bin.join("postgres"));
         pg.arg("-D").arg(&data).arg("-p").arg(port.to_string());
-        for s in [
-            "listen_addresses=127.0.0.1",
-            "unix_socket_directories=",
-            "fsync=off",
-            "max_connections=300",
-        ] {
+        for s in ["listen_addresses=127.0.0.1", "unix_socket_directories=", "fsync=off", "max_connections=300"] {
             pg.arg("-c").arg(s);
         }
         pg.stdout(Stdio::null()).stderr(Stdio::null());
@@ -128,17 +97,10 @@ fn cluster() -> &'static Cluster {
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "test PostgreSQL did not start"
-            );
+            assert!(std::time::Instant::now() < deadline, "test PostgreSQL did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Cluster {
-            port,
-            dir,
-            child: Mutex::new(Some(child)),
-        }
+        Cluster { port, dir, child: Mutex::new(Some(child)) }
     })
 }
 
@@ -148,6 +110,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub database_url: String,
     shutdown: CancellationToken,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Drop for TestApp {
@@ -158,6 +121,38 @@ impl Drop for TestApp {
 
 impl TestApp {
     pub async fn spawn(spec: &'static ServiceSpec) -> Self {
+        Self::spawn_with(spec, &[], None).await
+    }
+
+    /// With extra settings, on a given database (to restart a service on its data).
+    pub async fn spawn_with(spec: &'static ServiceSpec, vars: &[(&str, String)], database_url: Option<String>) -> Self {
+        let database_url = match database_url {
+            Some(url) => url,
+            None => fresh_database().await,
+        };
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), database_url.clone());
+        config.shutdown_timeout = Duration::from_secs(2);
+        for (k, v) in vars {
+            config = config.var(k, v.clone());
+        }
+        let shutdown = CancellationToken::new();
+        let app = Application::build(spec, config, shutdown.clone()).await.expect("service builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let running = tokio::spawn(app.run());
+        Self { base, http: reqwest::Client::new(), database_url, shutdown, running: Some(running) }
+    }
+
+    /// Stop the service as SIGTERM would, and wait for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
+    }
+}
+
+pub async fn fresh_database() -> String {
+    {
         let c = cluster();
         let db = format!("t_{}", uuid::Uuid::new_v4().simple());
         let admin = format!("postgres://test@127.0.0.1:{}/postgres", c.port);
@@ -170,37 +165,15 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let pool = ready.expect("test PostgreSQL accepts connections");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&pool).await.unwrap();
         pool.close().await;
-        let database_url = format!("postgres://test@127.0.0.1:{}/{db}", c.port);
-        let config = Config {
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: database_url.clone(),
-            shutdown_timeout: Duration::from_secs(2),
-        };
-        let shutdown = CancellationToken::new();
-        let app = Application::build(spec, config, shutdown.clone())
-            .await
-            .expect("service builds");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run());
-        Self {
-            base,
-            http: reqwest::Client::new(),
-            database_url,
-            shutdown,
-        }
+        format!("postgres://test@127.0.0.1:{}/{db}", c.port)
     }
+}
 
+impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{path}", self.base)
-        }
+        if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -220,16 +193,88 @@ impl TestApp {
 async fn read(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 /// The href of link `rel` in a HAL resource.
 pub fn link(resource: &Value, rel: &str) -> String {
-    resource["_links"][rel]["href"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no `{rel}` link in {resource}"))
-        .to_string()
+    resource["_links"][rel]["href"].as_str().unwrap_or_else(|| panic!("no `{rel}` link in {resource}")).to_string()
+}
+
+/// A Kafka-protocol broker (tansu, in memory) on a free port, for this test
+/// binary; it dies with the process.
+pub fn broker() -> String {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER
+        .get_or_init(|| {
+            use tansu_broker::broker::Broker;
+            use tansu_broker::coordinator::group::administrator::Controller;
+            use tansu_storage::StorageContainer;
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let addr = format!("127.0.0.1:{port}");
+            let url = url::Url::parse(&format!("tcp://{addr}")).unwrap();
+            // Its own runtime on its own thread: the tests' runtimes come and go.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+                rt.block_on(async move {
+                    let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
+                        .node_id(0)
+                        .cluster_id("bank-tests")
+                        .incarnation_id(uuid::Uuid::now_v7())
+                        .advertised_listener(url.clone())
+                        .storage(url::Url::parse("memory://tansu/").unwrap())
+                        .listener(url)
+                        .silent(true)
+                        .build()
+                        .await
+                        .expect("broker builds");
+                    let _ = broker.serve(tokio::time::Instant::now()).await;
+                });
+            });
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(&addr).is_err() {
+                assert!(std::time::Instant::now() < deadline, "test broker did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            addr
+        })
+        .clone()
+}
+
+/// Read `topic` from the beginning until `done` says enough, or panic at the deadline.
+pub async fn read_topic(brokers: &str, topic: &str, done: impl Fn(&[Message]) -> bool) -> Vec<Message> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Headers;
+    let consumer = bank::kit::kafka::consumer(brokers, &format!("test-{}", uuid::Uuid::new_v4())).unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done(&seen) {
+        let msg = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out reading {topic}; saw {} messages", seen.len()))
+            .expect("a message");
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        seen.push(Message {
+            key: msg.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default(),
+            payload: serde_json::from_slice(msg.payload().unwrap_or_default()).unwrap_or(Value::Null),
+            headers,
+        });
+    }
+    seen
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub key: String,
+    pub payload: Value,
+    pub headers: std::collections::BTreeMap<String, String>,
 }

@@ -1,6 +1,7 @@
 //! HTTP-level tests of the service kit and the accounts service, against a real
 //! PostgreSQL.
 
+mod connector;
 mod helpers;
 
 use std::time::Duration;
@@ -12,28 +13,19 @@ use serde_json::{Value, json};
 async fn customer_with_account(app: &TestApp, name: &str) -> Value {
     let (status, customer) = app.post("/customers", json!({ "name": name }), None).await;
     assert_eq!(status, 201, "{customer}");
-    let (status, account) = app
-        .post(&link(&customer, "open-account"), json!({}), None)
-        .await;
+    let (status, account) = app.post(&link(&customer, "open-account"), json!({}), None).await;
     assert_eq!(status, 201, "{account}");
     account
 }
 
 async fn balance(app: &TestApp, account: &Value) -> (i64, i64) {
     let (_, a) = app.get(&link(account, "self")).await;
-    (
-        a["balance"]["amount"].as_i64().unwrap(),
-        a["available"]["amount"].as_i64().unwrap(),
-    )
+    (a["balance"]["amount"].as_i64().unwrap(), a["available"]["amount"].as_i64().unwrap())
 }
 
 async fn credit(app: &TestApp, account: &Value, amount: i64, key: &str) -> (u16, Value) {
-    app.post(
-        &link(account, "credit"),
-        json!({ "amount": amount, "currency": "GBP", "reference": "top up" }),
-        Some(key),
-    )
-    .await
+    app.post(&link(account, "credit"), json!({ "amount": amount, "currency": "GBP", "reference": "top up" }), Some(key))
+        .await
 }
 
 #[tokio::test]
@@ -47,53 +39,28 @@ async fn health_ping_and_discovery_answer() {
     let (status, root) = app.get("/").await;
     assert_eq!(status, 200);
     assert_eq!(root["service"], "accounts");
-    for rel in [
-        "self",
-        "discovery",
-        "health",
-        "events",
-        "metrics",
-        "customers",
-        "accounts",
-    ] {
-        assert!(
-            link(&root, rel).starts_with(&app.base),
-            "{rel} is an absolute URL into the service"
-        );
+    for rel in ["self", "discovery", "health", "events", "metrics", "customers", "accounts"] {
+        assert!(link(&root, rel).starts_with(&app.base), "{rel} is an absolute URL into the service");
     }
 }
 
 #[tokio::test]
 async fn resources_are_hal_and_link_to_each_other() {
     let app = TestApp::spawn(&SPEC).await;
-    let resp = app
-        .http
-        .post(app.url("/customers"))
-        .json(&json!({ "name": "Alice" }))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.http.post(app.url("/customers")).json(&json!({ "name": "Alice" })).send().await.unwrap();
     assert_eq!(resp.headers()["content-type"], "application/hal+json");
     assert!(resp.headers().contains_key("x-trace-id"));
     let customer: Value = resp.json().await.unwrap();
     assert_eq!(link(&customer, "discovery"), format!("{}/", app.base));
-    let (_, account) = app
-        .post(&link(&customer, "open-account"), json!({}), None)
-        .await;
+    let (_, account) = app.post(&link(&customer, "open-account"), json!({}), None).await;
     assert_eq!(account["sort_code"], "04-00-04");
     assert_eq!(account["account_number"].as_str().unwrap().len(), 8);
-    assert_eq!(
-        account["balance"],
-        json!({ "amount": 0, "currency": "GBP" })
-    );
+    assert_eq!(account["balance"], json!({ "amount": 0, "currency": "GBP" }));
     assert_eq!(link(&account, "customer"), link(&customer, "self"));
     let (_, listed) = app.get(&link(&customer, "accounts")).await;
     assert_eq!(listed["_embedded"]["accounts"][0]["id"], account["id"]);
     // Found by its bank details, as an inbound payment would.
-    let query = format!(
-        "/accounts?sort_code=04-00-04&account_number={}",
-        account["account_number"].as_str().unwrap()
-    );
+    let query = format!("/accounts?sort_code=04-00-04&account_number={}", account["account_number"].as_str().unwrap());
     let (status, found) = app.get(&query).await;
     assert_eq!(status, 200);
     assert_eq!(found["count"], 1);
@@ -116,15 +83,8 @@ async fn a_credit_moves_money_once_per_idempotency_key() {
     assert_eq!(resp.status(), 201);
     assert_eq!(resp.headers()["idempotent-replayed"], "true");
     let replay: Value = resp.json().await.unwrap();
-    assert_eq!(
-        replay["id"], first["id"],
-        "the repeat returns the first answer"
-    );
-    assert_eq!(
-        balance(&app, &account).await,
-        (10_000, 10_000),
-        "and moves nothing"
-    );
+    assert_eq!(replay["id"], first["id"], "the repeat returns the first answer");
+    assert_eq!(balance(&app, &account).await, (10_000, 10_000), "and moves nothing");
     let (_, txs) = app.get(&link(&account, "transactions")).await;
     assert_eq!(txs["count"], 1);
 }
@@ -136,8 +96,7 @@ async fn concurrent_repeats_of_one_key_credit_once() {
     let attempts = (0..8).map(|_| credit(&app, &account, 500, "same-key"));
     let results = futures::future::join_all(attempts).await;
     assert!(results.iter().all(|(s, _)| *s == 201), "{results:?}");
-    let ids: std::collections::BTreeSet<String> =
-        results.iter().map(|(_, b)| b["id"].to_string()).collect();
+    let ids: std::collections::BTreeSet<String> = results.iter().map(|(_, b)| b["id"].to_string()).collect();
     assert_eq!(ids.len(), 1, "every repeat got the same answer");
     assert_eq!(balance(&app, &account).await.0, 500);
 }
@@ -159,54 +118,20 @@ async fn bad_input_is_a_problem_and_changes_nothing() {
     let account = customer_with_account(&app, "Alice").await;
     let url = link(&account, "credit");
     let cases: Vec<(Value, u16, &str)> = vec![
-        (
-            json!({ "amount": 0, "currency": "GBP" }),
-            422,
-            "invalid-amount",
-        ),
-        (
-            json!({ "amount": -100, "currency": "GBP" }),
-            422,
-            "invalid-amount",
-        ),
-        (
-            json!({ "amount": 100, "currency": "XYZ" }),
-            422,
-            "invalid-amount",
-        ),
-        (
-            json!({ "amount": 100, "currency": "EUR" }),
-            422,
-            "currency-mismatch",
-        ),
-        (
-            json!({ "amount": 1.5, "currency": "GBP" }),
-            422,
-            "invalid-body",
-        ),
+        (json!({ "amount": 0, "currency": "GBP" }), 422, "invalid-amount"),
+        (json!({ "amount": -100, "currency": "GBP" }), 422, "invalid-amount"),
+        (json!({ "amount": 100, "currency": "XYZ" }), 422, "invalid-amount"),
+        (json!({ "amount": 100, "currency": "EUR" }), 422, "currency-mismatch"),
+        (json!({ "amount": 1.5, "currency": "GBP" }), 422, "invalid-body"),
         (json!({ "amount": 100 }), 422, "invalid-body"),
     ];
     for (i, (body, status, kind)) in cases.into_iter().enumerate() {
-        let resp = app
-            .http
-            .post(&url)
-            .header("Idempotency-Key", format!("bad-{i}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = app.http.post(&url).header("Idempotency-Key", format!("bad-{i}")).json(&body).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{body}");
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
         let problem: Value = resp.json().await.unwrap();
-        assert_eq!(
-            problem["type"],
-            format!("urn:problem:bank:{kind}"),
-            "{body}: {problem}"
-        );
-        assert!(
-            problem["detail"].as_str().unwrap().len() > 10,
-            "the detail explains: {problem}"
-        );
+        assert_eq!(problem["type"], format!("urn:problem:bank:{kind}"), "{body}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().len() > 10, "the detail explains: {problem}");
     }
     // Malformed JSON, a missing key, an unknown account.
     let resp = app
@@ -219,37 +144,18 @@ async fn bad_input_is_a_problem_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    let (status, problem) = app
-        .post(&url, json!({ "amount": 100, "currency": "GBP" }), None)
-        .await;
-    assert_eq!(
-        (status, problem["type"].as_str()),
-        (400, Some("urn:problem:bank:missing-idempotency-key"))
-    );
+    let (status, problem) = app.post(&url, json!({ "amount": 100, "currency": "GBP" }), None).await;
+    assert_eq!((status, problem["type"].as_str()), (400, Some("urn:problem:bank:missing-idempotency-key")));
     let unknown = format!("{}/accounts/{}/credits", app.base, uuid::Uuid::new_v4());
-    let (status, problem) = app
-        .post(
-            &unknown,
-            json!({ "amount": 100, "currency": "GBP" }),
-            Some("u"),
-        )
-        .await;
+    let (status, problem) = app.post(&unknown, json!({ "amount": 100, "currency": "GBP" }), Some("u")).await;
     assert_eq!(status, 404, "{problem}");
     let (status, _) = app.get("/accounts/not-a-uuid").await;
     assert_eq!(status, 404);
     assert_eq!(balance(&app, &account).await, (0, 0), "nothing moved");
     let (_, events) = app.get("/events").await;
-    let types: Vec<&str> = events["_embedded"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        types,
-        ["customer.created", "account.opened"],
-        "no event for refused requests"
-    );
+    let types: Vec<&str> =
+        events["_embedded"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["customer.created", "account.opened"], "no event for refused requests");
 }
 
 #[tokio::test]
@@ -258,40 +164,21 @@ async fn holds_reserve_capture_and_release() {
     let account = customer_with_account(&app, "Alice").await;
     credit(&app, &account, 10_000, "c").await;
     let body = json!({ "amount": 2_500, "currency": "GBP", "reference": "to Bob" });
-    let (status, hold) = app
-        .post(&link(&account, "place-hold"), body.clone(), Some("h1"))
-        .await;
+    let (status, hold) = app.post(&link(&account, "place-hold"), body.clone(), Some("h1")).await;
     assert_eq!(status, 201, "{hold}");
     assert_eq!(hold["status"], "held");
     assert_eq!(balance(&app, &account).await, (10_000, 7_500));
-    let (status, captured) = app
-        .post(&link(&hold, "capture"), json!(null), Some("cap1"))
-        .await;
+    let (status, captured) = app.post(&link(&hold, "capture"), json!(null), Some("cap1")).await;
     assert_eq!(status, 200, "{captured}");
     assert_eq!(captured["status"], "captured");
-    assert!(
-        captured["_links"].get("release").is_none(),
-        "a settled hold advertises no actions"
-    );
+    assert!(captured["_links"].get("release").is_none(), "a settled hold advertises no actions");
     assert_eq!(balance(&app, &account).await, (7_500, 7_500));
     // Capturing again under a new key is a conflict, and moves nothing.
-    let (status, problem) = app
-        .post(&link(&hold, "capture"), json!(null), Some("cap2"))
-        .await;
-    assert_eq!(
-        (status, problem["type"].as_str()),
-        (409, Some("urn:problem:bank:hold-settled"))
-    );
-    let (_, hold2) = app
-        .post(&link(&account, "place-hold"), body, Some("h2"))
-        .await;
-    let (status, released) = app
-        .post(&link(&hold2, "release"), json!(null), Some("rel"))
-        .await;
-    assert_eq!(
-        (status, released["status"].as_str()),
-        (200, Some("released"))
-    );
+    let (status, problem) = app.post(&link(&hold, "capture"), json!(null), Some("cap2")).await;
+    assert_eq!((status, problem["type"].as_str()), (409, Some("urn:problem:bank:hold-settled")));
+    let (_, hold2) = app.post(&link(&account, "place-hold"), body, Some("h2")).await;
+    let (status, released) = app.post(&link(&hold2, "release"), json!(null), Some("rel")).await;
+    assert_eq!((status, released["status"].as_str()), (200, Some("released")));
     assert_eq!(balance(&app, &account).await, (7_500, 7_500));
 }
 
@@ -300,19 +187,11 @@ async fn a_hold_beyond_the_available_balance_is_refused() {
     let app = TestApp::spawn(&SPEC).await;
     let account = customer_with_account(&app, "Alice").await;
     credit(&app, &account, 1_000, "c").await;
-    let (status, problem) = app
-        .post(
-            &link(&account, "place-hold"),
-            json!({ "amount": 1_001, "currency": "GBP" }),
-            Some("h"),
-        )
-        .await;
+    let (status, problem) =
+        app.post(&link(&account, "place-hold"), json!({ "amount": 1_001, "currency": "GBP" }), Some("h")).await;
     assert_eq!(status, 422);
     assert_eq!(problem["type"], "urn:problem:bank:insufficient-funds");
-    assert_eq!(
-        problem["detail"],
-        "insufficient funds: 10.01 GBP requested, 10.00 GBP available"
-    );
+    assert_eq!(problem["detail"], "insufficient funds: 10.01 GBP requested, 10.00 GBP available");
     assert_eq!(balance(&app, &account).await, (1_000, 1_000));
 }
 
@@ -323,9 +202,7 @@ async fn concurrent_holds_never_overdraw() {
     credit(&app, &account, 1_000, "c").await;
     let url = link(&account, "place-hold");
     let keys: Vec<String> = (0..10).map(|i| format!("hold-{i}")).collect();
-    let attempts = keys
-        .iter()
-        .map(|k| app.post(&url, json!({ "amount": 300, "currency": "GBP" }), Some(k)));
+    let attempts = keys.iter().map(|k| app.post(&url, json!({ "amount": 300, "currency": "GBP" }), Some(k)));
     let results = futures::future::join_all(attempts).await;
     let placed = results.iter().filter(|(s, _)| *s == 201).count();
     assert_eq!(placed, 3, "only three holds of 3.00 fit in 10.00");
@@ -350,26 +227,12 @@ async fn the_event_log_pages_by_cursor_and_long_polls() {
     let waiting = {
         let http = app.http.clone();
         let url = app.url(&format!("/events?after={cursor}&wait=10"));
-        tokio::spawn(async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        !waiting.is_finished(),
-        "the long poll waits while there is nothing new"
-    );
+    assert!(!waiting.is_finished(), "the long poll waits while there is nothing new");
     credit(&app, &account, 100, "c").await;
-    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("woken by the append")
-        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken by the append").unwrap();
     assert_eq!(got["_embedded"]["events"][0]["type"], "account.credited");
     let (status, _) = app.get("/events?limit=0").await;
     assert_eq!(status, 400);
@@ -390,10 +253,7 @@ async fn the_trace_id_travels_from_request_to_event() {
         .unwrap();
     assert_eq!(resp.headers()["x-trace-id"], "trace-abc-123");
     let (_, events) = app.get("/events").await;
-    assert_eq!(
-        events["_embedded"]["events"][0]["trace_id"],
-        "trace-abc-123"
-    );
+    assert_eq!(events["_embedded"]["events"][0]["trace_id"], "trace-abc-123");
 }
 
 #[tokio::test]
@@ -401,20 +261,12 @@ async fn metrics_count_requests_by_route_and_status() {
     let app = TestApp::spawn(&SPEC).await;
     app.get("/ping").await;
     app.get("/customers/nope").await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(text.contains("http_requests_total{service=\"accounts\",method=\"GET\",route=\"/ping\",status=\"200\"}"), "{text}");
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
-        text.contains("route=\"/customers/{id}\",status=\"404\""),
+        text.contains("http_requests_total{service=\"accounts\",method=\"GET\",route=\"/ping\",status=\"200\"}"),
         "{text}"
     );
+    assert!(text.contains("route=\"/customers/{id}\",status=\"404\""), "{text}");
     assert!(text.contains("http_request_duration_seconds"), "{text}");
 }
 
@@ -424,20 +276,9 @@ async fn health_is_503_with_a_reason_when_the_database_is_gone() {
     let db = app.database_url.rsplit('/').next().unwrap().to_string();
     let admin = app.database_url.replace(&format!("/{db}"), "/postgres");
     let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {db} WITH (FORCE)"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db} WITH (FORCE)"))).execute(&pool).await.unwrap();
     let (status, health) = app.get("/health").await;
     assert_eq!(status, 503);
     assert_eq!(health["status"], "down");
-    assert!(
-        health["checks"]["database"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("database"),
-        "{health}"
-    );
+    assert!(health["checks"]["database"]["reason"].as_str().unwrap().contains("database"), "{health}");
 }

@@ -33,11 +33,7 @@ impl FakeBackend {
 
     /// `component` reports ready on its `n`th probe.
     pub fn ready_after(self, component: &str, n: u32) -> Self {
-        self.0
-            .lock()
-            .unwrap()
-            .ready_after
-            .insert(component.into(), n);
+        self.0.lock().unwrap().ready_after.insert(component.into(), n);
         self
     }
 
@@ -74,12 +70,7 @@ impl Stopper for FakeStopper {
         _exit: Exit,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            self.backend
-                .0
-                .lock()
-                .unwrap()
-                .stopped
-                .push(self.name.clone());
+            self.backend.0.lock().unwrap().stopped.push(self.name.clone());
             let _ = self.tx.send(Some(Some(0)));
         })
     }
@@ -92,10 +83,7 @@ impl Backend for FakeBackend {
             let port = 40000 + i as u16;
             plan.endpoints.insert(
                 s.name.clone(),
-                vec![Endpoint {
-                    name: "main".into(),
-                    url: format!("fake://{}:{port}", s.name),
-                }],
+                vec![Endpoint { name: "main".into(), url: format!("fake://{}:{port}", s.name) }],
             );
         }
         Ok(plan)
@@ -113,11 +101,7 @@ impl Backend for FakeBackend {
             logs.line("stderr", format!("{} crashed", service.name));
             let _ = tx.send(Some(Some(code)));
         }
-        let stopper = FakeStopper {
-            name: service.name.clone(),
-            backend: self.clone(),
-            tx,
-        };
+        let stopper = FakeStopper { name: service.name.clone(), backend: self.clone(), tx };
         Ok(Handle::new(Some(1000), exit, Box::new(stopper)))
     }
 
@@ -126,11 +110,7 @@ impl Backend for FakeBackend {
         let needed = inner.ready_after.get(&service.name).copied().unwrap_or(1);
         let n = inner.probes.entry(service.name.clone()).or_insert(0);
         *n += 1;
-        if *n >= needed {
-            ProbeResult::Ready
-        } else {
-            ProbeResult::NotReady(format!("probe {n} of {needed}"))
-        }
+        if *n >= needed { ProbeResult::Ready } else { ProbeResult::NotReady(format!("probe {n} of {needed}")) }
     }
 
     async fn cleanup(&self, _plan: &Plan) -> Result<()> {

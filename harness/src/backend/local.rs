@@ -41,57 +41,36 @@ impl LocalBackend {
             bank_bin: OnceCell::new(),
             pg_bins: OnceCell::new(),
             databases_made: Mutex::default(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(1))
-                .build()
-                .unwrap_or_default(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap_or_default(),
         }
     }
 
     async fn postgres_bin_dir(&self) -> Result<&PathBuf> {
-        self.pg_bins
-            .get_or_try_init(|| async { find_postgres() })
-            .await
+        self.pg_bins.get_or_try_init(|| async { find_postgres() }).await
     }
 
     async fn bank_binary(&self, logs: &LogSink) -> Result<&PathBuf> {
-        self.bank_bin
-            .get_or_try_init(|| build_bank(&self.workspace, logs))
-            .await
+        self.bank_bin.get_or_try_init(|| build_bank(&self.workspace, logs)).await
     }
 
-    async fn start_postgres(
-        &self,
-        service: &Service,
-        plan: &Plan,
-        logs: LogSink,
-    ) -> Result<Handle> {
+    async fn start_postgres(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
         let bin = self.postgres_bin_dir().await?.clone();
         let port = first_port(service, plan)?;
         let (user, password) = pg_credentials(service);
         let root = self.dir.join(format!("pg-{}", service.name));
         let data = root.join("data");
         let run_as = unprivileged_user()?;
-        std::fs::create_dir_all(&root)
-            .map_err(Error::io(format!("cannot create {}", root.display())))?;
+        std::fs::create_dir_all(&root).map_err(Error::io(format!("cannot create {}", root.display())))?;
         if let Some((uid, gid)) = run_as {
             nix::unistd::chown(&root, Some(uid), Some(gid)).map_err(|e| {
-                Error::component(
-                    &service.name,
-                    format!("cannot hand {} to the postgres user: {e}", root.display()),
-                )
+                Error::component(&service.name, format!("cannot hand {} to the postgres user: {e}", root.display()))
             })?;
         }
         if !data.join("PG_VERSION").exists() {
-            let template = self
-                .cluster_template(&bin, &user, &password, run_as, &logs)
-                .await?;
-            copy_dir(&template, &data).await.map_err(|e| {
-                Error::component(
-                    &service.name,
-                    format!("cannot copy the cluster template: {e}"),
-                )
-            })?;
+            let template = self.cluster_template(&bin, &user, &password, run_as, &logs).await?;
+            copy_dir(&template, &data)
+                .await
+                .map_err(|e| Error::component(&service.name, format!("cannot copy the cluster template: {e}")))?;
         }
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
@@ -126,10 +105,7 @@ impl LocalBackend {
         run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
         logs: &LogSink,
     ) -> Result<PathBuf> {
-        let version = bin
-            .parent()
-            .and_then(|p| p.file_name())
-            .map_or("pg".into(), |v| v.to_string_lossy().to_string());
+        let version = bin.parent().and_then(|p| p.file_name()).map_or("pg".into(), |v| v.to_string_lossy().to_string());
         let key = format!("{version}-{user}-{:016x}", fnv1a(password.as_bytes()));
         let template = self.home.join(format!(".pg-template-{key}"));
         if template.join("PG_VERSION").exists() {
@@ -139,15 +115,10 @@ impl LocalBackend {
         // interrupted sandbox never copies a half-made template.
         let scratch = self.dir.join("pg-template");
         let data = scratch.join("data");
-        std::fs::create_dir_all(&scratch)
-            .map_err(Error::io(format!("cannot create {}", scratch.display())))?;
+        std::fs::create_dir_all(&scratch).map_err(Error::io(format!("cannot create {}", scratch.display())))?;
         if let Some((uid, gid)) = run_as {
-            nix::unistd::chown(&scratch, Some(uid), Some(gid)).map_err(|e| {
-                Error::Other(format!(
-                    "cannot hand {} to the postgres user: {e}",
-                    scratch.display()
-                ))
-            })?;
+            nix::unistd::chown(&scratch, Some(uid), Some(gid))
+                .map_err(|e| Error::Other(format!("cannot hand {} to the postgres user: {e}", scratch.display())))?;
         }
         let pwfile = scratch.join("pwfile");
         std::fs::write(&pwfile, password).map_err(Error::io("cannot write the password file"))?;
@@ -158,47 +129,27 @@ impl LocalBackend {
         initdb
             .arg("-D")
             .arg(&data)
-            .args([
-                "-U",
-                user,
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--no-instructions",
-            ])
+            .args(["-U", user, "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
             .args(["--auth-host=scram-sha-256", "--auth-local=trust"])
             .arg(format!("--pwfile={}", pwfile.display()));
         if let Some((uid, gid)) = run_as {
             initdb.uid(uid.as_raw()).gid(gid.as_raw());
         }
         process::tie_to_parent(&mut initdb);
-        let out = initdb
-            .output()
-            .await
-            .map_err(|e| Error::Other(format!("cannot run initdb: {e}")))?;
-        for line in String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .chain(String::from_utf8_lossy(&out.stderr).lines())
-        {
+        let out = initdb.output().await.map_err(|e| Error::Other(format!("cannot run initdb: {e}")))?;
+        for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
             logs.line("initdb", line.to_string());
         }
         if !out.status.success() {
             let _ = std::fs::remove_dir_all(&scratch);
-            return Err(Error::Other(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(Error::Other(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
         }
         match std::fs::rename(&data, &template) {
             Ok(()) => {}
             // Another sandbox made it first: use theirs.
             Err(_) if template.join("PG_VERSION").exists() => {}
             Err(e) => {
-                return Err(Error::io(format!(
-                    "cannot keep the cluster template at {}",
-                    template.display()
-                ))(e));
+                return Err(Error::io(format!("cannot keep the cluster template at {}", template.display()))(e));
             }
         }
         let _ = std::fs::remove_dir_all(&scratch);
@@ -207,8 +158,7 @@ impl LocalBackend {
 
     async fn start_broker(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
         let port = first_port(service, plan)?;
-        let exe =
-            std::env::current_exe().map_err(Error::io("cannot find the sandbox binary itself"))?;
+        let exe = std::env::current_exe().map_err(Error::io("cannot find the sandbox binary itself"))?;
         let mut cmd = Command::new(exe);
         cmd.args(["broker", "--listen", &format!("127.0.0.1:{port}")]);
         process::spawn(&service.name, cmd, logs)
@@ -236,11 +186,7 @@ impl LocalBackend {
             .username(&user)
             .password(&password)
             .database("postgres");
-        let connect = tokio::time::timeout(
-            Duration::from_secs(1),
-            sqlx::PgConnection::connect_with(&options),
-        )
-        .await;
+        let connect = tokio::time::timeout(Duration::from_secs(1), sqlx::PgConnection::connect_with(&options)).await;
         let mut conn = match connect {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return ProbeResult::NotReady(format!("not accepting connections: {e}")),
@@ -252,23 +198,19 @@ impl LocalBackend {
         let mut made = self.databases_made.lock().await;
         if !made.contains(&service.name) {
             for db in databases {
-                let exists: Option<i32> =
-                    match sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                        .bind(db)
-                        .fetch_optional(&mut conn)
-                        .await
-                    {
-                        Ok(v) => v,
-                        Err(e) => {
-                            return ProbeResult::NotReady(format!("cannot list databases: {e}"));
-                        }
-                    };
+                let exists: Option<i32> = match sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(db)
+                    .fetch_optional(&mut conn)
+                    .await
+                {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return ProbeResult::NotReady(format!("cannot list databases: {e}"));
+                    }
+                };
                 if exists.is_none() {
                     let sql = format!("CREATE DATABASE \"{}\"", db.replace('"', "\"\""));
-                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await
-                    {
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
                         return ProbeResult::NotReady(format!("cannot create database {db}: {e}"));
                     }
                 }
@@ -282,21 +224,15 @@ impl LocalBackend {
 
 impl Backend for LocalBackend {
     async fn plan(&self, topology: &Topology) -> Result<Plan> {
-        let wanted: Vec<(String, u16)> = topology
-            .services
-            .iter()
-            .flat_map(|s| s.ports.iter().map(|p| (s.name.clone(), *p)))
-            .collect();
+        let wanted: Vec<(String, u16)> =
+            topology.services.iter().flat_map(|s| s.ports.iter().map(|p| (s.name.clone(), *p))).collect();
         let home = self.home.clone();
         let dir = self.dir.clone();
         let n = wanted.len();
         let chosen = tokio::task::spawn_blocking(move || ports::reserve(&home, &dir, n))
             .await
             .map_err(|e| Error::Other(format!("port reservation panicked: {e}")))??;
-        let mut plan = Plan {
-            dir: self.dir.clone(),
-            ..Plan::default()
-        };
+        let mut plan = Plan { dir: self.dir.clone(), ..Plan::default() };
         for (key, host) in wanted.into_iter().zip(chosen) {
             plan.ports.insert(key, host);
         }
@@ -305,26 +241,13 @@ impl Backend for LocalBackend {
             let endpoint = match &s.run {
                 Run::Postgres { .. } => {
                     let (user, password) = pg_credentials(s);
-                    Endpoint {
-                        name: "postgres".into(),
-                        url: format!("postgres://{user}:{password}@127.0.0.1:{port}"),
-                    }
+                    Endpoint { name: "postgres".into(), url: format!("postgres://{user}:{password}@127.0.0.1:{port}") }
                 }
-                Run::Kafka => Endpoint {
-                    name: "bootstrap".into(),
-                    url: format!("127.0.0.1:{port}"),
-                },
-                Run::Bank => Endpoint {
-                    name: "http".into(),
-                    url: format!("http://127.0.0.1:{port}"),
-                },
+                Run::Kafka => Endpoint { name: "bootstrap".into(), url: format!("127.0.0.1:{port}") },
+                Run::Bank => Endpoint { name: "http".into(), url: format!("http://127.0.0.1:{port}") },
             };
             plan.endpoints.insert(s.name.clone(), vec![endpoint]);
-            let env = s
-                .environment
-                .iter()
-                .map(|(k, v)| (k.clone(), rewrite(v, &s.name, &plan.ports)))
-                .collect();
+            let env = s.environment.iter().map(|(k, v)| (k.clone(), rewrite(v, &s.name, &plan.ports))).collect();
             plan.env.insert(s.name.clone(), env);
         }
         Ok(plan)
@@ -353,9 +276,7 @@ impl Backend for LocalBackend {
                 {
                     Ok(Ok(_)) => ProbeResult::Ready,
                     Ok(Err(e)) => ProbeResult::NotReady(format!("127.0.0.1:{host_port}: {e}")),
-                    Err(_) => {
-                        ProbeResult::NotReady(format!("127.0.0.1:{host_port}: connect timed out"))
-                    }
+                    Err(_) => ProbeResult::NotReady(format!("127.0.0.1:{host_port}: connect timed out")),
                 }
             }
             Probe::Http { port, path } => {
@@ -373,9 +294,7 @@ impl Backend for LocalBackend {
                             body.chars().take(200).collect::<String>()
                         ))
                     }
-                    Err(e) if e.is_connect() => {
-                        ProbeResult::NotReady(format!("GET {path}: not listening yet"))
-                    }
+                    Err(e) if e.is_connect() => ProbeResult::NotReady(format!("GET {path}: not listening yet")),
                     Err(e) => ProbeResult::NotReady(format!("GET {path}: {e}")),
                 }
             }
@@ -383,17 +302,12 @@ impl Backend for LocalBackend {
     }
 
     async fn cleanup(&self, _plan: &Plan) -> Result<()> {
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(Error::io(format!("cannot read {}", self.dir.display())))?;
+        let entries = std::fs::read_dir(&self.dir).map_err(Error::io(format!("cannot read {}", self.dir.display())))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if name.starts_with("pg-") || name == "ports" {
                 let path = entry.path();
-                let removed = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
+                let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
                 removed.map_err(Error::io(format!("cannot remove {}", path.display())))?;
             }
         }
@@ -403,26 +317,17 @@ impl Backend for LocalBackend {
 
 /// `cp -a`: keeps the owner (the postgres user) and modes PostgreSQL insists on.
 async fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .output()
-        .await?;
+    let out = Command::new("cp").arg("-a").arg(from).arg(to).output().await?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(std::io::Error::other(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
+        Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()))
     }
 }
 
 /// A stable hash for cache keys (std's hasher may change between releases).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn first_port(service: &Service, plan: &Plan) -> Result<u16> {
@@ -435,16 +340,8 @@ fn first_port(service: &Service, plan: &Plan) -> Result<u16> {
 
 /// The superuser and password, as the official image takes them.
 fn pg_credentials(service: &Service) -> (String, String) {
-    let user = service
-        .environment
-        .get("POSTGRES_USER")
-        .cloned()
-        .unwrap_or_else(|| "postgres".into());
-    let password = service
-        .environment
-        .get("POSTGRES_PASSWORD")
-        .cloned()
-        .unwrap_or_else(|| "postgres".into());
+    let user = service.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into());
+    let password = service.environment.get("POSTGRES_PASSWORD").cloned().unwrap_or_else(|| "postgres".into());
     (user, password)
 }
 
@@ -455,17 +352,9 @@ pub fn rewrite(value: &str, own: &str, ports: &BTreeMap<(String, u16), u16>) -> 
     let mut out = value.to_string();
     for ((svc, container), host) in ports {
         if svc == own {
-            out = replace_address(
-                &out,
-                &format!("0.0.0.0:{container}"),
-                &format!("127.0.0.1:{host}"),
-            );
+            out = replace_address(&out, &format!("0.0.0.0:{container}"), &format!("127.0.0.1:{host}"));
         }
-        out = replace_address(
-            &out,
-            &format!("{svc}:{container}"),
-            &format!("127.0.0.1:{host}"),
-        );
+        out = replace_address(&out, &format!("{svc}:{container}"), &format!("127.0.0.1:{host}"));
     }
     out
 }
@@ -478,10 +367,7 @@ fn replace_address(text: &str, from: &str, to: &str) -> String {
     let mut rest = text;
     while let Some(i) = rest.find(from) {
         let before_ok = rest[..i].chars().next_back().is_none_or(|c| !is_name(c));
-        let after_ok = rest[i + from.len()..]
-            .chars()
-            .next()
-            .is_none_or(|c| !c.is_ascii_digit());
+        let after_ok = rest[i + from.len()..].chars().next().is_none_or(|c| !c.is_ascii_digit());
         out.push_str(&rest[..i]);
         out.push_str(if before_ok && after_ok { to } else { from });
         rest = &rest[i + from.len()..];
@@ -493,16 +379,12 @@ fn replace_address(text: &str, from: &str, to: &str) -> String {
 /// The directory holding `initdb` and `postgres`: on PATH, or the newest under
 /// /usr/lib/postgresql/*/bin (Debian keeps them off PATH).
 pub fn find_postgres() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
     find_postgres_in(&path, Path::new("/usr/lib/postgresql"))
 }
 
 fn find_postgres_in(path: &[PathBuf], versioned_root: &Path) -> Result<PathBuf> {
-    let on_path = path
-        .iter()
-        .find(|d| d.join("initdb").is_file() && d.join("postgres").is_file());
+    let on_path = path.iter().find(|d| d.join("initdb").is_file() && d.join("postgres").is_file());
     if let Some(dir) = on_path {
         return Ok(dir.clone());
     }
@@ -531,8 +413,7 @@ fn unprivileged_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {
         }
     }
     Err(Error::Other(
-        "running as root, and neither a `postgres` nor a `nobody` user exists to run PostgreSQL as"
-            .into(),
+        "running as root, and neither a `postgres` nor a `nobody` user exists to run PostgreSQL as".into(),
     ))
 }
 
@@ -544,59 +425,38 @@ async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
         return if bin.is_file() {
             Ok(bin)
         } else {
-            Err(Error::Other(format!(
-                "SANDBOX_BANK_BIN={} is not a file",
-                bin.display()
-            )))
+            Err(Error::Other(format!("SANDBOX_BANK_BIN={} is not a file", bin.display())))
         };
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
     let bin = target.join("debug").join("bank");
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
     let newest = newest_source(workspace);
     if built.is_some_and(|b| newest.is_none_or(|n| n <= b)) {
         return Ok(bin);
     }
-    logs.line(
-        "build",
-        format!("building the bank with cargo in {}", workspace.display()),
-    );
+    logs.line("build", format!("building the bank with cargo in {}", workspace.display()));
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(workspace)
-        .args(["build", "--quiet", "-p", "bank", "--bin", "bank"]);
+    cmd.current_dir(workspace).args(["build", "--quiet", "-p", "bank", "--bin", "bank"]);
     process::tie_to_parent(&mut cmd);
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| Error::Other(format!("cannot run cargo to build the bank: {e}")))?;
+    let out = cmd.output().await.map_err(|e| Error::Other(format!("cannot run cargo to build the bank: {e}")))?;
     for line in String::from_utf8_lossy(&out.stderr).lines() {
         logs.line("build", line.to_string());
     }
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        return Err(Error::Other(format!(
-            "building the bank failed (cargo build -p bank):\n{}",
-            tail.join("\n")
-        )));
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(Error::Other(format!("building the bank failed (cargo build -p bank):\n{}", tail.join("\n"))));
     }
     Ok(bin)
 }
 
-/// The newest modification time among the bank's sources and the workspace manifests.
+/// The newest modification time among what the `bank` binary is built from:
+/// its sources and the manifests. (Not its tests: editing them does not relink
+/// the binary, so counting them would rebuild on every `up`.)
 fn newest_source(workspace: &Path) -> Option<SystemTime> {
     fn walk(dir: &Path, newest: &mut Option<SystemTime>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {
             let path = e.path();
             if path.is_dir() {
@@ -607,8 +467,8 @@ fn newest_source(workspace: &Path) -> Option<SystemTime> {
         }
     }
     let mut newest = None;
-    walk(&workspace.join("bank"), &mut newest);
-    for f in ["Cargo.toml", "Cargo.lock"] {
+    walk(&workspace.join("bank").join("src"), &mut newest);
+    for f in ["Cargo.toml", "Cargo.lock", "bank/Cargo.toml"] {
         if let Ok(t) = std::fs::metadata(workspace.join(f)).and_then(|m| m.modified()) {
             newest = newest.max(Some(t));
         }
@@ -623,9 +483,7 @@ mod tests {
     #[test]
     fn missing_postgres_names_the_install_command() {
         let empty = std::env::temp_dir().join(format!("no-pg-{}", std::process::id()));
-        let err = find_postgres_in(std::slice::from_ref(&empty), &empty)
-            .unwrap_err()
-            .to_string();
+        let err = find_postgres_in(std::slice::from_ref(&empty), &empty).unwrap_err().to_string();
         assert!(err.contains("apt-get install -y postgresql"), "{err}");
     }
 
@@ -650,27 +508,14 @@ mod tests {
         ports.insert(("accounts".to_string(), 8080), 41002);
         ports.insert(("kafka".to_string(), 9092), 41003);
         assert_eq!(
-            rewrite(
-                "postgres://bank:bank@postgres:5432/accounts",
-                "accounts",
-                &ports
-            ),
+            rewrite("postgres://bank:bank@postgres:5432/accounts", "accounts", &ports),
             "postgres://bank:bank@127.0.0.1:41001/accounts"
         );
-        assert_eq!(
-            rewrite("0.0.0.0:8080", "accounts", &ports),
-            "127.0.0.1:41002"
-        );
+        assert_eq!(rewrite("0.0.0.0:8080", "accounts", &ports), "127.0.0.1:41002");
         assert_eq!(rewrite("kafka:9092", "accounts", &ports), "127.0.0.1:41003");
         // Not a whole address: left alone.
-        assert_eq!(
-            rewrite("my-postgres:5432", "accounts", &ports),
-            "my-postgres:5432"
-        );
-        assert_eq!(
-            rewrite("postgres:54321", "accounts", &ports),
-            "postgres:54321"
-        );
+        assert_eq!(rewrite("my-postgres:5432", "accounts", &ports), "my-postgres:5432");
+        assert_eq!(rewrite("postgres:54321", "accounts", &ports), "postgres:54321");
         // Another service's listen address is not ours to rewrite.
         assert_eq!(rewrite("0.0.0.0:5432", "accounts", &ports), "0.0.0.0:5432");
     }

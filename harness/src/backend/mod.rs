@@ -35,17 +35,12 @@ impl Plan {
     }
 
     pub fn host_port(&self, component: &str, container_port: u16) -> Option<u16> {
-        self.ports
-            .get(&(component.to_string(), container_port))
-            .copied()
+        self.ports.get(&(component.to_string(), container_port)).copied()
     }
 
     /// The first endpoint's URL of a component (its main address).
     pub fn url(&self, component: &str) -> Option<String> {
-        self.endpoints
-            .get(component)
-            .and_then(|e| e.first())
-            .map(|e| e.url.clone())
+        self.endpoints.get(component).and_then(|e| e.first()).map(|e| e.url.clone())
     }
 }
 
@@ -96,10 +91,7 @@ pub struct Handle {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle")
-            .field("pid", &self.pid)
-            .field("exit", &self.exit.code())
-            .finish()
+        f.debug_struct("Handle").field("pid", &self.pid).field("exit", &self.exit.code()).finish()
     }
 }
 
@@ -128,12 +120,7 @@ pub trait Backend: Send + Sync + 'static {
     /// outside the sandbox's own state.
     fn plan(&self, topology: &Topology) -> impl Future<Output = Result<Plan>> + Send;
     /// Start one component; returns once it is spawned (not ready).
-    fn start(
-        &self,
-        service: &Service,
-        plan: &Plan,
-        logs: LogSink,
-    ) -> impl Future<Output = Result<Handle>> + Send;
+    fn start(&self, service: &Service, plan: &Plan, logs: LogSink) -> impl Future<Output = Result<Handle>> + Send;
     /// One readiness check.
     fn probe(&self, service: &Service, plan: &Plan) -> impl Future<Output = ProbeResult> + Send;
     /// Remove what the backend made for this sandbox (after every component stopped).

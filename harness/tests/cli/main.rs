@@ -16,11 +16,8 @@ struct Home {
 impl Home {
     fn new() -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "sbx-cli-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
+        let root =
+            std::env::temp_dir().join(format!("sbx-cli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         std::fs::create_dir_all(&root).unwrap();
         Self { root }
     }
@@ -37,11 +34,7 @@ impl Home {
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.sandbox(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "sandbox {args:?} failed:\n{text}");
         text
     }
@@ -72,10 +65,7 @@ impl Drop for Home {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -95,10 +85,7 @@ fn pids(record: &Record) -> Vec<u32> {
 fn running(pid: u32) -> bool {
     // A zombie is dead for our purposes.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
+        .map(|s| !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
 }
 
@@ -109,12 +96,7 @@ fn ports(state: &serde_json::Value) -> Vec<u16> {
         .iter()
         .map(|c| {
             let url = c["endpoints"][0]["url"].as_str().unwrap();
-            url.rsplit(':')
-                .next()
-                .unwrap()
-                .trim_end_matches('/')
-                .parse()
-                .unwrap()
+            url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
         })
         .collect()
 }
@@ -137,16 +119,8 @@ fn up_detach_status_logs_down_leaves_nothing() {
         assert_eq!(c["status"]["state"], "healthy", "{c}");
     }
     let table = home.ok(&["status", "one"]);
-    assert!(
-        table.contains("postgres") && table.contains("kafka") && table.contains("accounts"),
-        "{table}"
-    );
-    let accounts = state["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "accounts")
-        .unwrap();
+    assert!(table.contains("postgres") && table.contains("kafka") && table.contains("accounts"), "{table}");
+    let accounts = state["components"].as_array().unwrap().iter().find(|c| c["name"] == "accounts").unwrap();
     let url = accounts["endpoints"][0]["url"].as_str().unwrap();
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     assert!(listening(port), "accounts answers at {url}");
@@ -166,11 +140,7 @@ fn up_detach_status_logs_down_leaves_nothing() {
     for port in all_ports {
         assert!(!listening(port), "port {port} still open after `down`");
     }
-    assert!(
-        home.dirs().is_empty(),
-        "directories left: {:?}",
-        home.dirs()
-    );
+    assert!(home.dirs().is_empty(), "directories left: {:?}", home.dirs());
 }
 
 #[test]
@@ -185,20 +155,13 @@ fn two_sandboxes_run_side_by_side() {
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     let left = ports(&status_json(&home, "left"));
     let right = ports(&status_json(&home, "right"));
-    assert!(
-        left.iter().all(|p| !right.contains(p)),
-        "shared ports: {left:?} {right:?}"
-    );
+    assert!(left.iter().all(|p| !right.contains(p)), "shared ports: {left:?} {right:?}");
     // Without a name, a command must not guess between two sandboxes.
     let out = home.sandbox(&["status"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("several sandboxes are running"));
     home.ok(&["down", "left"]);
-    assert_eq!(
-        status_json(&home, "right")["phase"],
-        "running",
-        "stopping one leaves the other"
-    );
+    assert_eq!(status_json(&home, "right")["phase"], "running", "stopping one leaves the other");
     home.ok(&["down", "right"]);
     assert!(home.dirs().is_empty());
 }
@@ -208,11 +171,7 @@ fn a_killed_supervisor_leaves_a_sandbox_that_prune_removes() {
     let home = Home::new();
     home.ok(&["up", "--detach", "--name", "orphan"]);
     let record = home.record("orphan");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(record.pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(record.pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     wait_until("the supervisor is gone", || !running(record.pid));
     let ls = home.ok(&["ls"]);
     assert!(ls.contains("orphan") && ls.contains("dead"), "{ls}");
@@ -232,31 +191,14 @@ fn a_bad_topology_is_refused_before_anything_is_made() {
     let text = std::fs::read_to_string(workspace().join("compose/bank.yaml")).unwrap();
     std::fs::write(
         &bad,
-        text.replace(
-            "postgres:\n        condition: service_healthy",
-            "ledger:\n        condition: service_healthy",
-        ),
+        text.replace("postgres:\n        condition: service_healthy", "ledger:\n        condition: service_healthy"),
     )
     .unwrap();
-    let out = home.sandbox(&[
-        "up",
-        "--detach",
-        "--name",
-        "bad",
-        "-f",
-        bad.to_str().unwrap(),
-    ]);
+    let out = home.sandbox(&["up", "--detach", "--name", "bad", "-f", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("bad.yaml:") && stderr.contains("depends on `ledger`"),
-        "{stderr}"
-    );
-    assert!(
-        home.dirs().is_empty(),
-        "nothing was made: {:?}",
-        home.dirs()
-    );
+    assert!(stderr.contains("bad.yaml:") && stderr.contains("depends on `ledger`"), "{stderr}");
+    assert!(home.dirs().is_empty(), "nothing was made: {:?}", home.dirs());
 }
 
 #[test]
@@ -265,14 +207,8 @@ fn a_name_in_use_is_refused() {
     home.ok(&["up", "--detach", "--name", "taken"]);
     let out = home.sandbox(&["up", "--detach", "--name", "taken"]);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("sandbox `taken` already exists (running)")
-    );
-    assert_eq!(
-        status_json(&home, "taken")["phase"],
-        "running",
-        "the running one is untouched"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sandbox `taken` already exists (running)"));
+    assert_eq!(status_json(&home, "taken")["phase"], "running", "the running one is untouched");
     home.ok(&["down", "taken"]);
 }
 
@@ -287,10 +223,7 @@ fn the_readme_documents_every_command_and_only_real_ones() {
         .filter_map(|rest| rest.split([' ', '`']).next())
         .map(String::from)
         .collect();
-    let help = Command::new(env!("CARGO_BIN_EXE_sandbox"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_sandbox")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).to_string();
     let offered: std::collections::BTreeSet<String> = help
         .split("Commands:")
@@ -306,10 +239,7 @@ fn the_readme_documents_every_command_and_only_real_ones() {
         .collect();
     assert_eq!(documented, offered, "README table vs `sandbox --help`");
     for command in &documented {
-        let out = Command::new(env!("CARGO_BIN_EXE_sandbox"))
-            .args([command.as_str(), "--help"])
-            .output()
-            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sandbox")).args([command.as_str(), "--help"]).output().unwrap();
         assert!(out.status.success(), "sandbox {command} --help");
     }
 }
