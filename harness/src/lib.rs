@@ -17,6 +17,7 @@ pub mod logs;
 pub mod ports;
 pub mod process;
 pub mod progress;
+pub mod providers;
 pub mod sandbox;
 pub mod signals;
 pub mod supervisor;

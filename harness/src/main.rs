@@ -82,6 +82,14 @@ enum Command {
         #[arg(long)]
         workspace: PathBuf,
     },
+    /// (internal) Run a mocked provider from its definition.
+    #[command(hide = true)]
+    Provider {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// (internal) Run the embedded Kafka-protocol broker.
     #[command(hide = true)]
     Broker {
@@ -197,6 +205,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging();
             let opts = supervisor::Options { name, home, topology: file, workspace, claimed: true };
             supervisor::run(opts, Printer::default()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Provider { spec, listen } => {
+            init_logging();
+            harness::providers::run(&spec, listen).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Broker { listen } => {

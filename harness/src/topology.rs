@@ -19,6 +19,8 @@ pub enum Run {
     Kafka,
     /// This workspace's `bank` binary, with the service's `command` as arguments.
     Bank,
+    /// A mocked third-party provider defined by the YAML file at `spec`.
+    Provider { spec: PathBuf },
 }
 
 /// How readiness is probed.
@@ -132,10 +134,30 @@ impl Topology {
                 "postgres" => Run::Postgres { databases: x.databases.clone() },
                 "kafka" => Run::Kafka,
                 "bank" => Run::Bank,
+                "provider" => {
+                    let Some(rel) = &x.provider else {
+                        return Err(err(
+                            at(&["x-sandbox", "run"]),
+                            format!(
+                                "service `{svc_name}` runs a provider but names no `x-sandbox.provider:` definition file"
+                            ),
+                        ));
+                    };
+                    let spec = file.parent().unwrap_or(Path::new(".")).join(rel);
+                    if !spec.is_file() {
+                        return Err(err(
+                            at(&["x-sandbox", "provider"]),
+                            format!("service `{svc_name}`: provider definition {} does not exist", spec.display()),
+                        ));
+                    }
+                    Run::Provider { spec }
+                }
                 other => {
                     return Err(err(
                         at(&["x-sandbox", "run"]),
-                        format!("service `{svc_name}`: unknown `x-sandbox.run: {other}`; use postgres, kafka or bank"),
+                        format!(
+                            "service `{svc_name}`: unknown `x-sandbox.run: {other}`; use postgres, kafka, bank or provider"
+                        ),
                     ));
                 }
             };
@@ -143,6 +165,7 @@ impl Topology {
             let probe = match (&run, &x.health, first_port) {
                 (Run::Postgres { .. }, _, _) => Probe::Postgres,
                 (Run::Kafka, _, Some(port)) => Probe::Tcp { port },
+                (Run::Provider { .. }, _, Some(port)) => Probe::Http { port, path: "/__admin/health".into() },
                 (Run::Bank, Some(path), Some(port)) if path.starts_with('/') => {
                     Probe::Http { port, path: path.clone() }
                 }
@@ -365,6 +388,8 @@ struct XSandbox {
     #[serde(default)]
     databases: Vec<String>,
     health: Option<String>,
+    /// (provider) its definition, relative to the topology file.
+    provider: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -655,6 +680,16 @@ services:
         let text = GOOD.replace("    x-sandbox: { run: kafka }\n", "");
         let m = message(&text);
         assert!(m.starts_with("compose/test.yaml:10: service `kafka` has no `x-sandbox:` block"), "{m}");
+    }
+
+    #[test]
+    fn a_provider_must_name_a_definition_that_exists() {
+        let text = format!(
+            "{GOOD}  scheme:\n    ports: [\"8080\"]\n    x-sandbox:\n      run: provider\n      provider: ../fixtures/providers/nope.yaml\n"
+        );
+        let m = message(&text);
+        assert!(m.starts_with("compose/test.yaml:29: service `scheme`: provider definition"), "{m}");
+        assert!(m.ends_with("nope.yaml does not exist"), "{m}");
     }
 
     #[test]

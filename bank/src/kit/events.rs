@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
@@ -28,18 +28,7 @@ const APPEND_LOCK: i64 = 0x6576_656e_7473;
 const MAX_PAGE: i64 = 1000;
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// One event as it travels: in the log, over `/events` and (later) on Kafka.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Envelope {
-    pub id: Uuid,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub aggregate_id: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub occurred_at: OffsetDateTime,
-    pub trace_id: String,
-    pub data: Value,
-}
+pub use wire::Envelope;
 
 /// An event about to be appended.
 #[derive(Debug)]

@@ -164,6 +164,15 @@ impl LocalBackend {
         process::spawn(&service.name, cmd, logs)
     }
 
+    async fn start_provider(&self, service: &Service, spec: &Path, plan: &Plan, logs: LogSink) -> Result<Handle> {
+        let port = first_port(service, plan)?;
+        let exe = std::env::current_exe().map_err(Error::io("cannot find the sandbox binary itself"))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("provider").arg("--spec").arg(spec).args(["--listen", &format!("127.0.0.1:{port}")]);
+        cmd.envs(plan.env.get(&service.name).into_iter().flatten());
+        process::spawn(&service.name, cmd, logs)
+    }
+
     async fn start_bank(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
         let bin = self.bank_binary(&logs).await?.clone();
         let mut cmd = Command::new(bin);
@@ -244,7 +253,9 @@ impl Backend for LocalBackend {
                     Endpoint { name: "postgres".into(), url: format!("postgres://{user}:{password}@127.0.0.1:{port}") }
                 }
                 Run::Kafka => Endpoint { name: "bootstrap".into(), url: format!("127.0.0.1:{port}") },
-                Run::Bank => Endpoint { name: "http".into(), url: format!("http://127.0.0.1:{port}") },
+                Run::Bank | Run::Provider { .. } => {
+                    Endpoint { name: "http".into(), url: format!("http://127.0.0.1:{port}") }
+                }
             };
             plan.endpoints.insert(s.name.clone(), vec![endpoint]);
             let env = s.environment.iter().map(|(k, v)| (k.clone(), rewrite(v, &s.name, &plan.ports))).collect();
@@ -258,6 +269,7 @@ impl Backend for LocalBackend {
             Run::Postgres { .. } => self.start_postgres(service, plan, logs).await,
             Run::Kafka => self.start_broker(service, plan, logs).await,
             Run::Bank => self.start_bank(service, plan, logs).await,
+            Run::Provider { spec } => self.start_provider(service, spec, plan, logs).await,
         }
     }
 

@@ -1,0 +1,467 @@
+//! Mocked third-party providers (payment scheme, card acquirer, screening
+//! vendor): wiremock servers with each provider's API shape, outcomes forced by
+//! magic values from `fixtures/providers/`, a journal of what they received and
+//! sent, signed webhooks (retried like a real provider), and faults set at run
+//! time through an admin API under `/__admin`, scoped to one account or card so
+//! that one caller's fault does not touch another's.
+
+pub mod spec;
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::error::{Error, Result};
+pub use spec::{Kind, Spec};
+
+/// How long a "timeout" fault holds a request: longer than any client waits.
+const TIMEOUT_HOLD: Duration = Duration::from_secs(120);
+const WEBHOOK_ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Answer 503.
+    Unavailable,
+    /// Answer after `delay_ms`.
+    Slow,
+    /// Never answer in time.
+    Timeout,
+    /// Reject (scheme), decline (acquirer) or score high (vendor).
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    #[serde(default)]
+    pub id: u64,
+    pub kind: FaultKind,
+    /// Only requests whose scope value equals this (an account URL, a card token);
+    /// every request when absent.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// How many requests it applies to; all, until cleared, when absent.
+    #[serde(default)]
+    pub remaining: Option<u32>,
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at: u64,
+    /// `in`: a request the provider received; `out`: a webhook it sent.
+    pub direction: String,
+    pub method: String,
+    pub path: String,
+    pub scope: Option<String>,
+    pub trace_id: Option<String>,
+    pub body: Value,
+    pub status: u16,
+    pub fault: Option<FaultKind>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    journal: Vec<JournalEntry>,
+    faults: Vec<Fault>,
+    next_fault: u64,
+    /// Requests already accepted, by the caller's id: a repeat gets the same answer.
+    accepted: Vec<(String, Value)>,
+    next_id: u64,
+}
+
+/// Everything a provider knows, shared by its responders.
+#[derive(Clone)]
+struct Provider {
+    spec: Arc<Spec>,
+    inner: Arc<Mutex<Inner>>,
+    webhook_base: Option<String>,
+    secret: Arc<Vec<u8>>,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Provider {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn journal(&self, mut entry: JournalEntry) {
+        let mut inner = self.lock();
+        entry.seq = inner.journal.len() as u64 + 1;
+        inner.journal.push(entry);
+    }
+
+    /// The faults that apply to a request in `scope`, used up as they apply.
+    fn take_faults(&self, scope: Option<&str>) -> Vec<Fault> {
+        let mut inner = self.lock();
+        let mut applied = Vec::new();
+        for f in inner.faults.iter_mut() {
+            if f.scope.as_deref().is_none_or(|s| Some(s) == scope) && f.remaining != Some(0) {
+                if let Some(n) = f.remaining.as_mut() {
+                    *n -= 1;
+                }
+                applied.push(f.clone());
+            }
+        }
+        inner.faults.retain(|f| f.remaining != Some(0));
+        applied
+    }
+
+    fn next_id(&self, prefix: &str) -> String {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        format!("{prefix}_{:06}", inner.next_id)
+    }
+
+    /// Send a signed webhook after the configured delay, retrying failures.
+    fn webhook(&self, body: Value, trace_id: Option<String>) {
+        let (Some(base), Some(hook)) = (self.webhook_base.clone(), self.spec.webhook.clone()) else { return };
+        let this = self.clone();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(hook.delay_ms)).await;
+            let url = format!("{}{}", base.trim_end_matches('/'), hook.path);
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            let mut backoff = Duration::from_millis(100);
+            for attempt in 1..=WEBHOOK_ATTEMPTS {
+                let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                let mut req = this
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header(wire::SIGNATURE_HEADER, wire::sign(&this.secret, now, &bytes))
+                    .body(bytes.clone());
+                if let Some(t) = &trace_id {
+                    req = req.header("x-trace-id", t);
+                }
+                let status = match req.send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                };
+                this.journal(JournalEntry {
+                    seq: 0,
+                    at: now_ms(),
+                    direction: "out".into(),
+                    method: "POST".into(),
+                    path: hook.path.clone(),
+                    scope: this.spec.scope_of(&body),
+                    trace_id: trace_id.clone(),
+                    body: body.clone(),
+                    status,
+                    fault: None,
+                });
+                if (200..300).contains(&status) || (400..500).contains(&status) && status != 429 {
+                    // Delivered, or refused for good (a bad signature is not retried).
+                    return;
+                }
+                tracing::warn!(%url, status, attempt, "webhook not delivered; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        });
+    }
+}
+
+fn problem(status: u16, detail: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({ "error": detail }))
+}
+
+/// The provider's own API.
+struct Api(Provider);
+
+impl Respond for Api {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let p = &self.0;
+        let path = request.url.path().to_string();
+        let trace_id = request.headers.get("x-trace-id").and_then(|v| v.to_str().ok()).map(String::from);
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let scope = p.spec.scope_of(&body);
+        let faults = p.take_faults(scope.as_deref());
+        let fault_kind = faults.first().map(|f| f.kind);
+        let record = |status: u16, fault: Option<FaultKind>| {
+            p.journal(JournalEntry {
+                seq: 0,
+                at: now_ms(),
+                direction: "in".into(),
+                method: request.method.to_string(),
+                path: path.clone(),
+                scope: scope.clone(),
+                trace_id: trace_id.clone(),
+                body: body.clone(),
+                status,
+                fault,
+            });
+        };
+        if let Some(f) = faults.iter().find(|f| f.kind == FaultKind::Unavailable) {
+            record(503, Some(f.kind));
+            return problem(503, "service unavailable (fault injected)");
+        }
+        if let Some(f) = faults.iter().find(|f| f.kind == FaultKind::Timeout) {
+            record(0, Some(f.kind));
+            return ResponseTemplate::new(504).set_delay(TIMEOUT_HOLD);
+        }
+        let delay = faults
+            .iter()
+            .filter(|f| f.kind == FaultKind::Slow)
+            .map(|f| Duration::from_millis(f.delay_ms.unwrap_or(1000)))
+            .max()
+            .unwrap_or_default();
+        let reject = faults.iter().find(|f| f.kind == FaultKind::Reject);
+        let (status, response) = match (p.spec.kind, request.method.as_str(), path.as_str()) {
+            (Kind::PaymentScheme, "POST", "/payments") => scheme_payment(p, &body, reject, trace_id.clone()),
+            (Kind::CardAcquirer, "POST", "/charges") => acquirer_charge(p, &body, reject, trace_id.clone()),
+            (Kind::ScreeningVendor, "POST", "/screenings") => vendor_screening(p, &body, reject),
+            _ => (404, json!({ "error": format!("{} {path} is not part of the {} API", request.method, p.spec.name) })),
+        };
+        record(status, fault_kind);
+        ResponseTemplate::new(status).set_body_json(response).set_delay(delay)
+    }
+}
+
+fn required<'a>(body: &'a Value, pointer: &str) -> std::result::Result<&'a Value, (u16, Value)> {
+    body.pointer(pointer).filter(|v| !v.is_null()).ok_or_else(|| {
+        (400, json!({ "error": format!("missing field {}", pointer.trim_start_matches('/').replace('/', ".")) }))
+    })
+}
+
+/// A repeat of an accepted request (same caller id) gets the first answer, and
+/// nothing is sent twice.
+fn accepted_before(p: &Provider, id: &str) -> Option<Value> {
+    p.lock().accepted.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone())
+}
+
+fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: Option<String>) -> (u16, Value) {
+    let checked = (|| {
+        let id = required(body, "/payment_id")?.as_str().unwrap_or_default().to_string();
+        for f in ["/creditor/sort_code", "/creditor/account_number", "/amount/amount", "/amount/currency"] {
+            required(body, f)?;
+        }
+        Ok(id)
+    })();
+    let id = match checked {
+        Ok(id) => id,
+        Err(e) => return e,
+    };
+    if let Some(first) = accepted_before(p, &id) {
+        return (202, first);
+    }
+    let scheme_id = p.next_id("fps");
+    let answer = json!({ "scheme_id": scheme_id, "payment_id": id, "status": "accepted" });
+    p.lock().accepted.push((id.clone(), answer.clone()));
+    let outcome = match reject {
+        Some(f) => {
+            json!({ "result": "rejected", "reason": f.reason.clone().unwrap_or_else(|| "AB05".into()), "description": "rejected (fault injected)" })
+        }
+        None => p.spec.outcome(body),
+    };
+    let settled = outcome["result"] == "settled";
+    let mut hook = json!({
+        "type": if settled { "payment.settled" } else { "payment.rejected" },
+        "scheme_id": scheme_id,
+        "payment_id": id,
+        "debtor_account": body["debtor_account"],
+        "amount": body["amount"],
+    });
+    if !settled {
+        hook["reason"] = outcome["reason"].clone();
+        hook["description"] = outcome["description"].clone();
+    }
+    p.webhook(hook, trace_id);
+    (202, answer)
+}
+
+fn acquirer_charge(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: Option<String>) -> (u16, Value) {
+    let checked = (|| {
+        let id = required(body, "/charge_id")?.as_str().unwrap_or_default().to_string();
+        for f in ["/card_token", "/amount/amount", "/amount/currency"] {
+            required(body, f)?;
+        }
+        Ok(id)
+    })();
+    let id = match checked {
+        Ok(id) => id,
+        Err(e) => return e,
+    };
+    if let Some(first) = accepted_before(p, &id) {
+        return (201, first);
+    }
+    let outcome = match reject {
+        Some(f) => {
+            json!({ "result": "declined", "reason": f.reason.clone().unwrap_or_else(|| "do_not_honour".into()) })
+        }
+        None => p.spec.outcome(body),
+    };
+    let succeeded = outcome["result"] == "succeeded";
+    let mut answer = json!({
+        "acquirer_id": p.next_id("ch"),
+        "charge_id": id,
+        "status": if succeeded { "succeeded" } else { "declined" },
+        "amount": body["amount"],
+        "card_token": body["card_token"],
+    });
+    if !succeeded {
+        answer["reason"] = outcome["reason"].clone();
+    }
+    p.lock().accepted.push((id.clone(), answer.clone()));
+    let mut hook = answer.clone();
+    hook["type"] = json!(if succeeded { "charge.succeeded" } else { "charge.declined" });
+    p.webhook(hook, trace_id);
+    (201, answer)
+}
+
+fn vendor_screening(p: &Provider, body: &Value, reject: Option<&Fault>) -> (u16, Value) {
+    let id = match required(body, "/transaction_id") {
+        Ok(v) => v.clone(),
+        Err(e) => return e,
+    };
+    let outcome = match reject {
+        Some(f) => {
+            json!({ "score": 99, "reasons": [f.reason.clone().unwrap_or_else(|| "high risk (fault injected)".into())] })
+        }
+        None => p.spec.outcome(body),
+    };
+    (200, json!({ "transaction_id": id, "score": outcome["score"], "reasons": outcome["reasons"] }))
+}
+
+/// `/__admin`: the journal, faults, and (scheme) inbound payments.
+struct Admin(Provider);
+
+#[derive(Debug, Deserialize)]
+struct Inbound {
+    to: Value,
+    from: Value,
+    amount: Value,
+    #[serde(default)]
+    reference: Option<String>,
+}
+
+impl Respond for Admin {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let p = &self.0;
+        let path = request.url.path().trim_start_matches("/__admin");
+        let scope = request.url.query_pairs().find(|(k, _)| k == "scope").map(|(_, v)| v.to_string());
+        match (request.method.as_str(), path) {
+            ("GET", "/health") => {
+                ResponseTemplate::new(200).set_body_json(json!({ "status": "ok", "provider": p.spec.name }))
+            }
+            ("GET", "/journal") => {
+                let inner = p.lock();
+                let entries: Vec<&JournalEntry> =
+                    inner.journal.iter().filter(|e| scope.is_none() || e.scope == scope).collect();
+                ResponseTemplate::new(200).set_body_json(json!({ "provider": p.spec.name, "entries": entries }))
+            }
+            ("GET", "/faults") => ResponseTemplate::new(200).set_body_json(json!({ "faults": p.lock().faults })),
+            ("POST", "/faults") => match serde_json::from_slice::<Fault>(&request.body) {
+                Ok(mut fault) => {
+                    if fault.remaining == Some(0) {
+                        return problem(400, "`remaining` must be at least 1 (or absent for until cleared)");
+                    }
+                    let mut inner = p.lock();
+                    inner.next_fault += 1;
+                    fault.id = inner.next_fault;
+                    inner.faults.push(fault.clone());
+                    ResponseTemplate::new(201).set_body_json(fault)
+                }
+                Err(e) => problem(
+                    400,
+                    &format!(
+                        "not a fault: {e}; expected {{\"kind\": \"unavailable|slow|timeout|reject\", \"scope\"?, \"remaining\"?, \"delay_ms\"?, \"reason\"?}}"
+                    ),
+                ),
+            },
+            ("DELETE", "/faults") => {
+                let mut inner = p.lock();
+                let before = inner.faults.len();
+                inner.faults.retain(|f| scope.is_some() && f.scope != scope);
+                ResponseTemplate::new(200).set_body_json(json!({ "cleared": before - inner.faults.len() }))
+            }
+            ("POST", "/inbound-payments") if p.spec.kind == Kind::PaymentScheme => {
+                match serde_json::from_slice::<Inbound>(&request.body) {
+                    Ok(inbound) => {
+                        let scheme_id = p.next_id("fps");
+                        let hook = json!({
+                            "type": "payment.received",
+                            "scheme_id": scheme_id,
+                            "to": inbound.to,
+                            "from": inbound.from,
+                            "amount": inbound.amount,
+                            "reference": inbound.reference.unwrap_or_default(),
+                        });
+                        p.webhook(hook, None);
+                        ResponseTemplate::new(202).set_body_json(json!({ "scheme_id": scheme_id }))
+                    }
+                    Err(e) => {
+                        problem(400, &format!("not an inbound payment: {e}; expected {{to, from, amount, reference?}}"))
+                    }
+                }
+            }
+            _ => problem(404, &format!("no admin endpoint {} {path}", request.method)),
+        }
+    }
+}
+
+/// A running provider; stops when dropped.
+pub struct Running {
+    pub server: MockServer,
+}
+
+impl Running {
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+}
+
+/// Serve `spec` on `listener`. Webhooks go to `webhook_base` + the spec's path,
+/// signed with `secret`.
+pub async fn serve(spec: Spec, listener: TcpListener, webhook_base: Option<String>, secret: &[u8]) -> Result<Running> {
+    let provider = Provider {
+        spec: Arc::new(spec),
+        inner: Arc::default(),
+        webhook_base,
+        secret: Arc::new(secret.to_vec()),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Other(format!("cannot build the webhook client: {e}")))?,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let server = MockServer::builder().listener(listener).start().await;
+    Mock::given(wiremock::matchers::path_regex("^/__admin/"))
+        .respond_with(Admin(provider.clone()))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(any()).respond_with(Api(provider)).with_priority(10).mount(&server).await;
+    Ok(Running { server })
+}
+
+/// The `sandbox provider` command: serve until killed.
+pub async fn run(spec_path: &std::path::Path, listen: std::net::SocketAddr) -> Result<()> {
+    let spec = Spec::load(spec_path)?;
+    let listener = TcpListener::bind(listen)
+        .map_err(Error::io(format!("{}: cannot listen on {listen} (is the port in use?)", spec.name)))?;
+    let webhook_base = std::env::var("WEBHOOK_BASE_URL").ok();
+    let secret = std::env::var("WEBHOOK_SECRET").unwrap_or_default();
+    if webhook_base.is_some() && secret.is_empty() {
+        return Err(Error::Other(format!("{}: WEBHOOK_SECRET is not set; webhooks must be signed", spec.name)));
+    }
+    let name = spec.name.clone();
+    let _running = serve(spec, listener, webhook_base, secret.as_bytes()).await?;
+    eprintln!("{name} listening on {listen}");
+    std::future::pending::<()>().await;
+    Ok(())
+}

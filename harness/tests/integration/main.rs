@@ -1,0 +1,4 @@
+//! The harness's integration tests: one binary, a module per area.
+
+mod cli;
+mod providers;
