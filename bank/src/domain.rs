@@ -88,7 +88,7 @@ impl Money {
 
 /// The wire shape of money in requests: parsed into [`Money`] by the handler so
 /// the error names the field.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyInput {
     pub amount: i64,

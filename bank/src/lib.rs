@@ -10,11 +10,13 @@
 pub mod accounts;
 pub mod connector;
 pub mod domain;
+pub mod gateway;
 pub mod kit;
+pub mod payments;
 pub mod probe;
 
 /// Every service this binary can run.
-pub const SERVICES: &[&kit::ServiceSpec] = &[&accounts::SPEC, &connector::SPEC];
+pub const SERVICES: &[&kit::ServiceSpec] = &[&accounts::SPEC, &connector::SPEC, &gateway::SPEC, &payments::SPEC];
 
 /// The service `bank <name>` runs.
 pub fn service(name: &str) -> Option<&'static kit::ServiceSpec> {

@@ -25,6 +25,12 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// Missing or wrong credentials (a webhook's signature).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// An upstream service did not answer (the gateway's view).
+    #[error("{0}")]
+    BadGateway(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -51,6 +57,8 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -61,6 +69,8 @@ impl ApiError {
             Self::NotFound { .. } => "not-found",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Unavailable(_) => "unavailable",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::BadGateway(_) => "bad-gateway",
             Self::Internal(_) => "internal",
         }
     }

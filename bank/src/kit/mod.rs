@@ -3,6 +3,7 @@
 //! `/`, `/health`, `/ping`, `/events`, `/metrics`, trace ids, request metrics,
 //! problem+json errors and graceful shutdown.
 
+pub mod client;
 pub mod error;
 pub mod events;
 pub mod hal;
@@ -108,14 +109,42 @@ pub struct Kit {
     pub shutdown: CancellationToken,
     /// Background work, waited for on shutdown.
     pub tasks: tokio_util::task::TaskTracker,
-    links: &'static [(&'static str, &'static str)],
+    links: Arc<Mutex<Vec<(String, String)>>>,
     checks: Arc<Mutex<BTreeMap<&'static str, Result<(), String>>>>,
     vars: Arc<BTreeMap<String, String>>,
+    /// The service's own state (clients, settings), set once by its start hook.
+    own: Arc<OnceLock<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl Kit {
     pub async fn begin(&self) -> ApiResult<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// Advertise one more link on the discovery resource (e.g. the gateway's routes).
+    pub fn add_link(&self, rel: &str, path: &str) {
+        if let Ok(mut links) = self.links.lock() {
+            links.push((rel.to_string(), path.to_string()));
+        }
+    }
+
+    /// Keep the service's own state (once, from its start hook).
+    pub fn set_own<T: Send + Sync + 'static>(&self, value: T) {
+        let _ = self.own.set(Arc::new(value));
+    }
+
+    /// The service's own state, as its start hook set it.
+    pub fn own<T: Send + Sync + 'static>(&self) -> ApiResult<Arc<T>> {
+        self.own
+            .get()
+            .cloned()
+            .and_then(|a| a.downcast::<T>().ok())
+            .ok_or_else(|| error::ApiError::Unavailable(format!("{} is not configured", self.service)))
+    }
+
+    /// An optional setting.
+    pub fn vars(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
     }
 
     /// A setting, or an error naming it and what it is for.
@@ -172,9 +201,10 @@ impl Application {
             appended: events::Appended::new(),
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
-            links: spec.links,
+            links: Arc::new(Mutex::new(spec.links.iter().map(|(r, p)| (r.to_string(), p.to_string())).collect())),
             checks: Arc::default(),
             vars: Arc::new(config.vars.clone()),
+            own: Arc::default(),
         };
         (spec.start)(&kit).with_context(|| format!("{}: cannot start", spec.name))?;
         let service = spec.name;
@@ -245,7 +275,8 @@ async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
         .link("health", "/health")
         .link("events", "/events")
         .link("metrics", "/metrics");
-    for (rel, path) in kit.links {
+    let links = kit.links.lock().map(|l| l.clone()).unwrap_or_default();
+    for (rel, path) in &links {
         hal = hal.link(rel, path);
     }
     hal

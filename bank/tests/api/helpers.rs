@@ -207,29 +207,13 @@ pub fn broker() -> String {
     static BROKER: OnceLock<String> = OnceLock::new();
     BROKER
         .get_or_init(|| {
-            use tansu_broker::broker::Broker;
-            use tansu_broker::coordinator::group::administrator::Controller;
-            use tansu_storage::StorageContainer;
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let addr = format!("127.0.0.1:{port}");
-            let url = url::Url::parse(&format!("tcp://{addr}")).unwrap();
+            let listen = addr.parse().unwrap();
             // Its own runtime on its own thread: the tests' runtimes come and go.
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-                rt.block_on(async move {
-                    let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
-                        .node_id(0)
-                        .cluster_id("bank-tests")
-                        .incarnation_id(uuid::Uuid::now_v7())
-                        .advertised_listener(url.clone())
-                        .storage(url::Url::parse("memory://tansu/").unwrap())
-                        .listener(url)
-                        .silent(true)
-                        .build()
-                        .await
-                        .expect("broker builds");
-                    let _ = broker.serve(tokio::time::Instant::now()).await;
-                });
+                rt.block_on(harness::broker::run(listen)).expect("test broker runs");
             });
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while std::net::TcpStream::connect(&addr).is_err() {

@@ -3,6 +3,7 @@
 
 mod connector;
 mod helpers;
+mod payments;
 
 use std::time::Duration;
 

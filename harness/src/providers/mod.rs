@@ -223,6 +223,12 @@ impl Respond for Api {
         let reject = faults.iter().find(|f| f.kind == FaultKind::Reject);
         let (status, response) = match (p.spec.kind, request.method.as_str(), path.as_str()) {
             (Kind::PaymentScheme, "POST", "/payments") => scheme_payment(p, &body, reject, trace_id.clone()),
+            (Kind::PaymentScheme, "POST", "/returns") => {
+                match required(&body, "/scheme_id").and(required(&body, "/reason")) {
+                    Ok(_) => (202, json!({ "scheme_id": body["scheme_id"], "status": "returned" })),
+                    Err(e) => e,
+                }
+            }
             (Kind::CardAcquirer, "POST", "/charges") => acquirer_charge(p, &body, reject, trace_id.clone()),
             (Kind::ScreeningVendor, "POST", "/screenings") => vendor_screening(p, &body, reject),
             _ => (404, json!({ "error": format!("{} {path} is not part of the {} API", request.method, p.spec.name) })),

@@ -1,0 +1,200 @@
+//! The gateway: the single entry point. It routes the app's requests to the
+//! services (`/<service>/...`, with forwarded headers so that every link the
+//! services build points back through the gateway), serves a discovery resource
+//! linking every service, and receives provider webhooks at
+//! `/webhooks/{provider}`: a bad or missing signature is 401 and goes no
+//! further; a good one is logged as an event and routed to its service.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use serde_json::{Value, json};
+
+use crate::kit::error::{ApiError, ApiResult};
+use crate::kit::events::{self, NewEvent};
+use crate::kit::http::{TRACE_HEADER, TraceId};
+use crate::kit::{Kit, ServiceSpec};
+
+pub const SPEC: ServiceSpec = ServiceSpec { name: "gateway", migrations: &[], links: &[], router, start };
+
+/// Where the gateway sends things, from its settings.
+#[derive(Debug)]
+struct Routes {
+    /// service -> base URL
+    services: BTreeMap<String, String>,
+    /// provider -> service that handles its webhooks
+    webhooks: BTreeMap<String, String>,
+    secret: Vec<u8>,
+    http: reqwest::Client,
+}
+
+fn pairs(raw: &str, setting: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    raw.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').with_context(|| format!("{setting} entry `{p}` is not name=value"))?;
+            Ok((k.trim().to_string(), v.trim().trim_end_matches('/').to_string()))
+        })
+        .collect()
+}
+
+fn start(kit: &Kit) -> anyhow::Result<()> {
+    let services = pairs(&kit.require("ROUTES", "list the services to route to, as name=url,name=url")?, "ROUTES")?;
+    let webhooks = pairs(
+        &kit.require("WEBHOOKS", "say which service handles each provider's webhooks, as provider=service")?,
+        "WEBHOOKS",
+    )?;
+    for (provider, service) in &webhooks {
+        anyhow::ensure!(
+            services.contains_key(service),
+            "WEBHOOKS routes {provider} to `{service}`, which is not in ROUTES"
+        );
+    }
+    let secret = kit.require("WEBHOOK_SECRET", "the secret providers sign their webhooks with")?;
+    for service in services.keys() {
+        kit.add_link(service, &format!("/{service}/"));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot build the HTTP client")?;
+    kit.set_own(Routes { services, webhooks, secret: secret.into_bytes(), http });
+    Ok(())
+}
+
+fn router() -> Router<Kit> {
+    Router::new()
+        .route("/webhooks/{provider}", post(webhook))
+        .route("/{service}", any(proxy_root))
+        .route("/{service}/", any(proxy_root))
+        .route("/{service}/{*rest}", any(proxy))
+}
+
+async fn proxy_root(
+    State(kit): State<Kit>,
+    Path(service): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    trace: TraceId,
+    body: Bytes,
+) -> ApiResult<Response> {
+    forward(&kit, &service, "", Request { method, uri, headers, body }, trace).await
+}
+
+async fn proxy(
+    State(kit): State<Kit>,
+    Path((service, rest)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    trace: TraceId,
+    body: Bytes,
+) -> ApiResult<Response> {
+    forward(&kit, &service, &rest, Request { method, uri, headers, body }, trace).await
+}
+
+/// Headers that describe one hop, not the message.
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"];
+
+/// The parts of an incoming request the gateway passes on.
+struct Request {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn forward(kit: &Kit, service: &str, rest: &str, request: Request, trace: TraceId) -> ApiResult<Response> {
+    let Request { method, uri, headers, body } = request;
+    let routes = kit.own::<Routes>()?;
+    let base = routes.services.get(service).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "service `{service}` (the gateway routes {})",
+            routes.services.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let url = format!("{base}/{rest}{query}");
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+    let mut req = routes.http.request(method, &url).body(body);
+    for (name, value) in &headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) && !name.as_str().starts_with("x-forwarded-") && name != TRACE_HEADER {
+            req = req.header(name, value);
+        }
+    }
+    req = req
+        .header("x-forwarded-host", host)
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-prefix", format!("/{service}"))
+        .header(TRACE_HEADER, &trace.0);
+    let upstream = req
+        .send()
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("service `{service}` did not answer: {}", e.without_url())))?;
+    let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut out_headers = HeaderMap::new();
+    for (name, value) in upstream.headers() {
+        if !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != TRACE_HEADER {
+            out_headers.insert(name.clone(), value.clone());
+        }
+    }
+    let bytes = upstream
+        .bytes()
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("service `{service}` broke off its answer: {e}")))?;
+    Ok((status, out_headers, bytes).into_response())
+}
+
+/// A provider's webhook: verified, recorded, routed.
+async fn webhook(
+    axum::extract::State(kit): State<Kit>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    trace: TraceId,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let routes = kit.own::<Routes>()?;
+    let service = routes.webhooks.get(&provider).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "webhook endpoint for provider `{provider}` (known: {})",
+            routes.webhooks.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signature = headers.get(wire::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = wire::verify(&routes.secret, signature, &body, now) {
+        return Err(ApiError::Unauthorized(format!("webhook from `{provider}` refused: {e}")));
+    }
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("malformed-json", format!("the webhook body is not JSON: {e}")))?;
+    let kind = payload["type"].as_str().unwrap_or("unknown").to_string();
+    let mut tx = kit.begin().await?;
+    let data = json!({ "provider": provider, "type": kind, "body": payload });
+    events::append(&mut tx, &trace, NewEvent { kind: "webhook.received", aggregate_id: provider.clone(), data })
+        .await?;
+    kit.commit(tx).await?;
+    let base = routes.services.get(service).cloned().unwrap_or_default();
+    let upstream = routes
+        .http
+        .post(format!("{base}/webhooks/{provider}"))
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(TRACE_HEADER, &trace.0)
+        .body(body)
+        .send()
+        .await
+        // The provider retries on 5xx: nothing is lost while the service is down.
+        .map_err(|e| ApiError::Unavailable(format!("`{service}` did not take the webhook: {}", e.without_url())))?;
+    let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = upstream.bytes().await.unwrap_or_default();
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}

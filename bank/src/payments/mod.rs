@@ -1,0 +1,601 @@
+//! The payments service: outbound and inbound Faster Payments.
+//!
+//! Outbound: `POST /payments` reserves the funds with a hold on the debtor's
+//! account (found by following its links), answers 202, and a background
+//! submitter sends the payment to the scheme, retrying with backoff while the
+//! scheme is down or slow, always under the payment's own id so that the scheme
+//! never sees it twice. The scheme's webhook finishes it: settled captures the
+//! hold (`payment.completed`), rejected releases it (`payment.failed` with the
+//! scheme's reason code). Every step is idempotent, so a restart anywhere
+//! finishes the payment exactly once.
+//!
+//! Inbound: the scheme's `payment.received` credits the named account, or, when
+//! no account has those details, returns the payment to the scheme.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
+use crate::kit::client::{Client, Reply, link};
+use crate::kit::error::{ApiError, ApiResult};
+use crate::kit::events::{self, NewEvent};
+use crate::kit::hal::{BaseUrl, Hal, hal_response};
+use crate::kit::http::{ApiJson, TraceId};
+use crate::kit::idempotency::{self, Fingerprint};
+use crate::kit::{Kit, ServiceSpec};
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "payments",
+    migrations: &[(100, "payments", include_str!("migrations/0100_payments.sql"))],
+    links: &[("payments", "/payments")],
+    router,
+    start,
+};
+
+/// Payment ids derive from the idempotency key, so a request retried after a
+/// crash places the same hold and sends the same payment.
+const PAYMENT_IDS: Uuid = Uuid::from_u128(0x6261_6e6b_2d70_6179_6d65_6e74_732d_6964);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+struct Payments {
+    accounts: String,
+    scheme: String,
+    client: Client,
+    /// Wakes the submitter when a payment is created.
+    wake: Notify,
+}
+
+fn start(kit: &Kit) -> anyhow::Result<()> {
+    let accounts = kit.require("ACCOUNTS_URL", "point it at the accounts service")?.trim_end_matches('/').to_string();
+    let scheme = kit.require("SCHEME_URL", "point it at the payment scheme")?.trim_end_matches('/').to_string();
+    let timeout = kit
+        .vars("SCHEME_TIMEOUT_MS")
+        .map(|v| v.parse::<u64>())
+        .transpose()
+        .context("SCHEME_TIMEOUT_MS is not a number")?;
+    let client = Client::new(Duration::from_millis(timeout.unwrap_or(2000)))?;
+    kit.set_own(Payments { accounts, scheme, client, wake: Notify::new() });
+    let k = kit.clone();
+    kit.tasks.spawn(async move { submitter(k).await });
+    Ok(())
+}
+
+fn router() -> Router<Kit> {
+    Router::new()
+        .route("/payments", post(create))
+        .route("/payments/{id}", get(show))
+        .route("/webhooks/payment-scheme", post(scheme_webhook))
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Party {
+    name: String,
+    sort_code: String,
+    account_number: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct NewPayment {
+    /// The debtor account's URL (as the accounts service gave it).
+    from: String,
+    to: Party,
+    amount: MoneyInput,
+    #[serde(default)]
+    reference: String,
+}
+
+fn payment_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
+    let id: Uuid = row.try_get("id")?;
+    let currency =
+        Currency::parse(row.try_get::<String, _>("currency")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
+    let sort_code = SortCode::parse(row.try_get::<String, _>("creditor_sort_code")?.as_str())
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let status: String = row.try_get("status")?;
+    let reason: Option<String> = row.try_get("failure_reason")?;
+    let mut state = json!({
+        "id": id,
+        "status": status,
+        "amount": money_json(row.try_get("amount")?, currency),
+        "to": {
+            "name": row.try_get::<String, _>("creditor_name")?,
+            "sort_code": sort_code.display(),
+            "account_number": row.try_get::<String, _>("creditor_account_number")?,
+        },
+        "reference": row.try_get::<String, _>("reference")?,
+        "scheme_id": row.try_get::<Option<String>, _>("scheme_id")?,
+        "attempts": row.try_get::<i32, _>("attempts")?,
+        "created_at": rfc3339(row.try_get("created_at")?),
+        "updated_at": rfc3339(row.try_get("updated_at")?),
+    });
+    if let Some(reason) = reason {
+        state["failure"] =
+            json!({ "reason": reason, "description": row.try_get::<Option<String>, _>("failure_description")? });
+    }
+    if let Some(error) = row.try_get::<Option<String>, _>("last_error")?
+        && status == "reserved"
+    {
+        state["last_error"] = json!(error);
+    }
+    Ok(Hal::new(base, &format!("/payments/{id}"), state)
+        .link_url("debtor-account", &row.try_get::<String, _>("debtor_account")?)
+        .link_url("hold", &row.try_get::<String, _>("hold")?))
+}
+
+async fn create(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    key: IdempotencyKey,
+    ApiJson(input): ApiJson<NewPayment>,
+) -> ApiResult<Response> {
+    let own = kit.own::<Payments>()?;
+    let money =
+        Money::try_from(input.amount.clone()).map_err(|e| ApiError::unprocessable("invalid-amount", e.to_string()))?;
+    let sort_code = SortCode::parse(&input.to.sort_code)
+        .map_err(|e| ApiError::unprocessable("invalid-sort-code", e.to_string()))?;
+    let account_number = AccountNumber::parse(&input.to.account_number)
+        .map_err(|e| ApiError::unprocessable("invalid-account-number", e.to_string()))?;
+    let name = input.to.name.trim();
+    if name.is_empty() || name.len() > 140 {
+        return Err(ApiError::unprocessable("invalid-name", "`to.name` must be 1 to 140 characters"));
+    }
+    if input.reference.len() > 18 {
+        return Err(ApiError::unprocessable(
+            "invalid-reference",
+            "`reference` must be at most 18 characters (a Faster Payments limit)",
+        ));
+    }
+    if url::Url::parse(&input.from).is_err() {
+        return Err(ApiError::unprocessable(
+            "invalid-account",
+            "`from` must be the debtor account's URL, as the accounts service gives it",
+        ));
+    }
+    let fp = Fingerprint::new("POST /payments", &input);
+    let id = Uuid::new_v5(&PAYMENT_IDS, format!("{}\n{}", fp.scope, key.as_str()).as_bytes());
+    let mut tx = kit.begin().await?;
+    if let Some(replay) = idempotency::claim(&mut tx, &key, &fp).await? {
+        return Ok(replay);
+    }
+    let hold = reserve(&own, &trace, &input.from, id, money, &input.reference).await?;
+    let row = sqlx::query(
+        "INSERT INTO payments (id, debtor_account, creditor_name, creditor_sort_code, creditor_account_number,
+                               amount, currency, reference, status, hold, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'reserved', $9, $10) RETURNING *",
+    )
+    .bind(id)
+    .bind(&input.from)
+    .bind(name)
+    .bind(sort_code.digits())
+    .bind(account_number.as_str())
+    .bind(money.amount)
+    .bind(money.currency.code())
+    .bind(&input.reference)
+    .bind(&hold)
+    .bind(&trace.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    let hal = payment_hal(&base, &row)?.status(StatusCode::ACCEPTED);
+    let body = hal.into_value();
+    idempotency::remember(&mut tx, &key, &fp, StatusCode::ACCEPTED, &body).await?;
+    let data = json!({
+        "payment": base.url(&format!("/payments/{id}")),
+        "debtor_account": input.from,
+        "to": { "name": name, "sort_code": sort_code.display(), "account_number": account_number.as_str() },
+        "amount": money_json(money.amount, money.currency),
+        "reference": input.reference,
+    });
+    events::append(&mut tx, &trace, NewEvent { kind: "payment.created", aggregate_id: id.to_string(), data }).await?;
+    kit.commit(tx).await?;
+    own.wake.notify_one();
+    Ok(hal_response(StatusCode::ACCEPTED, body))
+}
+
+/// Place a hold for the payment on the debtor's account, following the
+/// account's `place-hold` link. Returns the hold's URL.
+async fn reserve(
+    own: &Payments,
+    trace: &TraceId,
+    account_url: &str,
+    id: Uuid,
+    money: Money,
+    reference: &str,
+) -> ApiResult<String> {
+    let account = match own.client.get(account_url, trace).await {
+        Reply::Answered(200, account) => account,
+        Reply::Answered(404, _) => {
+            return Err(ApiError::unprocessable("unknown-account", format!("no account at {account_url}")));
+        }
+        Reply::Answered(status, body) => {
+            return Err(ApiError::Unavailable(format!("accounts answered {status} for {account_url}: {body}")));
+        }
+        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
+    };
+    let place = link(&account, "place-hold")
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("account {account_url} advertises no place-hold link")))?;
+    let body = json!({ "amount": money.amount, "currency": money.currency.code(), "reference": format!("payment {reference}") });
+    match own.client.post(&place, trace, &format!("payment-{id}"), &body).await {
+        Reply::Answered(201, hold) => {
+            link(&hold, "self").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a hold without a self link")))
+        }
+        Reply::Answered(422, problem) => {
+            let kind = problem["type"].as_str().unwrap_or_default().rsplit(':').next().unwrap_or("refused").to_string();
+            let detail = problem["detail"].as_str().unwrap_or("the accounts service refused the hold").to_string();
+            let kind: &'static str = match kind.as_str() {
+                "insufficient-funds" => "insufficient-funds",
+                "currency-mismatch" => "currency-mismatch",
+                _ => "hold-refused",
+            };
+            Err(ApiError::unprocessable(kind, detail))
+        }
+        Reply::Answered(status, body) => {
+            Err(ApiError::Unavailable(format!("accounts answered {status} to the hold: {body}")))
+        }
+        Reply::Unreachable(e) => Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
+    }
+}
+
+async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("payment `{id}`")))?;
+    let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&kit.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("payment `{id}`")))?;
+    payment_hal(&base, &row)
+}
+
+// ---- the submitter ----
+
+async fn submitter(kit: Kit) {
+    let Ok(own) = kit.own::<Payments>() else { return };
+    loop {
+        loop {
+            match submit_next(&kit, &own).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "submitter failed; retrying");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = own.wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = kit.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Submit one due payment. `Ok(false)` when none is due.
+async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
+    let mut tx = kit.begin().await?;
+    let Some(row) = sqlx::query(
+        "SELECT * FROM payments WHERE status = 'reserved' AND next_attempt_at <= now()
+         ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(false);
+    };
+    let id: Uuid = row.try_get("id")?;
+    let trace = TraceId(row.try_get("trace_id")?);
+    let attempts: i32 = row.try_get::<i32, _>("attempts")? + 1;
+    let currency: String = row.try_get("currency")?;
+    let body = json!({
+        "payment_id": id,
+        "debtor_account": row.try_get::<String, _>("debtor_account")?,
+        "creditor": {
+            "name": row.try_get::<String, _>("creditor_name")?,
+            "sort_code": row.try_get::<String, _>("creditor_sort_code")?,
+            "account_number": row.try_get::<String, _>("creditor_account_number")?,
+        },
+        "amount": { "amount": row.try_get::<i64, _>("amount")?, "currency": currency.trim() },
+        "reference": row.try_get::<String, _>("reference")?,
+    });
+    let span = tracing::info_span!("submit", trace_id = %trace.0, payment = %id, attempt = attempts);
+    let _entered = span.enter();
+    match own.client.post(&format!("{}/payments", own.scheme), &trace, &id.to_string(), &body).await {
+        Reply::Answered(202, accepted) => {
+            let scheme_id = accepted["scheme_id"].as_str().unwrap_or_default().to_string();
+            sqlx::query(
+                "UPDATE payments SET status = 'submitted', scheme_id = $2, attempts = $3, last_error = NULL, updated_at = now()
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&scheme_id)
+            .bind(attempts)
+            .execute(&mut *tx)
+            .await?;
+            let data = json!({ "payment_id": id, "scheme_id": scheme_id, "attempts": attempts });
+            events::append(&mut tx, &trace, NewEvent { kind: "payment.submitted", aggregate_id: id.to_string(), data })
+                .await?;
+            tracing::info!(%scheme_id, "submitted to the scheme");
+        }
+        Reply::Answered(status, problem) if (400..500).contains(&status) && status != 429 && status != 408 => {
+            // The scheme refused the request itself: it will never take it.
+            let description = format!("the scheme refused the payment ({status}): {problem}");
+            release_hold(own, &trace, &row.try_get::<String, _>("hold")?, id).await?;
+            fail(&mut tx, &trace, id, "SCHEME_REFUSED", &description).await?;
+        }
+        Reply::Answered(status, _) => retry_later(&mut tx, id, attempts, &format!("scheme answered {status}")).await?,
+        Reply::Unreachable(e) => retry_later(&mut tx, id, attempts, &e).await?,
+    }
+    kit.commit(tx).await?;
+    Ok(true)
+}
+
+async fn retry_later(conn: &mut PgConnection, id: Uuid, attempts: i32, error: &str) -> ApiResult<()> {
+    let backoff = Duration::from_millis(50u64.saturating_mul(1 << attempts.clamp(0, 10))).min(MAX_BACKOFF);
+    tracing::warn!(error, retry_in_ms = backoff.as_millis() as u64, "scheme not available; the payment waits");
+    sqlx::query(
+        "UPDATE payments SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond',
+                             updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(attempts)
+    .bind(error)
+    .bind(backoff.as_millis() as f64)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn fail(conn: &mut PgConnection, trace: &TraceId, id: Uuid, reason: &str, description: &str) -> ApiResult<()> {
+    sqlx::query(
+        "UPDATE payments SET status = 'failed', failure_reason = $2, failure_description = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(description)
+    .execute(&mut *conn)
+    .await?;
+    let data = json!({ "payment_id": id, "reason": reason, "description": description });
+    events::append(conn, trace, NewEvent { kind: "payment.failed", aggregate_id: id.to_string(), data }).await?;
+    Ok(())
+}
+
+/// Settle the hold the payment made, through the hold's own `capture` or
+/// `release` link, under a key per payment so that a repeat is a no-op.
+async fn settle_hold(own: &Payments, trace: &TraceId, hold_url: &str, id: Uuid, rel: &str) -> ApiResult<()> {
+    let hold = match own.client.get(hold_url, trace).await {
+        Reply::Answered(200, hold) => hold,
+        Reply::Answered(status, body) => {
+            return Err(ApiError::Unavailable(format!("hold {hold_url}: {status} {body}")));
+        }
+        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
+    };
+    let wanted = if rel == "capture" { "captured" } else { "released" };
+    if hold["status"] == wanted {
+        return Ok(());
+    }
+    let action = link(&hold, rel).ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("hold {hold_url} is {} and cannot be {wanted}", hold["status"]))
+    })?;
+    match own.client.post(&action, trace, &format!("{rel}-{id}"), &Value::Null).await {
+        Reply::Answered(200, _) => Ok(()),
+        Reply::Answered(status, body) => Err(ApiError::Unavailable(format!("{rel} of {hold_url}: {status} {body}"))),
+        Reply::Unreachable(e) => Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
+    }
+}
+
+async fn release_hold(own: &Payments, trace: &TraceId, hold_url: &str, id: Uuid) -> ApiResult<()> {
+    settle_hold(own, trace, hold_url, id, "release").await
+}
+
+// ---- the scheme's webhooks (routed by the gateway, which checked the signature) ----
+
+async fn scheme_webhook(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    ApiJson(hook): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let own = kit.own::<Payments>()?;
+    match hook["type"].as_str() {
+        Some("payment.settled") | Some("payment.rejected") => outcome(&kit, &own, &base, &trace, &hook).await,
+        Some("payment.received") => inbound(&kit, &own, &trace, &hook).await,
+        other => {
+            Err(ApiError::unprocessable("unknown-webhook", format!("unknown payment scheme webhook type {other:?}")))
+        }
+    }
+}
+
+async fn outcome(kit: &Kit, own: &Payments, base: &BaseUrl, trace: &TraceId, hook: &Value) -> ApiResult<Response> {
+    let id = hook["payment_id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| ApiError::unprocessable("invalid-webhook", "the webhook names no payment_id"))?;
+    let mut tx = kit.begin().await?;
+    let row = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("payment `{id}`")))?;
+    let status: String = row.try_get("status")?;
+    if status == "completed" || status == "failed" {
+        // A duplicate or late webhook changes nothing.
+        return Ok(hal_response(StatusCode::OK, json!({ "payment": id, "status": status, "duplicate": true })));
+    }
+    let hold: String = row.try_get("hold")?;
+    let trace = TraceId(row.try_get("trace_id").unwrap_or_else(|_| trace.0.clone()));
+    let scheme_id = hook["scheme_id"].as_str().unwrap_or_default();
+    let data_base = json!({
+        "payment": base.url(&format!("/payments/{id}")),
+        "payment_id": id,
+        "debtor_account": row.try_get::<String, _>("debtor_account")?,
+        "amount": money_json(row.try_get("amount")?, Currency::parse(row.try_get::<String, _>("currency")?.trim()).unwrap_or(Currency::Gbp)),
+        "to": {
+            "name": row.try_get::<String, _>("creditor_name")?,
+            "sort_code": row.try_get::<String, _>("creditor_sort_code")?,
+            "account_number": row.try_get::<String, _>("creditor_account_number")?,
+        },
+        "scheme_id": scheme_id,
+    });
+    if hook["type"] == "payment.settled" {
+        settle_hold(own, &trace, &hold, id, "capture").await?;
+        sqlx::query("UPDATE payments SET status = 'completed', scheme_id = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(scheme_id)
+            .execute(&mut *tx)
+            .await?;
+        events::append(
+            &mut tx,
+            &trace,
+            NewEvent { kind: "payment.completed", aggregate_id: id.to_string(), data: data_base },
+        )
+        .await?;
+    } else {
+        let reason = hook["reason"].as_str().unwrap_or("UNKNOWN");
+        let description = hook["description"].as_str().unwrap_or("rejected by the scheme");
+        release_hold(own, &trace, &hold, id).await?;
+        fail(&mut tx, &trace, id, reason, description).await?;
+    }
+    kit.commit(tx).await?;
+    Ok(hal_response(StatusCode::OK, json!({ "payment": id, "status": "processed" })))
+}
+
+async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> ApiResult<Response> {
+    let scheme_id =
+        hook["scheme_id"].as_str().ok_or_else(|| ApiError::unprocessable("invalid-webhook", "no scheme_id"))?;
+    let money = Money::try_from(MoneyInput {
+        amount: hook["amount"]["amount"].as_i64().unwrap_or(0),
+        currency: hook["amount"]["currency"].as_str().unwrap_or_default().to_string(),
+    })
+    .map_err(|e| ApiError::unprocessable("invalid-webhook", e.to_string()))?;
+    let mut tx = kit.begin().await?;
+    // The scheme may deliver twice: the first one counts.
+    let inserted = sqlx::query(
+        "INSERT INTO inbound_payments (scheme_id, status, amount, currency, details) VALUES ($1, 'credited', $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(scheme_id)
+    .bind(money.amount)
+    .bind(money.currency.code())
+    .bind(hook)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(hal_response(StatusCode::OK, json!({ "scheme_id": scheme_id, "duplicate": true })));
+    }
+    let sort_code = hook["to"]["sort_code"].as_str().unwrap_or_default();
+    let account_number = hook["to"]["account_number"].as_str().unwrap_or_default();
+    let from = hook["from"].clone();
+    let reference = hook["reference"].as_str().unwrap_or_default();
+    let account = find_account(own, trace, sort_code, account_number).await?;
+    let data = json!({
+        "scheme_id": scheme_id,
+        "to": hook["to"],
+        "from": from,
+        "amount": money_json(money.amount, money.currency),
+        "reference": reference,
+    });
+    match account {
+        Some(account) => {
+            let credit =
+                link(&account, "credit").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no credit link")))?;
+            let body = json!({
+                "amount": money.amount,
+                "currency": money.currency.code(),
+                "reference": format!("from {}: {reference}", from["name"].as_str().unwrap_or("unknown")).chars().take(140).collect::<String>(),
+            });
+            match own.client.post(&credit, trace, &format!("inbound-{scheme_id}"), &body).await {
+                Reply::Answered(201, _) => {}
+                Reply::Answered(status, body) => return Err(ApiError::Unavailable(format!("credit: {status} {body}"))),
+                Reply::Unreachable(e) => {
+                    return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}")));
+                }
+            }
+            let url = link(&account, "self").unwrap_or_default();
+            sqlx::query("UPDATE inbound_payments SET account = $2 WHERE scheme_id = $1")
+                .bind(scheme_id)
+                .bind(&url)
+                .execute(&mut *tx)
+                .await?;
+            let mut data = data;
+            data["account"] = json!(url);
+            events::append(
+                &mut tx,
+                trace,
+                NewEvent { kind: "payment.received", aggregate_id: scheme_id.to_string(), data },
+            )
+            .await?;
+        }
+        None => {
+            // No such account here: hand the money back to the scheme (AC01: incorrect account number).
+            let body = json!({ "scheme_id": scheme_id, "reason": "AC01" });
+            match own
+                .client
+                .post(&format!("{}/returns", own.scheme), trace, &format!("return-{scheme_id}"), &body)
+                .await
+            {
+                Reply::Answered(status, _) if (200..300).contains(&status) => {}
+                Reply::Answered(status, body) => return Err(ApiError::Unavailable(format!("return: {status} {body}"))),
+                Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the scheme: {e}"))),
+            }
+            sqlx::query("UPDATE inbound_payments SET status = 'returned' WHERE scheme_id = $1")
+                .bind(scheme_id)
+                .execute(&mut *tx)
+                .await?;
+            let mut data = data;
+            data["reason"] = json!("AC01");
+            events::append(
+                &mut tx,
+                trace,
+                NewEvent { kind: "payment.returned", aggregate_id: scheme_id.to_string(), data },
+            )
+            .await?;
+        }
+    }
+    kit.commit(tx).await?;
+    Ok(hal_response(StatusCode::OK, json!({ "scheme_id": scheme_id, "status": "processed" })))
+}
+
+/// The account with these UK bank details, found through the accounts
+/// service's discovery resource and its `accounts` link.
+async fn find_account(
+    own: &Payments,
+    trace: &TraceId,
+    sort_code: &str,
+    account_number: &str,
+) -> ApiResult<Option<Value>> {
+    let unreachable = |e: String| ApiError::Unavailable(format!("cannot reach the accounts service: {e}"));
+    let root = match own.client.get(&format!("{}/", own.accounts), trace).await {
+        Reply::Answered(200, root) => root,
+        Reply::Answered(status, body) => return Err(unreachable(format!("{status} {body}"))),
+        Reply::Unreachable(e) => return Err(unreachable(e)),
+    };
+    let accounts = link(&root, "accounts").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no accounts link")))?;
+    let (Ok(sort_code), Ok(account_number)) = (SortCode::parse(sort_code), AccountNumber::parse(account_number)) else {
+        return Ok(None);
+    };
+    let url = format!("{accounts}?sort_code={}&account_number={}", sort_code.digits(), account_number.as_str());
+    match own.client.call(Method::GET, &url, trace, None, None).await {
+        Reply::Answered(200, found) => Ok(found["_embedded"]["accounts"].get(0).cloned()),
+        Reply::Answered(status, body) => Err(unreachable(format!("{status} {body}"))),
+        Reply::Unreachable(e) => Err(unreachable(e)),
+    }
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
