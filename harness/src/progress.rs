@@ -8,15 +8,21 @@ use crate::engine::{Component, State, Status};
 
 /// Lines describing how `next` differs from `prev`.
 pub fn transitions(prev: Option<&State>, next: &State) -> Vec<String> {
+    let width = name_width(next);
     next.components
         .iter()
         .filter(|c| prev.and_then(|p| p.component(&c.name)).is_none_or(|old| old.status != c.status))
         .filter(|c| c.status != Status::Waiting)
-        .map(describe)
+        .map(|c| describe(c, width))
         .collect()
 }
 
-fn describe(c: &Component) -> String {
+/// Wide enough for the longest component name.
+fn name_width(state: &State) -> usize {
+    state.components.iter().map(|c| c.name.len()).max().unwrap_or(0).max("COMPONENT".len())
+}
+
+fn describe(c: &Component, width: usize) -> String {
     let detail = match &c.status {
         Status::Healthy => c.ready_ms.map(|ms| format!("in {ms} ms")).unwrap_or_default(),
         Status::Starting => c.pid.map(|p| format!("pid {p}")).unwrap_or_default(),
@@ -24,18 +30,19 @@ fn describe(c: &Component) -> String {
         Status::Failed { reason } => reason.clone(),
         _ => String::new(),
     };
-    format!("{:<12} {:<9} {detail}", c.name, c.status.label()).trim_end().to_string()
+    format!("{:<width$} {:<9} {detail}", c.name, c.status.label()).trim_end().to_string()
 }
 
 /// A table of components: what `status` prints and `up` prints once healthy.
 pub fn table(state: &State) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "sandbox {} ({})", state.sandbox, format!("{:?}", state.phase).to_lowercase());
-    let _ = writeln!(out, "{:<12} {:<9} {:<8} {:<8} URL", "COMPONENT", "STATUS", "PID", "RESTARTS");
+    let width = name_width(state);
+    let _ = writeln!(out, "{:<width$} {:<9} {:<8} {:<8} URL", "COMPONENT", "STATUS", "PID", "RESTARTS");
     for c in &state.components {
         let url = c.endpoints.first().map_or(String::new(), |e| e.url.clone());
         let pid = c.pid.map_or("-".into(), |p| p.to_string());
-        let _ = writeln!(out, "{:<12} {:<9} {:<8} {:<8} {url}", c.name, c.status.label(), pid, c.restarts);
+        let _ = writeln!(out, "{:<width$} {:<9} {:<8} {:<8} {url}", c.name, c.status.label(), pid, c.restarts);
     }
     out
 }
