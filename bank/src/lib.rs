@@ -14,9 +14,11 @@ pub mod gateway;
 pub mod kit;
 pub mod payments;
 pub mod probe;
+pub mod topups;
 
 /// Every service this binary can run.
-pub const SERVICES: &[&kit::ServiceSpec] = &[&accounts::SPEC, &connector::SPEC, &gateway::SPEC, &payments::SPEC];
+pub const SERVICES: &[&kit::ServiceSpec] =
+    &[&accounts::SPEC, &connector::SPEC, &gateway::SPEC, &payments::SPEC, &topups::SPEC];
 
 /// The service `bank <name>` runs.
 pub fn service(name: &str) -> Option<&'static kit::ServiceSpec> {

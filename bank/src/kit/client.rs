@@ -68,3 +68,11 @@ impl Client {
 pub fn link(resource: &Value, rel: &str) -> Option<String> {
     resource["_links"][rel]["href"].as_str().map(String::from)
 }
+
+/// Whether an answer means the request itself was refused and repeating it can
+/// never succeed (bad request, conflict, unprocessable). Anything else (404 from
+/// a route not there yet, 408, 429, 5xx) is worth retrying: money movements are
+/// not failed for a fault in the plumbing.
+pub fn refused(status: u16) -> bool {
+    matches!(status, 400 | 409 | 422)
+}

@@ -10,6 +10,7 @@ pub mod hal;
 pub mod http;
 pub mod idempotency;
 pub mod kafka;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -29,13 +29,13 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
-use crate::kit::client::{Client, Reply, link};
+use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
 use crate::kit::http::{ApiJson, TraceId};
 use crate::kit::idempotency::{self, Fingerprint};
-use crate::kit::{Kit, ServiceSpec};
+use crate::kit::{Kit, ServiceSpec, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
     name: "payments",
@@ -48,7 +48,6 @@ pub const SPEC: ServiceSpec = ServiceSpec {
 /// Payment ids derive from the idempotency key, so a request retried after a
 /// crash places the same hold and sends the same payment.
 const PAYMENT_IDS: Uuid = Uuid::from_u128(0x6261_6e6b_2d70_6179_6d65_6e74_732d_6964);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 struct Payments {
     accounts: String,
@@ -264,23 +263,7 @@ async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> 
 
 async fn submitter(kit: Kit) {
     let Ok(own) = kit.own::<Payments>() else { return };
-    loop {
-        loop {
-            match submit_next(&kit, &own).await {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "submitter failed; retrying");
-                    break;
-                }
-            }
-        }
-        tokio::select! {
-            () = own.wake.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-            () = kit.shutdown.cancelled() => return,
-        }
-    }
+    worker::drain(&kit, &own.wake, "the payment submitter", || submit_next(&kit, &own)).await;
 }
 
 /// Submit one due payment. `Ok(false)` when none is due.
@@ -329,7 +312,7 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
                 .await?;
             tracing::info!(%scheme_id, "submitted to the scheme");
         }
-        Reply::Answered(status, problem) if (400..500).contains(&status) && status != 429 && status != 408 => {
+        Reply::Answered(status, problem) if client::refused(status) => {
             // The scheme refused the request itself: it will never take it.
             let description = format!("the scheme refused the payment ({status}): {problem}");
             release_hold(own, &trace, &row.try_get::<String, _>("hold")?, id).await?;
@@ -343,7 +326,7 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
 }
 
 async fn retry_later(conn: &mut PgConnection, id: Uuid, attempts: i32, error: &str) -> ApiResult<()> {
-    let backoff = Duration::from_millis(50u64.saturating_mul(1 << attempts.clamp(0, 10))).min(MAX_BACKOFF);
+    let backoff = worker::backoff(attempts);
     tracing::warn!(error, retry_in_ms = backoff.as_millis() as u64, "scheme not available; the payment waits");
     sqlx::query(
         "UPDATE payments SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond',

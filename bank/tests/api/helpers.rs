@@ -235,10 +235,20 @@ pub async fn read_topic(brokers: &str, topic: &str, done: impl Fn(&[Message]) ->
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !done(&seen) {
-        let msg = tokio::time::timeout_at(deadline, consumer.recv())
+        let msg = match tokio::time::timeout_at(deadline, consumer.recv())
             .await
             .unwrap_or_else(|_| panic!("timed out reading {topic}; saw {} messages", seen.len()))
-            .expect("a message");
+        {
+            Ok(msg) => msg,
+            // The connector may not have created the topic yet.
+            Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(e) => panic!("reading {topic}: {e}"),
+        };
         let headers = msg
             .headers()
             .map(|h| {

@@ -2,8 +2,10 @@
 //! PostgreSQL.
 
 mod connector;
+mod fixture;
 mod helpers;
 mod payments;
+mod topups;
 
 use std::time::Duration;
 

@@ -1,0 +1,321 @@
+//! The top-ups service: card top-ups. `POST /topups` records the top-up and
+//! answers 202; a background charger asks the card acquirer to charge the card
+//! (under the top-up's own id, so a retry never charges twice), retrying while
+//! the acquirer is down. The outcome, from the acquirer's answer or its webhook,
+//! whichever comes first, is applied once: succeeded credits the account
+//! (`topup.succeeded`), declined credits nothing (`topup.failed` with the
+//! reason); a duplicate or late webhook changes nothing.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::domain::{Currency, IdempotencyKey, Money, MoneyInput, money_json};
+use crate::kit::client::{self, Client, Reply, link};
+use crate::kit::error::{ApiError, ApiResult};
+use crate::kit::events::{self, NewEvent};
+use crate::kit::hal::{BaseUrl, Hal, hal_response};
+use crate::kit::http::{ApiJson, TraceId};
+use crate::kit::idempotency::{self, Fingerprint};
+use crate::kit::{Kit, ServiceSpec, worker};
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "topups",
+    migrations: &[(100, "topups", include_str!("migrations/0100_topups.sql"))],
+    links: &[("topups", "/topups")],
+    router,
+    start,
+};
+
+const TOPUP_IDS: Uuid = Uuid::from_u128(0x6261_6e6b_2d74_6f70_7570_732d_6964_7321);
+
+struct Topups {
+    acquirer: String,
+    client: Client,
+    wake: Notify,
+}
+
+fn start(kit: &Kit) -> anyhow::Result<()> {
+    let acquirer = kit.require("ACQUIRER_URL", "point it at the card acquirer")?.trim_end_matches('/').to_string();
+    let timeout = kit
+        .vars("ACQUIRER_TIMEOUT_MS")
+        .map(|v| v.parse::<u64>())
+        .transpose()
+        .context("ACQUIRER_TIMEOUT_MS is not a number")?;
+    let client = Client::new(Duration::from_millis(timeout.unwrap_or(2000)))?;
+    kit.set_own(Topups { acquirer, client, wake: Notify::new() });
+    let k = kit.clone();
+    kit.tasks.spawn(async move {
+        let Ok(own) = k.own::<Topups>() else { return };
+        worker::drain(&k, &own.wake, "the top-up charger", || charge_next(&k, &own)).await;
+    });
+    Ok(())
+}
+
+fn router() -> Router<Kit> {
+    Router::new()
+        .route("/topups", post(create))
+        .route("/topups/{id}", get(show))
+        .route("/webhooks/card-acquirer", post(acquirer_webhook))
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct NewTopup {
+    /// The account's URL, as the accounts service gave it.
+    account: String,
+    card_token: String,
+    amount: MoneyInput,
+}
+
+fn topup_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
+    let id: Uuid = row.try_get("id")?;
+    let currency =
+        Currency::parse(row.try_get::<String, _>("currency")?.trim()).map_err(|e| ApiError::Internal(e.into()))?;
+    let mut state = json!({
+        "id": id,
+        "status": row.try_get::<String, _>("status")?,
+        "amount": money_json(row.try_get("amount")?, currency),
+        "card_token": row.try_get::<String, _>("card_token")?,
+        "acquirer_id": row.try_get::<Option<String>, _>("acquirer_id")?,
+        "attempts": row.try_get::<i32, _>("attempts")?,
+    });
+    if let Some(reason) = row.try_get::<Option<String>, _>("decline_reason")? {
+        state["decline_reason"] = json!(reason);
+    }
+    Ok(Hal::new(base, &format!("/topups/{id}"), state).link_url("account", &row.try_get::<String, _>("account")?))
+}
+
+async fn create(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    key: IdempotencyKey,
+    ApiJson(input): ApiJson<NewTopup>,
+) -> ApiResult<Response> {
+    let own = kit.own::<Topups>()?;
+    let money =
+        Money::try_from(input.amount.clone()).map_err(|e| ApiError::unprocessable("invalid-amount", e.to_string()))?;
+    let token = input.card_token.trim();
+    if token.is_empty() || token.len() > 64 {
+        return Err(ApiError::unprocessable("invalid-card-token", "`card_token` must be 1 to 64 characters"));
+    }
+    // The account must exist and hold this currency, or nothing is charged.
+    let account = match own.client.get(&input.account, &trace).await {
+        Reply::Answered(200, account) => account,
+        Reply::Answered(404, _) => {
+            return Err(ApiError::unprocessable("unknown-account", format!("no account at {}", input.account)));
+        }
+        Reply::Answered(status, body) => {
+            return Err(ApiError::Unavailable(format!("accounts answered {status}: {body}")));
+        }
+        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
+    };
+    if account["currency"] != money.currency.code() {
+        return Err(ApiError::unprocessable(
+            "currency-mismatch",
+            format!(
+                "the account holds {}, the top-up is in {}",
+                account["currency"].as_str().unwrap_or("?"),
+                money.currency
+            ),
+        ));
+    }
+    let fp = Fingerprint::new("POST /topups", &input);
+    let id = Uuid::new_v5(&TOPUP_IDS, format!("{}\n{}", fp.scope, key.as_str()).as_bytes());
+    let mut tx = kit.begin().await?;
+    if let Some(replay) = idempotency::claim(&mut tx, &key, &fp).await? {
+        return Ok(replay);
+    }
+    let row = sqlx::query(
+        "INSERT INTO topups (id, account, card_token, amount, currency, status, trace_id)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING *",
+    )
+    .bind(id)
+    .bind(&input.account)
+    .bind(token)
+    .bind(money.amount)
+    .bind(money.currency.code())
+    .bind(&trace.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    let body = topup_hal(&base, &row)?.into_value();
+    idempotency::remember(&mut tx, &key, &fp, StatusCode::ACCEPTED, &body).await?;
+    let data = json!({ "topup_id": id, "account": input.account, "amount": money_json(money.amount, money.currency) });
+    events::append(&mut tx, &trace, NewEvent { kind: "topup.created", aggregate_id: id.to_string(), data }).await?;
+    kit.commit(tx).await?;
+    own.wake.notify_one();
+    Ok(hal_response(StatusCode::ACCEPTED, body))
+}
+
+async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("top-up `{id}`")))?;
+    let row = sqlx::query("SELECT * FROM topups WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&kit.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("top-up `{id}`")))?;
+    topup_hal(&base, &row)
+}
+
+/// Charge one due top-up. `Ok(false)` when none is due.
+async fn charge_next(kit: &Kit, own: &Topups) -> ApiResult<bool> {
+    let mut tx = kit.begin().await?;
+    let Some(row) = sqlx::query(
+        "SELECT * FROM topups WHERE status = 'pending' AND NOT charged AND next_attempt_at <= now()
+         ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(false);
+    };
+    let id: Uuid = row.try_get("id")?;
+    let trace = TraceId(row.try_get("trace_id")?);
+    let attempts = row.try_get::<i32, _>("attempts")? + 1;
+    let body = json!({
+        "charge_id": id,
+        "card_token": row.try_get::<String, _>("card_token")?,
+        "amount": { "amount": row.try_get::<i64, _>("amount")?, "currency": row.try_get::<String, _>("currency")?.trim() },
+        "reference": format!("top-up {id}"),
+    });
+    match own.client.post(&format!("{}/charges", own.acquirer), &trace, &id.to_string(), &body).await {
+        Reply::Answered(201, charge) => {
+            sqlx::query(
+                "UPDATE topups SET charged = true, attempts = $2, last_error = NULL, updated_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .bind(attempts)
+            .execute(&mut *tx)
+            .await?;
+            apply(&mut tx, own, &trace, &row, &charge).await?;
+        }
+        Reply::Answered(status, problem) if client::refused(status) => {
+            let reason = format!("acquirer refused the charge ({status}): {problem}");
+            sqlx::query("UPDATE topups SET charged = true, attempts = $2 WHERE id = $1")
+                .bind(id)
+                .bind(attempts)
+                .execute(&mut *tx)
+                .await?;
+            decline(&mut tx, &trace, &row, &reason).await?;
+        }
+        reply => {
+            let error = match reply {
+                Reply::Answered(status, _) => format!("acquirer answered {status}"),
+                Reply::Unreachable(e) => e,
+            };
+            let wait = worker::backoff(attempts);
+            tracing::warn!(trace_id = %trace.0, topup = %id, %error, retry_in_ms = wait.as_millis() as u64, "acquirer not available");
+            sqlx::query(
+                "UPDATE topups SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond',
+                                   updated_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .bind(attempts)
+            .bind(&error)
+            .bind(wait.as_millis() as f64)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    kit.commit(tx).await?;
+    Ok(true)
+}
+
+/// Apply the acquirer's verdict (its answer or its webhook) to a locked,
+/// pending top-up; anything already final is left alone.
+async fn apply(conn: &mut PgConnection, own: &Topups, trace: &TraceId, row: &PgRow, charge: &Value) -> ApiResult<()> {
+    let status: String = row.try_get("status")?;
+    if status != "pending" {
+        return Ok(());
+    }
+    match charge["status"].as_str().or_else(|| charge["type"].as_str().map(|t| t.trim_start_matches("charge."))) {
+        Some("succeeded") => succeed(conn, own, trace, row, charge["acquirer_id"].as_str().unwrap_or_default()).await,
+        Some("declined") => decline(conn, trace, row, charge["reason"].as_str().unwrap_or("declined")).await,
+        other => Err(ApiError::unprocessable("unknown-outcome", format!("unknown charge outcome {other:?}"))),
+    }
+}
+
+async fn succeed(
+    conn: &mut PgConnection,
+    own: &Topups,
+    trace: &TraceId,
+    row: &PgRow,
+    acquirer_id: &str,
+) -> ApiResult<()> {
+    let id: Uuid = row.try_get("id")?;
+    let account_url: String = row.try_get("account")?;
+    let amount: i64 = row.try_get("amount")?;
+    let currency =
+        Currency::parse(row.try_get::<String, _>("currency")?.trim()).map_err(|e| ApiError::Internal(e.into()))?;
+    let account = match own.client.get(&account_url, trace).await {
+        Reply::Answered(200, a) => a,
+        Reply::Answered(status, body) => {
+            return Err(ApiError::Unavailable(format!("account {account_url}: {status} {body}")));
+        }
+        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
+    };
+    let credit =
+        link(&account, "credit").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("account has no credit link")))?;
+    let body = json!({ "amount": amount, "currency": currency.code(), "reference": "card top-up" });
+    match own.client.post(&credit, trace, &format!("topup-{id}"), &body).await {
+        Reply::Answered(201, _) => {}
+        Reply::Answered(status, body) => return Err(ApiError::Unavailable(format!("credit: {status} {body}"))),
+        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
+    }
+    sqlx::query("UPDATE topups SET status = 'succeeded', acquirer_id = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(acquirer_id)
+        .execute(&mut *conn)
+        .await?;
+    let data = json!({ "topup_id": id, "account": account_url, "amount": money_json(amount, currency), "acquirer_id": acquirer_id });
+    events::append(conn, trace, NewEvent { kind: "topup.succeeded", aggregate_id: id.to_string(), data }).await?;
+    Ok(())
+}
+
+async fn decline(conn: &mut PgConnection, trace: &TraceId, row: &PgRow, reason: &str) -> ApiResult<()> {
+    let id: Uuid = row.try_get("id")?;
+    sqlx::query("UPDATE topups SET status = 'failed', decline_reason = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
+    let data = json!({ "topup_id": id, "account": row.try_get::<String, _>("account")?, "reason": reason });
+    events::append(conn, trace, NewEvent { kind: "topup.failed", aggregate_id: id.to_string(), data }).await?;
+    Ok(())
+}
+
+/// The acquirer's confirmation (routed by the gateway, which checked the signature).
+async fn acquirer_webhook(
+    State(kit): State<Kit>,
+    trace: TraceId,
+    ApiJson(hook): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let own = kit.own::<Topups>()?;
+    let id = hook["charge_id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| ApiError::unprocessable("invalid-webhook", "the webhook names no charge_id"))?;
+    let mut tx = kit.begin().await?;
+    let row = sqlx::query("SELECT * FROM topups WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("top-up `{id}`")))?;
+    let before: String = row.try_get("status")?;
+    let trace = TraceId(row.try_get("trace_id").unwrap_or(trace.0));
+    apply(&mut tx, &own, &trace, &row, &hook).await?;
+    kit.commit(tx).await?;
+    Ok(hal_response(StatusCode::OK, json!({ "topup": id, "duplicate": before != "pending" })))
+}
