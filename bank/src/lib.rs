@@ -12,13 +12,14 @@ pub mod connector;
 pub mod domain;
 pub mod gateway;
 pub mod kit;
+pub mod monitoring;
 pub mod payments;
 pub mod probe;
 pub mod topups;
 
 /// Every service this binary can run.
 pub const SERVICES: &[&kit::ServiceSpec] =
-    &[&accounts::SPEC, &connector::SPEC, &gateway::SPEC, &payments::SPEC, &topups::SPEC];
+    &[&accounts::SPEC, &connector::SPEC, &gateway::SPEC, &payments::SPEC, &topups::SPEC, &monitoring::SPEC];
 
 /// The service `bank <name>` runs.
 pub fn service(name: &str) -> Option<&'static kit::ServiceSpec> {

@@ -4,6 +4,7 @@
 //! problem+json errors and graceful shutdown.
 
 pub mod client;
+pub mod consume;
 pub mod error;
 pub mod events;
 pub mod hal;
@@ -35,8 +36,10 @@ use error::ApiResult;
 use hal::{BaseUrl, Hal};
 
 /// Kit tables every service has (versions below 100 are the kit's).
-const KIT_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "kit event log and idempotency", include_str!("migrations/0001_kit.sql"))];
+const KIT_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "kit event log and idempotency", include_str!("migrations/0001_kit.sql")),
+    (2, "kit processed events", include_str!("migrations/0002_processed_events.sql")),
+];
 
 /// What a service is, to the kit.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 mod connector;
 mod fixture;
 mod helpers;
+mod monitoring;
 mod payments;
 mod topups;
 

@@ -1,0 +1,374 @@
+//! Transaction monitoring: consumes the payments and top-ups events from Kafka
+//! (a consumer group, idempotent on event id), screens each transaction with
+//! local rules and the screening vendor, and raises a suspicious-transaction
+//! alert (`/alerts`, `alert.raised`) naming the transaction and the reasons.
+//! While the vendor is down, screening waits and retries: no transaction is
+//! skipped. Alerts are closed with an outcome.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use crate::domain::money_json;
+use crate::kit::client::{Client, Reply};
+use crate::kit::consume::{self, Rule};
+use crate::kit::error::{ApiError, ApiResult};
+use crate::kit::events::{self, Envelope, NewEvent};
+use crate::kit::hal::{BaseUrl, Hal};
+use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, TraceId};
+use crate::kit::idempotency::{self, Fingerprint};
+use crate::kit::{Kit, ServiceSpec};
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "monitoring",
+    migrations: &[(100, "monitoring", include_str!("migrations/0100_monitoring.sql"))],
+    links: &[("alerts", "/alerts")],
+    router,
+    start,
+};
+
+/// Thresholds, from settings (defaults in brackets).
+#[derive(Debug, Clone)]
+struct Rules {
+    /// A single amount at or over this (pence) is suspicious [£5,000.00].
+    large_amount: i64,
+    /// This many payments from one account within `velocity_window` [3 in 60 s].
+    velocity_count: i64,
+    velocity_window: Duration,
+    /// A first payment to a payee at or over this (pence) [£1,000.00].
+    new_payee_amount: i64,
+    /// A vendor score at or over this [80].
+    vendor_threshold: i64,
+}
+
+struct Monitoring {
+    rules: Rules,
+    vendor: String,
+    client: Client,
+}
+
+fn setting<T: std::str::FromStr>(kit: &Kit, name: &str, default: T) -> anyhow::Result<T> {
+    match kit.vars(name) {
+        Some(v) => v.parse().ok().with_context(|| format!("{name}=`{v}` is not a number")),
+        None => Ok(default),
+    }
+}
+
+fn start(kit: &Kit) -> anyhow::Result<()> {
+    let brokers = kit.require("KAFKA_BROKERS", "point it at the Kafka bootstrap servers")?;
+    let vendor = kit.require("SCREENING_URL", "point it at the screening vendor")?.trim_end_matches('/').to_string();
+    let rules = Rules {
+        large_amount: setting(kit, "RULE_LARGE_AMOUNT", 500_000)?,
+        velocity_count: setting(kit, "RULE_VELOCITY_COUNT", 3)?,
+        velocity_window: Duration::from_secs(setting(kit, "RULE_VELOCITY_WINDOW_SECS", 60)?),
+        new_payee_amount: setting(kit, "RULE_NEW_PAYEE_AMOUNT", 100_000)?,
+        vendor_threshold: setting(kit, "RULE_VENDOR_THRESHOLD", 80)?,
+    };
+    let payments_topic = kit.vars("PAYMENTS_TOPIC").unwrap_or_else(|| "payments.events".into());
+    let topups_topic = kit.vars("TOPUPS_TOPIC").unwrap_or_else(|| "topups.events".into());
+    let group = kit.vars("CONSUMER_GROUP").unwrap_or_else(|| "monitoring".into());
+    kit.set_own(Monitoring { rules, vendor, client: Client::new(Duration::from_secs(2))? });
+    let rules = vec![
+        Rule { topic: payments_topic.clone(), event_type: "payment.created", act: |k, e| Box::pin(screen(k, e)) },
+        Rule { topic: payments_topic, event_type: "payment.received", act: |k, e| Box::pin(screen(k, e)) },
+        Rule { topic: topups_topic, event_type: "topup.succeeded", act: |k, e| Box::pin(screen(k, e)) },
+    ];
+    consume::start(kit, brokers, group, rules);
+    Ok(())
+}
+
+fn router() -> Router<Kit> {
+    Router::new().route("/alerts", get(list)).route("/alerts/{id}", get(show)).route("/alerts/{id}/close", post(close))
+}
+
+/// What one event says about a transaction.
+struct Transaction {
+    id: String,
+    kind: &'static str,
+    account: String,
+    payee: Option<String>,
+    counterparty: Value,
+    amount: i64,
+    currency: String,
+}
+
+fn transaction(event: &Envelope) -> Option<Transaction> {
+    let d = &event.data;
+    let amount = d["amount"]["amount"].as_i64()?;
+    let currency = d["amount"]["currency"].as_str()?.to_string();
+    match event.kind.as_str() {
+        "payment.created" => Some(Transaction {
+            id: d["payment"].as_str()?.to_string(),
+            kind: "outbound payment",
+            account: d["debtor_account"].as_str()?.to_string(),
+            payee: Some(format!("{}/{}", d["to"]["sort_code"].as_str()?, d["to"]["account_number"].as_str()?)),
+            counterparty: d["to"].clone(),
+            amount,
+            currency,
+        }),
+        "payment.received" => Some(Transaction {
+            id: format!("inbound/{}", d["scheme_id"].as_str()?),
+            kind: "inbound payment",
+            account: d["account"].as_str()?.to_string(),
+            payee: None,
+            counterparty: d["from"].clone(),
+            amount,
+            currency,
+        }),
+        "topup.succeeded" => Some(Transaction {
+            id: format!("topup/{}", d["topup_id"].as_str()?),
+            kind: "card top-up",
+            account: d["account"].as_str()?.to_string(),
+            payee: None,
+            counterparty: Value::Null,
+            amount,
+            currency,
+        }),
+        _ => None,
+    }
+}
+
+fn pounds(pence: i64) -> String {
+    format!("£{}.{:02}", pence / 100, pence % 100)
+}
+
+async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
+    let own = kit.own::<Monitoring>()?;
+    let Some(t) = transaction(&event) else {
+        tracing::warn!(event_id = %event.id, "event does not describe a transaction; skipped");
+        return Ok(());
+    };
+    let trace = TraceId(event.trace_id.clone());
+    let mut tx = kit.begin().await?;
+    if !consume::first_time(&mut tx, event.id).await? {
+        return Ok(());
+    }
+    let r = &own.rules;
+    let mut reasons: Vec<String> = Vec::new();
+    if t.amount >= r.large_amount {
+        reasons.push(format!("large amount: {} is at or over {}", pounds(t.amount), pounds(r.large_amount)));
+    }
+    if t.kind == "outbound payment" {
+        let window_ms = r.velocity_window.as_millis() as f64;
+        let recent: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM transactions WHERE account = $1 AND kind = 'outbound payment'
+               AND happened_at > $3 - $2 * interval '1 millisecond'",
+        )
+        .bind(&t.account)
+        .bind(window_ms)
+        .bind(event.occurred_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        if recent + 1 >= r.velocity_count {
+            reasons.push(format!(
+                "velocity: {} payments from this account within {} s",
+                recent + 1,
+                r.velocity_window.as_secs()
+            ));
+        }
+        let paid_before: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM transactions WHERE account = $1 AND payee = $2")
+                .bind(&t.account)
+                .bind(&t.payee)
+                .fetch_one(&mut *tx)
+                .await?;
+        if paid_before == 0 && t.amount >= r.new_payee_amount {
+            reasons.push(format!("new payee: first payment to this payee is {}", pounds(t.amount)));
+        }
+    }
+    // The vendor's view. Unreachable or failing: the whole screening is retried
+    // (nothing above is committed), so no transaction goes unscreened.
+    let request = json!({
+        "transaction_id": t.id,
+        "account": t.account,
+        "amount": { "amount": t.amount, "currency": t.currency },
+        "counterparty": t.counterparty,
+        "kind": t.kind,
+    });
+    let score =
+        match own.client.post(&format!("{}/screenings", own.vendor), &trace, &event.id.to_string(), &request).await {
+            Reply::Answered(200, answer) => answer["score"].as_i64().unwrap_or(0),
+            Reply::Answered(status, body) => {
+                return Err(ApiError::Unavailable(format!("screening vendor answered {status}: {body}")));
+            }
+            Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("screening vendor unreachable: {e}"))),
+        };
+    // Remembered after the vendor answered, so a retried screening sees the same history.
+    sqlx::query(
+        "INSERT INTO transactions (id, kind, account, payee, amount, currency, event_id, trace_id, score, happened_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&t.id)
+    .bind(t.kind)
+    .bind(&t.account)
+    .bind(&t.payee)
+    .bind(t.amount)
+    .bind(&t.currency)
+    .bind(event.id)
+    .bind(&event.trace_id)
+    .bind(score as i32)
+    .bind(event.occurred_at)
+    .execute(&mut *tx)
+    .await?;
+    if score >= r.vendor_threshold {
+        reasons.push(format!("screening vendor scored the transaction {score}"));
+    }
+    if !reasons.is_empty() {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO alerts (id, transaction_id, account, reasons, score, status) VALUES ($1, $2, $3, $4, $5, 'open')",
+        )
+        .bind(id)
+        .bind(&t.id)
+        .bind(&t.account)
+        .bind(json!(reasons))
+        .bind(score as i32)
+        .execute(&mut *tx)
+        .await?;
+        let data = json!({
+            "alert_id": id,
+            "transaction": t.id,
+            "kind": t.kind,
+            "account": t.account,
+            "amount": { "amount": t.amount, "currency": t.currency },
+            "reasons": reasons,
+            "score": score,
+        });
+        events::append(&mut tx, &trace, NewEvent { kind: "alert.raised", aggregate_id: id.to_string(), data }).await?;
+        tracing::info!(trace_id = %trace.0, transaction = %t.id, ?reasons, "suspicious-transaction alert raised");
+    }
+    kit.commit(tx).await
+}
+
+fn alert_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
+    let id: Uuid = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    let transaction: String = row.try_get("transaction_id")?;
+    let state = json!({
+        "id": id,
+        "status": status,
+        "transaction": transaction,
+        "reasons": row.try_get::<Value, _>("reasons")?,
+        "score": row.try_get::<Option<i32>, _>("score")?,
+        "amount": money_json(row.try_get("amount")?, crate::domain::Currency::parse(row.try_get::<String, _>("currency")?.trim()).unwrap_or(crate::domain::Currency::Gbp)),
+        "outcome": row.try_get::<Option<String>, _>("outcome")?,
+    });
+    let mut hal =
+        Hal::new(base, &format!("/alerts/{id}"), state).link_url("account", &row.try_get::<String, _>("account")?);
+    if transaction.starts_with("http") {
+        hal = hal.link_url("transaction", &transaction);
+    }
+    if status == "open" {
+        hal = hal.action("close", "POST", &format!("/alerts/{id}/close"));
+    }
+    Ok(hal)
+}
+
+const ALERT_SELECT: &str =
+    "SELECT a.*, t.amount, t.currency FROM alerts a JOIN transactions t ON t.id = a.transaction_id";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertQuery {
+    status: Option<String>,
+    account: Option<String>,
+    transaction: Option<String>,
+}
+
+async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<AlertQuery>) -> ApiResult<Hal> {
+    if let Some(s) = &q.status
+        && s != "open"
+        && s != "closed"
+    {
+        return Err(ApiError::bad_request("bad-status", "`status` is open or closed"));
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{ALERT_SELECT} WHERE ($1::text IS NULL OR a.status = $1) AND ($2::text IS NULL OR a.account = $2)
+           AND ($3::text IS NULL OR a.transaction_id = $3) ORDER BY a.raised_at LIMIT 500"
+    )))
+    .bind(&q.status)
+    .bind(&q.account)
+    .bind(&q.transaction)
+    .fetch_all(&kit.pool)
+    .await?;
+    let items = rows.iter().map(|r| alert_hal(&base, r).map(Hal::into_value)).collect::<ApiResult<Vec<_>>>()?;
+    Ok(Hal::new(&base, "/alerts", json!({ "count": items.len() })).embed("alerts", items))
+}
+
+async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("alert `{id}`")))?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.id = $1")))
+        .bind(id)
+        .fetch_optional(&kit.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("alert `{id}`")))?;
+    alert_hal(&base, &row)
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Close {
+    /// e.g. false_positive, confirmed_fraud, customer_contacted
+    outcome: String,
+}
+
+async fn close(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    trace: TraceId,
+    Path(id): Path<String>,
+    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    ApiJson(input): ApiJson<Close>,
+) -> ApiResult<Response> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("alert `{id}`")))?;
+    let outcome = input.outcome.trim().to_string();
+    if outcome.is_empty() || outcome.len() > 64 {
+        return Err(ApiError::unprocessable(
+            "invalid-outcome",
+            "`outcome` must be 1 to 64 characters, e.g. false_positive",
+        ));
+    }
+    let fp = Fingerprint::new(format!("POST /alerts/{id}/close"), &input);
+    let mut tx = kit.begin().await?;
+    if let Some(key) = &key
+        && let Some(replay) = idempotency::claim(&mut tx, key, &fp).await?
+    {
+        return Ok(replay);
+    }
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM alerts WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match status.as_deref() {
+        None => return Err(ApiError::not_found(format!("alert `{id}`"))),
+        Some("closed") => return Err(ApiError::conflict("alert-closed", format!("alert `{id}` is already closed"))),
+        _ => {}
+    }
+    sqlx::query("UPDATE alerts SET status = 'closed', outcome = $2, closed_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(&outcome)
+        .execute(&mut *tx)
+        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.id = $1")))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let body = alert_hal(&base, &row)?.into_value();
+    if let Some(key) = &key {
+        idempotency::remember(&mut tx, key, &fp, StatusCode::OK, &body).await?;
+    }
+    let data = json!({ "alert_id": id, "outcome": outcome });
+    events::append(&mut tx, &trace, NewEvent { kind: "alert.closed", aggregate_id: id.to_string(), data }).await?;
+    kit.commit(tx).await?;
+    Ok(crate::kit::hal::hal_response(StatusCode::OK, body))
+}
