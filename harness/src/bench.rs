@@ -132,3 +132,29 @@ fn measure(bench: &Bench, runs: usize) -> Result<String> {
     ));
     Ok(out)
 }
+
+/// Start a sandbox under a temporary home, measure its money flows, remove it.
+pub fn flows(exe: &Path, workspace: &Path, payments: usize, workers: usize, seconds: u64) -> Result<String> {
+    let home = std::env::temp_dir().join(format!("sbx-bench-flows-{}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(Error::io("cannot create the bench home"))?;
+    let bench = Bench { exe: exe.to_path_buf(), home: home.clone(), workspace: workspace.to_path_buf() };
+    let result = (|| {
+        bench.sandbox(&["up", "--detach", "--name", "bench-flows"])?;
+        let record = Record::read(&home.join("bench-flows"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::io("runtime"))?;
+        rt.block_on(async {
+            let state = crate::control::Client::for_record(&record)?.state().await?;
+            let url = |name: &str| {
+                state
+                    .component(name)
+                    .and_then(|c| c.endpoints.first())
+                    .map(|e| e.url.clone())
+                    .ok_or_else(|| Error::Other(format!("the sandbox has no `{name}` component")))
+            };
+            crate::flows::measure(&url("gateway")?, &url("kafka")?, payments, workers, seconds).await
+        })
+    })();
+    let _ = bench.sandbox(&["down", "bench-flows"]);
+    let _ = std::fs::remove_dir_all(&home);
+    result
+}

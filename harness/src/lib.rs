@@ -13,6 +13,7 @@ pub mod broker;
 pub mod control;
 pub mod engine;
 pub mod error;
+pub mod flows;
 pub mod logs;
 pub mod ports;
 pub mod process;

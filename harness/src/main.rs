@@ -23,6 +23,28 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum BenchWhat {
+    /// `up` and `down` times and the whole sandbox's memory.
+    Up {
+        /// Warm runs to measure.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// Payment and alert latency, sustained payments/s, and an audit of postings.
+    Flows {
+        /// Sequential payments for the latency figures.
+        #[arg(long, default_value_t = 200)]
+        payments: usize,
+        /// Concurrent payers for the throughput figure.
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+        /// How long to send payments for the throughput figure.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Bring the bank up. In the foreground Ctrl-C tears it down; with --detach it
     /// keeps running until `sandbox down`.
@@ -66,11 +88,10 @@ enum Command {
     },
     /// Remove sandboxes whose owner process died, with whatever they left running.
     Prune,
-    /// Measure `up` and `down` times and the sandbox's memory (prints Markdown).
+    /// Measure the sandbox and the bank (prints Markdown for docs/PERFORMANCE.md).
     Bench {
-        /// Warm runs to measure.
-        #[arg(long, default_value_t = 10)]
-        runs: usize,
+        #[command(subcommand)]
+        what: BenchWhat,
     },
     /// (internal) Own a detached sandbox: what `up --detach` runs in the background.
     #[command(hide = true)]
@@ -196,9 +217,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { runs } => {
+        Command::Bench { what } => {
             let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
-            print!("{}", harness::bench::run(&exe, &workspace()?, runs)?);
+            let workspace = workspace()?;
+            // The flows bench runs its own runtime: leave this one's thread.
+            let table = tokio::task::spawn_blocking(move || match what {
+                BenchWhat::Up { runs } => harness::bench::run(&exe, &workspace, runs),
+                BenchWhat::Flows { payments, workers, seconds } => {
+                    harness::bench::flows(&exe, &workspace, payments, workers, seconds)
+                }
+            })
+            .await??;
+            print!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Supervise { name, file, workspace } => {

@@ -1,0 +1,256 @@
+//! `sandbox bench flows`: the bank's money flows measured on a real sandbox.
+//! Latency from `POST /payments` (through the gateway) to `payment.completed`
+//! seen on Kafka; from `payment.created` to `alert.raised`, both seen on Kafka;
+//! sustained payments per second with many concurrent payers; then an audit
+//! that every payment completed and every account was debited exactly once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+
+/// Seen on Kafka: (event type, id) -> when.
+type Seen = Arc<Mutex<HashMap<(String, String), Instant>>>;
+
+/// A reader of the sandbox's topics. The settings follow shared/KAFKA.md's
+/// rules for consumers (earliest, read_uncommitted, short fetch wait); the
+/// bank's own clients take theirs from its kit.
+fn consumer(brokers: &str) -> Result<StreamConsumer> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .set("group.id", format!("bench-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_uncommitted")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(|e| Error::Other(format!("cannot create a Kafka consumer: {e}")))
+}
+
+fn spawn_reader(brokers: &str, topics: &[&str], seen: Seen) -> Result<tokio::task::JoinHandle<()>> {
+    let consumer = consumer(brokers)?;
+    consumer.subscribe(topics).map_err(|e| Error::Other(format!("cannot subscribe: {e}")))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok(msg) = consumer.recv().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let Some(Ok(event)) = msg.payload().map(serde_json::from_slice::<wire::Envelope>) else { continue };
+            let id = match event.kind.as_str() {
+                "payment.completed" | "payment.failed" => event.data["payment_id"].as_str().map(String::from),
+                "payment.created" => event.data["payment"].as_str().map(String::from),
+                "alert.raised" => event.data["transaction"].as_str().map(String::from),
+                _ => None,
+            };
+            if let Some(id) = id {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).insert((event.kind.clone(), id), Instant::now());
+            }
+        }
+    }))
+}
+
+async fn wait_seen(seen: &Seen, kind: &str, id: &str, deadline: Instant) -> Result<Instant> {
+    loop {
+        if let Some(t) = seen.lock().unwrap_or_else(|e| e.into_inner()).get(&(kind.to_string(), id.to_string())) {
+            return Ok(*t);
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Other(format!("{kind} for {id} never reached Kafka")));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    root: Value,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, url: &str, body: Option<Value>, key: bool) -> Result<Value> {
+        let mut req = self.http.request(method, url);
+        if key {
+            req = req.header("idempotency-key", uuid::Uuid::new_v4().to_string());
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| Error::Other(format!("{url}: {e}")))?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(Error::Other(format!("{url}: {status} {value}")));
+        }
+        Ok(value)
+    }
+
+    fn link(v: &Value, rel: &str) -> Result<String> {
+        v["_links"][rel]["href"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| Error::Other(format!("no `{rel}` link in {v}")))
+    }
+
+    async fn service(&self, name: &str) -> Result<Value> {
+        self.call(reqwest::Method::GET, &Self::link(&self.root, name)?, None, false).await
+    }
+
+    async fn account_with(&self, accounts: &Value, pence: i64) -> Result<Value> {
+        let customers = Self::link(accounts, "customers")?;
+        let c = self.call(reqwest::Method::POST, &customers, Some(json!({ "name": "Bench" })), false).await?;
+        let a = self.call(reqwest::Method::POST, &Self::link(&c, "open-account")?, Some(json!({})), false).await?;
+        let credit = Self::link(&a, "credit")?;
+        self.call(reqwest::Method::POST, &credit, Some(json!({ "amount": pence, "currency": "GBP" })), true).await?;
+        Ok(a)
+    }
+
+    async fn pay(&self, payments: &str, from: &Value, pence: i64, to: &str) -> Result<Value> {
+        let body = json!({
+            "from": Self::link(from, "self")?,
+            "to": { "name": "Payee", "sort_code": "20-00-00", "account_number": to },
+            "amount": { "amount": pence, "currency": "GBP" },
+            "reference": "bench",
+        });
+        self.call(reqwest::Method::POST, payments, Some(body), true).await
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> String {
+    if sorted.is_empty() {
+        return "-".into();
+    }
+    let d = sorted[((sorted.len() as f64 - 1.0) * p).round() as usize];
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Measure against the sandbox whose gateway and broker are given.
+pub async fn measure(gateway: &str, brokers: &str, payments: usize, workers: usize, seconds: u64) -> Result<String> {
+    let seen: Seen = Arc::default();
+    let reader = spawn_reader(brokers, &["payments.events", "monitoring.events"], seen.clone())?;
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| Error::Other(e.to_string()))?;
+    let root = Api { http: http.clone(), root: Value::Null }
+        .call(reqwest::Method::GET, &format!("{gateway}/"), None, false)
+        .await?;
+    let api = Arc::new(Api { http, root });
+    let accounts = api.service("accounts").await?;
+    let payments_root = api.service("payments").await?;
+    let payments_url = Api::link(&payments_root, "payments")?;
+
+    // 1. Latency, one payment at a time; every tenth is large enough to alert.
+    let payer = api.account_with(&accounts, 1_000_000_000).await?;
+    let mut completion = Vec::new();
+    let mut alerting = Vec::new();
+    for i in 0..payments {
+        let large = i % 10 == 9;
+        let started = Instant::now();
+        let p = api
+            .pay(&payments_url, &payer, if large { 600_000 } else { 1_000 }, &format!("{:08}", 20_000_000 + i))
+            .await?;
+        let id = p["id"].as_str().unwrap_or_default().to_string();
+        let url = Api::link(&p, "self")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let done = wait_seen(&seen, "payment.completed", &id, deadline).await?;
+        completion.push(done - started);
+        if large {
+            let created = wait_seen(&seen, "payment.created", &url, deadline).await?;
+            let alert = wait_seen(&seen, "alert.raised", &url, deadline).await?;
+            alerting.push(alert.saturating_duration_since(created));
+        }
+    }
+    completion.sort();
+    alerting.sort();
+
+    // 2. Throughput: concurrent payers, each from its own account, for `seconds`.
+    const START: i64 = 100_000_000;
+    let mut payers = Vec::new();
+    for _ in 0..workers {
+        payers.push(api.account_with(&accounts, START).await?);
+    }
+    let window = Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (w, payer) in payers.iter().cloned().enumerate() {
+        let (api, url) = (api.clone(), payments_url.clone());
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            let mut n = 0;
+            while started.elapsed() < window {
+                let p = api.pay(&url, &payer, 100, &format!("{:08}", 30_000_000 + w * 10_000 + n % 50)).await?;
+                ids.push(p["id"].as_str().unwrap_or_default().to_string());
+                n += 1;
+            }
+            Ok::<_, Error>(ids)
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        ids.extend(r.map_err(|e| Error::Other(e.to_string()))??);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = started;
+    for id in &ids {
+        last = last.max(wait_seen(&seen, "payment.completed", id, deadline).await?);
+    }
+    let elapsed = last - started;
+    let rate = ids.len() as f64 / elapsed.as_secs_f64();
+
+    // 3. Audit: every payer debited exactly once per payment.
+    let per_payer = ids.len();
+    let mut debited = 0i64;
+    let mut postings = 0u64;
+    for payer in &payers {
+        let a = api.call(reqwest::Method::GET, &Api::link(payer, "self")?, None, false).await?;
+        debited += START - a["balance"]["amount"].as_i64().unwrap_or(0);
+        let mut url = Api::link(payer, "transactions")?;
+        loop {
+            let page = api.call(reqwest::Method::GET, &url, None, false).await?;
+            let n = page["count"].as_u64().unwrap_or(0);
+            postings += page["_embedded"]["transactions"]
+                .as_array()
+                .map_or(0, |t| t.iter().filter(|t| t["kind"] == "debit").count() as u64);
+            if n == 0 {
+                break;
+            }
+            url = Api::link(&page, "next")?;
+        }
+    }
+    reader.abort();
+    let ok = debited == per_payer as i64 * 100 && postings == per_payer as u64;
+    let mut out = String::new();
+    out.push_str("| measure | value |\n|---|---|\n");
+    out.push_str(&format!(
+        "| `POST /payments` to `payment.completed` on Kafka, p50 ({} payments) | {} |\n",
+        completion.len(),
+        pct(&completion, 0.5)
+    ));
+    out.push_str(&format!("| `POST /payments` to `payment.completed` on Kafka, p99 | {} |\n", pct(&completion, 0.99)));
+    out.push_str(&format!(
+        "| `payment.created` to `alert.raised` on Kafka, p50 ({} alerts) | {} |\n",
+        alerting.len(),
+        pct(&alerting, 0.5)
+    ));
+    out.push_str(&format!("| `payment.created` to `alert.raised` on Kafka, p99 | {} |\n", pct(&alerting, 0.99)));
+    out.push_str(&format!(
+        "| sustained payments/s, {workers} concurrent payers, {seconds} s, to completion | {rate:.0} |\n"
+    ));
+    out.push_str(&format!(
+        "| audit: {} payments, {} debit postings, {} pence debited (expected {}) | {} |\n",
+        per_payer,
+        postings,
+        debited,
+        per_payer * 100,
+        if ok { "none lost, none duplicated" } else { "MISMATCH" }
+    ));
+    if !ok {
+        return Err(Error::Other(format!("the audit failed:\n{out}")));
+    }
+    Ok(out)
+}
