@@ -19,7 +19,7 @@ use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId};
-use crate::kit::idempotency::{self, Fingerprint};
+use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec};
 
 /// This bank's sort code: every account it opens has it.
@@ -51,28 +51,6 @@ fn router() -> Router<Kit> {
 fn parse_id(raw: &str, what: &str) -> ApiResult<Uuid> {
     // A malformed id names nothing that exists: that is "not found", not "bad request".
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} `{raw}`")))
-}
-
-/// Run `work` once per idempotency key: replay the stored answer to a repeat,
-/// otherwise do the work and store its answer in the same transaction.
-async fn once<F>(kit: &Kit, key: Option<&IdempotencyKey>, fp: Fingerprint, work: F) -> ApiResult<Response>
-where
-    F: AsyncFnOnce(&mut PgConnection) -> ApiResult<Hal>,
-{
-    let mut tx = kit.begin().await?;
-    if let Some(key) = key
-        && let Some(replay) = idempotency::claim(&mut tx, key, &fp).await?
-    {
-        return Ok(replay);
-    }
-    let hal = work(&mut tx).await?;
-    let status = hal.status_code();
-    let body = hal.into_value();
-    if let Some(key) = key {
-        idempotency::remember(&mut tx, key, &fp, status, &body).await?;
-    }
-    kit.commit(tx).await?;
-    Ok(crate::kit::hal::hal_response(status, body))
 }
 
 // ---- customers ----

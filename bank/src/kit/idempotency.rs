@@ -8,8 +8,9 @@ use axum::response::Response;
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
+use super::Kit;
 use super::error::{ApiError, ApiResult};
-use super::hal::hal_response;
+use super::hal::{Hal, hal_response};
 use crate::domain::IdempotencyKey;
 
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -80,4 +81,27 @@ pub async fn remember(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Run `work` once per idempotency key, in one transaction: a repeat gets the
+/// stored answer and changes nothing; otherwise the work's answer is stored with
+/// its changes. Without a key the work simply runs.
+pub async fn once<F>(kit: &Kit, key: Option<&IdempotencyKey>, fp: Fingerprint, work: F) -> ApiResult<Response>
+where
+    F: AsyncFnOnce(&mut PgConnection) -> ApiResult<Hal>,
+{
+    let mut tx = kit.begin().await?;
+    if let Some(key) = key
+        && let Some(replay) = claim(&mut tx, key, &fp).await?
+    {
+        return Ok(replay);
+    }
+    let hal = work(&mut tx).await?;
+    let status = hal.status_code();
+    let body = hal.into_value();
+    if let Some(key) = key {
+        remember(&mut tx, key, &fp, status, &body).await?;
+    }
+    kit.commit(tx).await?;
+    Ok(hal_response(status, body))
 }

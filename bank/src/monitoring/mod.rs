@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -26,7 +25,7 @@ use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, Envelope, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, TraceId};
-use crate::kit::idempotency::{self, Fingerprint};
+use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -339,36 +338,30 @@ async fn close(
         ));
     }
     let fp = Fingerprint::new(format!("POST /alerts/{id}/close"), &input);
-    let mut tx = kit.begin().await?;
-    if let Some(key) = &key
-        && let Some(replay) = idempotency::claim(&mut tx, key, &fp).await?
-    {
-        return Ok(replay);
-    }
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM alerts WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    match status.as_deref() {
-        None => return Err(ApiError::not_found(format!("alert `{id}`"))),
-        Some("closed") => return Err(ApiError::conflict("alert-closed", format!("alert `{id}` is already closed"))),
-        _ => {}
-    }
-    sqlx::query("UPDATE alerts SET status = 'closed', outcome = $2, closed_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(&outcome)
-        .execute(&mut *tx)
-        .await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.id = $1")))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let body = alert_hal(&base, &row)?.into_value();
-    if let Some(key) = &key {
-        idempotency::remember(&mut tx, key, &fp, StatusCode::OK, &body).await?;
-    }
-    let data = json!({ "alert_id": id, "outcome": outcome });
-    events::append(&mut tx, &trace, NewEvent { kind: "alert.closed", aggregate_id: id.to_string(), data }).await?;
-    kit.commit(tx).await?;
-    Ok(crate::kit::hal::hal_response(StatusCode::OK, body))
+    once(&kit, key.as_ref(), fp, async |conn| {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM alerts WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match status.as_deref() {
+            None => return Err(ApiError::not_found(format!("alert `{id}`"))),
+            Some("closed") => {
+                return Err(ApiError::conflict("alert-closed", format!("alert `{id}` is already closed")));
+            }
+            _ => {}
+        }
+        sqlx::query("UPDATE alerts SET status = 'closed', outcome = $2, closed_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(&outcome)
+            .execute(&mut *conn)
+            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.id = $1")))
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let data = json!({ "alert_id": id, "outcome": outcome });
+        events::append(conn, &trace, NewEvent { kind: "alert.closed", aggregate_id: id.to_string(), data }).await?;
+        alert_hal(&base, &row)
+    })
+    .await
 }

@@ -34,7 +34,7 @@ use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
 use crate::kit::http::{ApiJson, TraceId};
-use crate::kit::idempotency::{self, Fingerprint};
+use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -167,42 +167,38 @@ async fn create(
     }
     let fp = Fingerprint::new("POST /payments", &input);
     let id = Uuid::new_v5(&PAYMENT_IDS, format!("{}\n{}", fp.scope, key.as_str()).as_bytes());
-    let mut tx = kit.begin().await?;
-    if let Some(replay) = idempotency::claim(&mut tx, &key, &fp).await? {
-        return Ok(replay);
-    }
-    let hold = reserve(&own, &trace, &input.from, id, money, &input.reference).await?;
-    let row = sqlx::query(
-        "INSERT INTO payments (id, debtor_account, creditor_name, creditor_sort_code, creditor_account_number,
-                               amount, currency, reference, status, hold, trace_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'reserved', $9, $10) RETURNING *",
-    )
-    .bind(id)
-    .bind(&input.from)
-    .bind(name)
-    .bind(sort_code.digits())
-    .bind(account_number.as_str())
-    .bind(money.amount)
-    .bind(money.currency.code())
-    .bind(&input.reference)
-    .bind(&hold)
-    .bind(&trace.0)
-    .fetch_one(&mut *tx)
+    let response = once(&kit, Some(&key), fp, async |conn| {
+        let hold = reserve(&own, &trace, &input.from, id, money, &input.reference).await?;
+        let row = sqlx::query(
+            "INSERT INTO payments (id, debtor_account, creditor_name, creditor_sort_code, creditor_account_number,
+                                   amount, currency, reference, status, hold, trace_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'reserved', $9, $10) RETURNING *",
+        )
+        .bind(id)
+        .bind(&input.from)
+        .bind(name)
+        .bind(sort_code.digits())
+        .bind(account_number.as_str())
+        .bind(money.amount)
+        .bind(money.currency.code())
+        .bind(&input.reference)
+        .bind(&hold)
+        .bind(&trace.0)
+        .fetch_one(&mut *conn)
+        .await?;
+        let data = json!({
+            "payment": base.url(&format!("/payments/{id}")),
+            "debtor_account": input.from,
+            "to": { "name": name, "sort_code": sort_code.display(), "account_number": account_number.as_str() },
+            "amount": money_json(money.amount, money.currency),
+            "reference": input.reference,
+        });
+        events::append(conn, &trace, NewEvent { kind: "payment.created", aggregate_id: id.to_string(), data }).await?;
+        Ok(payment_hal(&base, &row)?.status(StatusCode::ACCEPTED))
+    })
     .await?;
-    let hal = payment_hal(&base, &row)?.status(StatusCode::ACCEPTED);
-    let body = hal.into_value();
-    idempotency::remember(&mut tx, &key, &fp, StatusCode::ACCEPTED, &body).await?;
-    let data = json!({
-        "payment": base.url(&format!("/payments/{id}")),
-        "debtor_account": input.from,
-        "to": { "name": name, "sort_code": sort_code.display(), "account_number": account_number.as_str() },
-        "amount": money_json(money.amount, money.currency),
-        "reference": input.reference,
-    });
-    events::append(&mut tx, &trace, NewEvent { kind: "payment.created", aggregate_id: id.to_string(), data }).await?;
-    kit.commit(tx).await?;
     own.wake.notify_one();
-    Ok(hal_response(StatusCode::ACCEPTED, body))
+    Ok(response)
 }
 
 /// Place a hold for the payment on the debtor's account, following the

@@ -27,7 +27,7 @@ use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
 use crate::kit::http::{ApiJson, TraceId};
-use crate::kit::idempotency::{self, Fingerprint};
+use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -134,29 +134,27 @@ async fn create(
     }
     let fp = Fingerprint::new("POST /topups", &input);
     let id = Uuid::new_v5(&TOPUP_IDS, format!("{}\n{}", fp.scope, key.as_str()).as_bytes());
-    let mut tx = kit.begin().await?;
-    if let Some(replay) = idempotency::claim(&mut tx, &key, &fp).await? {
-        return Ok(replay);
-    }
-    let row = sqlx::query(
-        "INSERT INTO topups (id, account, card_token, amount, currency, status, trace_id)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING *",
-    )
-    .bind(id)
-    .bind(&input.account)
-    .bind(token)
-    .bind(money.amount)
-    .bind(money.currency.code())
-    .bind(&trace.0)
-    .fetch_one(&mut *tx)
+    let response = once(&kit, Some(&key), fp, async |conn| {
+        let row = sqlx::query(
+            "INSERT INTO topups (id, account, card_token, amount, currency, status, trace_id)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING *",
+        )
+        .bind(id)
+        .bind(&input.account)
+        .bind(token)
+        .bind(money.amount)
+        .bind(money.currency.code())
+        .bind(&trace.0)
+        .fetch_one(&mut *conn)
+        .await?;
+        let data =
+            json!({ "topup_id": id, "account": input.account, "amount": money_json(money.amount, money.currency) });
+        events::append(conn, &trace, NewEvent { kind: "topup.created", aggregate_id: id.to_string(), data }).await?;
+        Ok(topup_hal(&base, &row)?.status(StatusCode::ACCEPTED))
+    })
     .await?;
-    let body = topup_hal(&base, &row)?.into_value();
-    idempotency::remember(&mut tx, &key, &fp, StatusCode::ACCEPTED, &body).await?;
-    let data = json!({ "topup_id": id, "account": input.account, "amount": money_json(money.amount, money.currency) });
-    events::append(&mut tx, &trace, NewEvent { kind: "topup.created", aggregate_id: id.to_string(), data }).await?;
-    kit.commit(tx).await?;
     own.wake.notify_one();
-    Ok(hal_response(StatusCode::ACCEPTED, body))
+    Ok(response)
 }
 
 async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {

@@ -244,6 +244,16 @@ fn required<'a>(body: &'a Value, pointer: &str) -> std::result::Result<&'a Value
     })
 }
 
+/// The caller's id for the request (what repeats are recognised by), once every
+/// field the provider needs is present.
+fn caller_id(body: &Value, id: &str, fields: &[&str]) -> std::result::Result<String, (u16, Value)> {
+    let id = required(body, id)?.as_str().unwrap_or_default().to_string();
+    for f in fields {
+        required(body, f)?;
+    }
+    Ok(id)
+}
+
 /// A repeat of an accepted request (same caller id) gets the first answer, and
 /// nothing is sent twice.
 fn accepted_before(p: &Provider, id: &str) -> Option<Value> {
@@ -251,13 +261,11 @@ fn accepted_before(p: &Provider, id: &str) -> Option<Value> {
 }
 
 fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: Option<String>) -> (u16, Value) {
-    let checked = (|| {
-        let id = required(body, "/payment_id")?.as_str().unwrap_or_default().to_string();
-        for f in ["/creditor/sort_code", "/creditor/account_number", "/amount/amount", "/amount/currency"] {
-            required(body, f)?;
-        }
-        Ok(id)
-    })();
+    let checked = caller_id(
+        body,
+        "/payment_id",
+        &["/creditor/sort_code", "/creditor/account_number", "/amount/amount", "/amount/currency"],
+    );
     let id = match checked {
         Ok(id) => id,
         Err(e) => return e,
@@ -291,13 +299,7 @@ fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: 
 }
 
 fn acquirer_charge(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: Option<String>) -> (u16, Value) {
-    let checked = (|| {
-        let id = required(body, "/charge_id")?.as_str().unwrap_or_default().to_string();
-        for f in ["/card_token", "/amount/amount", "/amount/currency"] {
-            required(body, f)?;
-        }
-        Ok(id)
-    })();
+    let checked = caller_id(body, "/charge_id", &["/card_token", "/amount/amount", "/amount/currency"]);
     let id = match checked {
         Ok(id) => id,
         Err(e) => return e,
