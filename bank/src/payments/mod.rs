@@ -66,9 +66,15 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
         .transpose()
         .context("SCHEME_TIMEOUT_MS is not a number")?;
     let client = Client::new(Duration::from_millis(timeout.unwrap_or(2000)))?;
+    let submitters =
+        kit.vars("SUBMITTERS").map(|v| v.parse::<usize>()).transpose().context("SUBMITTERS is not a number")?;
     kit.set_own(Payments { accounts, scheme, client, wake: Notify::new() });
-    let k = kit.clone();
-    kit.tasks.spawn(async move { submitter(k).await });
+    // Several submitters: each takes a different due payment (SKIP LOCKED), so a
+    // slow scheme call holds up one payment, not the queue.
+    for _ in 0..submitters.unwrap_or(8).max(1) {
+        let k = kit.clone();
+        kit.tasks.spawn(async move { submitter(k).await });
+    }
     Ok(())
 }
 

@@ -55,11 +55,14 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
         .context("ACQUIRER_TIMEOUT_MS is not a number")?;
     let client = Client::new(Duration::from_millis(timeout.unwrap_or(2000)))?;
     kit.set_own(Topups { acquirer, client, wake: Notify::new() });
-    let k = kit.clone();
-    kit.tasks.spawn(async move {
-        let Ok(own) = k.own::<Topups>() else { return };
-        worker::drain(&k, &own.wake, "the top-up charger", || charge_next(&k, &own)).await;
-    });
+    // Several chargers, each on a different due top-up (SKIP LOCKED).
+    for _ in 0..4 {
+        let k = kit.clone();
+        kit.tasks.spawn(async move {
+            let Ok(own) = k.own::<Topups>() else { return };
+            worker::drain(&k, &own.wake, "the top-up charger", || charge_next(&k, &own)).await;
+        });
+    }
     Ok(())
 }
 
