@@ -151,6 +151,15 @@ impl Kit {
         self.vars.get(name).cloned()
     }
 
+    /// An optional setting parsed as `T`, or `default` when unset; a value that
+    /// does not parse is an error naming the setting.
+    pub fn setting<T: std::str::FromStr>(&self, name: &str, default: T) -> anyhow::Result<T> {
+        match self.vars.get(name) {
+            Some(v) => v.parse().ok().with_context(|| format!("{name}=`{v}` is not a valid value")),
+            None => Ok(default),
+        }
+    }
+
     /// A setting, or an error naming it and what it is for.
     pub fn require(&self, name: &str, what: &str) -> anyhow::Result<String> {
         self.vars.get(name).cloned().with_context(|| format!("{name} is not set: {what}"))

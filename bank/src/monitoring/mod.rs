@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -56,22 +55,15 @@ struct Monitoring {
     client: Client,
 }
 
-fn setting<T: std::str::FromStr>(kit: &Kit, name: &str, default: T) -> anyhow::Result<T> {
-    match kit.vars(name) {
-        Some(v) => v.parse().ok().with_context(|| format!("{name}=`{v}` is not a number")),
-        None => Ok(default),
-    }
-}
-
 fn start(kit: &Kit) -> anyhow::Result<()> {
     let brokers = kit.require("KAFKA_BROKERS", "point it at the Kafka bootstrap servers")?;
     let vendor = kit.require("SCREENING_URL", "point it at the screening vendor")?.trim_end_matches('/').to_string();
     let rules = Rules {
-        large_amount: setting(kit, "RULE_LARGE_AMOUNT", 500_000)?,
-        velocity_count: setting(kit, "RULE_VELOCITY_COUNT", 3)?,
-        velocity_window: Duration::from_secs(setting(kit, "RULE_VELOCITY_WINDOW_SECS", 60)?),
-        new_payee_amount: setting(kit, "RULE_NEW_PAYEE_AMOUNT", 100_000)?,
-        vendor_threshold: setting(kit, "RULE_VENDOR_THRESHOLD", 80)?,
+        large_amount: kit.setting("RULE_LARGE_AMOUNT", 500_000)?,
+        velocity_count: kit.setting("RULE_VELOCITY_COUNT", 3)?,
+        velocity_window: Duration::from_secs(kit.setting("RULE_VELOCITY_WINDOW_SECS", 60)?),
+        new_payee_amount: kit.setting("RULE_NEW_PAYEE_AMOUNT", 100_000)?,
+        vendor_threshold: kit.setting("RULE_VENDOR_THRESHOLD", 80)?,
     };
     let payments_topic = kit.vars("PAYMENTS_TOPIC").unwrap_or_else(|| "payments.events".into());
     let topups_topic = kit.vars("TOPUPS_TOPIC").unwrap_or_else(|| "topups.events".into());

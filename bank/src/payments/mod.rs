@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -60,18 +59,12 @@ struct Payments {
 fn start(kit: &Kit) -> anyhow::Result<()> {
     let accounts = kit.require("ACCOUNTS_URL", "point it at the accounts service")?.trim_end_matches('/').to_string();
     let scheme = kit.require("SCHEME_URL", "point it at the payment scheme")?.trim_end_matches('/').to_string();
-    let timeout = kit
-        .vars("SCHEME_TIMEOUT_MS")
-        .map(|v| v.parse::<u64>())
-        .transpose()
-        .context("SCHEME_TIMEOUT_MS is not a number")?;
-    let client = Client::new(Duration::from_millis(timeout.unwrap_or(2000)))?;
-    let submitters =
-        kit.vars("SUBMITTERS").map(|v| v.parse::<usize>()).transpose().context("SUBMITTERS is not a number")?;
+    let client = Client::new(Duration::from_millis(kit.setting("SCHEME_TIMEOUT_MS", 2000)?))?;
+    let submitters: usize = kit.setting("SUBMITTERS", 8)?;
     kit.set_own(Payments { accounts, scheme, client, wake: Notify::new() });
     // Several submitters: each takes a different due payment (SKIP LOCKED), so a
     // slow scheme call holds up one payment, not the queue.
-    for _ in 0..submitters.unwrap_or(8).max(1) {
+    for _ in 0..submitters.max(1) {
         let k = kit.clone();
         kit.tasks.spawn(async move { submitter(k).await });
     }

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -48,12 +47,7 @@ struct Topups {
 
 fn start(kit: &Kit) -> anyhow::Result<()> {
     let acquirer = kit.require("ACQUIRER_URL", "point it at the card acquirer")?.trim_end_matches('/').to_string();
-    let timeout = kit
-        .vars("ACQUIRER_TIMEOUT_MS")
-        .map(|v| v.parse::<u64>())
-        .transpose()
-        .context("ACQUIRER_TIMEOUT_MS is not a number")?;
-    let client = Client::new(Duration::from_millis(timeout.unwrap_or(2000)))?;
+    let client = Client::new(Duration::from_millis(kit.setting("ACQUIRER_TIMEOUT_MS", 2000)?))?;
     kit.set_own(Topups { acquirer, client, wake: Notify::new() });
     // Several chargers, each on a different due top-up (SKIP LOCKED).
     for _ in 0..4 {
