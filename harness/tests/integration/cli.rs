@@ -247,3 +247,42 @@ fn the_readme_documents_every_command_and_only_real_ones() {
         assert!(out.status.success(), "sandbox {command} --help");
     }
 }
+
+/// `sandbox up` in the foreground: progress, then the table; Ctrl-C (SIGINT)
+/// tears everything down and exits cleanly.
+#[test]
+fn ctrl_c_stops_a_foreground_sandbox_and_removes_it() {
+    use std::io::{BufRead, BufReader};
+    let home = Home::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .arg("--home")
+        .arg(&home.root)
+        .args(["up", "--name", "fg"])
+        .current_dir(workspace())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // The table's header comes once every component is healthy.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("COMPONENT");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("healthy")), "progress lines: {seen:?}");
+    let record = home.record("fg");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}; output after Ctrl-C: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("sandbox fg stopped and removed")), "{rest:?}");
+    for pid in pids(&record) {
+        wait_until(&format!("pid {pid} is gone"), || !running(pid));
+    }
+    assert!(home.dirs().is_empty());
+}
