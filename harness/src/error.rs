@@ -7,8 +7,9 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("{file}:{line}: {message}")]
     Topology { file: PathBuf, line: usize, message: String },
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // The cause is part of the message, not a `source`: `{:#}` would print it twice.
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error(
         "PostgreSQL server binaries (initdb, postgres) not found on PATH or under /usr/lib/postgresql/*/bin; install them with `apt-get install -y postgresql`"
     )]
@@ -23,8 +24,8 @@ pub enum Error {
     Component { component: String, message: String },
     #[error("the sandbox's supervisor at {addr} did not answer: {message}")]
     Control { addr: String, message: String },
-    #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: std::io::Error },
     #[error("{0}")]
     Other(String),
 }
@@ -32,7 +33,7 @@ pub enum Error {
 impl Error {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
-        move |source| Self::Io { context, source }
+        move |cause| Self::Io { context, cause }
     }
 
     pub fn component(component: &str, message: impl Into<String>) -> Self {

@@ -295,6 +295,8 @@ impl supervisor::Observer for Printer {
 }
 
 async fn up_foreground(home: Home, name: String, file: PathBuf, workspace: PathBuf) -> anyhow::Result<ExitCode> {
+    // Refuse a bad topology before saying anything started.
+    harness::topology::Topology::load(&file)?;
     println!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
     let opts = supervisor::Options { name: name.clone(), home, topology: file, workspace, claimed: false };
     supervisor::run(opts, Printer::default()).await?;

@@ -137,7 +137,7 @@ pub struct Record {
 impl Record {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(RECORD);
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|cause| Error::Read { path: path.clone(), cause })?;
         serde_json::from_str(&text)
             .map_err(|e| Error::Other(format!("{}: unreadable sandbox record: {e}", path.display())))
     }

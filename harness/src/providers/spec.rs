@@ -73,7 +73,7 @@ impl When {
 
 impl Spec {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|cause| Error::Read { path: path.to_path_buf(), cause })?;
         let spec: Spec = serde_yaml::from_str(&text).map_err(|e| Error::Topology {
             file: path.to_path_buf(),
             line: e.location().map_or(1, |l| l.line()),
