@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
+use super::error::{ApiError, ApiResult};
 use super::http::{IDEMPOTENCY_HEADER, TRACE_HEADER, TraceId};
 
 /// What came back, or why nothing did.
@@ -15,6 +16,18 @@ pub enum Reply {
     Answered(u16, Value),
     /// No answer: refused, timed out, broken off.
     Unreachable(String),
+}
+
+impl Reply {
+    /// The body when the answer has `status`; otherwise (another status, or no
+    /// answer) a 503 naming `what` was called, so the caller's caller retries.
+    pub fn expect_status(self, status: u16, what: &str) -> ApiResult<Value> {
+        match self {
+            Self::Answered(s, body) if s == status => Ok(body),
+            Self::Answered(s, body) => Err(ApiError::Unavailable(format!("{what} answered {s}: {body}"))),
+            Self::Unreachable(e) => Err(ApiError::Unavailable(format!("{what} did not answer: {e}"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

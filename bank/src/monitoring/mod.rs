@@ -18,7 +18,7 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::domain::money_json;
-use crate::kit::client::{Client, Reply};
+use crate::kit::client::Client;
 use crate::kit::consume::{self, Rule};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, Envelope, NewEvent};
@@ -186,14 +186,9 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
         "counterparty": t.counterparty,
         "kind": t.kind,
     });
-    let score =
-        match own.client.post(&format!("{}/screenings", own.vendor), &trace, &event.id.to_string(), &request).await {
-            Reply::Answered(200, answer) => answer["score"].as_i64().unwrap_or(0),
-            Reply::Answered(status, body) => {
-                return Err(ApiError::Unavailable(format!("screening vendor answered {status}: {body}")));
-            }
-            Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("screening vendor unreachable: {e}"))),
-        };
+    let screening =
+        own.client.post(&format!("{}/screenings", own.vendor), &trace, &event.id.to_string(), &request).await;
+    let score = screening.expect_status(200, "the screening vendor")?["score"].as_i64().unwrap_or(0);
     // Remembered after the vendor answered, so a retried screening sees the same history.
     sqlx::query(
         "INSERT INTO transactions (id, kind, account, payee, amount, currency, event_id, trace_id, score, happened_at)

@@ -354,13 +354,7 @@ async fn fail(conn: &mut PgConnection, trace: &TraceId, id: Uuid, reason: &str, 
 /// Settle the hold the payment made, through the hold's own `capture` or
 /// `release` link, under a key per payment so that a repeat is a no-op.
 async fn settle_hold(own: &Payments, trace: &TraceId, hold_url: &str, id: Uuid, rel: &str) -> ApiResult<()> {
-    let hold = match own.client.get(hold_url, trace).await {
-        Reply::Answered(200, hold) => hold,
-        Reply::Answered(status, body) => {
-            return Err(ApiError::Unavailable(format!("hold {hold_url}: {status} {body}")));
-        }
-        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
-    };
+    let hold = own.client.get(hold_url, trace).await.expect_status(200, &format!("hold {hold_url}"))?;
     let wanted = if rel == "capture" { "captured" } else { "released" };
     if hold["status"] == wanted {
         return Ok(());
@@ -368,11 +362,11 @@ async fn settle_hold(own: &Payments, trace: &TraceId, hold_url: &str, id: Uuid, 
     let action = link(&hold, rel).ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!("hold {hold_url} is {} and cannot be {wanted}", hold["status"]))
     })?;
-    match own.client.post(&action, trace, &format!("{rel}-{id}"), &Value::Null).await {
-        Reply::Answered(200, _) => Ok(()),
-        Reply::Answered(status, body) => Err(ApiError::Unavailable(format!("{rel} of {hold_url}: {status} {body}"))),
-        Reply::Unreachable(e) => Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
-    }
+    own.client
+        .post(&action, trace, &format!("{rel}-{id}"), &Value::Null)
+        .await
+        .expect_status(200, &format!("{rel} of {hold_url}"))?;
+    Ok(())
 }
 
 async fn release_hold(own: &Payments, trace: &TraceId, hold_url: &str, id: Uuid) -> ApiResult<()> {
@@ -496,13 +490,10 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> Ap
                 "currency": money.currency.code(),
                 "reference": format!("from {}: {reference}", from["name"].as_str().unwrap_or("unknown")).chars().take(140).collect::<String>(),
             });
-            match own.client.post(&credit, trace, &format!("inbound-{scheme_id}"), &body).await {
-                Reply::Answered(201, _) => {}
-                Reply::Answered(status, body) => return Err(ApiError::Unavailable(format!("credit: {status} {body}"))),
-                Reply::Unreachable(e) => {
-                    return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}")));
-                }
-            }
+            own.client
+                .post(&credit, trace, &format!("inbound-{scheme_id}"), &body)
+                .await
+                .expect_status(201, "credit")?;
             let url = link(&account, "self").unwrap_or_default();
             sqlx::query("UPDATE inbound_payments SET account = $2 WHERE scheme_id = $1")
                 .bind(scheme_id)
@@ -556,22 +547,15 @@ async fn find_account(
     sort_code: &str,
     account_number: &str,
 ) -> ApiResult<Option<Value>> {
-    let unreachable = |e: String| ApiError::Unavailable(format!("cannot reach the accounts service: {e}"));
-    let root = match own.client.get(&format!("{}/", own.accounts), trace).await {
-        Reply::Answered(200, root) => root,
-        Reply::Answered(status, body) => return Err(unreachable(format!("{status} {body}"))),
-        Reply::Unreachable(e) => return Err(unreachable(e)),
-    };
+    let root = own.client.get(&format!("{}/", own.accounts), trace).await.expect_status(200, "the accounts service")?;
     let accounts = link(&root, "accounts").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no accounts link")))?;
     let (Ok(sort_code), Ok(account_number)) = (SortCode::parse(sort_code), AccountNumber::parse(account_number)) else {
         return Ok(None);
     };
     let url = format!("{accounts}?sort_code={}&account_number={}", sort_code.digits(), account_number.as_str());
-    match own.client.call(Method::GET, &url, trace, None, None).await {
-        Reply::Answered(200, found) => Ok(found["_embedded"]["accounts"].get(0).cloned()),
-        Reply::Answered(status, body) => Err(unreachable(format!("{status} {body}"))),
-        Reply::Unreachable(e) => Err(unreachable(e)),
-    }
+    let found =
+        own.client.call(Method::GET, &url, trace, None, None).await.expect_status(200, "the accounts service")?;
+    Ok(found["_embedded"]["accounts"].get(0).cloned())
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {

@@ -254,21 +254,11 @@ async fn succeed(
     let amount: i64 = row.try_get("amount")?;
     let currency =
         Currency::parse(row.try_get::<String, _>("currency")?.trim()).map_err(|e| ApiError::Internal(e.into()))?;
-    let account = match own.client.get(&account_url, trace).await {
-        Reply::Answered(200, a) => a,
-        Reply::Answered(status, body) => {
-            return Err(ApiError::Unavailable(format!("account {account_url}: {status} {body}")));
-        }
-        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
-    };
+    let account = own.client.get(&account_url, trace).await.expect_status(200, &format!("account {account_url}"))?;
     let credit =
         link(&account, "credit").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("account has no credit link")))?;
     let body = json!({ "amount": amount, "currency": currency.code(), "reference": "card top-up" });
-    match own.client.post(&credit, trace, &format!("topup-{id}"), &body).await {
-        Reply::Answered(201, _) => {}
-        Reply::Answered(status, body) => return Err(ApiError::Unavailable(format!("credit: {status} {body}"))),
-        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
-    }
+    own.client.post(&credit, trace, &format!("topup-{id}"), &body).await.expect_status(201, "credit")?;
     sqlx::query("UPDATE topups SET status = 'succeeded', acquirer_id = $2, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(acquirer_id)
