@@ -212,6 +212,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     removed += 1;
                 }
             }
+            for log in home.stale_logs() {
+                if std::fs::remove_file(&log).is_ok() {
+                    println!("removed {}", log.display());
+                    removed += 1;
+                }
+            }
             if removed == 0 {
                 println!("nothing to prune");
             }
@@ -233,8 +239,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Supervise { name, file, workspace } => {
             init_logging();
+            let log = home.log(&name);
             let opts = supervisor::Options { name, home, topology: file, workspace, claimed: true };
             supervisor::run(opts, Printer::default()).await?;
+            // A clean exit leaves nothing; after a failure the log stays for
+            // `up --detach` (or `prune`) to read and remove.
+            let _ = std::fs::remove_file(log);
             Ok(ExitCode::SUCCESS)
         }
         Command::Provider { spec, listen } => {
@@ -308,7 +318,7 @@ async fn up_detached(home: Home, name: String, file: PathBuf, workspace: PathBuf
     // Refuse a bad topology before anything is made.
     harness::topology::Topology::load(&file)?;
     let dir = home.claim(&name)?;
-    let spawned = spawn_supervisor(&home, &name, &file, &workspace, &dir);
+    let spawned = spawn_supervisor(&home, &name, &file, &workspace);
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -316,7 +326,7 @@ async fn up_detached(home: Home, name: String, file: PathBuf, workspace: PathBuf
             return Err(e);
         }
     };
-    let log = dir.join("supervisor.log");
+    let log = home.log(&name);
     let interactive = std::io::stdout().is_terminal();
     if interactive {
         println!("starting sandbox {name} in the background");
@@ -327,6 +337,7 @@ async fn up_detached(home: Home, name: String, file: PathBuf, workspace: PathBuf
         if let Some(status) = child.try_wait()? {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_file(&log);
             bail!("sandbox {name} failed to start ({status}):\n{}", tail.trim_end());
         }
         if client.is_none()
@@ -349,6 +360,7 @@ async fn up_detached(home: Home, name: String, file: PathBuf, workspace: PathBuf
                 Phase::Failed | Phase::Stopping | Phase::Stopped => {
                     // The supervisor tears down and removes the directory itself.
                     let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+                    let _ = std::fs::remove_file(&log);
                     bail!("sandbox {name} failed to start and was removed ({status}); see the reasons above");
                 }
                 Phase::Starting => {}
@@ -364,10 +376,9 @@ fn spawn_supervisor(
     name: &str,
     file: &std::path::Path,
     workspace: &std::path::Path,
-    dir: &std::path::Path,
 ) -> anyhow::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
-    let log = std::fs::File::create(dir.join("supervisor.log")).context("cannot create the supervisor's log")?;
+    let log = std::fs::File::create(home.log(name)).context("cannot create the supervisor's log")?;
     let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home")

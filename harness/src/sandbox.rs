@@ -32,6 +32,26 @@ impl Home {
         self.root.join(name)
     }
 
+    /// A detached supervisor's output. Beside the sandbox's directory, not in it,
+    /// so that it outlives a failed start long enough for `up --detach` to show
+    /// why; a clean exit removes it, and `prune` removes one whose sandbox is gone.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.root.join(format!(".{name}.log"))
+    }
+
+    /// Supervisor logs whose sandbox directory no longer exists.
+    pub fn stale_logs(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().to_string();
+                let name = file.strip_prefix('.')?.strip_suffix(".log")?.to_string();
+                (!self.dir(&name).exists()).then(|| e.path())
+            })
+            .collect()
+    }
+
     /// Claim `name`: create its directory, failing if a sandbox already has it.
     pub fn claim(&self, name: &str) -> Result<PathBuf> {
         validate_name(name)?;

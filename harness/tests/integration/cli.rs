@@ -43,6 +43,16 @@ impl Home {
         Record::read(&self.root.join(name)).expect("sandbox record")
     }
 
+    /// Supervisor logs (`.<name>.log`) left in the home.
+    fn logs(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with('.') && n.ends_with(".log"))
+            .collect()
+    }
+
     fn dirs(&self) -> Vec<String> {
         std::fs::read_dir(&self.root)
             .unwrap()
@@ -142,6 +152,7 @@ fn up_detach_status_logs_down_leaves_nothing() {
         assert!(!listening(port), "port {port} still open after `down`");
     }
     assert!(home.dirs().is_empty(), "directories left: {:?}", home.dirs());
+    assert!(home.logs().is_empty(), "supervisor logs left: {:?}", home.logs());
 }
 
 #[test]
@@ -182,6 +193,7 @@ fn a_killed_supervisor_leaves_a_sandbox_that_prune_removes() {
         wait_until(&format!("pid {pid} is gone"), || !running(pid));
     }
     assert!(home.dirs().is_empty());
+    assert!(home.logs().is_empty(), "the dead supervisor's log goes too: {:?}", home.logs());
     assert!(home.ok(&["prune"]).contains("nothing to prune"));
 }
 
