@@ -18,7 +18,7 @@ use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, 
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
-use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId};
+use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec};
 
@@ -46,11 +46,6 @@ fn router() -> Router<Kit> {
         .route("/holds/{id}", get(get_hold))
         .route("/holds/{id}/capture", post(capture_hold))
         .route("/holds/{id}/release", post(release_hold))
-}
-
-fn parse_id(raw: &str, what: &str) -> ApiResult<Uuid> {
-    // A malformed id names nothing that exists: that is "not found", not "bad request".
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} `{raw}`")))
 }
 
 // ---- customers ----

@@ -188,3 +188,9 @@ where
         }
     }
 }
+
+/// The id in a resource path. A malformed id names nothing that exists: that is
+/// "not found" (naming `what`), not "bad request".
+pub fn parse_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} `{raw}`")))
+}

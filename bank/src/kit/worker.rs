@@ -39,6 +39,35 @@ where
     }
 }
 
+/// Put a due row of `table` (which has `attempts`, `last_error`,
+/// `next_attempt_at` and `updated_at`) back to wait, `backoff(attempts)` from now.
+pub async fn retry_later(
+    conn: &mut sqlx::PgConnection,
+    table: &'static str,
+    id: uuid::Uuid,
+    trace: &super::http::TraceId,
+    attempts: i32,
+    error: &str,
+) -> ApiResult<()> {
+    let wait = backoff(attempts);
+    tracing::warn!(trace_id = %trace.0, table, %id, attempt = attempts, error, retry_in_ms = wait.as_millis() as u64,
+        "not available; will retry");
+    let sql = format!(
+        "UPDATE {table} SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond',
+                            updated_at = now()
+         WHERE id = $1"
+    );
+    // `table` is a compile-time name, never input.
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(attempts)
+        .bind(error)
+        .bind(wait.as_millis() as f64)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// The wait before attempt `attempts + 1`: 100 ms doubling, at most 5 s.
 pub fn backoff(attempts: i32) -> Duration {
     Duration::from_millis(50u64.saturating_mul(1 << attempts.clamp(0, 10))).min(MAX_BACKOFF)

@@ -23,7 +23,7 @@ use crate::kit::consume::{self, Rule};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, Envelope, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
-use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, TraceId};
+use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec};
 
@@ -292,7 +292,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Alert
 }
 
 async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("alert `{id}`")))?;
+    let id = parse_id(&id, "alert")?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.id = $1")))
         .bind(id)
         .fetch_optional(&kit.pool)
@@ -316,7 +316,7 @@ async fn close(
     MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     ApiJson(input): ApiJson<Close>,
 ) -> ApiResult<Response> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("alert `{id}`")))?;
+    let id = parse_id(&id, "alert")?;
     let outcome = input.outcome.trim().to_string();
     if outcome.is_empty() || outcome.len() > 64 {
         return Err(ApiError::unprocessable(

@@ -32,7 +32,7 @@ use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
-use crate::kit::http::{ApiJson, TraceId};
+use crate::kit::http::{ApiJson, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec, worker};
 
@@ -245,7 +245,7 @@ async fn reserve(
 }
 
 async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("payment `{id}`")))?;
+    let id = parse_id(&id, "payment")?;
     let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
         .bind(id)
         .fetch_optional(&kit.pool)
@@ -288,8 +288,6 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
         "amount": { "amount": row.try_get::<i64, _>("amount")?, "currency": currency.trim() },
         "reference": row.try_get::<String, _>("reference")?,
     });
-    let span = tracing::info_span!("submit", trace_id = %trace.0, payment = %id, attempt = attempts);
-    let _entered = span.enter();
     match own.client.post(&format!("{}/payments", own.scheme), &trace, &id.to_string(), &body).await {
         Reply::Answered(202, accepted) => {
             let scheme_id = accepted["scheme_id"].as_str().unwrap_or_default().to_string();
@@ -305,7 +303,7 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
             let data = json!({ "payment_id": id, "scheme_id": scheme_id, "attempts": attempts });
             events::append(&mut tx, &trace, NewEvent { kind: "payment.submitted", aggregate_id: id.to_string(), data })
                 .await?;
-            tracing::info!(%scheme_id, "submitted to the scheme");
+            tracing::info!(trace_id = %trace.0, payment = %id, attempt = attempts, %scheme_id, "submitted to the scheme");
         }
         Reply::Answered(status, problem) if client::refused(status) => {
             // The scheme refused the request itself: it will never take it.
@@ -313,28 +311,13 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
             release_hold(own, &trace, &row.try_get::<String, _>("hold")?, id).await?;
             fail(&mut tx, &trace, id, "SCHEME_REFUSED", &description).await?;
         }
-        Reply::Answered(status, _) => retry_later(&mut tx, id, attempts, &format!("scheme answered {status}")).await?,
-        Reply::Unreachable(e) => retry_later(&mut tx, id, attempts, &e).await?,
+        Reply::Answered(status, _) => {
+            worker::retry_later(&mut tx, "payments", id, &trace, attempts, &format!("scheme answered {status}")).await?
+        }
+        Reply::Unreachable(e) => worker::retry_later(&mut tx, "payments", id, &trace, attempts, &e).await?,
     }
     kit.commit(tx).await?;
     Ok(true)
-}
-
-async fn retry_later(conn: &mut PgConnection, id: Uuid, attempts: i32, error: &str) -> ApiResult<()> {
-    let backoff = worker::backoff(attempts);
-    tracing::warn!(error, retry_in_ms = backoff.as_millis() as u64, "scheme not available; the payment waits");
-    sqlx::query(
-        "UPDATE payments SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond',
-                             updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(attempts)
-    .bind(error)
-    .bind(backoff.as_millis() as f64)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 async fn fail(conn: &mut PgConnection, trace: &TraceId, id: Uuid, reason: &str, description: &str) -> ApiResult<()> {

@@ -25,7 +25,7 @@ use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
-use crate::kit::http::{ApiJson, TraceId};
+use crate::kit::http::{ApiJson, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec, worker};
 
@@ -155,7 +155,7 @@ async fn create(
 }
 
 async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found(format!("top-up `{id}`")))?;
+    let id = parse_id(&id, "top-up")?;
     let row = sqlx::query("SELECT * FROM topups WHERE id = $1")
         .bind(id)
         .fetch_optional(&kit.pool)
@@ -210,18 +210,7 @@ async fn charge_next(kit: &Kit, own: &Topups) -> ApiResult<bool> {
                 Reply::Answered(status, _) => format!("acquirer answered {status}"),
                 Reply::Unreachable(e) => e,
             };
-            let wait = worker::backoff(attempts);
-            tracing::warn!(trace_id = %trace.0, topup = %id, %error, retry_in_ms = wait.as_millis() as u64, "acquirer not available");
-            sqlx::query(
-                "UPDATE topups SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond',
-                                   updated_at = now() WHERE id = $1",
-            )
-            .bind(id)
-            .bind(attempts)
-            .bind(&error)
-            .bind(wait.as_millis() as f64)
-            .execute(&mut *tx)
-            .await?;
+            worker::retry_later(&mut tx, "topups", id, &trace, attempts, &error).await?;
         }
     }
     kit.commit(tx).await?;
