@@ -20,7 +20,7 @@ use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
-use crate::kit::{Kit, ServiceSpec};
+use crate::kit::{Kit, ServiceSpec, listing};
 
 /// This bank's sort code: every account it opens has it.
 pub const SORT_CODE: &str = "040004";
@@ -28,14 +28,15 @@ pub const SORT_CODE: &str = "040004";
 pub const SPEC: ServiceSpec = ServiceSpec {
     name: "accounts",
     migrations: &[(100, "accounts", include_str!("migrations/0100_accounts.sql"))],
-    links: &[("customers", "/customers"), ("accounts", "/accounts")],
+    // A URI template (RFC 6570): a client fills in the bank details it looks for.
+    links: &[("customers", "/customers"), ("find-account", "/accounts{?sort_code,account_number}")],
     router,
     start: crate::kit::no_background_work,
 };
 
 fn router() -> Router<Kit> {
     Router::new()
-        .route("/customers", post(create_customer))
+        .route("/customers", get(list_customers).post(create_customer))
         .route("/customers/{id}", get(get_customer))
         .route("/customers/{id}/accounts", get(list_customer_accounts).post(open_account))
         .route("/accounts", get(find_accounts))
@@ -102,6 +103,23 @@ async fn create_customer(
         Ok(hal)
     })
     .await
+}
+
+const CUSTOMERS: listing::Collection = listing::Collection {
+    path: "/customers",
+    rel: "customers",
+    table: "customers",
+    account_column: None,
+    item: customer_hal,
+};
+
+/// The newest customers: what an engineer exploring the sandbox looks at first.
+async fn list_customers(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    ApiQuery(q): ApiQuery<listing::Recent>,
+) -> ApiResult<Hal> {
+    listing::recent(&kit, &base, &CUSTOMERS, q).await
 }
 
 async fn get_customer(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {

@@ -1,16 +1,23 @@
 //! Consuming Kafka by rules, in the shape of Kroo's `vent`: from a topic, on an
 //! event type, act. Each event is acted on once (its id is recorded in the same
 //! transaction as the action), a failing action is retried with backoff until
-//! it succeeds (nothing is skipped), and the offset is committed only after the
-//! action, synchronously on shutdown.
+//! it succeeds (nothing is skipped), and the position is stored only after the
+//! action.
+//!
+//! Positions live in the service's own database (`consumer_positions`), and the
+//! consumer is assigned every partition of its topics instead of joining a
+//! consumer group: tansu 0.6 never expires a group member that died without
+//! leaving, so a service killed mid-stream would wait forever for its
+//! partitions. One consumer per service is what the sandbox runs; Apache Kafka
+//! serves assigned partitions the same way.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer};
-use sqlx::PgConnection;
+use rdkafka::consumer::Consumer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::{PgConnection, Row};
 
 use super::error::ApiResult;
 use super::events::Envelope;
@@ -37,8 +44,8 @@ pub async fn first_time(conn: &mut PgConnection, event_id: uuid::Uuid) -> ApiRes
     Ok(inserted == 1)
 }
 
-/// Consume in `group` by `rules` until shutdown. Readiness (`/health`) reports
-/// the consumer down until it has subscribed.
+/// Consume by `rules` until shutdown (`group` names the client to the broker).
+/// Readiness (`/health`) reports the consumer down until it has its partitions.
 pub fn start(kit: &Kit, brokers: String, group: String, rules: Vec<Rule>) {
     kit.set_check("consumer", Err("not subscribed yet".into()));
     let k = kit.clone();
@@ -65,10 +72,10 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
         }
     }
     let consumer = kafka::consumer(brokers, group)?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names)?;
+    let assignment = positions(kit, &consumer, &topics).await?;
+    consumer.assign(&assignment)?;
     kit.set_check("consumer", Ok(()));
-    tracing::info!(?topics, group, "consuming");
+    tracing::info!(?topics, group, partitions = assignment.count(), "consuming");
     loop {
         let message = tokio::select! {
             m = consumer.recv() => m,
@@ -97,7 +104,7 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
                                     trace_id = %envelope.trace_id, retry_in_ms = wait.as_millis() as u64, "action failed; retrying");
                                 tokio::select! {
                                     () = tokio::time::sleep(wait) => {}
-                                    // Not committed: the next consumer of the group acts on it.
+                                    // Not stored: the next start acts on it.
                                     () = kit.shutdown.cancelled() => return Ok(()),
                                 }
                             }
@@ -112,11 +119,44 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
                 "not an event envelope; skipped"
             ),
         }
-        consumer.commit_message(&message, CommitMode::Async)?;
+        store_position(kit, message.topic(), message.partition(), message.offset() + 1).await?;
     }
-    // Commit what was acted on before leaving the group.
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::warn!(error = %e, "final commit failed; redelivery will be absorbed");
+    Ok(())
+}
+
+/// Every partition of `topics`, each from its stored position (or the beginning).
+async fn positions(
+    kit: &Kit,
+    consumer: &rdkafka::consumer::StreamConsumer,
+    topics: &[String],
+) -> anyhow::Result<TopicPartitionList> {
+    let stored =
+        sqlx::query("SELECT topic, partition, next_offset FROM consumer_positions").fetch_all(&kit.pool).await?;
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in meta.topics() {
+            for p in t.partitions() {
+                let at = stored
+                    .iter()
+                    .find(|r| r.get::<String, _>("topic") == *topic && r.get::<i32, _>("partition") == p.id())
+                    .map_or(Offset::Beginning, |r| Offset::Offset(r.get("next_offset")));
+                list.add_partition_offset(topic, p.id(), at)?;
+            }
+        }
     }
+    Ok(list)
+}
+
+async fn store_position(kit: &Kit, topic: &str, partition: i32, next: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO consumer_positions (topic, partition, next_offset) VALUES ($1, $2, $3)
+         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = $3, updated_at = now()",
+    )
+    .bind(topic)
+    .bind(partition)
+    .bind(next)
+    .execute(&kit.pool)
+    .await?;
     Ok(())
 }

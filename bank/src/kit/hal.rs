@@ -80,8 +80,15 @@ impl Hal {
         Self { base: base.clone(), body, links, embedded: Map::new(), status: StatusCode::OK }
     }
 
+    /// A link to `path` on this service; a path with `{...}` is a URI template
+    /// (RFC 6570), marked `templated` as HAL says.
     pub fn link(mut self, rel: &str, path: &str) -> Self {
-        self.links.insert(rel.into(), json!({ "href": self.base.url(path) }));
+        let link = if path.contains('{') {
+            json!({ "href": self.base.url(path), "templated": true })
+        } else {
+            json!({ "href": self.base.url(path) })
+        };
+        self.links.insert(rel.into(), link);
         self
     }
 

@@ -41,9 +41,10 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .context("cannot create a Kafka producer")
 }
 
-/// A consumer in `group`: starts from the earliest offset, reads uncommitted
+/// A consumer named `group`: starts from the earliest offset, reads uncommitted
 /// (tansu's PostgreSQL storage fails under read_committed, and there are no
-/// transactions to hide), commits only after processing.
+/// transactions to hide), and never commits to the broker: `consume` keeps its
+/// positions in the service's database.
 pub fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
     base(brokers)
         .set("group.id", group)
@@ -52,8 +53,6 @@ pub fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", FETCH_WAIT_MS)
-        .set("session.timeout.ms", "10000")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .create()
         .context("cannot create a Kafka consumer")
 }

@@ -11,6 +11,7 @@ pub mod hal;
 pub mod http;
 pub mod idempotency;
 pub mod kafka;
+pub mod listing;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ use hal::{BaseUrl, Hal};
 const KIT_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "kit event log and idempotency", include_str!("migrations/0001_kit.sql")),
     (2, "kit processed events", include_str!("migrations/0002_processed_events.sql")),
+    (3, "kit consumer positions", include_str!("migrations/0003_consumer_positions.sql")),
 ];
 
 /// What a service is, to the kit.

@@ -209,6 +209,7 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
     if score >= r.vendor_threshold {
         reasons.push(format!("screening vendor scored the transaction {score}"));
     }
+    let mut alert = None;
     if !reasons.is_empty() {
         let id = Uuid::now_v7();
         sqlx::query(
@@ -232,7 +233,13 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
         });
         events::append(&mut tx, &trace, NewEvent { kind: "alert.raised", aggregate_id: id.to_string(), data }).await?;
         tracing::info!(trace_id = %trace.0, transaction = %t.id, ?reasons, "suspicious-transaction alert raised");
+        alert = Some(id);
     }
+    // Every screening is on record, alert or not: "screened, nothing found" is
+    // an outcome a reader (an auditor, a test) can wait for.
+    let data = json!({ "transaction": t.id, "kind": t.kind, "account": t.account, "score": score, "alert_id": alert });
+    events::append(&mut tx, &trace, NewEvent { kind: "transaction.screened", aggregate_id: t.id.clone(), data })
+        .await?;
     kit.commit(tx).await
 }
 

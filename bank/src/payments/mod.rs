@@ -32,9 +32,9 @@ use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
-use crate::kit::http::{ApiJson, TraceId, parse_id};
+use crate::kit::http::{ApiJson, ApiQuery, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
-use crate::kit::{Kit, ServiceSpec, worker};
+use crate::kit::{Kit, ServiceSpec, listing, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
     name: "payments",
@@ -73,7 +73,7 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
 
 fn router() -> Router<Kit> {
     Router::new()
-        .route("/payments", post(create))
+        .route("/payments", get(list).post(create))
         .route("/payments/{id}", get(show))
         .route("/webhooks/payment-scheme", post(scheme_webhook))
 }
@@ -242,6 +242,19 @@ async fn reserve(
         }
         Reply::Unreachable(e) => Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
     }
+}
+
+const PAYMENTS: listing::Collection = listing::Collection {
+    path: "/payments",
+    rel: "payments",
+    table: "payments",
+    account_column: Some("debtor_account"),
+    item: payment_hal,
+};
+
+/// The newest payments, or an account's (`?account=<its URL>`).
+async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<listing::Recent>) -> ApiResult<Hal> {
+    listing::recent(&kit, &base, &PAYMENTS, q).await
 }
 
 async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
@@ -531,7 +544,10 @@ async fn find_account(
     account_number: &str,
 ) -> ApiResult<Option<Value>> {
     let root = own.client.get(&format!("{}/", own.accounts), trace).await.expect_status(200, "the accounts service")?;
-    let accounts = link(&root, "accounts").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no accounts link")))?;
+    let template =
+        link(&root, "find-account").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no find-account link")))?;
+    // The template's only expression is the query `{?sort_code,account_number}`.
+    let accounts = template.split('{').next().unwrap_or_default();
     let (Ok(sort_code), Ok(account_number)) = (SortCode::parse(sort_code), AccountNumber::parse(account_number)) else {
         return Ok(None);
     };

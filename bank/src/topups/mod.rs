@@ -25,9 +25,9 @@ use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
-use crate::kit::http::{ApiJson, TraceId, parse_id};
+use crate::kit::http::{ApiJson, ApiQuery, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
-use crate::kit::{Kit, ServiceSpec, worker};
+use crate::kit::{Kit, ServiceSpec, listing, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
     name: "topups",
@@ -62,7 +62,7 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
 
 fn router() -> Router<Kit> {
     Router::new()
-        .route("/topups", post(create))
+        .route("/topups", get(list).post(create))
         .route("/topups/{id}", get(show))
         .route("/webhooks/card-acquirer", post(acquirer_webhook))
 }
@@ -90,6 +90,11 @@ fn topup_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
     });
     if let Some(reason) = row.try_get::<Option<String>, _>("decline_reason")? {
         state["decline_reason"] = json!(reason);
+    }
+    if let Some(error) = row.try_get::<Option<String>, _>("last_error")?
+        && state["status"] == "pending"
+    {
+        state["last_error"] = json!(error);
     }
     Ok(Hal::new(base, &format!("/topups/{id}"), state).link_url("account", &row.try_get::<String, _>("account")?))
 }
@@ -152,6 +157,19 @@ async fn create(
     .await?;
     own.wake.notify_one();
     Ok(response)
+}
+
+const TOPUPS: listing::Collection = listing::Collection {
+    path: "/topups",
+    rel: "topups",
+    table: "topups",
+    account_column: Some("account"),
+    item: topup_hal,
+};
+
+/// The newest top-ups, or an account's (`?account=<its URL>`).
+async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<listing::Recent>) -> ApiResult<Hal> {
+    listing::recent(&kit, &base, &TOPUPS, q).await
 }
 
 async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {

@@ -43,9 +43,12 @@ async fn health_ping_and_discovery_answer() {
     let (status, root) = app.get("/").await;
     assert_eq!(status, 200);
     assert_eq!(root["service"], "accounts");
-    for rel in ["self", "discovery", "health", "events", "metrics", "customers", "accounts"] {
+    for rel in ["self", "discovery", "health", "events", "metrics", "customers", "find-account"] {
         assert!(link(&root, rel).starts_with(&app.base), "{rel} is an absolute URL into the service");
     }
+    assert_eq!(root["_links"]["find-account"]["templated"], true, "a URI template says so");
+    let (status, customers) = app.get(&link(&root, "customers")).await;
+    assert_eq!(status, 200, "every plain link answers GET: {customers}");
 }
 
 #[tokio::test]
