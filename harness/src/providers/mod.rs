@@ -21,7 +21,11 @@ pub use spec::{Kind, Spec};
 
 /// How long a "timeout" fault holds a request: longer than any client waits.
 const TIMEOUT_HOLD: Duration = Duration::from_secs(120);
-const WEBHOOK_ATTEMPTS: u32 = 5;
+/// A webhook is tried this many times, backing off from 100 ms to at most
+/// `WEBHOOK_MAX_BACKOFF` (about 12 s in all, long enough for a restarted
+/// service to come back), then kept as undelivered.
+const WEBHOOK_ATTEMPTS: u32 = 10;
+const WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,6 +81,9 @@ struct Inner {
     next_fault: u64,
     /// Requests already accepted, by the caller's id: a repeat gets the same answer.
     accepted: Vec<(String, Value)>,
+    /// Webhooks every attempt failed for, by the caller's id: sent again when
+    /// the caller repeats its request (as a scheme answers a status enquiry).
+    undelivered: Vec<(String, Value, Option<String>)>,
     next_id: u64,
 }
 
@@ -129,11 +136,19 @@ impl Provider {
     }
 
     /// Send a signed webhook after the configured delay, retrying failures.
-    fn webhook(&self, body: Value, trace_id: Option<String>) {
+    /// `caller_id` names the request it answers, so that an undelivered one can
+    /// be sent again when that request is repeated.
+    fn webhook(&self, body: Value, trace_id: Option<String>, caller_id: Option<String>) {
+        self.send_webhook(body, trace_id, caller_id, true);
+    }
+
+    fn send_webhook(&self, body: Value, trace_id: Option<String>, caller_id: Option<String>, delay: bool) {
         let (Some(base), Some(hook)) = (self.webhook_base.clone(), self.spec.webhook.clone()) else { return };
         let this = self.clone();
         self.runtime.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(hook.delay_ms)).await;
+            if delay {
+                tokio::time::sleep(Duration::from_millis(hook.delay_ms)).await;
+            }
             let url = format!("{}{}", base.trim_end_matches('/'), hook.path);
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             let mut backoff = Duration::from_millis(100);
@@ -170,9 +185,22 @@ impl Provider {
                 }
                 tracing::warn!(%url, status, attempt, "webhook not delivered; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                backoff = (backoff * 2).min(WEBHOOK_MAX_BACKOFF);
+            }
+            if let Some(id) = caller_id {
+                tracing::warn!(%url, %id, "webhook undelivered after {WEBHOOK_ATTEMPTS} attempts; kept for a repeat");
+                this.lock().undelivered.push((id, body, trace_id));
             }
         });
+    }
+
+    /// A repeated request: send again the webhook that never arrived, if any.
+    fn redeliver_for(&self, caller_id: &str) {
+        let mut inner = self.lock();
+        let Some(i) = inner.undelivered.iter().position(|(id, _, _)| id == caller_id) else { return };
+        let (id, body, trace_id) = inner.undelivered.remove(i);
+        drop(inner);
+        self.send_webhook(body, trace_id, Some(id), false);
     }
 }
 
@@ -257,7 +285,11 @@ fn caller_id(body: &Value, id: &str, fields: &[&str]) -> std::result::Result<Str
 /// A repeat of an accepted request (same caller id) gets the first answer, and
 /// nothing is sent twice.
 fn accepted_before(p: &Provider, id: &str) -> Option<Value> {
-    p.lock().accepted.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone())
+    let first = p.lock().accepted.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone());
+    if first.is_some() {
+        p.redeliver_for(id);
+    }
+    first
 }
 
 fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: Option<String>) -> (u16, Value) {
@@ -294,7 +326,19 @@ fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: 
         hook["reason"] = outcome["reason"].clone();
         hook["description"] = outcome["description"].clone();
     }
-    p.webhook(hook, trace_id);
+    p.webhook(hook, trace_id.clone(), Some(id.clone()));
+    if settled && p.spec.is_inbound(&body["creditor"]["sort_code"]) {
+        // A payment between two customers of the bank comes back to it.
+        let inbound = json!({
+            "type": "payment.received",
+            "scheme_id": p.next_id("fps"),
+            "to": body["creditor"],
+            "from": { "name": "Faster Payment", "payment_id": id, "debtor_account": body["debtor_account"] },
+            "amount": body["amount"],
+            "reference": body["reference"],
+        });
+        p.webhook(inbound, trace_id, Some(format!("{id}/inbound")));
+    }
     (202, answer)
 }
 
@@ -327,7 +371,7 @@ fn acquirer_charge(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id:
     p.lock().accepted.push((id.clone(), answer.clone()));
     let mut hook = answer.clone();
     hook["type"] = json!(if succeeded { "charge.succeeded" } else { "charge.declined" });
-    p.webhook(hook, trace_id);
+    p.webhook(hook, trace_id, Some(id));
     (201, answer)
 }
 
@@ -372,6 +416,25 @@ impl Respond for Admin {
                     inner.journal.iter().filter(|e| scope.is_none() || e.scope == scope).collect();
                 ResponseTemplate::new(200).set_body_json(json!({ "provider": p.spec.name, "entries": entries }))
             }
+            ("POST", redeliver) if redeliver.starts_with("/journal/") && redeliver.ends_with("/redeliver") => {
+                let seq = redeliver.trim_start_matches("/journal/").trim_end_matches("/redeliver");
+                let entry = seq
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|n| p.lock().journal.iter().find(|e| e.seq == n && e.direction == "out").cloned());
+                match entry {
+                    Some(e) => {
+                        p.send_webhook(e.body.clone(), e.trace_id.clone(), None, false);
+                        ResponseTemplate::new(202).set_body_json(json!({ "redelivering": e.seq, "path": e.path }))
+                    }
+                    None => problem(
+                        404,
+                        &format!(
+                            "no webhook `{seq}` in the journal; redeliver the `seq` of an entry with direction `out`"
+                        ),
+                    ),
+                }
+            }
             ("GET", "/faults") => ResponseTemplate::new(200).set_body_json(json!({ "faults": p.lock().faults })),
             ("POST", "/faults") => match serde_json::from_slice::<Fault>(&request.body) {
                 Ok(mut fault) => {
@@ -409,7 +472,7 @@ impl Respond for Admin {
                             "amount": inbound.amount,
                             "reference": inbound.reference.unwrap_or_default(),
                         });
-                        p.webhook(hook, None);
+                        p.webhook(hook, None, None);
                         ResponseTemplate::new(202).set_body_json(json!({ "scheme_id": scheme_id }))
                     }
                     Err(e) => {
@@ -472,4 +535,80 @@ pub async fn run(spec_path: &std::path::Path, listen: std::net::SocketAddr) -> R
     eprintln!("{name} listening on {listen}");
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// A client of a provider's `/__admin` API: what the e2e steps, the TUI and a
+/// developer's scripts use to steer a running provider.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    name: String,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    pub fn new(name: &str, base: &str) -> Self {
+        Self {
+            name: name.into(),
+            base: format!("{}/__admin", base.trim_end_matches('/')),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value> {
+        let resp = req
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| Error::Other(format!("{}: cannot {what}: {e}", self.name)))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(Error::Other(format!("{}: cannot {what}: {status} {body}", self.name)))
+        }
+    }
+
+    /// Add a fault; returns it with its id.
+    pub async fn add_fault(&self, fault: &Fault) -> Result<Fault> {
+        let body = self.call(self.http.post(format!("{}/faults", self.base)).json(fault), "add a fault").await?;
+        serde_json::from_value(body).map_err(|e| Error::Other(format!("{}: odd fault answer: {e}", self.name)))
+    }
+
+    /// Clear the faults scoped to `scope`.
+    pub async fn clear_faults(&self, scope: &str) -> Result<()> {
+        let req = self.http.delete(format!("{}/faults", self.base)).query(&[("scope", scope)]);
+        self.call(req, "clear faults").await.map(|_| ())
+    }
+
+    /// What the provider received and sent, for one scope or all.
+    pub async fn journal(&self, scope: Option<&str>) -> Result<Vec<JournalEntry>> {
+        let mut req = self.http.get(format!("{}/journal", self.base));
+        if let Some(s) = scope {
+            req = req.query(&[("scope", s)]);
+        }
+        let body = self.call(req, "read the journal").await?;
+        serde_json::from_value(body["entries"].clone())
+            .map_err(|e| Error::Other(format!("{}: odd journal: {e}", self.name)))
+    }
+
+    /// (scheme) A payment from another bank to `to`; returns its scheme id.
+    pub async fn send_inbound(&self, to: Value, from: Value, pence: i64, reference: &str) -> Result<String> {
+        let body =
+            json!({ "to": to, "from": from, "amount": { "amount": pence, "currency": "GBP" }, "reference": reference });
+        let answer =
+            self.call(self.http.post(format!("{}/inbound-payments", self.base)).json(&body), "send a payment").await?;
+        Ok(answer["scheme_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Send a journalled webhook again, as a provider retrying it would.
+    pub async fn redeliver(&self, seq: u64) -> Result<()> {
+        let url = format!("{}/journal/{seq}/redeliver", self.base);
+        self.call(self.http.post(url), "redeliver a webhook").await.map(|_| ())
+    }
 }

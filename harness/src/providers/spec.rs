@@ -30,6 +30,11 @@ pub struct Spec {
     pub scope: String,
     #[serde(default)]
     pub webhook: Option<Webhook>,
+    /// (payment scheme) Sort codes of the bank behind the webhook: a settled
+    /// payment to one of them is also delivered to it as an inbound payment,
+    /// as Faster Payments does between two customers of one bank.
+    #[serde(default)]
+    pub inbound_sort_codes: Vec<String>,
     pub outcomes: Vec<Rule>,
 }
 
@@ -96,6 +101,11 @@ impl Spec {
             .find(|r| r.when.as_ref().is_none_or(|w| w.matches(body)))
             .map(|r| r.then.clone())
             .unwrap_or(Value::Null)
+    }
+
+    pub fn is_inbound(&self, sort_code: &Value) -> bool {
+        let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+        sort_code.as_str().is_some_and(|s| self.inbound_sort_codes.iter().any(|c| digits(c) == digits(s)))
     }
 
     pub fn scope_of(&self, body: &Value) -> Option<String> {
