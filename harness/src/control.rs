@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State as AxState};
+use axum::extract::{Path, Query, Request, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -21,25 +21,39 @@ use crate::error::{Error, Result};
 use crate::logs::LogLine;
 use crate::sandbox::Record;
 
+/// What the control API may ask of the running sandbox beyond reading it.
+pub trait Steer: Send + Sync + 'static {
+    /// Kill a component as a crash would; it stays down until restarted.
+    fn kill<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>>;
+    /// Stop a component if it runs and start it again; resolves once it is healthy.
+    fn restart<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>>;
+}
+
 #[derive(Clone)]
 struct Ctx {
     bus: Bus,
+    steer: std::sync::Arc<dyn Steer>,
     down: CancellationToken,
     token: String,
 }
 
+pub struct Served {
+    pub bus: Bus,
+    pub steer: std::sync::Arc<dyn Steer>,
+    /// Cancelled by `POST /down`.
+    pub down: CancellationToken,
+    pub token: String,
+}
+
 /// Serve the control API on `listener` until `shutdown`.
-pub fn serve(
-    listener: tokio::net::TcpListener,
-    bus: Bus,
-    down: CancellationToken,
-    token: String,
-    shutdown: CancellationToken,
-) {
-    let ctx = Ctx { bus, down, token };
+pub fn serve(listener: tokio::net::TcpListener, served: Served, shutdown: CancellationToken) {
+    let Served { bus, steer, down, token } = served;
+    let ctx = Ctx { bus, steer, down, token };
     let app = Router::new()
         .route("/state", get(state))
         .route("/down", post(request_down))
+        .route("/components/{name}/kill", post(kill))
+        .route("/components/{name}/restart", post(restart))
         .route("/logs", get(logs))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
         .with_state(ctx);
@@ -67,6 +81,48 @@ async fn request_down(AxState(ctx): AxState<Ctx>) -> StatusCode {
     StatusCode::ACCEPTED
 }
 
+fn no_such_component(ctx: &Ctx, name: &str) -> Option<Response> {
+    if ctx.bus.state().component(name).is_some() {
+        return None;
+    }
+    let names: Vec<String> = ctx.bus.state().components.into_iter().map(|c| c.name).collect();
+    Some((StatusCode::NOT_FOUND, format!("no component `{name}`; components: {}", names.join(", "))).into_response())
+}
+
+/// The component as it is after the change.
+fn component_now(ctx: &Ctx, name: &str) -> Response {
+    Json(ctx.bus.state().component(name).cloned()).into_response()
+}
+
+async fn kill(AxState(ctx): AxState<Ctx>, Path(name): Path<String>) -> Response {
+    if let Some(missing) = no_such_component(&ctx, &name) {
+        return missing;
+    }
+    match ctx.steer.kill(&name).await {
+        Ok(()) => {
+            // Answer once the exit is recorded, so a reader sees it down.
+            let mut watch = ctx.bus.watch();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                watch.wait_for(|s| s.component(&name).is_some_and(|c| c.pid.is_none())),
+            )
+            .await;
+            component_now(&ctx, &name)
+        }
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}
+
+async fn restart(AxState(ctx): AxState<Ctx>, Path(name): Path<String>) -> Response {
+    if let Some(missing) = no_such_component(&ctx, &name) {
+        return missing;
+    }
+    match ctx.steer.restart(&name).await {
+        Ok(()) => component_now(&ctx, &name),
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct LogsQuery {
     component: Option<String>,
@@ -78,12 +134,8 @@ struct LogsQuery {
 /// Newline-delimited JSON [`LogLine`]s: the last `tail`, then (with `follow`)
 /// every new one as it arrives.
 async fn logs(AxState(ctx): AxState<Ctx>, Query(q): Query<LogsQuery>) -> Response {
-    if let Some(c) = &q.component
-        && ctx.bus.state().component(c).is_none()
-    {
-        let names: Vec<String> = ctx.bus.state().components.into_iter().map(|c| c.name).collect();
-        return (StatusCode::NOT_FOUND, format!("no component `{c}`; components: {}", names.join(", ")))
-            .into_response();
+    if let Some(missing) = q.component.as_deref().and_then(|c| no_such_component(&ctx, c)) {
+        return missing;
     }
     // Subscribe before reading the backlog, then skip what the backlog had.
     let live = ctx.bus.logs.subscribe();
@@ -150,6 +202,21 @@ impl Client {
     pub async fn state(&self) -> Result<State> {
         let resp =
             self.send(self.http.get(format!("{}/state", self.base)).timeout(std::time::Duration::from_secs(5))).await?;
+        resp.json().await.map_err(|e| self.error(e))
+    }
+
+    /// Kill a component (as a crash would); returns once it is down.
+    pub async fn kill(&self, component: &str) -> Result<crate::engine::Component> {
+        let url = format!("{}/components/{component}/kill", self.base);
+        let resp = self.send(self.http.post(url).timeout(std::time::Duration::from_secs(15))).await?;
+        resp.json().await.map_err(|e| self.error(e))
+    }
+
+    /// Restart a component; returns once it is healthy again.
+    pub async fn restart(&self, component: &str) -> Result<crate::engine::Component> {
+        let url = format!("{}/components/{component}/restart", self.base);
+        let wait = crate::engine::START_DEADLINE + std::time::Duration::from_secs(30);
+        let resp = self.send(self.http.post(url).timeout(wait)).await?;
         resp.json().await.map_err(|e| self.error(e))
     }
 

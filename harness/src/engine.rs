@@ -129,16 +129,46 @@ impl State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Planned { component: String, endpoints: Vec<Endpoint> },
-    Spawned { component: String, pid: Option<u32>, at: u64 },
-    Probed { component: String, result: String },
-    Healthy { component: String, after_ms: u64 },
-    Exited { component: String, code: Option<i32> },
-    Failed { component: String, reason: String },
-    Stopping { component: String },
-    Stopped { component: String },
-    Restarting { component: String },
-    PhaseChanged { phase: Phase },
+    Planned {
+        component: String,
+        endpoints: Vec<Endpoint>,
+    },
+    Spawned {
+        component: String,
+        pid: Option<u32>,
+        at: u64,
+    },
+    Probed {
+        component: String,
+        result: String,
+    },
+    Healthy {
+        component: String,
+        after_ms: u64,
+    },
+    /// `pid` names the process that exited, so a late report about a replaced
+    /// process does not mark its successor dead.
+    Exited {
+        component: String,
+        pid: Option<u32>,
+        code: Option<i32>,
+    },
+    Failed {
+        component: String,
+        reason: String,
+    },
+    Stopping {
+        component: String,
+    },
+    Stopped {
+        component: String,
+    },
+    Restarting {
+        component: String,
+    },
+    PhaseChanged {
+        phase: Phase,
+    },
 }
 
 /// The one place state changes.
@@ -176,6 +206,7 @@ pub fn reduce(state: &mut State, event: &Event) {
             c.ready_ms = Some(*after_ms);
             c.last_probe = None;
         }
+        Event::Exited { pid, .. } if pid.is_some() && *pid != c.pid => {}
         Event::Exited { code, .. } => {
             // An exit we asked for is a stop, not a crash.
             c.status = if c.status == Status::Stopping { Status::Stopped } else { Status::Exited { code: *code } };
@@ -324,6 +355,41 @@ impl<B: Backend> Engine<B> {
         }
     }
 
+    /// Kill one component at once (SIGKILL, no grace), as a crash would: it is
+    /// reported as exited, and stays down until [`Engine::restart`].
+    pub async fn kill(&self, name: &str) -> Result<()> {
+        self.topology.service(name).ok_or_else(|| self.unknown(name))?;
+        let handle = self.handles.lock().await.remove(name);
+        let Some(handle) = handle.filter(|h| h.exited().code().is_none()) else {
+            return Err(Error::component(name, "is not running; start it with restart"));
+        };
+        handle.stop(nix::sys::signal::Signal::SIGKILL, Duration::ZERO).await;
+        Ok(())
+    }
+
+    /// Stop one component (gracefully, if it runs) and start it again; returns
+    /// when it is healthy, or with the reason it is not.
+    pub async fn restart(&self, name: &str) -> Result<()> {
+        let service = self.topology.service(name).ok_or_else(|| self.unknown(name))?;
+        if self.cancel.is_cancelled() {
+            return Err(Error::component(name, "cannot restart: the sandbox is stopping"));
+        }
+        let handle = self.handles.lock().await.remove(name);
+        if let Some(handle) = handle {
+            self.bus.send(Event::Stopping { component: name.into() });
+            let signal = crate::signals::parse(&service.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM);
+            handle.stop(signal, service.stop_grace).await;
+            self.bus.send(Event::Stopped { component: name.into() });
+        }
+        self.bus.send(Event::Restarting { component: name.into() });
+        self.clone_parts().start_one(name).await
+    }
+
+    fn unknown(&self, name: &str) -> Error {
+        let names: Vec<&str> = self.topology.services.iter().map(|s| s.name.as_str()).collect();
+        Error::component(name, format!("is not in the topology; components: {}", names.join(", ")))
+    }
+
     /// Stop every component, dependents first, then remove what the backend made.
     pub async fn stop(&self) -> Result<()> {
         self.cancel.cancel();
@@ -342,6 +408,16 @@ impl<B: Backend> Engine<B> {
         let cleaned = self.backend.cleanup(&self.plan).await;
         self.bus.send(Event::PhaseChanged { phase: Phase::Stopped });
         cleaned
+    }
+}
+
+impl<B: Backend> crate::control::Steer for Engine<B> {
+    fn kill<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(Engine::kill(self, component))
+    }
+
+    fn restart<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(Engine::restart(self, component))
     }
 }
 
@@ -391,10 +467,11 @@ impl<B: Backend> Parts<B> {
                 return Err(e);
             }
         };
-        self.bus.send(Event::Spawned { component: name.into(), pid: handle.pid(), at: now_secs() });
+        let handle_pid = handle.pid();
+        self.bus.send(Event::Spawned { component: name.into(), pid: handle_pid, at: now_secs() });
         let exit = handle.exited();
         self.handles.lock().await.insert(name.to_string(), handle);
-        self.watch_exit(name, exit.clone());
+        self.watch_exit(name, handle_pid, exit.clone());
         // Poll readiness until healthy, exited, cancelled or out of time.
         let deadline = started + START_DEADLINE;
         let mut last = String::new();
@@ -435,12 +512,12 @@ impl<B: Backend> Parts<B> {
     }
 
     /// Report the component's exit when it happens, whoever caused it.
-    fn watch_exit(&self, name: &str, exit: Exit) {
+    fn watch_exit(&self, name: &str, pid: Option<u32>, exit: Exit) {
         let bus = self.bus.clone();
         let name = name.to_string();
         tokio::spawn(async move {
             exit.wait().await;
-            bus.send(Event::Exited { component: name, code: exit.code().flatten() });
+            bus.send(Event::Exited { component: name, pid, code: exit.code().flatten() });
         });
     }
 }
@@ -481,7 +558,7 @@ services:
         reduce(&mut s, &Event::Healthy { component: "db".into(), after_ms: 40 });
         assert_eq!(s.component("db").unwrap().status, Status::Healthy);
         reduce(&mut s, &Event::Stopping { component: "db".into() });
-        reduce(&mut s, &Event::Exited { component: "db".into(), code: Some(0) });
+        reduce(&mut s, &Event::Exited { component: "db".into(), pid: Some(7), code: Some(0) });
         assert_eq!(s.component("db").unwrap().status, Status::Stopped, "an exit we asked for is a stop");
     }
 
@@ -489,8 +566,20 @@ services:
     fn an_unrequested_exit_is_a_crash() {
         let mut s = State::new("t", &topology());
         reduce(&mut s, &Event::Spawned { component: "a".into(), pid: Some(9), at: 1 });
-        reduce(&mut s, &Event::Exited { component: "a".into(), code: Some(101) });
+        reduce(&mut s, &Event::Exited { component: "a".into(), pid: Some(9), code: Some(101) });
         assert_eq!(s.component("a").unwrap().status, Status::Exited { code: Some(101) });
+    }
+
+    #[test]
+    fn a_late_exit_of_a_replaced_process_does_not_touch_its_successor() {
+        let mut s = State::new("t", &topology());
+        reduce(&mut s, &Event::Spawned { component: "a".into(), pid: Some(9), at: 1 });
+        reduce(&mut s, &Event::Restarting { component: "a".into() });
+        reduce(&mut s, &Event::Spawned { component: "a".into(), pid: Some(10), at: 2 });
+        reduce(&mut s, &Event::Healthy { component: "a".into(), after_ms: 5 });
+        reduce(&mut s, &Event::Exited { component: "a".into(), pid: Some(9), code: None });
+        let a = s.component("a").unwrap();
+        assert_eq!((a.status.clone(), a.pid, a.restarts), (Status::Healthy, Some(10), 1));
     }
 
     #[tokio::test]
@@ -505,6 +594,25 @@ services:
         engine.stop().await.unwrap();
         assert_eq!(backend.stopped(), ["a", "broker", "db"], "dependents stop first");
         assert_eq!(engine.bus().state().phase, Phase::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_killed_component_stays_down_until_restarted() {
+        let backend = FakeBackend::new();
+        let engine = Engine::new(backend.clone(), topology(), "t").await.unwrap();
+        engine.start().await.unwrap();
+        let mut watch = engine.bus().watch();
+        engine.kill("a").await.unwrap();
+        watch.wait_for(|s| matches!(s.component("a").unwrap().status, Status::Exited { .. })).await.unwrap();
+        let again = engine.kill("a").await.unwrap_err().to_string();
+        assert!(again.contains("is not running"), "{again}");
+        engine.restart("a").await.unwrap();
+        let a = engine.bus().state().component("a").cloned().unwrap();
+        assert_eq!((a.status, a.restarts), (Status::Healthy, 1));
+        assert_eq!(backend.started().iter().filter(|n| *n == "a").count(), 2);
+        let unknown = engine.restart("nope").await.unwrap_err().to_string();
+        assert!(unknown.contains("components: db, broker, a"), "{unknown}");
+        engine.stop().await.unwrap();
     }
 
     #[tokio::test]

@@ -7,10 +7,12 @@
 //! runner will be. This crate must not link the bank's code (it runs the `bank`
 //! binary) and must not depend on a terminal UI crate.
 
+pub mod api;
 pub mod backend;
 pub mod bench;
 pub mod broker;
 pub mod control;
+pub mod e2e;
 pub mod engine;
 pub mod error;
 pub mod flows;
@@ -22,6 +24,8 @@ pub mod providers;
 pub mod sandbox;
 pub mod signals;
 pub mod supervisor;
+pub mod target;
+pub mod topics;
 pub mod topology;
 
 pub use error::{Error, Result};

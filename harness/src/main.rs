@@ -88,6 +88,40 @@ enum Command {
     },
     /// Remove sandboxes whose owner process died, with whatever they left running.
     Prune,
+    /// Restart a component (gracefully); returns once it is healthy again.
+    Restart {
+        component: String,
+        /// The sandbox [default: the only one running]
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Kill a component as a crash would; `restart` brings it back.
+    Kill {
+        component: String,
+        /// The sandbox [default: the only one running]
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run the Gherkin scenarios against a running sandbox.
+    Test {
+        /// Feature files to run [default: every file under scenarios/]
+        features: Vec<PathBuf>,
+        /// A tag expression, e.g. `@payments and not @serial`.
+        #[arg(short, long)]
+        tags: Option<String>,
+        /// Run the i-th of n slices of the suite, e.g. 2/4.
+        #[arg(long)]
+        shard: Option<harness::e2e::Shard>,
+        /// Scenarios in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Where the JUnit report goes [default: target/cucumber/junit.xml]
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// The sandbox [default: the only one running]
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Measure the sandbox and the bank (prints Markdown for docs/PERFORMANCE.md).
     Bench {
         #[command(subcommand)]
@@ -152,6 +186,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Down { name } => down(&home, name.as_deref()).await,
+        Command::Restart { component, name } => {
+            let record = home.resolve(name.as_deref())?;
+            let c = live_client(&record)?.restart(&component).await?;
+            println!(
+                "{component} restarted: {} (pid {})",
+                c.status.label(),
+                c.pid.map_or("-".into(), |p| p.to_string())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Kill { component, name } => {
+            let record = home.resolve(name.as_deref())?;
+            let c = live_client(&record)?.kill(&component).await?;
+            println!("{component} killed: {}; `sandbox restart {component}` starts it again", c.status.label());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { features, tags, shard, concurrency, junit, name } => {
+            let workspace = workspace()?;
+            let record = home.resolve(name.as_deref())?;
+            let mut opts = harness::e2e::Options::new(&workspace, &std::env::current_exe()?);
+            opts.home = home;
+            opts.sandbox = Some(record.name);
+            opts.features = features;
+            opts.tags = tags;
+            opts.shard = shard;
+            opts.concurrency = concurrency;
+            if let Some(j) = junit {
+                opts.junit = j;
+            }
+            let summary = harness::e2e::run(opts).await?;
+            eprintln!("{summary}");
+            Ok(if summary.failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
         Command::Status { name, json } => {
             let record = home.resolve(name.as_deref())?;
             let state = live_client(&record)?.state().await?;
@@ -240,7 +307,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Supervise { name, file, workspace } => {
             init_logging();
             let log = home.log(&name);
-            let opts = supervisor::Options { name, home, topology: file, workspace, claimed: true };
+            let opts = supervisor::Options {
+                name,
+                home,
+                topology: file,
+                workspace,
+                claimed: true,
+                stop: Default::default(),
+                sandbox_bin: std::env::current_exe()?,
+            };
             supervisor::run(opts, Printer::default()).await?;
             // A clean exit leaves nothing; after a failure the log stays for
             // `up --detach` (or `prune`) to read and remove.
@@ -308,7 +383,15 @@ async fn up_foreground(home: Home, name: String, file: PathBuf, workspace: PathB
     // Refuse a bad topology before saying anything started.
     harness::topology::Topology::load(&file)?;
     println!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
-    let opts = supervisor::Options { name: name.clone(), home, topology: file, workspace, claimed: false };
+    let opts = supervisor::Options {
+        name: name.clone(),
+        home,
+        topology: file,
+        workspace,
+        claimed: false,
+        stop: Default::default(),
+        sandbox_bin: std::env::current_exe()?,
+    };
     supervisor::run(opts, Printer::default()).await?;
     println!("sandbox {name} stopped and removed");
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,11 @@ pub struct Options {
     pub workspace: PathBuf,
     /// The directory was already claimed (by `up --detach`, for this process).
     pub claimed: bool,
+    /// The `sandbox` binary (it also runs the broker and the providers).
+    pub sandbox_bin: PathBuf,
+    /// Cancel to stop the sandbox, as `sandbox down` does (for callers that run
+    /// the supervisor in-process, like the e2e runner).
+    pub stop: CancellationToken,
 }
 
 /// What the caller wants to see while the sandbox runs: called on its own task
@@ -60,12 +65,13 @@ async fn run_claimed(opts: &Options, topology: Topology, dir: PathBuf, observer:
         children: Vec::new(),
     };
     record.write()?;
-    let backend = LocalBackend::new(&opts.home.root, &dir, &opts.workspace);
-    let engine = Engine::new(backend, topology, &opts.name).await?;
-    let down = CancellationToken::new();
+    let backend = LocalBackend::new(&opts.home.root, &dir, &opts.workspace, &opts.sandbox_bin);
+    let engine = std::sync::Arc::new(Engine::new(backend, topology, &opts.name).await?);
+    let down = opts.stop.clone();
     let shutdown = CancellationToken::new();
     let token = record.control.as_ref().map(|c| c.token.clone()).unwrap_or_default();
-    control::serve(listener, engine.bus().clone(), down.clone(), token, shutdown.clone());
+    let served = control::Served { bus: engine.bus().clone(), steer: engine.clone(), down: down.clone(), token };
+    control::serve(listener, served, shutdown.clone());
     spawn_record_keeper(&engine, record.clone());
     let observed = spawn_observer(&engine, observer);
     let signals = signal_token()?;

@@ -91,10 +91,10 @@ impl Backend for FakeBackend {
 
     async fn start(&self, service: &Service, _plan: &Plan, logs: LogSink) -> Result<Handle> {
         let (tx, exit) = Exit::new();
-        let crash = {
+        let (crash, pid) = {
             let mut inner = self.0.lock().unwrap();
             inner.started.push(service.name.clone());
-            inner.crash.get(&service.name).copied()
+            (inner.crash.get(&service.name).copied(), 1000 + inner.started.len() as u32)
         };
         logs.line("stdout", format!("{} starting", service.name));
         if let Some(code) = crash {
@@ -102,7 +102,7 @@ impl Backend for FakeBackend {
             let _ = tx.send(Some(Some(code)));
         }
         let stopper = FakeStopper { name: service.name.clone(), backend: self.clone(), tx };
-        Ok(Handle::new(Some(1000), exit, Box::new(stopper)))
+        Ok(Handle::new(Some(pid), exit, Box::new(stopper)))
     }
 
     async fn probe(&self, service: &Service, _plan: &Plan) -> ProbeResult {

@@ -20,6 +20,7 @@ use crate::{ports, process};
 
 #[derive(Debug)]
 pub struct LocalBackend {
+    sandbox_bin: PathBuf,
     home: PathBuf,
     dir: PathBuf,
     workspace: PathBuf,
@@ -33,8 +34,11 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// A backend for the sandbox whose directory is `dir` (under `home`), running
     /// the bank from the cargo workspace at `workspace`.
-    pub fn new(home: &Path, dir: &Path, workspace: &Path) -> Self {
+    /// `sandbox_bin` is the `sandbox` binary, which also runs the broker and
+    /// the providers (`sandbox broker`, `sandbox provider`).
+    pub fn new(home: &Path, dir: &Path, workspace: &Path, sandbox_bin: &Path) -> Self {
         Self {
+            sandbox_bin: sandbox_bin.to_path_buf(),
             home: home.to_path_buf(),
             dir: dir.to_path_buf(),
             workspace: workspace.to_path_buf(),
@@ -161,16 +165,14 @@ impl LocalBackend {
 
     async fn start_broker(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
         let port = first_port(service, plan)?;
-        let exe = std::env::current_exe().map_err(Error::io("cannot find the sandbox binary itself"))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(&self.sandbox_bin);
         cmd.args(["broker", "--listen", &format!("127.0.0.1:{port}")]);
         process::spawn(&service.name, cmd, logs)
     }
 
     async fn start_provider(&self, service: &Service, spec: &Path, plan: &Plan, logs: LogSink) -> Result<Handle> {
         let port = first_port(service, plan)?;
-        let exe = std::env::current_exe().map_err(Error::io("cannot find the sandbox binary itself"))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(&self.sandbox_bin);
         cmd.arg("provider").arg("--spec").arg(spec).args(["--listen", &format!("127.0.0.1:{port}")]);
         cmd.envs(plan.env.get(&service.name).into_iter().flatten());
         process::spawn(&service.name, cmd, logs)

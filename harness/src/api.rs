@@ -1,0 +1,283 @@
+//! A client of the bank's public API, as an app or an engineer uses it: it enters
+//! at the gateway and finds everything else by following HAL links, never by
+//! building URLs. The e2e steps, the benchmarks and the TUI's explorer use it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+
+/// How often a waiting caller looks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// One HTTP answer, whatever its status: a step may expect a refusal.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    pub body: Value,
+    /// `Idempotent-Replayed: true` on the answer.
+    pub replayed: bool,
+    pub content_type: String,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The answer as a resource, or an error naming the call and what it got.
+    pub fn ok(self) -> Result<Value> {
+        if self.is_success() {
+            Ok(self.body)
+        } else {
+            Err(Error::Other(format!("{} {} answered {}: {}", self.method, self.url, self.status, self.body)))
+        }
+    }
+
+    /// The last segment of a problem's `type` (`urn:problem:bank:insufficient-funds`
+    /// gives `insufficient-funds`).
+    pub fn problem(&self) -> Option<&str> {
+        self.body["type"].as_str().and_then(|t| t.rsplit(':').next())
+    }
+}
+
+/// The `href` of a resource's link `rel`.
+pub fn link(resource: &Value, rel: &str) -> Result<String> {
+    resource["_links"][rel]["href"].as_str().map(String::from).ok_or_else(|| {
+        let rels: Vec<&String> = resource["_links"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+        Error::Other(format!("the resource has no `{rel}` link (it has: {rels:?}): {resource}"))
+    })
+}
+
+/// The links of a resource that a client may GET: (rel, href), without the
+/// actions (links that name another method).
+pub fn readable_links(resource: &Value) -> Vec<(String, String)> {
+    let Some(links) = resource["_links"].as_object() else { return Vec::new() };
+    links
+        .iter()
+        .filter(|(_, l)| l.get("method").is_none_or(|m| m == "GET") && l["templated"] != true)
+        .filter_map(|(rel, l)| l["href"].as_str().map(|h| (rel.clone(), h.to_string())))
+        .collect()
+}
+
+/// Pence as the bank writes money: `£1,234.05`.
+pub fn pounds(pence: i64) -> String {
+    let sign = if pence < 0 { "-" } else { "" };
+    let p = pence.unsigned_abs();
+    let whole = (p / 100).to_string();
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{sign}£{grouped}.{:02}", p % 100)
+}
+
+/// A payee: a name and UK bank details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payee {
+    pub name: String,
+    pub sort_code: String,
+    pub account_number: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    gateway: String,
+}
+
+impl Api {
+    pub fn new(gateway: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| Error::Other(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self { http, gateway: gateway.trim_end_matches('/').to_string() })
+    }
+
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    /// Any request; an answer of any status is `Ok`, only a failure to get one is `Err`.
+    pub async fn send(&self, method: &str, url: &str, body: Option<&Value>, key: Option<&str>) -> Result<Reply> {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| Error::Other(e.to_string()))?;
+        let mut req = self.http.request(m, url);
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| Error::Other(format!("{method} {url}: no answer: {e}")))?;
+        let status = resp.status().as_u16();
+        let replayed = resp.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = resp.bytes().await.map_err(|e| Error::Other(format!("{method} {url}: {e}")))?;
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Ok(Reply { method: method.into(), url: url.into(), status, body, replayed, content_type })
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Value> {
+        self.send("GET", url, None, None).await?.ok()
+    }
+
+    /// A POST that must succeed.
+    pub async fn post(&self, url: &str, body: &Value, key: Option<&str>) -> Result<Value> {
+        self.send("POST", url, Some(body), key).await?.ok()
+    }
+
+    /// The gateway's discovery resource: the bank's front door.
+    pub async fn front_door(&self) -> Result<Value> {
+        self.get(&format!("{}/", self.gateway)).await
+    }
+
+    /// A service's discovery resource, found from the front door.
+    pub async fn service(&self, name: &str) -> Result<Value> {
+        let root = self.front_door().await?;
+        self.get(&link(&root, name)?).await
+    }
+
+    /// A new customer. Returns the customer resource.
+    pub async fn new_customer(&self, name: &str) -> Result<Value> {
+        let accounts = self.service("accounts").await?;
+        self.post(&link(&accounts, "customers")?, &json!({ "name": name }), None).await
+    }
+
+    /// Ask for an account for `customer` (a customer resource); the reply may be a refusal.
+    pub async fn open_account(&self, customer: &Value, currency: Option<&str>) -> Result<Reply> {
+        let body = currency.map_or_else(|| json!({}), |c| json!({ "currency": c }));
+        self.send("POST", &link(customer, "open-account")?, Some(&body), None).await
+    }
+
+    /// Credit an account (a deposit from outside the bank's flows).
+    pub async fn deposit(&self, account: &Value, pence: i64, reference: &str, key: &str) -> Result<Reply> {
+        let body = json!({ "amount": pence, "currency": "GBP", "reference": reference });
+        self.send("POST", &link(account, "credit")?, Some(&body), Some(key)).await
+    }
+
+    /// Every posting on an account, oldest first, following the `next` pages.
+    pub async fn transactions(&self, account: &Value) -> Result<Vec<Value>> {
+        let mut url = link(account, "transactions")?;
+        let mut all = Vec::new();
+        loop {
+            let page = self.get(&url).await?;
+            let items = page["_embedded"]["transactions"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                return Ok(all);
+            }
+            all.extend(items);
+            url = link(&page, "next")?;
+        }
+    }
+
+    pub async fn holds(&self, account: &Value) -> Result<Vec<Value>> {
+        let page = self.get(&link(account, "holds")?).await?;
+        Ok(page["_embedded"]["holds"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Pay `payee` from `from` (an account resource); the reply may be a refusal.
+    pub async fn pay(&self, from: &Value, payee: &Payee, pence: i64, reference: &str, key: &str) -> Result<Reply> {
+        let payments = self.service("payments").await?;
+        let body = json!({
+            "from": link(from, "self")?,
+            "to": { "name": payee.name, "sort_code": payee.sort_code, "account_number": payee.account_number },
+            "amount": { "amount": pence, "currency": "GBP" },
+            "reference": reference,
+        });
+        self.send("POST", &link(&payments, "payments")?, Some(&body), Some(key)).await
+    }
+
+    /// Top `account` up from a card; the reply may be a refusal.
+    pub async fn top_up(&self, account: &Value, card_token: &str, pence: i64, key: &str) -> Result<Reply> {
+        let topups = self.service("topups").await?;
+        let body = json!({
+            "account": link(account, "self")?,
+            "card_token": card_token,
+            "amount": { "amount": pence, "currency": "GBP" },
+        });
+        self.send("POST", &link(&topups, "topups")?, Some(&body), Some(key)).await
+    }
+
+    /// Alerts matching `query` (`transaction`, `account`, `status`).
+    pub async fn alerts(&self, query: &[(&str, &str)]) -> Result<Vec<Value>> {
+        let monitoring = self.service("monitoring").await?;
+        let mut url = url::Url::parse(&link(&monitoring, "alerts")?).map_err(|e| Error::Other(e.to_string()))?;
+        url.query_pairs_mut().extend_pairs(query);
+        let page = self.get(url.as_str()).await?;
+        Ok(page["_embedded"]["alerts"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// GET `url` until `done` holds for it; on the deadline, an error that says
+    /// what was awaited and what the resource last said.
+    pub async fn wait_until(
+        &self,
+        url: &str,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        wait_for(what, within, || async {
+            let r = self.get(url).await?;
+            Ok(if done(&r) { Ok(r) } else { Err(r.to_string()) })
+        })
+        .await
+    }
+}
+
+/// Call `probe` every few milliseconds until it gives `Ok(Ok(v))`; `Ok(Err(last))`
+/// means not yet (with what was seen), `Err` means stop now. On the deadline, the
+/// error names `what` and the last thing seen.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<std::result::Result<T, String>>>,
+{
+    let deadline = Instant::now() + within;
+    let mut last: String;
+    loop {
+        match probe().await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(seen)) => last = seen,
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Other(format!("{what}: not within {} s; last seen: {last}", within.as_secs_f32())));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pounds_are_written_as_the_bank_writes_them() {
+        assert_eq!(pounds(0), "£0.00");
+        assert_eq!(pounds(5), "£0.05");
+        assert_eq!(pounds(123_456_789), "£1,234,567.89");
+        assert_eq!(pounds(-2_500), "-£25.00");
+    }
+
+    #[test]
+    fn actions_are_not_readable_links() {
+        let r = json!({ "_links": {
+            "self": { "href": "http://x/a" },
+            "credit": { "href": "http://x/a/credits", "method": "POST" },
+        }});
+        assert_eq!(readable_links(&r), vec![("self".to_string(), "http://x/a".to_string())]);
+    }
+}

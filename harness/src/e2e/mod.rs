@@ -1,0 +1,523 @@
+//! The Gherkin suite's runner: `cargo test --features e2e` and `sandbox test`.
+//!
+//! It starts one ephemeral sandbox for the run (or attaches to a running one),
+//! runs the scenarios under `scenarios/` concurrently against it (those tagged
+//! `@serial` alone), audits the bank's invariants after each scenario, writes
+//! cucumber's console output and a JUnit report, and tears the sandbox down at
+//! the end, failed or not. Steps are thin: they call [`crate::api`],
+//! [`crate::topics`], the providers' admin clients and the control API.
+
+mod audit;
+mod params;
+mod steps;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cucumber::event::ScenarioFinished;
+use cucumber::writer::{self, Coloring, Stats as _};
+use cucumber::{World as _, WriterExt as _};
+use futures::FutureExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+use crate::engine::{Phase, State};
+use crate::error::{Error, Result};
+use crate::providers::AdminClient;
+use crate::sandbox::{Home, Record};
+use crate::target::Target;
+use crate::topics::Topics;
+pub use world::BankWorld;
+
+/// The providers the scenarios steer, as the topology names them.
+pub const PROVIDERS: [&str; 3] = ["payment-scheme", "card-acquirer", "screening-vendor"];
+
+/// What every scenario shares: the sandbox, its API, one Kafka reader.
+pub struct Context {
+    pub target: Target,
+    pub api: Api,
+    pub topics: Topics,
+    /// (service, URL) of every event log published to Kafka.
+    sources: Vec<(String, String)>,
+    /// Per event log, the cursor up to which an audit found every event on Kafka.
+    audited: Mutex<BTreeMap<String, i64>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("sandbox", &self.target.name).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub async fn connect(target: Target) -> Result<Self> {
+        let api = Api::new(target.gateway()?)?;
+        let topics = Topics::start(target.brokers()?).await?;
+        let mut sources = Vec::new();
+        for topic in topics.topics() {
+            let service = topic.trim_end_matches(".events");
+            sources.push((service.to_string(), target.url(service)?.to_string()));
+        }
+        Ok(Self { target, api, topics, sources, audited: Mutex::default() })
+    }
+
+    fn audited(&self, source: &str) -> i64 {
+        self.audited.lock().unwrap_or_else(|e| e.into_inner()).get(source).copied().unwrap_or(0)
+    }
+
+    fn set_audited(&self, source: &str, cursor: i64) {
+        let mut audited = self.audited.lock().unwrap_or_else(|e| e.into_inner());
+        let at = audited.entry(source.to_string()).or_default();
+        *at = (*at).max(cursor);
+    }
+
+    pub fn provider(&self, name: &str) -> Result<AdminClient> {
+        self.target.provider(name)
+    }
+
+    pub fn providers(&self) -> Vec<(String, AdminClient)> {
+        PROVIDERS.iter().filter_map(|p| self.provider(p).ok().map(|c| (p.to_string(), c))).collect()
+    }
+}
+
+/// `i/n`: run the `i`-th of `n` slices of the suite (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("shard `{s}` is not i/n with 1 <= i <= n (e.g. 2/4)");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse::<u32>().map_err(|_| bad())?, n.trim().parse::<u32>().map_err(|_| bad())?);
+        if index == 0 || count == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl Shard {
+    /// Whether this shard runs the scenario: by a stable hash of where it is,
+    /// so every runner agrees without talking to the others.
+    pub fn takes(&self, feature: &str, scenario: &str) -> bool {
+        // FNV-1a: stable across processes and builds, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in feature.bytes().chain([0]).chain(scenario.bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % u64::from(self.count)) as u32 == self.index - 1
+    }
+}
+
+/// Where the suite runs and which part of it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workspace: PathBuf,
+    pub home: Home,
+    /// Attach to this running sandbox instead of starting one.
+    pub sandbox: Option<String>,
+    /// Feature files to run; all of `scenarios/` when empty.
+    pub features: Vec<PathBuf>,
+    /// A tag expression (`@payments and not @serial`).
+    pub tags: Option<String>,
+    /// Only scenarios whose name contains this.
+    pub name: Option<String>,
+    pub shard: Option<Shard>,
+    /// Where the JUnit report goes.
+    pub junit: PathBuf,
+    /// Scenarios in flight at once.
+    pub concurrency: usize,
+    /// The `sandbox` binary, for a sandbox this run starts.
+    pub sandbox_bin: PathBuf,
+}
+
+impl Options {
+    pub fn new(workspace: &Path, sandbox_bin: &Path) -> Self {
+        Self {
+            sandbox_bin: sandbox_bin.to_path_buf(),
+            workspace: workspace.to_path_buf(),
+            home: Home::from_env(),
+            sandbox: None,
+            features: Vec::new(),
+            tags: None,
+            name: None,
+            shard: None,
+            junit: workspace.join("target/cucumber/junit.xml"),
+            concurrency: 16,
+        }
+    }
+}
+
+/// How the run went, for the caller's exit code and the benchmark.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub scenarios: usize,
+    pub failed: bool,
+    pub start_up: Duration,
+    pub running: Duration,
+    pub teardown: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = self.scenarios as f64 / self.running.as_secs_f64().max(0.001);
+        write!(
+            f,
+            "e2e: {} scenarios {} in {:.1} s (start-up {:.1} s, scenarios {:.1} s at {rate:.1}/s, teardown {:.1} s)",
+            self.scenarios,
+            if self.failed { "FAILED" } else { "passed" },
+            (self.start_up + self.running + self.teardown).as_secs_f64(),
+            self.start_up.as_secs_f64(),
+            self.running.as_secs_f64(),
+            self.teardown.as_secs_f64(),
+        )
+    }
+}
+
+/// Run the suite. `Err` only when it could not run at all (no sandbox, bad
+/// options); failing scenarios give `Ok` with `failed` set.
+pub async fn run(opts: Options) -> Result<Summary> {
+    let tags = opts
+        .tags
+        .as_deref()
+        .map(|t| {
+            t.parse::<cucumber::gherkin::tagexpr::TagOperation>().map_err(|e| {
+                Error::Other(format!("--tags `{t}` is not a tag expression ({e}); e.g. `@payments and not @serial`"))
+            })
+        })
+        .transpose()?;
+    let scenarios = opts.workspace.join("scenarios");
+    let mut features = Vec::new();
+    let root = std::fs::canonicalize(&scenarios).map_err(Error::io(format!("{}", scenarios.display())))?;
+    for f in &opts.features {
+        let path = std::fs::canonicalize(f).ok().filter(|p| p.starts_with(&root) && p.is_file()).ok_or_else(|| {
+            Error::Other(format!("{} is not a feature file under {}", f.display(), scenarios.display()))
+        })?;
+        features.push(path);
+    }
+
+    let started = Instant::now();
+    let (target, owned) = match &opts.sandbox {
+        Some(name) => (Target::attach(&opts.home, Some(name)).await?, None),
+        None => {
+            let owned = Ephemeral::start(&opts).await?;
+            (owned.target.clone(), Some(owned))
+        }
+    };
+    let outcome = match Context::connect(target).await {
+        Ok(ctx) => {
+            let start_up = started.elapsed();
+            let running = Instant::now();
+            let (scenarios, failed) = run_cucumber(Arc::new(ctx), &opts, &scenarios, features, tags).await;
+            Ok((start_up, running.elapsed(), scenarios, failed))
+        }
+        Err(e) => Err(e),
+    };
+    let stopping = Instant::now();
+    let stopped = match owned {
+        Some(o) => o.stop().await,
+        None => Ok(()),
+    };
+    let (start_up, running, scenarios, failed) = outcome?;
+    stopped?;
+    Ok(Summary { scenarios, failed, start_up, running, teardown: stopping.elapsed() })
+}
+
+async fn run_cucumber(
+    ctx: Arc<Context>,
+    opts: &Options,
+    scenarios: &Path,
+    features: Vec<PathBuf>,
+    tags: Option<cucumber::gherkin::tagexpr::TagOperation>,
+) -> (usize, bool) {
+    if let Some(dir) = opts.junit.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let junit = match std::fs::File::create(&opts.junit) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot write the JUnit report to {}: {e}", opts.junit.display());
+            return (0, true);
+        }
+    };
+    let finished = Arc::new(AtomicUsize::new(0));
+    let counted = finished.clone();
+    let before_ctx = ctx.clone();
+    let cli: cucumber::cli::Opts<_, _, _, cucumber::cli::Empty> = cucumber::cli::Opts {
+        re_filter: None,
+        tags_filter: tags,
+        parser: Default::default(),
+        runner: Default::default(),
+        writer: Default::default(),
+        custom: Default::default(),
+    };
+    let shard = opts.shard;
+    let name = opts.name.clone();
+    let writer = writer::Basic::raw(std::io::stdout(), Coloring::Auto, 0)
+        .summarized()
+        .tee::<BankWorld, _>(writer::JUnit::for_tee(junit, 0))
+        .normalized();
+    let result = BankWorld::cucumber()
+        .with_writer(writer)
+        .fail_on_skipped()
+        .max_concurrent_scenarios(opts.concurrency.max(1))
+        .before(move |_, _, _, world| {
+            world.attach(before_ctx.clone());
+            async {}.boxed_local()
+        })
+        .after(move |_, _, _, finished, world| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            let passed = matches!(finished, ScenarioFinished::StepPassed);
+            async move {
+                let Some(world) = world else { return };
+                let cleanup = steps::clean_up(world).await;
+                if passed {
+                    let mut problems = audit::audit(world).await;
+                    problems.extend(cleanup);
+                    if !problems.is_empty() {
+                        let trail = world.trail().await;
+                        panic!(
+                            "the bank's invariants do not hold after this scenario:\n  {}\n{trail}",
+                            problems.join("\n  ")
+                        );
+                    }
+                } else if !cleanup.is_empty() {
+                    eprintln!("cleaning up after a failed scenario: {}", cleanup.join("; "));
+                }
+            }
+            .boxed_local()
+        })
+        .with_cli(cli)
+        .filter_run(scenarios.to_path_buf(), move |feature, _, scenario| {
+            let path = feature.path.as_deref().and_then(|p| std::fs::canonicalize(p).ok());
+            let chosen = features.is_empty() || path.as_ref().is_some_and(|p| features.contains(p));
+            let named = name.as_deref().is_none_or(|n| scenario.name.contains(n));
+            let sharded = shard.is_none_or(|s| s.takes(&feature.name, &scenario.name));
+            chosen && named && sharded
+        })
+        .await;
+    let failed = result.execution_has_failed() || result.parsing_errors() > 0 || result.hook_errors() > 0;
+    (finished.load(Ordering::Relaxed), failed)
+}
+
+/// A sandbox started for this run only, stopped (and its directory removed)
+/// when the run ends, whatever happened.
+struct Ephemeral {
+    target: Target,
+    stop: CancellationToken,
+    supervisor: tokio::task::JoinHandle<Result<()>>,
+}
+
+struct Forward(tokio::sync::watch::Sender<Option<State>>);
+
+impl crate::supervisor::Observer for Forward {
+    fn changed(&mut self, prev: Option<&State>, next: &State) {
+        for line in crate::progress::transitions(prev, next) {
+            eprintln!("  {line}");
+        }
+        let _ = self.0.send(Some(next.clone()));
+    }
+}
+
+impl Ephemeral {
+    async fn start(opts: &Options) -> Result<Self> {
+        let name = format!("e2e-{}", std::process::id());
+        eprintln!("starting sandbox {name} for the e2e run");
+        let stop = CancellationToken::new();
+        let sup = crate::supervisor::Options {
+            name: name.clone(),
+            home: opts.home.clone(),
+            topology: opts.workspace.join(crate::TOPOLOGY),
+            workspace: opts.workspace.clone(),
+            claimed: false,
+            stop: stop.clone(),
+            sandbox_bin: opts.sandbox_bin.clone(),
+        };
+        let (tx, mut rx) = tokio::sync::watch::channel(None);
+        let mut supervisor = tokio::spawn(crate::supervisor::run(sup, Forward(tx)));
+        let running = rx.wait_for(|s| s.as_ref().is_some_and(|s| matches!(s.phase, Phase::Running | Phase::Failed)));
+        let (phase, ended) = tokio::select! {
+            r = running => (r.ok().and_then(|s| s.as_ref().map(|s| s.phase)), None),
+            ended = &mut supervisor => (None, Some(ended)),
+        };
+        let target = match phase {
+            Some(Phase::Running) => Self::target(opts, &name).await,
+            _ => Err(Error::Other(format!("sandbox {name} did not start"))),
+        };
+        let e = match target {
+            Ok(target) => return Ok(Self { target, stop, supervisor }),
+            Err(e) => e,
+        };
+        // Tear down what started; the supervisor's own error says best why.
+        stop.cancel();
+        let ended = match ended {
+            Some(r) => r,
+            None => supervisor.await,
+        };
+        Err(match ended {
+            Ok(Err(why)) => why,
+            _ => e,
+        })
+    }
+
+    async fn target(opts: &Options, name: &str) -> Result<Target> {
+        let record = Record::read(&opts.home.dir(name))?;
+        let control = crate::control::Client::for_record(&record)?;
+        let state = control.state().await?;
+        Target::from_state(name, control, &state)
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.stop.cancel();
+        self.supervisor.await.map_err(|e| Error::Other(format!("the sandbox's supervisor panicked: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every step of every scenario (outlines expanded) has exactly one
+    /// definition: caught here in a second, not after a sandbox started.
+    #[test]
+    fn every_step_in_the_scenarios_has_exactly_one_definition() {
+        use cucumber::gherkin::{Feature, GherkinEnv, Step};
+        let steps = BankWorld::collection();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut problems = Vec::new();
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "feature") {
+                continue;
+            }
+            let feature = Feature::parse_path(&path, GherkinEnv::default()).unwrap();
+            let background: Vec<Step> = feature.background.iter().flat_map(|b| b.steps.clone()).collect();
+            for scenario in &feature.scenarios {
+                // One run per example row, with its values in place of `<name>`.
+                let mut rows: Vec<Vec<(String, String)>> = Vec::new();
+                for examples in &scenario.examples {
+                    let table = examples.table.as_ref().unwrap();
+                    let header = &table.rows[0];
+                    rows.extend(
+                        table.rows[1..].iter().map(|r| header.iter().cloned().zip(r.iter().cloned()).collect()),
+                    );
+                }
+                if rows.is_empty() {
+                    rows.push(Vec::new());
+                }
+                for row in &rows {
+                    for step in background.iter().chain(&scenario.steps) {
+                        let mut step = step.clone();
+                        for (k, v) in row {
+                            step.value = step.value.replace(&format!("<{k}>"), v);
+                        }
+                        checked += 1;
+                        match steps.find(&step) {
+                            Ok(Some(_)) => {}
+                            Ok(None) => {
+                                problems.push(format!("{}: undefined: {} {}", path.display(), step.keyword, step.value))
+                            }
+                            Err(e) => problems.push(format!("{}: ambiguous: {}: {e}", path.display(), step.value)),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "only {checked} steps found under {}", dir.display());
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn shards_split_the_suite_without_overlap_or_gaps() {
+        let shards: Vec<Shard> = (1..=3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        for n in 0..60 {
+            let name = format!("scenario {n}");
+            let takers = shards.iter().filter(|s| s.takes("Payments", &name)).count();
+            assert_eq!(takers, 1, "{name} must run on exactly one shard");
+        }
+        assert!("0/3".parse::<Shard>().is_err());
+        assert!("4/3".parse::<Shard>().is_err());
+        assert!("two".parse::<Shard>().is_err());
+    }
+}
+
+/// The test target's arguments (`cargo test --features e2e -- ...`).
+#[derive(Debug, clap::Parser)]
+#[command(name = "e2e", about = "The bank's Gherkin scenarios against a fresh sandbox (or a running one)")]
+pub struct Args {
+    /// Only scenarios whose name contains this (as libtest's filter).
+    pub filter: Option<String>,
+    /// A tag expression, e.g. `@payments and not @serial`.
+    #[arg(long, env = "SANDBOX_E2E_TAGS")]
+    pub tags: Option<String>,
+    /// Run the i-th of n slices of the suite, e.g. 2/4.
+    #[arg(long, env = "SANDBOX_E2E_SHARD")]
+    pub shard: Option<Shard>,
+    /// Run against this running sandbox instead of starting one.
+    #[arg(long, env = "SANDBOX_E2E_SANDBOX")]
+    pub sandbox: Option<String>,
+    /// Scenarios in flight at once.
+    #[arg(long, env = "SANDBOX_E2E_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Where the JUnit report goes [default: target/cucumber/junit.xml].
+    #[arg(long, env = "SANDBOX_E2E_JUNIT")]
+    pub junit: Option<PathBuf>,
+    // libtest's flags, which `cargo test -- ...` hands every test binary:
+    // accepted so that one command line serves the whole workspace.
+    #[arg(long, hide = true)]
+    nocapture: bool,
+    #[arg(long, hide = true)]
+    test_threads: Option<usize>,
+    #[arg(long, short = 'q', hide = true)]
+    quiet: bool,
+    #[arg(long, hide = true)]
+    color: Option<String>,
+}
+
+/// The test target's `main`: run the suite, print where the time went, and
+/// exit non-zero when a scenario failed or the suite could not run.
+pub fn main(sandbox_bin: &Path) -> std::process::ExitCode {
+    use clap::Parser as _;
+    let args = Args::parse();
+    let Some(workspace) = std::env::current_dir().ok().and_then(|d| crate::find_workspace(&d)) else {
+        eprintln!("e2e: not inside the bank-sandbox workspace (no compose/bank.yaml above this directory)");
+        return std::process::ExitCode::FAILURE;
+    };
+    let mut opts = Options::new(&workspace, sandbox_bin);
+    opts.sandbox = args.sandbox;
+    opts.tags = args.tags;
+    opts.name = args.filter;
+    opts.shard = args.shard;
+    opts.concurrency = args.concurrency;
+    if let Some(j) = args.junit {
+        opts.junit = j;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("e2e: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let junit = opts.junit.clone();
+    match runtime.block_on(run(opts)) {
+        Ok(summary) => {
+            eprintln!("{summary}\nJUnit report: {}", junit.display());
+            if summary.failed { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS }
+        }
+        Err(e) => {
+            eprintln!("e2e: the suite could not run: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! What the bank publishes on Kafka.
+
+use cucumber::then;
+
+use super::Step;
+use crate::e2e::params::Name;
+use crate::e2e::world::{BankWorld, Flow, SETTLE};
+use crate::topics::Seen;
+
+async fn published(w: &BankWorld, what: &str, matches: impl Fn(&Seen) -> bool) -> Step {
+    let r = w.ctx().topics.wait_for(what, SETTLE, matches).await;
+    w.or_trail(r).await.map(|_| ())
+}
+
+#[then(expr = "a `{word}` event for that payment is published")]
+async fn for_payment(w: &mut BankWorld, kind: String) -> Step {
+    let s = w.last(Flow::Payment)?.clone();
+    published(w, &format!("{kind} for payment {}", s.url), |e| {
+        e.event.kind == kind
+            && (e.event.data["payment_id"] == s.id.as_str() || e.event.data["payment"] == s.url.as_str())
+    })
+    .await
+}
+
+#[then(expr = "a `{word}` event for that top-up is published")]
+async fn for_topup(w: &mut BankWorld, kind: String) -> Step {
+    let s = w.last(Flow::TopUp)?.clone();
+    published(w, &format!("{kind} for top-up {}", s.url), |e| {
+        e.event.kind == kind && e.event.data["topup_id"] == s.id.as_str()
+    })
+    .await
+}
+
+#[then(expr = "a `{word}` event for {person}'s account is published")]
+async fn for_account(w: &mut BankWorld, kind: String, who: Name) -> Step {
+    // Services name an account by the URL they reach it at; its id is the same everywhere.
+    let url = w.account_url(&who.0)?;
+    let id = url.rsplit('/').next().unwrap_or_default().to_string();
+    published(w, &format!("{kind} for {url}"), |e| {
+        e.event.kind == kind && e.event.data["account"].as_str().is_some_and(|a| a.ends_with(&format!("/{id}")))
+    })
+    .await
+}
+
+#[then(expr = "a `{word}` event for it is published")]
+async fn for_inbound(w: &mut BankWorld, kind: String) -> Step {
+    let id = w.inbound.last().map(|i| i.scheme_id.clone()).ok_or_else(|| anyhow::anyhow!("no inbound payment"))?;
+    published(w, &format!("{kind} for inbound {id}"), |e| {
+        e.event.kind == kind && e.event.data["scheme_id"] == id.as_str()
+    })
+    .await
+}
