@@ -158,3 +158,45 @@ pub fn flows(exe: &Path, workspace: &Path, payments: usize, workers: usize, seco
     let _ = std::fs::remove_dir_all(&home);
     result
 }
+
+/// The whole Gherkin suite, `runs` times, each against a fresh sandbox as
+/// `cargo test --features e2e` runs it: wall time and its parts, scenarios/s.
+pub fn e2e(exe: &Path, workspace: &Path, runs: usize) -> Result<String> {
+    let home = std::env::temp_dir().join(format!("sbx-bench-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(Error::io("cannot create the bench home"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::io("runtime"))?;
+    let mut summaries = Vec::new();
+    let result = (|| {
+        for _ in 0..runs.max(1) {
+            let mut opts = crate::e2e::Options::new(workspace, exe);
+            opts.home = crate::sandbox::Home { root: home.clone() };
+            let summary = rt.block_on(crate::e2e::run(opts))?;
+            if summary.failed {
+                return Err(Error::Other(format!("a scenario failed; the figures would mean nothing: {summary}")));
+            }
+            summaries.push(summary);
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&home);
+    result?;
+    let col = |f: &dyn Fn(&crate::e2e::Summary) -> f64| {
+        let mut v: Vec<f64> = summaries.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        format!("{:.2} | {:.2} | {:.2}", v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let mut out = format!(
+        "| e2e suite, {} runs, {} scenarios each | median | min | max |\n|---|---|---|---|\n",
+        summaries.len(),
+        summaries[0].scenarios
+    );
+    out.push_str(&format!("| whole run, s | {} |\n", col(&|s| (s.start_up + s.running + s.teardown).as_secs_f64())));
+    out.push_str(&format!("| start-up (sandbox, Kafka reader), s | {} |\n", col(&|s| s.start_up.as_secs_f64())));
+    out.push_str(&format!("| scenarios, s | {} |\n", col(&|s| s.running.as_secs_f64())));
+    out.push_str(&format!("| teardown, s | {} |\n", col(&|s| s.teardown.as_secs_f64())));
+    out.push_str(&format!(
+        "| scenarios per second | {} |\n",
+        col(&|s| s.scenarios as f64 / s.running.as_secs_f64().max(0.001))
+    ));
+    Ok(out)
+}

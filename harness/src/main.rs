@@ -30,6 +30,12 @@ enum BenchWhat {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// The Gherkin suite against a fresh sandbox, start to teardown, and scenarios/s.
+    E2e {
+        /// Whole runs to measure.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Payment and alert latency, sustained payments/s, and an audit of postings.
     Flows {
         /// Sequential payments for the latency figures.
@@ -299,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 BenchWhat::Flows { payments, workers, seconds } => {
                     harness::bench::flows(&exe, &workspace, payments, workers, seconds)
                 }
+                BenchWhat::E2e { runs } => harness::bench::e2e(&exe, &workspace, runs),
             })
             .await??;
             print!("{table}");
