@@ -466,6 +466,9 @@ pub struct Args {
     /// Run against this running sandbox instead of starting one.
     #[arg(long, env = "SANDBOX_E2E_SANDBOX")]
     pub sandbox: Option<String>,
+    /// The backend of the sandbox the run starts.
+    #[arg(long, env = "SANDBOX_E2E_BACKEND", default_value = "local")]
+    pub backend: String,
     /// Scenarios in flight at once.
     #[arg(long, env = "SANDBOX_E2E_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
@@ -493,6 +496,14 @@ pub fn main(sandbox_bin: &Path) -> std::process::ExitCode {
         eprintln!("e2e: not inside the bank-sandbox workspace (no compose/bank.yaml above this directory)");
         return std::process::ExitCode::FAILURE;
     };
+    if args.backend != "local" {
+        eprintln!(
+            "e2e: no `{}` backend in this build; it has `local` (every component a local process). \
+             Unset SANDBOX_E2E_BACKEND, or point SANDBOX_E2E_SANDBOX at a running sandbox.",
+            args.backend
+        );
+        return std::process::ExitCode::FAILURE;
+    }
     let mut opts = Options::new(&workspace, sandbox_bin);
     opts.sandbox = args.sandbox;
     opts.tags = args.tags;
