@@ -27,6 +27,8 @@ pub trait Steer: Send + Sync + 'static {
     fn kill<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>>;
     /// Stop a component if it runs and start it again; resolves once it is healthy.
     fn restart<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>>;
+    /// Stop a component gracefully; it stays down until restarted.
+    fn stop<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>>;
 }
 
 #[derive(Clone)]
@@ -54,6 +56,7 @@ pub fn serve(listener: tokio::net::TcpListener, served: Served, shutdown: Cancel
         .route("/down", post(request_down))
         .route("/components/{name}/kill", post(kill))
         .route("/components/{name}/restart", post(restart))
+        .route("/components/{name}/stop", post(stop))
         .route("/logs", get(logs))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
         .with_state(ctx);
@@ -109,6 +112,16 @@ async fn kill(AxState(ctx): AxState<Ctx>, Path(name): Path<String>) -> Response 
             .await;
             component_now(&ctx, &name)
         }
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}
+
+async fn stop(AxState(ctx): AxState<Ctx>, Path(name): Path<String>) -> Response {
+    if let Some(missing) = no_such_component(&ctx, &name) {
+        return missing;
+    }
+    match ctx.steer.stop(&name).await {
+        Ok(()) => component_now(&ctx, &name),
         Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
     }
 }
@@ -209,6 +222,13 @@ impl Client {
     pub async fn kill(&self, component: &str) -> Result<crate::engine::Component> {
         let url = format!("{}/components/{component}/kill", self.base);
         let resp = self.send(self.http.post(url).timeout(std::time::Duration::from_secs(15))).await?;
+        resp.json().await.map_err(|e| self.error(e))
+    }
+
+    /// Stop a component gracefully; returns once it is down.
+    pub async fn stop(&self, component: &str) -> Result<crate::engine::Component> {
+        let url = format!("{}/components/{component}/stop", self.base);
+        let resp = self.send(self.http.post(url).timeout(std::time::Duration::from_secs(60))).await?;
         resp.json().await.map_err(|e| self.error(e))
     }
 

@@ -367,13 +367,10 @@ impl<B: Backend> Engine<B> {
         Ok(())
     }
 
-    /// Stop one component (gracefully, if it runs) and start it again; returns
-    /// when it is healthy, or with the reason it is not.
-    pub async fn restart(&self, name: &str) -> Result<()> {
+    /// Stop one component gracefully (its stop signal, then its grace period);
+    /// it stays down until [`Engine::restart`].
+    pub async fn stop_one(&self, name: &str) -> Result<()> {
         let service = self.topology.service(name).ok_or_else(|| self.unknown(name))?;
-        if self.cancel.is_cancelled() {
-            return Err(Error::component(name, "cannot restart: the sandbox is stopping"));
-        }
         let handle = self.handles.lock().await.remove(name);
         if let Some(handle) = handle {
             self.bus.send(Event::Stopping { component: name.into() });
@@ -381,6 +378,16 @@ impl<B: Backend> Engine<B> {
             handle.stop(signal, service.stop_grace).await;
             self.bus.send(Event::Stopped { component: name.into() });
         }
+        Ok(())
+    }
+
+    /// Stop one component (gracefully, if it runs) and start it again; returns
+    /// when it is healthy, or with the reason it is not.
+    pub async fn restart(&self, name: &str) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::component(name, "cannot restart: the sandbox is stopping"));
+        }
+        self.stop_one(name).await?;
         self.bus.send(Event::Restarting { component: name.into() });
         self.clone_parts().start_one(name).await
     }
@@ -418,6 +425,10 @@ impl<B: Backend> crate::control::Steer for Engine<B> {
 
     fn restart<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
         Box::pin(Engine::restart(self, component))
+    }
+
+    fn stop<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(Engine::stop_one(self, component))
     }
 }
 

@@ -12,6 +12,8 @@ use harness::engine::{Phase, State};
 use harness::sandbox::{Home, Record};
 use harness::{control, progress, sandbox, supervisor};
 
+mod tui;
+
 #[derive(Debug, Parser)]
 #[command(name = "sandbox", version, about = "The whole bank on your machine: private, ephemeral, up in seconds.")]
 struct Cli {
@@ -108,6 +110,11 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Open the dashboard on a running sandbox (quitting leaves it running).
+    Tui {
+        /// The sandbox [default: the only one running]
+        name: Option<String>,
+    },
     /// Run the Gherkin scenarios against a running sandbox.
     Test {
         /// Feature files to run [default: every file under scenarios/]
@@ -192,6 +199,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Down { name } => down(&home, name.as_deref()).await,
+        Command::Tui { name } => {
+            let record = home.resolve(name.as_deref())?;
+            tui::run(live_client(&record)?, &record.name, false).await?;
+            println!("sandbox {} is still running; `sandbox down {}` stops it", record.name, record.name);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Restart { component, name } => {
             let record = home.resolve(name.as_deref())?;
             let c = live_client(&record)?.restart(&component).await?;
@@ -389,19 +402,50 @@ impl supervisor::Observer for Printer {
 async fn up_foreground(home: Home, name: String, file: PathBuf, workspace: PathBuf) -> anyhow::Result<ExitCode> {
     // Refuse a bad topology before saying anything started.
     harness::topology::Topology::load(&file)?;
-    println!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
+    let stop = tokio_util::sync::CancellationToken::new();
     let opts = supervisor::Options {
         name: name.clone(),
-        home,
+        home: home.clone(),
         topology: file,
         workspace,
         claimed: false,
-        stop: Default::default(),
+        stop: stop.clone(),
         sandbox_bin: std::env::current_exe()?,
     };
-    supervisor::run(opts, Printer::default()).await?;
+    if !std::io::stdout().is_terminal() {
+        // No terminal: plain progress lines instead of the dashboard.
+        println!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
+        supervisor::run(opts, Printer::default()).await?;
+        println!("sandbox {name} stopped and removed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut supervisor = tokio::spawn(supervisor::run(opts, Quiet));
+    // The dashboard talks to the supervisor through its control API, as
+    // `sandbox tui` would; its address is in the record as soon as it exists.
+    let client = loop {
+        if let Ok(c) = Record::read(&home.dir(&name)).and_then(|r| control::Client::for_record(&r)) {
+            break c;
+        }
+        if supervisor.is_finished() {
+            (&mut supervisor).await??;
+            bail!("sandbox {name} stopped before it could be shown");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let shown = tui::run(client, &name, true).await;
+    stop.cancel();
+    let stopped = supervisor.await?;
+    shown?;
+    stopped?;
     println!("sandbox {name} stopped and removed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An observer for when the dashboard shows the state itself.
+struct Quiet;
+
+impl supervisor::Observer for Quiet {
+    fn changed(&mut self, _prev: Option<&State>, _next: &State) {}
 }
 
 async fn up_detached(home: Home, name: String, file: PathBuf, workspace: PathBuf) -> anyhow::Result<ExitCode> {

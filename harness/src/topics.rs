@@ -125,6 +125,14 @@ impl Topics {
         self.lock().ids.contains(&id)
     }
 
+    /// The events read after the first `from`, and how many were read in all:
+    /// a follower keeps the count and asks again.
+    pub fn since(&self, from: usize) -> (Vec<Seen>, usize) {
+        let inner = self.lock();
+        let n = inner.seen.len();
+        (inner.seen.get(from.min(n)..).map(<[Seen]>::to_vec).unwrap_or_default(), n)
+    }
+
     /// Every event seen so far that `matches`, in the order read.
     pub fn find(&self, matches: impl Fn(&Seen) -> bool) -> Vec<Seen> {
         self.lock().seen.iter().filter(|s| matches(s)).cloned().collect()

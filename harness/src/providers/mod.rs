@@ -612,3 +612,17 @@ impl AdminClient {
         self.call(self.http.post(url), "redeliver a webhook").await.map(|_| ())
     }
 }
+
+impl AdminClient {
+    /// The faults in force.
+    pub async fn faults(&self) -> Result<Vec<Fault>> {
+        let body = self.call(self.http.get(format!("{}/faults", self.base)), "read its faults").await?;
+        serde_json::from_value(body["faults"].clone())
+            .map_err(|e| Error::Other(format!("{}: odd faults: {e}", self.name)))
+    }
+
+    /// Clear every fault, whatever its scope.
+    pub async fn clear_all_faults(&self) -> Result<()> {
+        self.call(self.http.delete(format!("{}/faults", self.base)), "clear faults").await.map(|_| ())
+    }
+}

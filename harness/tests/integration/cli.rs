@@ -300,3 +300,84 @@ fn ctrl_c_stops_a_foreground_sandbox_and_removes_it() {
     }
     assert!(home.dirs().is_empty());
 }
+
+/// A tmux server of its own, killed on drop: the TUI runs in its pseudo-terminal.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Self {
+        Self { socket: format!("sbx-tui-{}", std::process::id()) }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux").args(["-L", &self.socket]).args(args).output().expect("tmux")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "tui"]).stdout).to_string()
+    }
+
+    fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the screen never showed `{text}`:\n{screen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// `sandbox up` in a terminal is the dashboard: it brings the sandbox up, every
+/// pane shows, and `q` tears everything down and restores the terminal.
+#[test]
+fn the_dashboard_runs_in_a_terminal_and_quitting_leaves_nothing() {
+    let home = Home::new();
+    let tmux = Tmux::new();
+    let command = format!(
+        "{} --home {} up --name tui; echo exited-$?; sleep 30",
+        env!("CARGO_BIN_EXE_sandbox"),
+        home.root.display()
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-c",
+        &workspace().to_string_lossy(),
+        &command,
+    ]);
+    assert!(out.status.success(), "tmux: {}", String::from_utf8_lossy(&out.stderr));
+    tmux.wait_for("tui running");
+    tmux.wait_for("gateway");
+    let record = home.record("tui");
+    for (key, title) in
+        [("2", "Logs: all"), ("3", "TOPIC@OFFSET"), ("4", "payment-scheme"), ("5", "Links"), ("?", "Keys")]
+    {
+        tmux.run(&["send-keys", "-t", "tui", key]);
+        tmux.wait_for(title);
+    }
+    tmux.run(&["send-keys", "-t", "tui", "Escape"]);
+    tmux.run(&["send-keys", "-t", "tui", "q"]);
+    tmux.wait_for("exited-0");
+    assert!(tmux.screen().contains("sandbox tui stopped and removed"), "{}", tmux.screen());
+    for pid in pids(&record) {
+        wait_until(&format!("pid {pid} is gone"), || !running(pid));
+    }
+    assert!(home.dirs().is_empty(), "left behind: {:?}", home.dirs());
+}

@@ -1,0 +1,443 @@
+//! The TUI's state and what input does to it. Keys become [`Command`]s for the
+//! run loop (anything that talks to the sandbox); everything that arrives
+//! (state, log lines, events, answers) comes in as a [`Msg`]. Nothing here
+//! draws or does I/O, so every behaviour is tested by feeding it.
+
+use std::collections::VecDeque;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use serde_json::Value;
+
+use harness::engine::State;
+use harness::logs::LogLine;
+use harness::providers::{Fault, FaultKind, JournalEntry};
+
+/// How many log lines and events are kept: memory stays flat however noisy
+/// the bank gets.
+pub const LOG_CAP: usize = 10_000;
+pub const EVENT_CAP: usize = 5_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Services,
+    Logs,
+    Events,
+    Providers,
+    Explorer,
+}
+
+impl Pane {
+    pub const ALL: [Pane; 5] = [Pane::Services, Pane::Logs, Pane::Events, Pane::Providers, Pane::Explorer];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Services => "Services",
+            Pane::Logs => "Logs",
+            Pane::Events => "Events",
+            Pane::Providers => "Providers",
+            Pane::Explorer => "Explorer",
+        }
+    }
+}
+
+/// An event as the events pane shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub topic: String,
+    pub offset: i64,
+    pub kind: String,
+    pub key: String,
+    pub trace_id: String,
+    pub summary: String,
+}
+
+/// A provider as the providers pane shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProviderView {
+    pub name: String,
+    pub journal: Vec<JournalEntry>,
+    pub faults: Vec<Fault>,
+}
+
+/// Something the run loop does on the app's behalf.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Quit,
+    Restart(String),
+    Stop(String),
+    /// GET a URL for the explorer.
+    Open(String),
+    AddFault {
+        provider: String,
+        kind: FaultKind,
+    },
+    ClearFaults(String),
+}
+
+/// Something that arrived.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    State(State),
+    Log(LogLine),
+    Event(EventRow),
+    Providers(Vec<ProviderView>),
+    /// The explorer's resource at a URL.
+    Resource(String, Value),
+    /// A command's outcome, for the status line.
+    Note(String),
+}
+
+/// What a text box is editing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Editing {
+    LogFilter,
+    EventFilter,
+}
+
+#[derive(Debug)]
+pub struct App {
+    pub sandbox: String,
+    /// The TUI started the sandbox: quitting tears it down.
+    pub owned: bool,
+    pub pane: Pane,
+    pub state: Option<State>,
+    pub selected: usize,
+    pub logs: VecDeque<LogLine>,
+    /// One component's logs, or all interleaved.
+    pub log_source: Option<String>,
+    pub log_filter: String,
+    /// 0 = everything, 1 = INFO and up, 2 = WARN and up, 3 = ERROR.
+    pub log_level: u8,
+    /// Following the newest line; off, the view holds still (`log_scroll` lines up).
+    pub follow: bool,
+    pub log_scroll: usize,
+    pub events: VecDeque<EventRow>,
+    pub event_filter: String,
+    pub event_scroll: usize,
+    pub providers: Vec<ProviderView>,
+    pub provider_selected: usize,
+    /// The explorer's trail of (URL, resource), the current one last.
+    pub explorer: Vec<(String, Value)>,
+    pub link_selected: usize,
+    pub editing: Option<Editing>,
+    pub help: bool,
+    pub note: Option<String>,
+    /// Something changed since the last draw.
+    pub dirty: bool,
+}
+
+impl App {
+    pub fn new(sandbox: &str, owned: bool) -> Self {
+        Self {
+            sandbox: sandbox.to_string(),
+            owned,
+            pane: Pane::Services,
+            state: None,
+            selected: 0,
+            logs: VecDeque::new(),
+            log_source: None,
+            log_filter: String::new(),
+            log_level: 0,
+            follow: true,
+            log_scroll: 0,
+            events: VecDeque::new(),
+            event_filter: String::new(),
+            event_scroll: 0,
+            providers: Vec::new(),
+            provider_selected: 0,
+            explorer: Vec::new(),
+            link_selected: 0,
+            editing: None,
+            help: false,
+            note: None,
+            dirty: true,
+        }
+    }
+
+    pub fn on_msg(&mut self, msg: Msg) {
+        self.dirty = true;
+        match msg {
+            Msg::State(s) => {
+                self.selected = self.selected.min(s.components.len().saturating_sub(1));
+                self.state = Some(s);
+            }
+            Msg::Log(line) => {
+                if self.logs.len() == LOG_CAP {
+                    self.logs.pop_front();
+                }
+                if !self.follow && self.log_matches(&line) {
+                    // Hold the view still while new lines arrive below it.
+                    self.log_scroll += 1;
+                }
+                self.logs.push_back(line);
+            }
+            Msg::Event(e) => {
+                if self.events.len() == EVENT_CAP {
+                    self.events.pop_front();
+                }
+                self.events.push_back(e);
+            }
+            Msg::Providers(p) => {
+                self.provider_selected = self.provider_selected.min(p.len().saturating_sub(1));
+                self.providers = p;
+            }
+            Msg::Resource(url, value) => {
+                self.explorer.push((url, value));
+                self.link_selected = 0;
+            }
+            Msg::Note(n) => self.note = Some(n),
+        }
+    }
+
+    /// The component the services pane points at.
+    pub fn selected_component(&self) -> Option<&str> {
+        self.state.as_ref().and_then(|s| s.components.get(self.selected)).map(|c| c.name.as_str())
+    }
+
+    pub fn log_matches(&self, l: &LogLine) -> bool {
+        self.log_source.as_ref().is_none_or(|s| *s == l.component)
+            && level_of(&l.text) >= self.log_level
+            && (self.log_filter.is_empty() || l.text.to_lowercase().contains(&self.log_filter.to_lowercase()))
+    }
+
+    pub fn event_matches(&self, e: &EventRow) -> bool {
+        let f = self.event_filter.to_lowercase();
+        f.is_empty()
+            || [&e.topic, &e.kind, &e.key, &e.trace_id, &e.summary].iter().any(|s| s.to_lowercase().contains(&f))
+    }
+
+    /// The explorer's current resource's links: (rel, href, method).
+    pub fn links(&self) -> Vec<(String, String, String)> {
+        let Some((_, r)) = self.explorer.last() else { return Vec::new() };
+        r["_links"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(rel, l)| {
+                        let href = l["href"].as_str()?.to_string();
+                        Some((rel.clone(), href, l["method"].as_str().unwrap_or("GET").to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
+        self.dirty = true;
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Command::Quit);
+        }
+        if let Some(editing) = self.editing {
+            let text = match editing {
+                Editing::LogFilter => &mut self.log_filter,
+                Editing::EventFilter => &mut self.event_filter,
+            };
+            match key.code {
+                KeyCode::Enter => self.editing = None,
+                KeyCode::Esc => {
+                    text.clear();
+                    self.editing = None;
+                }
+                KeyCode::Backspace => {
+                    text.pop();
+                }
+                KeyCode::Char(c) => text.push(c),
+                _ => {}
+            }
+            return None;
+        }
+        if self.help {
+            self.help = false;
+            return None;
+        }
+        self.note = None;
+        match key.code {
+            KeyCode::Char('q') => return Some(Command::Quit),
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Tab | KeyCode::Right => self.pane = self.next_pane(1),
+            KeyCode::BackTab | KeyCode::Left => self.pane = self.next_pane(Pane::ALL.len() - 1),
+            KeyCode::Char(c @ '1'..='5') => self.pane = Pane::ALL[c as usize - '1' as usize],
+            _ => return self.pane_key(key),
+        }
+        None
+    }
+
+    fn next_pane(&self, by: usize) -> Pane {
+        let i = Pane::ALL.iter().position(|p| *p == self.pane).unwrap_or(0);
+        Pane::ALL[(i + by) % Pane::ALL.len()]
+    }
+
+    fn pane_key(&mut self, key: KeyEvent) -> Option<Command> {
+        let up = matches!(key.code, KeyCode::Up | KeyCode::Char('k'));
+        let down = matches!(key.code, KeyCode::Down | KeyCode::Char('j'));
+        match self.pane {
+            Pane::Services => {
+                let n = self.state.as_ref().map_or(0, |s| s.components.len());
+                if up {
+                    self.selected = self.selected.saturating_sub(1);
+                } else if down {
+                    self.selected = (self.selected + 1).min(n.saturating_sub(1));
+                }
+                let name = self.selected_component().map(String::from)?;
+                match key.code {
+                    KeyCode::Char('r') => return Some(Command::Restart(name)),
+                    KeyCode::Char('s') => return Some(Command::Stop(name)),
+                    KeyCode::Enter | KeyCode::Char('l') => {
+                        self.log_source = Some(name);
+                        self.pane = Pane::Logs;
+                    }
+                    _ => {}
+                }
+            }
+            Pane::Logs => match key.code {
+                KeyCode::Char('/') => self.editing = Some(Editing::LogFilter),
+                KeyCode::Char('f') | KeyCode::Char(' ') => {
+                    self.follow = !self.follow;
+                    self.log_scroll = 0;
+                }
+                KeyCode::Char('a') => self.log_source = None,
+                KeyCode::Char('L') => self.log_level = (self.log_level + 1) % 4,
+                _ if up => {
+                    self.follow = false;
+                    self.log_scroll += 1;
+                }
+                _ if down => {
+                    self.log_scroll = self.log_scroll.saturating_sub(1);
+                    if self.log_scroll == 0 {
+                        self.follow = true;
+                    }
+                }
+                KeyCode::Char('G') | KeyCode::End => {
+                    self.follow = true;
+                    self.log_scroll = 0;
+                }
+                _ => {}
+            },
+            Pane::Events => match key.code {
+                KeyCode::Char('/') => self.editing = Some(Editing::EventFilter),
+                _ if up => self.event_scroll += 1,
+                _ if down => self.event_scroll = self.event_scroll.saturating_sub(1),
+                KeyCode::Char('G') | KeyCode::End => self.event_scroll = 0,
+                _ => {}
+            },
+            Pane::Providers => {
+                if up {
+                    self.provider_selected = self.provider_selected.saturating_sub(1);
+                } else if down {
+                    self.provider_selected = (self.provider_selected + 1).min(self.providers.len().saturating_sub(1));
+                }
+                let provider = self.providers.get(self.provider_selected)?.name.clone();
+                let kind = match key.code {
+                    KeyCode::Char('u') => FaultKind::Unavailable,
+                    KeyCode::Char('s') => FaultKind::Slow,
+                    KeyCode::Char('x') => FaultKind::Reject,
+                    KeyCode::Char('c') => return Some(Command::ClearFaults(provider)),
+                    _ => return None,
+                };
+                return Some(Command::AddFault { provider, kind });
+            }
+            Pane::Explorer => {
+                let links = self.links();
+                if up {
+                    self.link_selected = self.link_selected.saturating_sub(1);
+                } else if down {
+                    self.link_selected = (self.link_selected + 1).min(links.len().saturating_sub(1));
+                }
+                match key.code {
+                    KeyCode::Enter => {
+                        let (rel, href, method) = links.get(self.link_selected)?.clone();
+                        if method != "GET" {
+                            self.note = Some(format!("`{rel}` is a {method} action; the explorer follows links only"));
+                        } else if href.contains('{') {
+                            self.note = Some(format!("`{rel}` is a URI template ({href})"));
+                        } else {
+                            return Some(Command::Open(href));
+                        }
+                    }
+                    KeyCode::Backspace | KeyCode::Char('h') if self.explorer.len() > 1 => {
+                        self.explorer.pop();
+                        self.link_selected = 0;
+                    }
+                    KeyCode::Char('g') => {
+                        let front = self.explorer.first().map(|(u, _)| u.clone())?;
+                        self.explorer.clear();
+                        return Some(Command::Open(front));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A log line's level (0 debug/other, 1 info, 2 warn, 3 error), from the
+/// bank's JSON lines or a plain line's words.
+pub fn level_of(text: &str) -> u8 {
+    let upper = |s: &str| text.contains(s);
+    if upper("\"level\":\"ERROR\"") || upper(" ERROR ") {
+        3
+    } else if upper("\"level\":\"WARN\"") || upper(" WARN ") {
+        2
+    } else if upper("\"level\":\"INFO\"") || upper(" INFO ") {
+        1
+    } else {
+        0
+    }
+}
+
+/// A short, readable form of one bank log line: `LEVEL message key=value`,
+/// or the line itself when it is not the bank's JSON.
+pub fn render_log(text: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(text) else { return text.to_string() };
+    let level = v["level"].as_str().unwrap_or("");
+    let fields = v["fields"].as_object();
+    let message = fields.and_then(|f| f.get("message")).and_then(Value::as_str).unwrap_or("");
+    let mut out = format!("{level:<5} {message}");
+    if let Some(f) = fields {
+        for (k, val) in f.iter().filter(|(k, _)| *k != "message") {
+            let val = val.as_str().map(String::from).unwrap_or_else(|| val.to_string());
+            out.push_str(&format!(" {k}={val}"));
+        }
+    }
+    if let Some(span) = v["spans"].as_array().and_then(|s| s.last()) {
+        if let Some(route) = span["route"].as_str() {
+            out.push_str(&format!(" {} {route}", span["method"].as_str().unwrap_or("")));
+        }
+        if let Some(t) = span["trace_id"].as_str() {
+            out.push_str(&format!(" trace={}", &t[..t.len().min(8)]));
+        }
+    }
+    out
+}
+
+/// The events pane's row for one event read from Kafka.
+pub fn event_row(topic: &str, offset: i64, e: &wire::Envelope) -> EventRow {
+    let summary = e
+        .data
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.rsplit('/').next().unwrap_or(s).to_string(),
+                        Value::Object(o) if o.contains_key("amount") => {
+                            harness::api::pounds(o["amount"].as_i64().unwrap_or(0))
+                        }
+                        other => other.to_string(),
+                    };
+                    format!("{k}={v}")
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    EventRow {
+        topic: topic.to_string(),
+        offset,
+        kind: e.kind.clone(),
+        key: e.aggregate_id.clone(),
+        trace_id: e.trace_id.clone(),
+        summary,
+    }
+}

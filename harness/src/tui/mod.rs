@@ -1,0 +1,247 @@
+//! The TUI (`sandbox up` in a terminal, `sandbox tui`): a client of the same
+//! control API, Kafka reader and admin APIs the CLI and the e2e runner use.
+//! State, intent and drawing are apart (`app`, the run loop here, `ui`); one
+//! `select!` takes keys, arrivals and a redraw tick, and redraws at most every
+//! [`FRAME`] however fast lines arrive.
+
+pub mod app;
+#[cfg(test)]
+mod tests;
+mod ui;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use app::{App, Command, Msg, ProviderView};
+use harness::control;
+use harness::providers::{AdminClient, Fault};
+
+/// The shortest time between two redraws: 20 frames a second at most.
+const FRAME: Duration = Duration::from_millis(50);
+const STATE_EVERY: Duration = Duration::from_millis(500);
+const PROVIDERS_EVERY: Duration = Duration::from_secs(1);
+
+/// Restores the terminal however the TUI ends (ratatui's own panic hook
+/// covers a panic).
+struct Terminal(ratatui::DefaultTerminal);
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+/// Run the TUI on the sandbox behind `control` until the user quits.
+pub async fn run(control: control::Client, sandbox: &str, owned: bool) -> anyhow::Result<()> {
+    let state = control.state().await?;
+    let url = |name: &str| state.component(name).and_then(|c| c.endpoints.first()).map(|e| e.url.clone());
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(poll_state(control.clone(), tx.clone()));
+    tasks.spawn(follow_logs(control.clone(), tx.clone()));
+    if let Some(brokers) = url("kafka") {
+        tasks.spawn(follow_events(brokers, tx.clone()));
+    }
+    let admins: Vec<AdminClient> =
+        harness::e2e::PROVIDERS.iter().filter_map(|p| url(p).map(|u| AdminClient::new(p, &u))).collect();
+    tasks.spawn(poll_providers(admins.clone(), tx.clone()));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let gateway = url("gateway");
+
+    let mut app = App::new(sandbox, owned);
+    let mut terminal = Terminal(ratatui::try_init()?);
+    // The explorer opens the front door once the gateway answers (a sandbox
+    // `up` just started has none yet), retrying every couple of seconds.
+    let mut front_door_asked: Option<std::time::Instant> = None;
+    let mut keys = crossterm::event::EventStream::new();
+    let mut tick = tokio::time::interval(FRAME);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            key = keys.next() => match key {
+                Some(Ok(crossterm::event::Event::Key(k))) if k.kind == crossterm::event::KeyEventKind::Press => {
+                    match app.on_key(k) {
+                        Some(Command::Quit) => break,
+                        Some(cmd) => execute(cmd, &control, &admins, &http, &tx),
+                        None => {}
+                    }
+                }
+                Some(Ok(crossterm::event::Event::Resize(..))) => app.dirty = true,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            },
+            Some(msg) = rx.recv() => {
+                app.on_msg(msg);
+                // Take everything already waiting: one redraw for a burst.
+                while let Ok(more) = rx.try_recv() {
+                    app.on_msg(more);
+                }
+            }
+            _ = tick.tick() => {
+                let gateway_up = app.state.as_ref().and_then(|s| s.component("gateway"))
+                    .is_some_and(|c| c.status == harness::engine::Status::Healthy);
+                if let Some(g) = &gateway
+                    && app.explorer.is_empty()
+                    && gateway_up
+                    && front_door_asked.is_none_or(|t| t.elapsed() > Duration::from_secs(2))
+                {
+                    front_door_asked = Some(std::time::Instant::now());
+                    execute(Command::Open(format!("{g}/")), &control, &admins, &http, &tx);
+                }
+                if app.dirty {
+                    terminal.0.draw(|f| ui::draw(&app, f))?;
+                    app.dirty = false;
+                }
+            }
+        }
+    }
+    tasks.abort_all();
+    drop(terminal);
+    Ok(())
+}
+
+/// Do what a key asked, off the UI's task; the outcome comes back as a message.
+fn execute(
+    cmd: Command,
+    control: &control::Client,
+    admins: &[AdminClient],
+    http: &reqwest::Client,
+    tx: &mpsc::UnboundedSender<Msg>,
+) {
+    let (control, tx, http) = (control.clone(), tx.clone(), http.clone());
+    let admin = |name: &str| admins.iter().find(|a| a.name() == name).cloned();
+    match cmd {
+        Command::Quit => {}
+        Command::Restart(name) => {
+            let _ = tx.send(Msg::Note(format!("restarting {name}…")));
+            tokio::spawn(async move {
+                let note = match control.restart(&name).await {
+                    Ok(c) => {
+                        format!("{name}: {} (pid {})", c.status.label(), c.pid.map_or("-".into(), |p| p.to_string()))
+                    }
+                    Err(e) => format!("{name}: {e}"),
+                };
+                let _ = tx.send(Msg::Note(note));
+            });
+        }
+        Command::Stop(name) => {
+            let _ = tx.send(Msg::Note(format!("stopping {name}…")));
+            tokio::spawn(async move {
+                let note = match control.stop(&name).await {
+                    Ok(_) => format!("{name} stopped; r starts it again"),
+                    Err(e) => format!("{name}: {e}"),
+                };
+                let _ = tx.send(Msg::Note(note));
+            });
+        }
+        Command::Open(url) => {
+            tokio::spawn(async move {
+                let got = async {
+                    let resp = http.get(&url).send().await?;
+                    let status = resp.status();
+                    let body: serde_json::Value = resp.json().await?;
+                    anyhow::Ok((status, body))
+                }
+                .await;
+                let _ = match got {
+                    Ok((status, body)) if status.is_success() => tx.send(Msg::Resource(url, body)),
+                    Ok((status, body)) => tx.send(Msg::Note(format!("{url}: {status} {body}"))),
+                    Err(e) => tx.send(Msg::Note(format!("{url}: {e}"))),
+                };
+            });
+        }
+        Command::AddFault { provider, kind } => {
+            let Some(a) = admin(&provider) else { return };
+            tokio::spawn(async move {
+                let fault = Fault { id: 0, kind, scope: None, remaining: None, delay_ms: Some(1500), reason: None };
+                let note = match a.add_fault(&fault).await {
+                    Ok(f) => format!("{provider}: fault #{} {:?} for every request; c clears", f.id, f.kind),
+                    Err(e) => e.to_string(),
+                };
+                let _ = tx.send(Msg::Note(note));
+            });
+        }
+        Command::ClearFaults(provider) => {
+            let Some(a) = admin(&provider) else { return };
+            tokio::spawn(async move {
+                let note = match a.clear_all_faults().await {
+                    Ok(()) => format!("{provider}: faults cleared"),
+                    Err(e) => e.to_string(),
+                };
+                let _ = tx.send(Msg::Note(note));
+            });
+        }
+    }
+}
+
+async fn poll_state(control: control::Client, tx: mpsc::UnboundedSender<Msg>) {
+    let mut last = None;
+    loop {
+        if let Ok(s) = control.state().await
+            && last.as_ref() != Some(&s)
+        {
+            last = Some(s.clone());
+            if tx.send(Msg::State(s)).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(STATE_EVERY).await;
+    }
+}
+
+async fn follow_logs(control: control::Client, tx: mpsc::UnboundedSender<Msg>) {
+    loop {
+        if let Ok(lines) = control.logs(None, true, 1000).await {
+            let mut lines = std::pin::pin!(lines);
+            while let Some(line) = lines.next().await {
+                let Ok(line) = line else { break };
+                if tx.send(Msg::Log(line)).is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn follow_events(brokers: String, tx: mpsc::UnboundedSender<Msg>) {
+    // The topics exist once the connector has started: try until they do.
+    let topics = loop {
+        match harness::topics::Topics::start(&brokers).await {
+            Ok(t) => break t,
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    };
+    let mut read = 0;
+    loop {
+        let (new, n) = topics.since(read);
+        read = n;
+        for s in new {
+            if tx.send(Msg::Event(app::event_row(&s.topic, s.offset, &s.event))).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn poll_providers(admins: Vec<AdminClient>, tx: mpsc::UnboundedSender<Msg>) {
+    let mut last: Vec<ProviderView> = Vec::new();
+    loop {
+        let mut views = Vec::new();
+        for a in &admins {
+            let journal = a.journal(None).await.unwrap_or_default();
+            let faults = a.faults().await.unwrap_or_default();
+            views.push(ProviderView { name: a.name().to_string(), journal, faults });
+        }
+        if views != last {
+            last = views.clone();
+            if tx.send(Msg::Providers(views)).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(PROVIDERS_EVERY).await;
+    }
+}

@@ -1,0 +1,233 @@
+//! The TUI as its user sees it: events fed into the app, every pane rendered
+//! on ratatui's TestBackend at 80x24 and 120x40, and snapshotted.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde_json::json;
+
+use super::app::{App, Command, Msg, Pane, ProviderView, event_row};
+use super::ui;
+use harness::engine::{Component, Endpoint, Phase, State, Status};
+use harness::logs::LogLine;
+use harness::providers::{Fault, FaultKind, JournalEntry};
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+fn component(name: &str, status: Status, port: u16, restarts: u32) -> Component {
+    Component {
+        name: name.into(),
+        pid: (status == Status::Healthy).then_some(1000 + u32::from(port % 100)),
+        status,
+        endpoints: vec![Endpoint { name: "http".into(), url: format!("http://127.0.0.1:{port}") }],
+        restarts,
+        started_at: Some(1),
+        ready_ms: Some(120),
+        last_probe: None,
+    }
+}
+
+fn state() -> State {
+    State {
+        sandbox: "dev".into(),
+        phase: Phase::Running,
+        components: vec![
+            component("postgres", Status::Healthy, 15432, 0),
+            component("kafka", Status::Healthy, 19092, 0),
+            component("accounts", Status::Healthy, 18081, 0),
+            component("payments", Status::Exited { code: None }, 18082, 1),
+            component("gateway", Status::Healthy, 18080, 0),
+        ],
+    }
+}
+
+fn log(seq: u64, component: &str, level: &str, message: &str) -> LogLine {
+    let text = json!({
+        "timestamp": "2026-11-21T10:00:00Z", "level": level,
+        "fields": { "message": message, "status": "200" },
+        "spans": [{ "method": "POST", "route": "/payments", "trace_id": "0123456789abcdef" }],
+    });
+    LogLine { seq, component: component.into(), stream: "stdout".into(), at: 0, text: text.to_string() }
+}
+
+fn app() -> App {
+    let mut app = App::new("dev", true);
+    app.on_msg(Msg::State(state()));
+    app.on_msg(Msg::Log(log(1, "accounts", "INFO", "handled")));
+    app.on_msg(Msg::Log(log(2, "payments", "WARN", "not available; will retry")));
+    app.on_msg(Msg::Log(log(3, "gateway", "ERROR", "webhook signature mismatch")));
+    app.on_msg(Msg::Log(LogLine {
+        seq: 4,
+        component: "kafka".into(),
+        stream: "stderr".into(),
+        at: 0,
+        text: "broker listening on 127.0.0.1:19092".into(),
+    }));
+    let envelope = |kind: &str, data: serde_json::Value| wire::Envelope {
+        id: uuid::Uuid::nil(),
+        kind: kind.into(),
+        aggregate_id: "6f1c2a".into(),
+        occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+        trace_id: "0123456789abcdef".into(),
+        data,
+    };
+    app.on_msg(Msg::Event(event_row(
+        "payments.events",
+        7,
+        &envelope(
+            "payment.created",
+            json!({ "payment": "http://gw/payments/payments/6f1c2a", "amount": { "amount": 2500, "currency": "GBP" } }),
+        ),
+    )));
+    app.on_msg(Msg::Event(event_row(
+        "accounts.events",
+        12,
+        &envelope(
+            "hold.placed",
+            json!({ "account": "http://gw/accounts/accounts/9a", "amount": { "amount": 2500, "currency": "GBP" } }),
+        ),
+    )));
+    app.on_msg(Msg::Providers(vec![
+        ProviderView {
+            name: "payment-scheme".into(),
+            journal: vec![JournalEntry {
+                seq: 1,
+                at: 0,
+                direction: "in".into(),
+                method: "POST".into(),
+                path: "/payments".into(),
+                scope: None,
+                trace_id: None,
+                body: json!({}),
+                status: 503,
+                fault: Some(FaultKind::Unavailable),
+            }],
+            faults: vec![Fault {
+                id: 1,
+                kind: FaultKind::Unavailable,
+                scope: None,
+                remaining: None,
+                delay_ms: None,
+                reason: None,
+            }],
+        },
+        ProviderView { name: "card-acquirer".into(), journal: vec![], faults: vec![] },
+    ]));
+    app.on_msg(Msg::Resource(
+        "http://gw/".into(),
+        json!({ "service": "gateway", "_links": {
+            "self": { "href": "http://gw/" },
+            "accounts": { "href": "http://gw/accounts/" },
+            "payments": { "href": "http://gw/payments/" },
+        }}),
+    ));
+    app
+}
+
+fn render(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| ui::draw(app, f)).unwrap();
+    format!("{}", terminal.backend())
+}
+
+#[test]
+fn every_pane_renders_at_two_sizes() {
+    let mut app = app();
+    for (i, pane) in Pane::ALL.iter().enumerate() {
+        app.on_key(key(char::from(b'1' + i as u8)));
+        assert_eq!(app.pane, *pane);
+        for (w, h) in [(80, 24), (120, 40)] {
+            insta::assert_snapshot!(format!("{}_{w}x{h}", pane.title().to_lowercase()), render(&app, w, h));
+        }
+    }
+}
+
+#[test]
+fn the_help_overlay_lists_the_keys_and_any_key_closes_it() {
+    let mut app = app();
+    app.on_key(key('?'));
+    insta::assert_snapshot!("help_80x24", render(&app, 80, 24));
+    assert_eq!(app.on_key(key('q')), None, "the first key only closes the help");
+    assert!(!app.help);
+    assert_eq!(app.on_key(key('q')), Some(Command::Quit));
+}
+
+#[test]
+fn services_keys_steer_the_selected_component() {
+    let mut app = app();
+    app.on_key(key('j'));
+    app.on_key(key('j'));
+    app.on_key(key('j'));
+    assert_eq!(app.selected_component(), Some("payments"));
+    assert_eq!(app.on_key(key('r')), Some(Command::Restart("payments".into())));
+    assert_eq!(app.on_key(key('s')), Some(Command::Stop("payments".into())));
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert_eq!((app.pane, app.log_source.as_deref()), (Pane::Logs, Some("payments")));
+    assert_eq!(app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Some(Command::Quit));
+}
+
+#[test]
+fn logs_filter_by_text_and_level_and_hold_still_when_paused() {
+    let mut app = app();
+    app.on_key(key('2'));
+    app.on_key(key('/'));
+    for c in "signature".chars() {
+        app.on_key(key(c));
+    }
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    let shown: Vec<u64> = app.logs.iter().filter(|l| app.log_matches(l)).map(|l| l.seq).collect();
+    assert_eq!(shown, [3]);
+    app.on_key(key('/'));
+    app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    app.on_key(key('L'));
+    app.on_key(key('L'));
+    let shown: Vec<u64> = app.logs.iter().filter(|l| app.log_matches(l)).map(|l| l.seq).collect();
+    assert_eq!(shown, [2, 3], "WARN and up");
+    app.on_key(key('f'));
+    assert!(!app.follow);
+    app.on_msg(Msg::Log(log(5, "gateway", "ERROR", "another")));
+    assert_eq!(app.log_scroll, 1, "a paused view holds still as lines arrive");
+}
+
+#[test]
+fn memory_stays_bounded_however_many_lines_arrive() {
+    let mut app = App::new("dev", false);
+    for seq in 0..(super::app::LOG_CAP as u64 + 500) {
+        app.on_msg(Msg::Log(log(seq, "accounts", "INFO", "handled")));
+    }
+    assert_eq!(app.logs.len(), super::app::LOG_CAP);
+    assert_eq!(app.logs.front().map(|l| l.seq), Some(500), "the oldest lines go first");
+}
+
+#[test]
+fn the_explorer_follows_links_and_refuses_actions() {
+    let mut app = app();
+    app.on_key(key('5'));
+    let links = app.links();
+    let payments = links.iter().position(|(rel, _, _)| rel == "payments").unwrap();
+    for _ in 0..payments {
+        app.on_key(key('j'));
+    }
+    let cmd = app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert_eq!(cmd, Some(Command::Open("http://gw/payments/".into())));
+    app.on_msg(Msg::Resource(
+        "http://gw/payments/".into(),
+        json!({ "_links": { "pay": { "href": "http://gw/payments/payments", "method": "POST" } } }),
+    ));
+    assert_eq!(app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), None);
+    assert!(app.note.as_deref().unwrap_or_default().contains("POST action"));
+    app.on_key(KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE));
+    assert_eq!(app.explorer.len(), 1);
+}
+
+#[test]
+fn provider_keys_set_and_clear_faults() {
+    let mut app = app();
+    app.on_key(key('4'));
+    let set = app.on_key(key('u'));
+    assert_eq!(set, Some(Command::AddFault { provider: "payment-scheme".into(), kind: FaultKind::Unavailable }));
+    app.on_key(key('j'));
+    assert_eq!(app.on_key(key('c')), Some(Command::ClearFaults("card-acquirer".into())));
+}

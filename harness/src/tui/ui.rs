@@ -1,0 +1,299 @@
+//! Drawing: a pure function of the [`App`]. Tabs across the top, the pane, a
+//! status line of keys at the bottom, the help overlay over everything.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, List, ListItem, ListState, Paragraph, Row, Table, Tabs, Wrap};
+
+use super::app::{App, Editing, Pane, level_of, render_log};
+use harness::engine::Status;
+
+const KEYS: &[(&str, &str)] = &[
+    ("Tab / ← →, 1-5", "switch pane"),
+    ("↑ ↓ / k j", "move, scroll"),
+    ("?", "this help; any key closes it"),
+    ("q, Ctrl-C", "quit (tears down only a sandbox started here)"),
+    ("Services: r", "restart (or start) the component"),
+    ("Services: s", "stop the component"),
+    ("Services: Enter, l", "its logs"),
+    ("Logs: /", "filter by text (Enter keeps, Esc clears)"),
+    ("Logs: f, Space", "follow or pause"),
+    ("Logs: a", "all components, interleaved"),
+    ("Logs: L", "minimum level: all, INFO, WARN, ERROR"),
+    ("Logs, Events: G", "back to the newest"),
+    ("Events: /", "filter by topic, type, key, trace id or text"),
+    ("Providers: u s x", "fault: unavailable, slow, reject (every request)"),
+    ("Providers: c", "clear the provider's faults"),
+    ("Explorer: Enter", "follow the selected link"),
+    ("Explorer: Backspace, h", "back; g: the front door again"),
+];
+
+pub fn draw(app: &App, f: &mut Frame) {
+    let [top, body, bottom] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(f.area());
+    let titles: Vec<Line> =
+        Pane::ALL.iter().enumerate().map(|(i, p)| Line::from(format!("{} {}", i + 1, p.title()))).collect();
+    let selected = Pane::ALL.iter().position(|p| *p == app.pane).unwrap_or(0);
+    let phase = app.state.as_ref().map_or("connecting".to_string(), |s| format!("{:?}", s.phase).to_lowercase());
+    let name = format!("{} {phase}{}", app.sandbox, if app.owned { "" } else { " (attached)" });
+    let [tabs_area, name_area] =
+        Layout::horizontal([Constraint::Min(20), Constraint::Length(name.chars().count() as u16 + 1)]).areas(top);
+    f.render_widget(
+        Tabs::new(titles).select(selected).highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
+        tabs_area,
+    );
+    f.render_widget(Paragraph::new(name).right_aligned().style(Style::new().fg(Color::Cyan)), name_area);
+    match app.pane {
+        Pane::Services => services(app, f, body),
+        Pane::Logs => logs(app, f, body),
+        Pane::Events => events(app, f, body),
+        Pane::Providers => providers(app, f, body),
+        Pane::Explorer => explorer(app, f, body),
+    }
+    let status = match (&app.editing, &app.note) {
+        (Some(Editing::LogFilter), _) => format!("filter logs: {}▏", app.log_filter),
+        (Some(Editing::EventFilter), _) => format!("filter events: {}▏", app.event_filter),
+        (None, Some(note)) => note.clone(),
+        (None, None) => hint(app.pane).to_string(),
+    };
+    f.render_widget(Paragraph::new(status).style(Style::new().fg(Color::DarkGray)), bottom);
+    if app.help {
+        help(f);
+    }
+}
+
+fn hint(pane: Pane) -> &'static str {
+    match pane {
+        Pane::Services => "r restart  s stop  Enter logs  ? help  q quit",
+        Pane::Logs => "/ filter  f follow/pause  a all  L level  G newest  ? help  q quit",
+        Pane::Events => "/ filter  ↑↓ scroll  G newest  ? help  q quit",
+        Pane::Providers => "u unavailable  s slow  x reject  c clear  ? help  q quit",
+        Pane::Explorer => "Enter follow  Backspace back  g front door  ? help  q quit",
+    }
+}
+
+fn services(app: &App, f: &mut Frame, area: Rect) {
+    let Some(state) = &app.state else {
+        f.render_widget(Paragraph::new("waiting for the sandbox's state…").block(block("Services")), area);
+        return;
+    };
+    let rows = state.components.iter().map(|c| {
+        let color = match c.status {
+            Status::Healthy => Color::Green,
+            Status::Starting | Status::Waiting | Status::Stopping => Color::Yellow,
+            Status::Stopped => Color::DarkGray,
+            Status::Exited { .. } | Status::Failed { .. } => Color::Red,
+        };
+        let detail = match &c.status {
+            Status::Failed { reason } => reason.lines().next().unwrap_or_default().to_string(),
+            Status::Exited { code } => code.map_or("killed by a signal".into(), |c| format!("exit code {c}")),
+            _ => c.last_probe.clone().unwrap_or_default(),
+        };
+        Row::new(vec![
+            Cell::from(c.name.clone()),
+            Cell::from(c.status.label()).style(Style::new().fg(color)),
+            Cell::from(c.pid.map_or("-".into(), |p| p.to_string())),
+            Cell::from(c.restarts.to_string()),
+            Cell::from(c.endpoints.first().map(|e| e.url.clone()).unwrap_or_default()),
+            Cell::from(c.ready_ms.map_or("-".into(), |ms| format!("{ms} ms"))),
+            Cell::from(detail),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(16),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Length(8),
+            Constraint::Length(22),
+            Constraint::Length(7),
+            Constraint::Min(6),
+        ],
+    )
+    .header(
+        Row::new(["COMPONENT", "STATUS", "PID", "RESTARTS", "URL", "READY", "DETAIL"])
+            .style(Style::new().add_modifier(Modifier::BOLD)),
+    )
+    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+    .block(block("Services"));
+    let mut ts = ratatui::widgets::TableState::default().with_selected(Some(app.selected));
+    f.render_stateful_widget(table, area, &mut ts);
+}
+
+fn block(title: &str) -> Block<'_> {
+    Block::new().borders(Borders::TOP).title(title)
+}
+
+/// The last `height` items of `matching` (in order), `scroll` up from the end.
+fn window<T>(matching: Vec<T>, height: usize, scroll: usize) -> Vec<T> {
+    let end = matching.len().saturating_sub(scroll.min(matching.len().saturating_sub(height.min(matching.len()))));
+    let start = end.saturating_sub(height);
+    matching.into_iter().skip(start).take(end - start).collect()
+}
+
+fn logs(app: &App, f: &mut Frame, area: Rect) {
+    let height = area.height.saturating_sub(1) as usize;
+    let matching: Vec<_> = app.logs.iter().filter(|l| app.log_matches(l)).collect();
+    let total = matching.len();
+    let shown = window(matching, height, app.log_scroll);
+    let width = app.state.as_ref().map_or(10, |s| s.components.iter().map(|c| c.name.len()).max().unwrap_or(10));
+    let items: Vec<ListItem> = shown
+        .iter()
+        .map(|l| {
+            let color = match level_of(&l.text) {
+                3 => Color::Red,
+                2 => Color::Yellow,
+                _ => Color::Reset,
+            };
+            ListItem::new(Line::from(vec![
+                Span::styled(format!("{:<width$} ", l.component), Style::new().fg(Color::Cyan)),
+                Span::styled(render_log(&l.text), Style::new().fg(color)),
+            ]))
+        })
+        .collect();
+    let title = format!(
+        "Logs: {} · {} · level {} · {total} lines{}",
+        app.log_source.as_deref().unwrap_or("all"),
+        if app.follow { "following" } else { "paused" },
+        ["all", "INFO+", "WARN+", "ERROR"][app.log_level as usize],
+        if app.log_filter.is_empty() { String::new() } else { format!(" matching `{}`", app.log_filter) },
+    );
+    f.render_widget(List::new(items).block(block(&title)), area);
+}
+
+fn events(app: &App, f: &mut Frame, area: Rect) {
+    let height = area.height.saturating_sub(2) as usize;
+    let matching: Vec<_> = app.events.iter().filter(|e| app.event_matches(e)).collect();
+    let total = matching.len();
+    let rows = window(matching, height, app.event_scroll).into_iter().map(|e| {
+        Row::new(vec![
+            Cell::from(format!("{}@{}", e.topic, e.offset)),
+            Cell::from(e.kind.clone()).style(Style::new().fg(Color::Green)),
+            Cell::from(e.key.chars().take(12).collect::<String>()),
+            Cell::from(e.trace_id.chars().take(8).collect::<String>()),
+            Cell::from(e.summary.clone()),
+        ])
+    });
+    let title = format!(
+        "Events: {total}{}",
+        if app.event_filter.is_empty() { String::new() } else { format!(" matching `{}`", app.event_filter) }
+    );
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(22),
+            Constraint::Length(20),
+            Constraint::Length(12),
+            Constraint::Length(8),
+            Constraint::Min(10),
+        ],
+    )
+    .header(Row::new(["TOPIC@OFFSET", "TYPE", "KEY", "TRACE", "DATA"]).style(Style::new().add_modifier(Modifier::BOLD)))
+    .block(block(&title));
+    f.render_widget(table, area);
+}
+
+fn providers(app: &App, f: &mut Frame, area: Rect) {
+    let [left, right] = Layout::horizontal([Constraint::Length(22), Constraint::Min(20)]).areas(area);
+    let items: Vec<ListItem> = app
+        .providers
+        .iter()
+        .map(|p| {
+            let faults = if p.faults.is_empty() { String::new() } else { format!(" ⚠{}", p.faults.len()) };
+            ListItem::new(format!("{}{faults}", p.name))
+        })
+        .collect();
+    let mut ls = ListState::default().with_selected((!app.providers.is_empty()).then_some(app.provider_selected));
+    f.render_stateful_widget(
+        List::new(items).block(block("Providers")).highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
+        left,
+        &mut ls,
+    );
+    let Some(p) = app.providers.get(app.provider_selected) else {
+        f.render_widget(Paragraph::new("reading the providers' journals…").block(block("Journal")), right);
+        return;
+    };
+    let mut lines: Vec<Line> = p
+        .faults
+        .iter()
+        .map(|fault| {
+            Line::styled(
+                format!(
+                    "fault #{} {:?}{}{}",
+                    fault.id,
+                    fault.kind,
+                    fault.scope.as_ref().map(|s| format!(" for {s}")).unwrap_or_else(|| " for every request".into()),
+                    fault.remaining.map(|n| format!(", {n} left")).unwrap_or_default()
+                ),
+                Style::new().fg(Color::Yellow),
+            )
+        })
+        .collect();
+    let height = right.height.saturating_sub(1) as usize;
+    for e in p.journal.iter().rev().take(height.saturating_sub(lines.len())) {
+        let color = if (200..300).contains(&e.status) { Color::Reset } else { Color::Red };
+        lines.push(Line::styled(
+            format!(
+                "#{:<4} {:<3} {:<4} {:<28} {}{}",
+                e.seq,
+                e.direction,
+                e.method,
+                e.path,
+                e.status,
+                e.fault.map(|f| format!(" (fault {f:?})")).unwrap_or_default()
+            ),
+            Style::new().fg(color),
+        ));
+    }
+    let title = format!("{}: {} requests and webhooks, newest first", p.name, p.journal.len());
+    f.render_widget(Paragraph::new(lines).block(block(&title)), right);
+}
+
+fn explorer(app: &App, f: &mut Frame, area: Rect) {
+    let [left, right] = Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(area);
+    let Some((url, resource)) = app.explorer.last() else {
+        f.render_widget(Paragraph::new("opening the gateway's front door…").block(block("Explorer")), area);
+        return;
+    };
+    let items: Vec<ListItem> = app
+        .links()
+        .into_iter()
+        .map(|(rel, href, method)| {
+            let style =
+                if method == "GET" && !href.contains('{') { Style::new() } else { Style::new().fg(Color::DarkGray) };
+            ListItem::new(format!("{rel} {}", if method == "GET" { String::new() } else { format!("({method})") }))
+                .style(style)
+        })
+        .collect();
+    let mut ls = ListState::default().with_selected(Some(app.link_selected));
+    let depth = format!("Links ({} deep)", app.explorer.len());
+    f.render_stateful_widget(
+        List::new(items).block(block(&depth)).highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
+        left,
+        &mut ls,
+    );
+    let mut shown = resource.clone();
+    if let Some(m) = shown.as_object_mut() {
+        m.remove("_links");
+    }
+    let json = serde_json::to_string_pretty(&shown).unwrap_or_default();
+    f.render_widget(Paragraph::new(json).wrap(Wrap { trim: false }).block(block(url)), right);
+}
+
+fn help(f: &mut Frame) {
+    let area = f.area();
+    let width = area.width.min(76);
+    let height = area.height.min(KEYS.len() as u16 + 2);
+    let popup = Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height };
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![Span::styled(format!("{k:<24}"), Style::new().fg(Color::Cyan)), Span::raw(*what)])
+        })
+        .collect();
+    f.render_widget(Clear, popup);
+    f.render_widget(Paragraph::new(lines).block(Block::bordered().title("Keys")), popup);
+}
