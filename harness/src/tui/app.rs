@@ -24,10 +24,12 @@ pub enum Pane {
     Events,
     Providers,
     Explorer,
+    Follow,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 5] = [Pane::Services, Pane::Logs, Pane::Events, Pane::Providers, Pane::Explorer];
+    pub const ALL: [Pane; 6] =
+        [Pane::Services, Pane::Logs, Pane::Events, Pane::Providers, Pane::Explorer, Pane::Follow];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -36,6 +38,7 @@ impl Pane {
             Pane::Events => "Events",
             Pane::Providers => "Providers",
             Pane::Explorer => "Explorer",
+            Pane::Follow => "Follow",
         }
     }
 }
@@ -43,6 +46,8 @@ impl Pane {
 /// An event as the events pane shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
+    /// When it happened, Unix milliseconds.
+    pub at: u64,
     pub topic: String,
     pub offset: i64,
     pub kind: String,
@@ -92,6 +97,17 @@ pub enum Msg {
 pub enum Editing {
     LogFilter,
     EventFilter,
+    FollowId,
+}
+
+/// One thing seen about the followed id, from any source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    /// Unix milliseconds.
+    pub at: u64,
+    /// `log accounts`, `event payments.events`, `payment-scheme in`.
+    pub source: String,
+    pub text: String,
 }
 
 #[derive(Debug)]
@@ -119,6 +135,8 @@ pub struct App {
     /// The explorer's trail of (URL, resource), the current one last.
     pub explorer: Vec<(String, Value)>,
     pub link_selected: usize,
+    /// The id followed across logs, events and provider journals.
+    pub follow_id: String,
     pub editing: Option<Editing>,
     pub help: bool,
     pub note: Option<String>,
@@ -147,6 +165,7 @@ impl App {
             provider_selected: 0,
             explorer: Vec::new(),
             link_selected: 0,
+            follow_id: String::new(),
             editing: None,
             help: false,
             note: None,
@@ -206,6 +225,45 @@ impl App {
             || [&e.topic, &e.kind, &e.key, &e.trace_id, &e.summary].iter().any(|s| s.to_lowercase().contains(&f))
     }
 
+    /// Everything seen about the followed id, oldest first: log lines, events
+    /// (by key, trace id or data) and provider traffic.
+    pub fn timeline(&self) -> Vec<Sighting> {
+        let id = self.follow_id.trim();
+        if id.is_empty() {
+            return Vec::new();
+        }
+        let mut seen: Vec<Sighting> = self
+            .logs
+            .iter()
+            .filter(|l| l.text.contains(id))
+            .map(|l| Sighting { at: l.at, source: format!("log {}", l.component), text: render_log(&l.text) })
+            .collect();
+        seen.extend(
+            self.events.iter().filter(|e| e.key.contains(id) || e.trace_id.contains(id) || e.summary.contains(id)).map(
+                |e| Sighting {
+                    at: e.at,
+                    source: format!("event {}", e.topic),
+                    text: format!("{} {} {}", e.kind, e.key, e.summary),
+                },
+            ),
+        );
+        for p in &self.providers {
+            for e in p
+                .journal
+                .iter()
+                .filter(|e| e.trace_id.as_deref().is_some_and(|t| t.contains(id)) || e.body.to_string().contains(id))
+            {
+                seen.push(Sighting {
+                    at: e.at,
+                    source: format!("{} {}", p.name, e.direction),
+                    text: format!("{} {} -> {}", e.method, e.path, e.status),
+                });
+            }
+        }
+        seen.sort_by_key(|s| s.at);
+        seen
+    }
+
     /// The explorer's current resource's links: (rel, href, method).
     pub fn links(&self) -> Vec<(String, String, String)> {
         let Some((_, r)) = self.explorer.last() else { return Vec::new() };
@@ -231,6 +289,7 @@ impl App {
             let text = match editing {
                 Editing::LogFilter => &mut self.log_filter,
                 Editing::EventFilter => &mut self.event_filter,
+                Editing::FollowId => &mut self.follow_id,
             };
             match key.code {
                 KeyCode::Enter => self.editing = None,
@@ -256,7 +315,7 @@ impl App {
             KeyCode::Char('?') => self.help = true,
             KeyCode::Tab | KeyCode::Right => self.pane = self.next_pane(1),
             KeyCode::BackTab | KeyCode::Left => self.pane = self.next_pane(Pane::ALL.len() - 1),
-            KeyCode::Char(c @ '1'..='5') => self.pane = Pane::ALL[c as usize - '1' as usize],
+            KeyCode::Char(c @ '1'..='6') => self.pane = Pane::ALL[c as usize - '1' as usize],
             _ => return self.pane_key(key),
         }
         None
@@ -313,8 +372,22 @@ impl App {
                 }
                 _ => {}
             },
+            Pane::Follow => {
+                if key.code == KeyCode::Char('/') {
+                    self.editing = Some(Editing::FollowId);
+                }
+            }
             Pane::Events => match key.code {
                 KeyCode::Char('/') => self.editing = Some(Editing::EventFilter),
+                KeyCode::Enter => {
+                    // Follow the newest event in view by its trace id.
+                    let shown: Vec<&EventRow> = self.events.iter().filter(|e| self.event_matches(e)).collect();
+                    let pick = shown.len().checked_sub(1 + self.event_scroll).and_then(|i| shown.get(i));
+                    if let Some(e) = pick {
+                        self.follow_id = e.trace_id.clone();
+                        self.pane = Pane::Follow;
+                    }
+                }
                 _ if up => self.event_scroll += 1,
                 _ if down => self.event_scroll = self.event_scroll.saturating_sub(1),
                 KeyCode::Char('G') | KeyCode::End => self.event_scroll = 0,
@@ -433,6 +506,7 @@ pub fn event_row(topic: &str, offset: i64, e: &wire::Envelope) -> EventRow {
         })
         .unwrap_or_default();
     EventRow {
+        at: (e.occurred_at.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
         topic: topic.to_string(),
         offset,
         kind: e.kind.clone(),

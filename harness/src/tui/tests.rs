@@ -73,6 +73,7 @@ fn app() -> App {
         trace_id: "0123456789abcdef".into(),
         data,
     };
+    app.follow_id = "0123456789abcdef".into();
     app.on_msg(Msg::Event(event_row(
         "payments.events",
         7,
@@ -99,7 +100,7 @@ fn app() -> App {
                 method: "POST".into(),
                 path: "/payments".into(),
                 scope: None,
-                trace_id: None,
+                trace_id: Some("0123456789abcdef".into()),
                 body: json!({}),
                 status: 503,
                 fault: Some(FaultKind::Unavailable),
@@ -230,4 +231,19 @@ fn provider_keys_set_and_clear_faults() {
     assert_eq!(set, Some(Command::AddFault { provider: "payment-scheme".into(), kind: FaultKind::Unavailable }));
     app.on_key(key('j'));
     assert_eq!(app.on_key(key('c')), Some(Command::ClearFaults("card-acquirer".into())));
+}
+
+#[test]
+fn following_a_trace_id_gathers_logs_events_and_provider_traffic_in_order() {
+    let mut app = app();
+    app.follow_id.clear();
+    app.on_key(key('3'));
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert_eq!((app.pane, app.follow_id.as_str()), (Pane::Follow, "0123456789abcdef"));
+    let sources: Vec<String> = app.timeline().into_iter().map(|s| s.source).collect();
+    assert_eq!(sources.iter().filter(|s| s.starts_with("log ")).count(), 3, "{sources:?}");
+    assert_eq!(sources.iter().filter(|s| s.starts_with("event ")).count(), 2, "{sources:?}");
+    assert!(sources.contains(&"payment-scheme in".to_string()), "{sources:?}");
+    let times: Vec<u64> = app.timeline().into_iter().map(|s| s.at).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
 }

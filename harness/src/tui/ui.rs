@@ -11,7 +11,7 @@ use super::app::{App, Editing, Pane, level_of, render_log};
 use harness::engine::Status;
 
 const KEYS: &[(&str, &str)] = &[
-    ("Tab / ← →, 1-5", "switch pane"),
+    ("Tab / ← →, 1-6", "switch pane"),
     ("↑ ↓ / k j", "move, scroll"),
     ("?", "this help; any key closes it"),
     ("q, Ctrl-C", "quit (tears down only a sandbox started here)"),
@@ -28,13 +28,20 @@ const KEYS: &[(&str, &str)] = &[
     ("Providers: c", "clear the provider's faults"),
     ("Explorer: Enter", "follow the selected link"),
     ("Explorer: Backspace, h", "back; g: the front door again"),
+    ("Events: Enter", "follow the newest event in view by its trace id"),
+    ("Follow: /", "an id to follow: payment, account, trace, scheme id…"),
 ];
 
 pub fn draw(app: &App, f: &mut Frame) {
     let [top, body, bottom] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(f.area());
-    let titles: Vec<Line> =
-        Pane::ALL.iter().enumerate().map(|(i, p)| Line::from(format!("{} {}", i + 1, p.title()))).collect();
+    // Numbered (the keys that pick them) where there is room.
+    let numbered = f.area().width >= 100;
+    let titles: Vec<Line> = Pane::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Line::from(if numbered { format!("{} {}", i + 1, p.title()) } else { p.title().to_string() }))
+        .collect();
     let selected = Pane::ALL.iter().position(|p| *p == app.pane).unwrap_or(0);
     let phase = app.state.as_ref().map_or("connecting".to_string(), |s| format!("{:?}", s.phase).to_lowercase());
     let name = format!("{} {phase}{}", app.sandbox, if app.owned { "" } else { " (attached)" });
@@ -51,10 +58,12 @@ pub fn draw(app: &App, f: &mut Frame) {
         Pane::Events => events(app, f, body),
         Pane::Providers => providers(app, f, body),
         Pane::Explorer => explorer(app, f, body),
+        Pane::Follow => follow(app, f, body),
     }
     let status = match (&app.editing, &app.note) {
         (Some(Editing::LogFilter), _) => format!("filter logs: {}▏", app.log_filter),
         (Some(Editing::EventFilter), _) => format!("filter events: {}▏", app.event_filter),
+        (Some(Editing::FollowId), _) => format!("follow: {}▏", app.follow_id),
         (None, Some(note)) => note.clone(),
         (None, None) => hint(app.pane).to_string(),
     };
@@ -68,10 +77,37 @@ fn hint(pane: Pane) -> &'static str {
     match pane {
         Pane::Services => "r restart  s stop  Enter logs  ? help  q quit",
         Pane::Logs => "/ filter  f follow/pause  a all  L level  G newest  ? help  q quit",
-        Pane::Events => "/ filter  ↑↓ scroll  G newest  ? help  q quit",
+        Pane::Events => "/ filter  ↑↓ scroll  Enter follow its trace  G newest  ? help  q quit",
         Pane::Providers => "u unavailable  s slow  x reject  c clear  ? help  q quit",
         Pane::Explorer => "Enter follow  Backspace back  g front door  ? help  q quit",
+        Pane::Follow => "/ the id to follow  ? help  q quit",
     }
+}
+
+fn follow(app: &App, f: &mut Frame, area: Rect) {
+    if app.follow_id.trim().is_empty() {
+        let text = "Type / and an id (a payment, an account, a trace id, a scheme id) to see everything \
+                    about it across logs, events and provider traffic, oldest first; or press Enter on an event.";
+        f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(block("Follow")), area);
+        return;
+    }
+    let timeline = app.timeline();
+    let height = area.height.saturating_sub(1) as usize;
+    let items: Vec<ListItem> = window(timeline.iter().collect(), height, 0)
+        .into_iter()
+        .map(|s| {
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(s.at) * 1_000_000)
+                .map(|t| format!("{:02}:{:02}:{:02}.{:03}", t.hour(), t.minute(), t.second(), t.millisecond()))
+                .unwrap_or_default();
+            ListItem::new(Line::from(vec![
+                Span::styled(format!("{t} "), Style::new().fg(Color::DarkGray)),
+                Span::styled(format!("{:<24} ", s.source), Style::new().fg(Color::Cyan)),
+                Span::raw(s.text.clone()),
+            ]))
+        })
+        .collect();
+    let title = format!("Follow `{}`: {} sightings", app.follow_id.trim(), timeline.len());
+    f.render_widget(List::new(items).block(block(&title)), area);
 }
 
 fn services(app: &App, f: &mut Frame, area: Rect) {

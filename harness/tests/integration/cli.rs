@@ -366,9 +366,14 @@ fn the_dashboard_runs_in_a_terminal_and_quitting_leaves_nothing() {
     tmux.wait_for("tui running");
     tmux.wait_for("gateway");
     let record = home.record("tui");
-    for (key, title) in
-        [("2", "Logs: all"), ("3", "TOPIC@OFFSET"), ("4", "payment-scheme"), ("5", "Links"), ("?", "Keys")]
-    {
+    for (key, title) in [
+        ("2", "Logs: all"),
+        ("3", "TOPIC@OFFSET"),
+        ("4", "payment-scheme"),
+        ("5", "Links"),
+        ("6", "Type / and an id"),
+        ("?", "Keys"),
+    ] {
         tmux.run(&["send-keys", "-t", "tui", key]);
         tmux.wait_for(title);
     }
