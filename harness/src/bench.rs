@@ -200,3 +200,149 @@ pub fn e2e(exe: &Path, workspace: &Path, runs: usize) -> Result<String> {
     ));
     Ok(out)
 }
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(Error::io("cannot read the TUI's stat"))?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based).
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    // Linux reports in USER_HZ, 100 on every platform it runs on.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(|v| v.trim().trim_end_matches("kB").trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The dashboard's own cost: `sandbox tui` in tmux's pseudo-terminal on a
+/// detached sandbox, idle, then while the sandbox logs `rate` lines a second
+/// (requests to a service's `/ping`, one log line each), for `seconds` each;
+/// and the time from a key press to the screen showing the pane it asked for.
+pub fn tui(exe: &Path, workspace: &Path, rate: u32, seconds: u64) -> Result<String> {
+    let home = std::env::temp_dir().join(format!("sbx-bench-tui-{}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(Error::io("cannot create the bench home"))?;
+    let bench = Bench { exe: exe.to_path_buf(), home: home.clone(), workspace: workspace.to_path_buf() };
+    let socket = format!("sbx-bench-tui-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux").args(["-L", &socket]).args(args).output().map_err(Error::io("cannot run tmux"))
+    };
+    let screen = || tmux(&["capture-pane", "-p", "-t", "tui"]).map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    let wait_screen = |text: &str| -> Result<Duration> {
+        let started = Instant::now();
+        while !screen()?.contains(text) {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(Error::Other(format!("the dashboard never showed `{text}`")));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(started.elapsed())
+    };
+    let result = (|| {
+        bench.sandbox(&["up", "--detach", "--name", "bench-tui"])?;
+        let command = format!("{} --home {} tui bench-tui", exe.display(), home.display());
+        let out = tmux(&["new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", &command])?;
+        if !out.status.success() {
+            return Err(Error::Other(format!("tmux: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        wait_screen("(attached)")?;
+        let pid = std::fs::read_dir("/proc")
+            .map_err(Error::io("cannot read /proc"))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("tui\0bench-tui"))
+            })
+            .ok_or_else(|| Error::Other("cannot find the dashboard's process".into()))?;
+        // Settle (the first frames, the Kafka reader catching up), then measure.
+        std::thread::sleep(Duration::from_secs(3));
+        let window = Duration::from_secs(seconds);
+        let share = |cpu: Duration| cpu.as_secs_f64() / window.as_secs_f64() * 100.0;
+        let (cpu0, rss_idle) = (cpu_time(pid)?, rss_kb(pid));
+        std::thread::sleep(window);
+        let idle = share(cpu_time(pid)? - cpu0);
+
+        // Key press to redraw, idle: switch between two panes and wait for each.
+        let mut redraws = Vec::new();
+        for i in 0..20 {
+            let (key, text) = if i % 2 == 0 { ("3", "TOPIC@OFFSET") } else { ("1", "RESTARTS") };
+            tmux(&["send-keys", "-t", "tui", key])?;
+            redraws.push(wait_screen(text)?);
+        }
+        redraws.sort();
+        tmux(&["send-keys", "-t", "tui", "2"])?;
+
+        // Under load: the sandbox logs `rate` lines a second while the logs pane follows.
+        let record = Record::read(&home.join("bench-tui"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::io("runtime"))?;
+        let (under_load, delivered, rss_load) = rt.block_on(async {
+            let control = crate::control::Client::for_record(&record)?;
+            let state = control.state().await?;
+            let ping = state
+                .component("accounts")
+                .and_then(|c| c.endpoints.first())
+                .map(|e| format!("{}/ping", e.url))
+                .ok_or_else(|| Error::Other("no accounts service".into()))?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            let mut load = tokio::task::JoinSet::new();
+            let workers = 8u32;
+            for _ in 0..workers {
+                let (ping, stop) = (ping.clone(), stop.clone());
+                let http = reqwest::Client::new();
+                let mut every = tokio::time::interval(Duration::from_secs_f64(f64::from(workers) / f64::from(rate)));
+                load.spawn(async move {
+                    while !stop.is_cancelled() {
+                        every.tick().await;
+                        let _ = http.get(&ping).send().await;
+                    }
+                });
+            }
+            // Count what the sandbox's log stream actually carried.
+            let lines = control.logs(None, true, 0).await?;
+            let counted = tokio::spawn(async move {
+                let mut lines = std::pin::pin!(lines);
+                let mut n = 0u64;
+                while futures::StreamExt::next(&mut lines).await.is_some() {
+                    n += 1;
+                }
+                n
+            });
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let cpu0 = cpu_time(pid)?;
+            let started = Instant::now();
+            tokio::time::sleep(window).await;
+            let cpu = cpu_time(pid)? - cpu0;
+            let rss = rss_kb(pid);
+            stop.cancel();
+            counted.abort();
+            let n = counted.await.unwrap_or(0);
+            while load.join_next().await.is_some() {}
+            Ok::<_, Error>((share(cpu), n as f64 / (started.elapsed().as_secs_f64() + 2.0), rss))
+        })?;
+        let mut out = String::from("| dashboard (`sandbox tui`, 120x40, tmux) | value |\n|---|---|\n");
+        out.push_str(&format!("| CPU idle, {seconds} s | {idle:.1} % of a core |\n"));
+        out.push_str(&format!(
+            "| CPU while the logs pane follows {delivered:.0} lines/s, {seconds} s | {under_load:.1} % of a core |\n"
+        ));
+        out.push_str(&format!("| RSS idle / after the load | {} / {} MB |\n", rss_idle / 1024, rss_load / 1024));
+        out.push_str(&format!(
+            "| key press to redraw (tmux capture), p50 / max of {} | {:.0} / {:.0} ms |\n",
+            redraws.len(),
+            redraws[redraws.len() / 2].as_secs_f64() * 1000.0,
+            redraws[redraws.len() - 1].as_secs_f64() * 1000.0
+        ));
+        Ok(out)
+    })();
+    let _ = tmux(&["kill-server"]);
+    let _ = bench.sandbox(&["down", "bench-tui"]);
+    let _ = std::fs::remove_dir_all(&home);
+    result
+}

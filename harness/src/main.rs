@@ -38,6 +38,15 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// The dashboard's CPU and memory, idle and under a stream of log lines, and key-to-redraw time.
+    Tui {
+        /// Log lines a second to drive through the sandbox while measuring.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// How long each measurement lasts.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Payment and alert latency, sustained payments/s, and an audit of postings.
     Flows {
         /// Sequential payments for the latency figures.
@@ -201,7 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down { name } => down(&home, name.as_deref()).await,
         Command::Tui { name } => {
             let record = home.resolve(name.as_deref())?;
-            tui::run(live_client(&record)?, &record.name, false).await?;
+            tui::run(live_client(&record)?, &record.name, false, &home).await?;
             println!("sandbox {} is still running; `sandbox down {}` stops it", record.name, record.name);
             Ok(ExitCode::SUCCESS)
         }
@@ -319,6 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     harness::bench::flows(&exe, &workspace, payments, workers, seconds)
                 }
                 BenchWhat::E2e { runs } => harness::bench::e2e(&exe, &workspace, runs),
+                BenchWhat::Tui { rate, seconds } => harness::bench::tui(&exe, &workspace, rate, seconds),
             })
             .await??;
             print!("{table}");
@@ -432,7 +442,7 @@ async fn up_foreground(home: Home, name: String, file: PathBuf, workspace: PathB
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let shown = tui::run(client, &name, true).await;
+    let shown = tui::run(client, &name, true, &home).await;
     stop.cancel();
     let stopped = supervisor.await?;
     shown?;

@@ -24,7 +24,9 @@ pub struct LocalBackend {
     home: PathBuf,
     dir: PathBuf,
     workspace: PathBuf,
-    bank_bin: OnceCell<PathBuf>,
+    /// Held while checking (and, when stale, building) the bank binary, so the
+    /// services starting together build it once.
+    bank_build: tokio::sync::Mutex<()>,
     pg_bins: OnceCell<PathBuf>,
     /// Clusters whose databases exist already.
     databases_made: Mutex<BTreeSet<String>>,
@@ -42,7 +44,7 @@ impl LocalBackend {
             home: home.to_path_buf(),
             dir: dir.to_path_buf(),
             workspace: workspace.to_path_buf(),
-            bank_bin: OnceCell::new(),
+            bank_build: tokio::sync::Mutex::new(()),
             pg_bins: OnceCell::new(),
             databases_made: Mutex::default(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap_or_default(),
@@ -53,8 +55,11 @@ impl LocalBackend {
         self.pg_bins.get_or_try_init(|| async { find_postgres() }).await
     }
 
-    async fn bank_binary(&self, logs: &LogSink) -> Result<&PathBuf> {
-        self.bank_bin.get_or_try_init(|| build_bank(&self.workspace, logs)).await
+    /// The bank binary, rebuilt first when its sources are newer: checked on
+    /// every start, so restarting a service picks up an edit or a rebuild.
+    async fn bank_binary(&self, logs: &LogSink) -> Result<PathBuf> {
+        let _one_at_a_time = self.bank_build.lock().await;
+        build_bank(&self.workspace, logs).await
     }
 
     async fn start_postgres(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
@@ -179,7 +184,7 @@ impl LocalBackend {
     }
 
     async fn start_bank(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
-        let bin = self.bank_binary(&logs).await?.clone();
+        let bin = self.bank_binary(&logs).await?;
         let mut cmd = Command::new(bin);
         cmd.args(&service.command);
         cmd.envs(plan.env.get(&service.name).into_iter().flatten());

@@ -25,11 +25,12 @@ pub enum Pane {
     Providers,
     Explorer,
     Follow,
+    Scenarios,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 6] =
-        [Pane::Services, Pane::Logs, Pane::Events, Pane::Providers, Pane::Explorer, Pane::Follow];
+    pub const ALL: [Pane; 7] =
+        [Pane::Services, Pane::Logs, Pane::Events, Pane::Providers, Pane::Explorer, Pane::Follow, Pane::Scenarios];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -39,6 +40,7 @@ impl Pane {
             Pane::Providers => "Providers",
             Pane::Explorer => "Explorer",
             Pane::Follow => "Follow",
+            Pane::Scenarios => "Scenarios",
         }
     }
 }
@@ -77,6 +79,16 @@ pub enum Command {
         kind: FaultKind,
     },
     ClearFaults(String),
+    /// Run one feature file's scenarios, or all, against this sandbox.
+    RunScenarios(Option<std::path::PathBuf>),
+}
+
+/// A feature file as the scenarios pane lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureView {
+    pub path: std::path::PathBuf,
+    pub name: String,
+    pub scenarios: Vec<String>,
 }
 
 /// Something that arrived.
@@ -90,6 +102,10 @@ pub enum Msg {
     Resource(String, Value),
     /// A command's outcome, for the status line.
     Note(String),
+    /// A line of a scenario run's output.
+    RunLine(String),
+    /// The run ended: passed or not.
+    RunDone(bool),
 }
 
 /// What a text box is editing.
@@ -137,6 +153,14 @@ pub struct App {
     pub link_selected: usize,
     /// The id followed across logs, events and provider journals.
     pub follow_id: String,
+    pub features: Vec<FeatureView>,
+    pub feature_selected: usize,
+    /// The last run's output, as it arrives.
+    pub run_output: VecDeque<String>,
+    /// `None` while a run goes on (or before any), then whether it passed.
+    pub run_passed: Option<bool>,
+    pub running: bool,
+    pub run_scroll: usize,
     pub editing: Option<Editing>,
     pub help: bool,
     pub note: Option<String>,
@@ -166,6 +190,12 @@ impl App {
             explorer: Vec::new(),
             link_selected: 0,
             follow_id: String::new(),
+            features: Vec::new(),
+            feature_selected: 0,
+            run_output: VecDeque::new(),
+            run_passed: None,
+            running: false,
+            run_scroll: 0,
             editing: None,
             help: false,
             note: None,
@@ -205,6 +235,16 @@ impl App {
                 self.link_selected = 0;
             }
             Msg::Note(n) => self.note = Some(n),
+            Msg::RunLine(line) => {
+                if self.run_output.len() == LOG_CAP {
+                    self.run_output.pop_front();
+                }
+                self.run_output.push_back(line);
+            }
+            Msg::RunDone(passed) => {
+                self.running = false;
+                self.run_passed = Some(passed);
+            }
         }
     }
 
@@ -315,7 +355,7 @@ impl App {
             KeyCode::Char('?') => self.help = true,
             KeyCode::Tab | KeyCode::Right => self.pane = self.next_pane(1),
             KeyCode::BackTab | KeyCode::Left => self.pane = self.next_pane(Pane::ALL.len() - 1),
-            KeyCode::Char(c @ '1'..='6') => self.pane = Pane::ALL[c as usize - '1' as usize],
+            KeyCode::Char(c @ '1'..='7') => self.pane = Pane::ALL[c as usize - '1' as usize],
             _ => return self.pane_key(key),
         }
         None
@@ -372,6 +412,35 @@ impl App {
                 }
                 _ => {}
             },
+            Pane::Scenarios => {
+                if up {
+                    self.feature_selected = self.feature_selected.saturating_sub(1);
+                } else if down {
+                    self.feature_selected = (self.feature_selected + 1).min(self.features.len().saturating_sub(1));
+                }
+                let run = match key.code {
+                    KeyCode::Enter => Some(self.features.get(self.feature_selected)?.path.clone()),
+                    KeyCode::Char('a') => None,
+                    KeyCode::PageUp | KeyCode::Char('K') => {
+                        self.run_scroll += 10;
+                        return None;
+                    }
+                    KeyCode::PageDown | KeyCode::Char('J') => {
+                        self.run_scroll = self.run_scroll.saturating_sub(10);
+                        return None;
+                    }
+                    _ => return None,
+                };
+                if self.running {
+                    self.note = Some("a run is going on; wait for it to end".into());
+                    return None;
+                }
+                self.running = true;
+                self.run_passed = None;
+                self.run_scroll = 0;
+                self.run_output.clear();
+                return Some(Command::RunScenarios(run));
+            }
             Pane::Follow => {
                 if key.code == KeyCode::Char('/') {
                     self.editing = Some(Editing::FollowId);

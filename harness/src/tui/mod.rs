@@ -33,8 +33,44 @@ impl Drop for Terminal {
     }
 }
 
+/// What commands need to reach the sandbox.
+#[derive(Clone)]
+struct Ctx {
+    control: control::Client,
+    admins: Vec<AdminClient>,
+    http: reqwest::Client,
+    tx: mpsc::UnboundedSender<Msg>,
+    sandbox: String,
+    home: std::path::PathBuf,
+}
+
+/// The feature files under the workspace's `scenarios/`, with their scenarios.
+fn features() -> Vec<app::FeatureView> {
+    let Some(dir) = std::env::current_dir().ok().and_then(|d| harness::find_workspace(&d)).map(|w| w.join("scenarios"))
+    else {
+        return Vec::new();
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "feature")).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let f = cucumber::gherkin::Feature::parse_path(&path, cucumber::gherkin::GherkinEnv::default()).ok()?;
+            let scenarios = f.scenarios.iter().map(|s| s.name.clone()).collect();
+            Some(app::FeatureView { path, name: f.name, scenarios })
+        })
+        .collect()
+}
+
 /// Run the TUI on the sandbox behind `control` until the user quits.
-pub async fn run(control: control::Client, sandbox: &str, owned: bool) -> anyhow::Result<()> {
+pub async fn run(
+    control: control::Client,
+    sandbox: &str,
+    owned: bool,
+    home: &harness::sandbox::Home,
+) -> anyhow::Result<()> {
     let state = control.state().await?;
     let url = |name: &str| state.component(name).and_then(|c| c.endpoints.first()).map(|e| e.url.clone());
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -51,6 +87,15 @@ pub async fn run(control: control::Client, sandbox: &str, owned: bool) -> anyhow
     let gateway = url("gateway");
 
     let mut app = App::new(sandbox, owned);
+    app.features = features();
+    let ctx = Ctx {
+        control: control.clone(),
+        admins: admins.clone(),
+        http: http.clone(),
+        tx: tx.clone(),
+        sandbox: sandbox.to_string(),
+        home: home.root.clone(),
+    };
     let mut terminal = Terminal(ratatui::try_init()?);
     // The explorer opens the front door once the gateway answers (a sandbox
     // `up` just started has none yet), retrying every couple of seconds.
@@ -64,7 +109,7 @@ pub async fn run(control: control::Client, sandbox: &str, owned: bool) -> anyhow
                 Some(Ok(crossterm::event::Event::Key(k))) if k.kind == crossterm::event::KeyEventKind::Press => {
                     match app.on_key(k) {
                         Some(Command::Quit) => break,
-                        Some(cmd) => execute(cmd, &control, &admins, &http, &tx),
+                        Some(cmd) => execute(cmd, &ctx),
                         None => {}
                     }
                 }
@@ -88,7 +133,7 @@ pub async fn run(control: control::Client, sandbox: &str, owned: bool) -> anyhow
                     && front_door_asked.is_none_or(|t| t.elapsed() > Duration::from_secs(2))
                 {
                     front_door_asked = Some(std::time::Instant::now());
-                    execute(Command::Open(format!("{g}/")), &control, &admins, &http, &tx);
+                    execute(Command::Open(format!("{g}/")), &ctx);
                 }
                 if app.dirty {
                     terminal.0.draw(|f| ui::draw(&app, f))?;
@@ -103,17 +148,21 @@ pub async fn run(control: control::Client, sandbox: &str, owned: bool) -> anyhow
 }
 
 /// Do what a key asked, off the UI's task; the outcome comes back as a message.
-fn execute(
-    cmd: Command,
-    control: &control::Client,
-    admins: &[AdminClient],
-    http: &reqwest::Client,
-    tx: &mpsc::UnboundedSender<Msg>,
-) {
-    let (control, tx, http) = (control.clone(), tx.clone(), http.clone());
-    let admin = |name: &str| admins.iter().find(|a| a.name() == name).cloned();
+fn execute(cmd: Command, ctx: &Ctx) {
+    let (control, tx, http) = (ctx.control.clone(), ctx.tx.clone(), ctx.http.clone());
+    let admin = |name: &str| ctx.admins.iter().find(|a| a.name() == name).cloned();
     match cmd {
         Command::Quit => {}
+        Command::RunScenarios(feature) => {
+            let (home, sandbox) = (ctx.home.clone(), ctx.sandbox.clone());
+            tokio::spawn(async move {
+                let passed = run_scenarios(&home, &sandbox, feature, &tx).await.unwrap_or_else(|e| {
+                    let _ = tx.send(Msg::RunLine(format!("cannot run the scenarios: {e}")));
+                    false
+                });
+                let _ = tx.send(Msg::RunDone(passed));
+            });
+        }
         Command::Restart(name) => {
             let _ = tx.send(Msg::Note(format!("restarting {name}…")));
             tokio::spawn(async move {
@@ -243,5 +292,37 @@ async fn poll_providers(admins: Vec<AdminClient>, tx: mpsc::UnboundedSender<Msg>
             }
         }
         tokio::time::sleep(PROVIDERS_EVERY).await;
+    }
+}
+
+/// `sandbox test` against this sandbox as a child process (stopped if the TUI
+/// quits), its output streamed in line by line.
+async fn run_scenarios(
+    home: &std::path::Path,
+    sandbox: &str,
+    feature: Option<std::path::PathBuf>,
+    tx: &mpsc::UnboundedSender<Msg>,
+) -> anyhow::Result<bool> {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.arg("--home").arg(home).args(["test", "--name", sandbox]);
+    if let Some(f) = feature {
+        cmd.arg(f);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let out = tokio::io::BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?).lines();
+    let err = tokio::io::BufReader::new(child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?).lines();
+    tokio::join!(forward(out, tx), forward(err, tx));
+    Ok(child.wait().await?.success())
+}
+
+async fn forward<R: tokio::io::AsyncBufRead + Unpin>(mut lines: tokio::io::Lines<R>, tx: &mpsc::UnboundedSender<Msg>) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        let _ = tx.send(Msg::RunLine(line));
     }
 }

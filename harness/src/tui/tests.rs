@@ -6,7 +6,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use serde_json::json;
 
-use super::app::{App, Command, Msg, Pane, ProviderView, event_row};
+use super::app::{App, Command, FeatureView, Msg, Pane, ProviderView, event_row};
 use super::ui;
 use harness::engine::{Component, Endpoint, Phase, State, Status};
 use harness::logs::LogLine;
@@ -116,6 +116,23 @@ fn app() -> App {
         },
         ProviderView { name: "card-acquirer".into(), journal: vec![], faults: vec![] },
     ]));
+    app.features = vec![
+        FeatureView {
+            path: "scenarios/payments.feature".into(),
+            name: "Domestic payments".into(),
+            scenarios: vec!["A payment to another bank settles".into(), "The scheme is unavailable".into()],
+        },
+        FeatureView { path: "scenarios/topups.feature".into(), name: "Card top-ups".into(), scenarios: vec![] },
+    ];
+    for line in [
+        "Feature: Domestic payments",
+        "  Scenario: A payment to another bank settles",
+        "   ✔  Then the payment is completed",
+        "   ✘  And Alice's balance is £75.00",
+    ] {
+        app.on_msg(Msg::RunLine(line.into()));
+    }
+    app.on_msg(Msg::RunDone(false));
     app.on_msg(Msg::Resource(
         "http://gw/".into(),
         json!({ "service": "gateway", "_links": {
@@ -246,4 +263,17 @@ fn following_a_trace_id_gathers_logs_events_and_provider_traffic_in_order() {
     assert!(sources.contains(&"payment-scheme in".to_string()), "{sources:?}");
     let times: Vec<u64> = app.timeline().into_iter().map(|s| s.at).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
+}
+
+#[test]
+fn scenarios_run_one_feature_or_all_and_one_run_at_a_time() {
+    let mut app = app();
+    app.on_key(key('7'));
+    let run = app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert_eq!(run, Some(Command::RunScenarios(Some("scenarios/payments.feature".into()))));
+    assert!(app.running && app.run_output.is_empty(), "a new run starts with a clean output");
+    assert_eq!(app.on_key(key('a')), None, "one run at a time");
+    assert!(app.note.as_deref().unwrap_or_default().contains("a run is going on"));
+    app.on_msg(Msg::RunDone(true));
+    assert_eq!(app.on_key(key('a')), Some(Command::RunScenarios(None)));
 }

@@ -11,7 +11,7 @@ use super::app::{App, Editing, Pane, level_of, render_log};
 use harness::engine::Status;
 
 const KEYS: &[(&str, &str)] = &[
-    ("Tab / ← →, 1-6", "switch pane"),
+    ("Tab / ← →, 1-7", "switch pane"),
     ("↑ ↓ / k j", "move, scroll"),
     ("?", "this help; any key closes it"),
     ("q, Ctrl-C", "quit (tears down only a sandbox started here)"),
@@ -30,6 +30,7 @@ const KEYS: &[(&str, &str)] = &[
     ("Explorer: Backspace, h", "back; g: the front door again"),
     ("Events: Enter", "follow the newest event in view by its trace id"),
     ("Follow: /", "an id to follow: payment, account, trace, scheme id…"),
+    ("Scenarios: Enter, a", "run the feature, or all, against this sandbox"),
 ];
 
 pub fn draw(app: &App, f: &mut Frame) {
@@ -47,10 +48,10 @@ pub fn draw(app: &App, f: &mut Frame) {
     let name = format!("{} {phase}{}", app.sandbox, if app.owned { "" } else { " (attached)" });
     let [tabs_area, name_area] =
         Layout::horizontal([Constraint::Min(20), Constraint::Length(name.chars().count() as u16 + 1)]).areas(top);
-    f.render_widget(
-        Tabs::new(titles).select(selected).highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
-        tabs_area,
-    );
+    let tabs = Tabs::new(titles).select(selected).highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    // Narrow: no padding, a plain space between, so all seven fit in 80 columns.
+    let tabs = if numbered { tabs } else { tabs.padding("", "").divider(" ") };
+    f.render_widget(tabs, tabs_area);
     f.render_widget(Paragraph::new(name).right_aligned().style(Style::new().fg(Color::Cyan)), name_area);
     match app.pane {
         Pane::Services => services(app, f, body),
@@ -59,6 +60,7 @@ pub fn draw(app: &App, f: &mut Frame) {
         Pane::Providers => providers(app, f, body),
         Pane::Explorer => explorer(app, f, body),
         Pane::Follow => follow(app, f, body),
+        Pane::Scenarios => scenarios(app, f, body),
     }
     let status = match (&app.editing, &app.note) {
         (Some(Editing::LogFilter), _) => format!("filter logs: {}▏", app.log_filter),
@@ -81,7 +83,44 @@ fn hint(pane: Pane) -> &'static str {
         Pane::Providers => "u unavailable  s slow  x reject  c clear  ? help  q quit",
         Pane::Explorer => "Enter follow  Backspace back  g front door  ? help  q quit",
         Pane::Follow => "/ the id to follow  ? help  q quit",
+        Pane::Scenarios => "Enter run the feature  a run all  K J scroll the output  ? help  q quit",
     }
+}
+
+fn scenarios(app: &App, f: &mut Frame, area: Rect) {
+    let [left, right] = Layout::horizontal([Constraint::Length(34), Constraint::Min(20)]).areas(area);
+    let items: Vec<ListItem> =
+        app.features.iter().map(|ft| ListItem::new(format!("{} ({})", ft.name, ft.scenarios.len()))).collect();
+    let mut ls = ListState::default().with_selected((!app.features.is_empty()).then_some(app.feature_selected));
+    f.render_stateful_widget(
+        List::new(items).block(block("Features")).highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
+        left,
+        &mut ls,
+    );
+    let height = right.height.saturating_sub(1) as usize;
+    let lines: Vec<Line> = window(app.run_output.iter().collect(), height, app.run_scroll)
+        .into_iter()
+        .map(|l| {
+            let color = if l.contains('✘') || l.contains("failed") && !l.contains(" 0 failed") {
+                Color::Red
+            } else if l.contains('✔') {
+                Color::Green
+            } else {
+                Color::Reset
+            };
+            Line::styled(l.clone(), Style::new().fg(color))
+        })
+        .collect();
+    let title = match (app.running, app.run_passed) {
+        (true, _) => "Run: going on…".to_string(),
+        (false, Some(true)) => "Run: passed".to_string(),
+        (false, Some(false)) => "Run: FAILED (the trail of each failure is in the output)".to_string(),
+        (false, None) => {
+            let selected = app.features.get(app.feature_selected);
+            selected.map_or("Scenarios".to_string(), |ft| format!("{}: {}", ft.name, ft.scenarios.join(" · ")))
+        }
+    };
+    f.render_widget(Paragraph::new(lines).block(block(&title)), right);
 }
 
 fn follow(app: &App, f: &mut Frame, area: Rect) {

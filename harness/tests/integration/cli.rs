@@ -372,12 +372,17 @@ fn the_dashboard_runs_in_a_terminal_and_quitting_leaves_nothing() {
         ("4", "payment-scheme"),
         ("5", "Links"),
         ("6", "Type / and an id"),
+        ("7", "Features"),
         ("?", "Keys"),
     ] {
         tmux.run(&["send-keys", "-t", "tui", key]);
         tmux.wait_for(title);
     }
     tmux.run(&["send-keys", "-t", "tui", "Escape"]);
+    // Run the first feature (accounts) against this sandbox from the dashboard.
+    tmux.run(&["send-keys", "-t", "tui", "7"]);
+    tmux.run(&["send-keys", "-t", "tui", "Enter"]);
+    tmux.wait_for("Run: passed");
     tmux.run(&["send-keys", "-t", "tui", "q"]);
     tmux.wait_for("exited-0");
     assert!(tmux.screen().contains("sandbox tui stopped and removed"), "{}", tmux.screen());
