@@ -307,25 +307,26 @@ pub fn tui(exe: &Path, workspace: &Path, rate: u32, seconds: u64) -> Result<Stri
             }
             // Count what the sandbox's log stream actually carried.
             let lines = control.logs(None, true, 0).await?;
-            let counted = tokio::spawn(async move {
+            let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counter = count.clone();
+            let counting = tokio::spawn(async move {
                 let mut lines = std::pin::pin!(lines);
-                let mut n = 0u64;
                 while futures::StreamExt::next(&mut lines).await.is_some() {
-                    n += 1;
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                n
             });
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let cpu0 = cpu_time(pid)?;
+            let (cpu0, n0) = (cpu_time(pid)?, count.load(std::sync::atomic::Ordering::Relaxed));
             let started = Instant::now();
             tokio::time::sleep(window).await;
             let cpu = cpu_time(pid)? - cpu0;
+            let n = count.load(std::sync::atomic::Ordering::Relaxed) - n0;
+            let rate = n as f64 / started.elapsed().as_secs_f64();
             let rss = rss_kb(pid);
             stop.cancel();
-            counted.abort();
-            let n = counted.await.unwrap_or(0);
+            counting.abort();
             while load.join_next().await.is_some() {}
-            Ok::<_, Error>((share(cpu), n as f64 / (started.elapsed().as_secs_f64() + 2.0), rss))
+            Ok::<_, Error>((share(cpu), rate, rss))
         })?;
         let mut out = String::from("| dashboard (`sandbox tui`, 120x40, tmux) | value |\n|---|---|\n");
         out.push_str(&format!("| CPU idle, {seconds} s | {idle:.1} % of a core |\n"));

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -17,24 +17,9 @@ use crate::error::{Error, Result};
 /// Seen on Kafka: (event type, id) -> when.
 type Seen = Arc<Mutex<HashMap<(String, String), Instant>>>;
 
-/// A reader of the sandbox's topics. The settings follow shared/KAFKA.md's
-/// rules for consumers (earliest, read_uncommitted, short fetch wait); the
-/// bank's own clients take theirs from its kit.
-fn consumer(brokers: &str) -> Result<StreamConsumer> {
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("broker.address.family", "v4")
-        .set("group.id", format!("bench-{}", uuid::Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_uncommitted")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .map_err(|e| Error::Other(format!("cannot create a Kafka consumer: {e}")))
-}
-
 fn spawn_reader(brokers: &str, topics: &[&str], seen: Seen) -> Result<tokio::task::JoinHandle<()>> {
-    let consumer = consumer(brokers)?;
+    let group = format!("bench-{}", uuid::Uuid::new_v4());
+    let consumer = crate::topics::consumer(brokers, &group, Duration::from_millis(10))?;
     consumer.subscribe(topics).map_err(|e| Error::Other(format!("cannot subscribe: {e}")))?;
     Ok(tokio::spawn(async move {
         loop {

@@ -48,8 +48,10 @@ impl Drop for Topics {
     }
 }
 
-/// A consumer of the sandbox's broker under a group of its own.
-pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer> {
+/// A consumer of the sandbox's broker under a group of its own. tansu holds
+/// every fetch for the full `fetch_wait`: short for tests that time things,
+/// longer for a viewer, which then wakes less often.
+pub fn consumer(brokers: &str, group: &str, fetch_wait: Duration) -> Result<StreamConsumer> {
     rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("broker.address.family", "v4")
@@ -57,15 +59,21 @@ pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer> {
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_uncommitted")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
         .create()
         .map_err(|e| Error::Other(format!("cannot create a Kafka consumer for {brokers}: {e}")))
 }
 
 impl Topics {
-    /// Read every topic named `*.events` on `brokers` from the beginning.
+    /// Read every topic named `*.events` on `brokers` from the beginning, each
+    /// event seen within tens of milliseconds of its publication.
     pub async fn start(brokers: &str) -> Result<Self> {
-        let consumer = consumer(brokers, &format!("sandbox-reader-{}", uuid::Uuid::new_v4()))?;
+        Self::start_with(brokers, Duration::from_millis(10)).await
+    }
+
+    /// The same, holding each fetch up to `fetch_wait`.
+    pub async fn start_with(brokers: &str, fetch_wait: Duration) -> Result<Self> {
+        let consumer = consumer(brokers, &format!("sandbox-reader-{}", uuid::Uuid::new_v4()), fetch_wait)?;
         let (consumer, topics) = tokio::task::spawn_blocking(move || {
             let meta = consumer
                 .fetch_metadata(None, Duration::from_secs(10))

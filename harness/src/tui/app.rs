@@ -204,7 +204,13 @@ impl App {
     }
 
     pub fn on_msg(&mut self, msg: Msg) {
-        self.dirty = true;
+        // Lines and events only cost a redraw where they show.
+        self.dirty |= match &msg {
+            Msg::Log(_) => matches!(self.pane, Pane::Logs | Pane::Follow),
+            Msg::Event(_) => matches!(self.pane, Pane::Events | Pane::Follow),
+            Msg::Providers(_) => matches!(self.pane, Pane::Providers | Pane::Follow),
+            _ => true,
+        };
         match msg {
             Msg::State(s) => {
                 self.selected = self.selected.min(s.components.len().saturating_sub(1));

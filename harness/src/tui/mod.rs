@@ -112,6 +112,9 @@ pub async fn run(
                         Some(cmd) => execute(cmd, &ctx),
                         None => {}
                     }
+                    // A key is answered at once, not at the next frame.
+                    terminal.0.draw(|f| ui::draw(&app, f))?;
+                    app.dirty = false;
                 }
                 Some(Ok(crossterm::event::Event::Resize(..))) => app.dirty = true,
                 Some(Ok(_)) => {}
@@ -258,7 +261,9 @@ async fn follow_logs(control: control::Client, tx: mpsc::UnboundedSender<Msg>) {
 async fn follow_events(brokers: String, tx: mpsc::UnboundedSender<Msg>) {
     // The topics exist once the connector has started: try until they do.
     let topics = loop {
-        match harness::topics::Topics::start(&brokers).await {
+        // A viewer need not see an event within milliseconds: a longer fetch
+        // wait keeps the reader from waking the process a hundred times a second.
+        match harness::topics::Topics::start_with(&brokers, Duration::from_millis(250)).await {
             Ok(t) => break t,
             Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
         }

@@ -211,9 +211,12 @@ fn window<T>(matching: Vec<T>, height: usize, scroll: usize) -> Vec<T> {
 
 fn logs(app: &App, f: &mut Frame, area: Rect) {
     let height = area.height.saturating_sub(1) as usize;
-    let matching: Vec<_> = app.logs.iter().filter(|l| app.log_matches(l)).collect();
-    let total = matching.len();
-    let shown = window(matching, height, app.log_scroll);
+    // From the newest back, only as many as show: the cost of a frame does not
+    // grow with the 10,000 lines kept.
+    let mut shown: Vec<_> =
+        app.logs.iter().rev().filter(|l| app.log_matches(l)).skip(app.log_scroll).take(height).collect();
+    shown.reverse();
+    let total = app.logs.len();
     let width = app.state.as_ref().map_or(10, |s| s.components.iter().map(|c| c.name.len()).max().unwrap_or(10));
     let items: Vec<ListItem> = shown
         .iter()
@@ -230,7 +233,7 @@ fn logs(app: &App, f: &mut Frame, area: Rect) {
         })
         .collect();
     let title = format!(
-        "Logs: {} · {} · level {} · {total} lines{}",
+        "Logs: {} · {} · level {} · {total} kept{}",
         app.log_source.as_deref().unwrap_or("all"),
         if app.follow { "following" } else { "paused" },
         ["all", "INFO+", "WARN+", "ERROR"][app.log_level as usize],
@@ -241,9 +244,11 @@ fn logs(app: &App, f: &mut Frame, area: Rect) {
 
 fn events(app: &App, f: &mut Frame, area: Rect) {
     let height = area.height.saturating_sub(2) as usize;
-    let matching: Vec<_> = app.events.iter().filter(|e| app.event_matches(e)).collect();
-    let total = matching.len();
-    let rows = window(matching, height, app.event_scroll).into_iter().map(|e| {
+    let mut shown: Vec<_> =
+        app.events.iter().rev().filter(|e| app.event_matches(e)).skip(app.event_scroll).take(height).collect();
+    shown.reverse();
+    let total = app.events.len();
+    let rows = shown.into_iter().map(|e| {
         Row::new(vec![
             Cell::from(format!("{}@{}", e.topic, e.offset)),
             Cell::from(e.kind.clone()).style(Style::new().fg(Color::Green)),
@@ -253,7 +258,7 @@ fn events(app: &App, f: &mut Frame, area: Rect) {
         ])
     });
     let title = format!(
-        "Events: {total}{}",
+        "Events: {total} kept{}",
         if app.event_filter.is_empty() { String::new() } else { format!(" matching `{}`", app.event_filter) }
     );
     let table = Table::new(
