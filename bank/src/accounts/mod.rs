@@ -30,6 +30,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     migrations: &[(100, "accounts", include_str!("migrations/0100_accounts.sql"))],
     // A URI template (RFC 6570): a client fills in the bank details it looks for.
     links: &[("customers", "/customers"), ("find-account", "/accounts{?sort_code,account_number}")],
+    actions: &[("create-customer", "/customers")],
     router,
     start: crate::kit::no_background_work,
 };

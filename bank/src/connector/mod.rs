@@ -25,6 +25,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     name: "connector",
     migrations: &[(100, "connector positions", include_str!("migrations/0100_connector.sql"))],
     links: &[("sources", "/sources")],
+    actions: &[],
     router,
     start,
 };

@@ -22,7 +22,7 @@ use crate::kit::events::{self, NewEvent};
 use crate::kit::http::{TRACE_HEADER, TraceId};
 use crate::kit::{Kit, ServiceSpec};
 
-pub const SPEC: ServiceSpec = ServiceSpec { name: "gateway", migrations: &[], links: &[], router, start };
+pub const SPEC: ServiceSpec = ServiceSpec { name: "gateway", migrations: &[], links: &[], actions: &[], router, start };
 
 /// Where the gateway sends things, from its settings.
 #[derive(Debug)]

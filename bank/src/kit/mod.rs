@@ -51,6 +51,8 @@ pub struct ServiceSpec {
     pub migrations: &'static [(i64, &'static str, &'static str)],
     /// Links the discovery resource advertises: (rel, path).
     pub links: &'static [(&'static str, &'static str)],
+    /// Actions it advertises: (rel, path), each a POST that creates something.
+    pub actions: &'static [(&'static str, &'static str)],
     pub router: fn() -> Router<Kit>,
     /// Start the service's background work (consumers, pollers) once the
     /// database is migrated; an error here (bad config) stops start-up.
@@ -116,6 +118,7 @@ pub struct Kit {
     /// Background work, waited for on shutdown.
     pub tasks: tokio_util::task::TaskTracker,
     links: Arc<Mutex<Vec<(String, String)>>>,
+    spec_actions: &'static [(&'static str, &'static str)],
     checks: Arc<Mutex<BTreeMap<&'static str, Result<(), String>>>>,
     vars: Arc<BTreeMap<String, String>>,
     /// The service's own state (clients, settings), set once by its start hook.
@@ -217,6 +220,7 @@ impl Application {
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
             links: Arc::new(Mutex::new(spec.links.iter().map(|(r, p)| (r.to_string(), p.to_string())).collect())),
+            spec_actions: spec.actions,
             checks: Arc::default(),
             vars: Arc::new(config.vars.clone()),
             own: Arc::default(),
@@ -290,6 +294,9 @@ async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
         .link("health", "/health")
         .link("events", "/events")
         .link("metrics", "/metrics");
+    for (rel, path) in kit.spec_actions {
+        hal = hal.action(rel, "POST", path);
+    }
     let links = kit.links.lock().map(|l| l.clone()).unwrap_or_default();
     for (rel, path) in &links {
         hal = hal.link(rel, path);

@@ -31,6 +31,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     name: "monitoring",
     migrations: &[(100, "monitoring", include_str!("migrations/0100_monitoring.sql"))],
     links: &[("alerts", "/alerts")],
+    actions: &[],
     router,
     start,
 };

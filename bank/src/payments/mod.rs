@@ -40,6 +40,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     name: "payments",
     migrations: &[(100, "payments", include_str!("migrations/0100_payments.sql"))],
     links: &[("payments", "/payments")],
+    actions: &[("create-payment", "/payments")],
     router,
     start,
 };

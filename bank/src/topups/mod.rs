@@ -33,6 +33,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     name: "topups",
     migrations: &[(100, "topups", include_str!("migrations/0100_topups.sql"))],
     links: &[("topups", "/topups")],
+    actions: &[("create-topup", "/topups")],
     router,
     start,
 };

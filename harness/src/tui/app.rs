@@ -74,13 +74,30 @@ pub enum Command {
     Stop(String),
     /// GET a URL for the explorer.
     Open(String),
+    /// For `remaining` requests, or every one until cleared.
     AddFault {
         provider: String,
         kind: FaultKind,
+        remaining: Option<u32>,
     },
     ClearFaults(String),
     /// Run one feature file's scenarios, or all, against this sandbox.
     RunScenarios(Option<std::path::PathBuf>),
+    /// Perform an action a link advertises, with a JSON body.
+    Submit {
+        method: String,
+        href: String,
+        body: String,
+    },
+}
+
+/// The explorer's form for an action: its JSON body, being edited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Form {
+    pub rel: String,
+    pub method: String,
+    pub href: String,
+    pub body: String,
 }
 
 /// A feature file as the scenarios pane lists it.
@@ -162,10 +179,13 @@ pub struct App {
     pub running: bool,
     pub run_scroll: usize,
     pub editing: Option<Editing>,
+    pub form: Option<Form>,
     pub help: bool,
     pub note: Option<String>,
     /// Something changed since the last draw.
     pub dirty: bool,
+    /// Unix seconds, as of the last tick: what uptimes are counted to.
+    pub now: u64,
 }
 
 impl App {
@@ -197,9 +217,11 @@ impl App {
             running: false,
             run_scroll: 0,
             editing: None,
+            form: None,
             help: false,
             note: None,
             dirty: true,
+            now: 0,
         }
     }
 
@@ -310,6 +332,38 @@ impl App {
         seen
     }
 
+    /// A body to start an action's form from: what the bank's API takes for
+    /// it, with the account URL filled in when the explorer has passed one.
+    pub fn example_body(&self, rel: &str) -> String {
+        let account = self
+            .explorer
+            .iter()
+            .rev()
+            .map(|(_, r)| r)
+            .find(|r| r.get("sort_code").is_some() && r.get("account_number").is_some())
+            .and_then(|r| r["_links"]["self"]["href"].as_str())
+            .unwrap_or("<an account URL: open one first>")
+            .to_string();
+        let body = match rel {
+            "create-customer" => serde_json::json!({ "name": "Erin Example" }),
+            "credit" | "place-hold" => {
+                serde_json::json!({ "amount": 1000, "currency": "GBP", "reference": "explorer" })
+            }
+            "create-payment" => serde_json::json!({
+                "from": account,
+                "to": { "name": "Carol", "sort_code": "20-00-00", "account_number": "12345678" },
+                "amount": { "amount": 1000, "currency": "GBP" },
+                "reference": "explorer",
+            }),
+            "create-topup" => serde_json::json!({
+                "account": account, "card_token": "tok_visa", "amount": { "amount": 1000, "currency": "GBP" },
+            }),
+            "close" => serde_json::json!({ "outcome": "false_positive" }),
+            _ => serde_json::json!({}),
+        };
+        body.to_string()
+    }
+
     /// The explorer's current resource's links: (rel, href, method).
     pub fn links(&self) -> Vec<(String, String, String)> {
         let Some((_, r)) = self.explorer.last() else { return Vec::new() };
@@ -330,6 +384,21 @@ impl App {
         self.dirty = true;
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Some(Command::Quit);
+        }
+        if let Some(form) = self.form.as_mut() {
+            match key.code {
+                KeyCode::Enter => {
+                    let form = self.form.take()?;
+                    return Some(Command::Submit { method: form.method, href: form.href, body: form.body });
+                }
+                KeyCode::Esc => self.form = None,
+                KeyCode::Backspace => {
+                    form.body.pop();
+                }
+                KeyCode::Char(c) => form.body.push(c),
+                _ => {}
+            }
+            return None;
         }
         if let Some(editing) = self.editing {
             let text = match editing {
@@ -475,14 +544,14 @@ impl App {
                     self.provider_selected = (self.provider_selected + 1).min(self.providers.len().saturating_sub(1));
                 }
                 let provider = self.providers.get(self.provider_selected)?.name.clone();
-                let kind = match key.code {
-                    KeyCode::Char('u') => FaultKind::Unavailable,
-                    KeyCode::Char('s') => FaultKind::Slow,
-                    KeyCode::Char('x') => FaultKind::Reject,
+                let (kind, remaining) = match key.code {
+                    KeyCode::Char('u') => (FaultKind::Unavailable, None),
+                    KeyCode::Char('s') => (FaultKind::Slow, None),
+                    KeyCode::Char('x') => (FaultKind::Reject, Some(1)),
                     KeyCode::Char('c') => return Some(Command::ClearFaults(provider)),
                     _ => return None,
                 };
-                return Some(Command::AddFault { provider, kind });
+                return Some(Command::AddFault { provider, kind, remaining });
             }
             Pane::Explorer => {
                 let links = self.links();
@@ -495,7 +564,8 @@ impl App {
                     KeyCode::Enter => {
                         let (rel, href, method) = links.get(self.link_selected)?.clone();
                         if method != "GET" {
-                            self.note = Some(format!("`{rel}` is a {method} action; the explorer follows links only"));
+                            let body = self.example_body(&rel);
+                            self.form = Some(Form { rel, method, href, body });
                         } else if href.contains('{') {
                             self.note = Some(format!("`{rel}` is a URI template ({href})"));
                         } else {

@@ -128,6 +128,11 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                if now != app.now {
+                    app.now = now;
+                    app.dirty |= app.pane == app::Pane::Services;
+                }
                 let gateway_up = app.state.as_ref().and_then(|s| s.component("gateway"))
                     .is_some_and(|c| c.status == harness::engine::Status::Healthy);
                 if let Some(g) = &gateway
@@ -156,6 +161,23 @@ fn execute(cmd: Command, ctx: &Ctx) {
     let admin = |name: &str| ctx.admins.iter().find(|a| a.name() == name).cloned();
     match cmd {
         Command::Quit => {}
+        Command::Submit { method, href, body } => {
+            tokio::spawn(async move {
+                let note = match submit(&http, &method, &href, &body).await {
+                    Ok((status, answer)) if status.is_success() => {
+                        let at = answer["_links"]["self"]["href"].as_str().unwrap_or(&href).to_string();
+                        let _ = tx.send(Msg::Resource(at, answer));
+                        format!("{method} {href}: {status}")
+                    }
+                    Ok((status, answer)) => format!(
+                        "{method} {href}: {status}: {}",
+                        answer["detail"].as_str().map_or_else(|| answer.to_string(), String::from)
+                    ),
+                    Err(e) => format!("{method} {href}: {e}"),
+                };
+                let _ = tx.send(Msg::Note(note));
+            });
+        }
         Command::RunScenarios(feature) => {
             let (home, sandbox) = (ctx.home.clone(), ctx.sandbox.clone());
             tokio::spawn(async move {
@@ -204,12 +226,17 @@ fn execute(cmd: Command, ctx: &Ctx) {
                 };
             });
         }
-        Command::AddFault { provider, kind } => {
+        Command::AddFault { provider, kind, remaining } => {
             let Some(a) = admin(&provider) else { return };
             tokio::spawn(async move {
-                let fault = Fault { id: 0, kind, scope: None, remaining: None, delay_ms: Some(1500), reason: None };
+                let fault = Fault { id: 0, kind, scope: None, remaining, delay_ms: Some(1500), reason: None };
                 let note = match a.add_fault(&fault).await {
-                    Ok(f) => format!("{provider}: fault #{} {:?} for every request; c clears", f.id, f.kind),
+                    Ok(f) => format!(
+                        "{provider}: fault #{} {:?} for {}; c clears",
+                        f.id,
+                        f.kind,
+                        remaining.map_or("every request".to_string(), |n| format!("the next {n}"))
+                    ),
                     Err(e) => e.to_string(),
                 };
                 let _ = tx.send(Msg::Note(note));
@@ -330,4 +357,24 @@ async fn forward<R: tokio::io::AsyncBufRead + Unpin>(mut lines: tokio::io::Lines
     while let Ok(Some(line)) = lines.next_line().await {
         let _ = tx.send(Msg::RunLine(line));
     }
+}
+
+/// An action from the explorer's form: the body must be JSON; every action
+/// gets an Idempotency-Key of its own, as the bank's money moves require.
+async fn submit(
+    http: &reqwest::Client,
+    method: &str,
+    href: &str,
+    body: &str,
+) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+    let json: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| anyhow::anyhow!("the body is not JSON ({e}); nothing was sent"))?;
+    let resp = http
+        .request(reqwest::Method::from_bytes(method.as_bytes())?, href)
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&json)
+        .send()
+        .await?;
+    let status = resp.status();
+    Ok((status, resp.json().await.unwrap_or_default()))
 }

@@ -54,6 +54,7 @@ fn log(seq: u64, component: &str, level: &str, message: &str) -> LogLine {
 
 fn app() -> App {
     let mut app = App::new("dev", true);
+    app.now = 76;
     app.on_msg(Msg::State(state()));
     app.on_msg(Msg::Log(log(1, "accounts", "INFO", "handled")));
     app.on_msg(Msg::Log(log(2, "payments", "WARN", "not available; will retry")));
@@ -232,10 +233,13 @@ fn the_explorer_follows_links_and_refuses_actions() {
     assert_eq!(cmd, Some(Command::Open("http://gw/payments/".into())));
     app.on_msg(Msg::Resource(
         "http://gw/payments/".into(),
-        json!({ "_links": { "pay": { "href": "http://gw/payments/payments", "method": "POST" } } }),
+        json!({ "_links": { "create-payment": { "href": "http://gw/payments/payments", "method": "POST" } } }),
     ));
-    assert_eq!(app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), None);
-    assert!(app.note.as_deref().unwrap_or_default().contains("POST action"));
+    assert_eq!(app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), None, "an action opens its form");
+    assert_eq!(app.form.as_ref().map(|f| f.method.as_str()), Some("POST"));
+    insta::assert_snapshot!("explorer_form_80x24", render(&app, 80, 24));
+    app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    assert!(app.form.is_none(), "Esc cancels");
     app.on_key(KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE));
     assert_eq!(app.explorer.len(), 1);
 }
@@ -245,7 +249,15 @@ fn provider_keys_set_and_clear_faults() {
     let mut app = app();
     app.on_key(key('4'));
     let set = app.on_key(key('u'));
-    assert_eq!(set, Some(Command::AddFault { provider: "payment-scheme".into(), kind: FaultKind::Unavailable }));
+    assert_eq!(
+        set,
+        Some(Command::AddFault { provider: "payment-scheme".into(), kind: FaultKind::Unavailable, remaining: None })
+    );
+    let next = app.on_key(key('x'));
+    assert_eq!(
+        next,
+        Some(Command::AddFault { provider: "payment-scheme".into(), kind: FaultKind::Reject, remaining: Some(1) })
+    );
     app.on_key(key('j'));
     assert_eq!(app.on_key(key('c')), Some(Command::ClearFaults("card-acquirer".into())));
 }
@@ -276,4 +288,34 @@ fn scenarios_run_one_feature_or_all_and_one_run_at_a_time() {
     assert!(app.note.as_deref().unwrap_or_default().contains("a run is going on"));
     app.on_msg(Msg::RunDone(true));
     assert_eq!(app.on_key(key('a')), Some(Command::RunScenarios(None)));
+}
+
+#[test]
+fn an_action_form_starts_from_the_api_s_shape_and_sends_what_was_typed() {
+    let mut app = app();
+    app.on_key(key('5'));
+    app.on_msg(Msg::Resource(
+        "http://gw/accounts/accounts/9a".into(),
+        json!({ "sort_code": "04-00-04", "account_number": "10000001", "_links": {
+            "self": { "href": "http://gw/accounts/accounts/9a" },
+            "credit": { "href": "http://gw/accounts/accounts/9a/credits", "method": "POST" },
+        }}),
+    ));
+    let credit = app.links().iter().position(|(rel, _, _)| rel == "credit").unwrap();
+    for _ in 0..credit {
+        app.on_key(key('j'));
+    }
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert!(app.example_body("create-payment").contains("http://gw/accounts/accounts/9a"), "the account it passed");
+    let form = app.form.clone().unwrap();
+    assert_eq!(form.body, r#"{"amount":1000,"currency":"GBP","reference":"explorer"}"#);
+    let sent = app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert_eq!(
+        sent,
+        Some(Command::Submit {
+            method: "POST".into(),
+            href: "http://gw/accounts/accounts/9a/credits".into(),
+            body: form.body
+        })
+    );
 }

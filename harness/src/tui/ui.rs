@@ -24,9 +24,9 @@ const KEYS: &[(&str, &str)] = &[
     ("Logs: L", "minimum level: all, INFO, WARN, ERROR"),
     ("Logs, Events: G", "back to the newest"),
     ("Events: /", "filter by topic, type, key, trace id or text"),
-    ("Providers: u s x", "fault: unavailable, slow, reject (every request)"),
+    ("Providers: u s x", "fault: unavailable, slow (every request), reject the next"),
     ("Providers: c", "clear the provider's faults"),
-    ("Explorer: Enter", "follow the selected link"),
+    ("Explorer: Enter", "follow the link, or fill in the action's form"),
     ("Explorer: Backspace, h", "back; g: the front door again"),
     ("Events: Enter", "follow the newest event in view by its trace id"),
     ("Follow: /", "an id to follow: payment, account, trace, scheme id…"),
@@ -80,8 +80,8 @@ fn hint(pane: Pane) -> &'static str {
         Pane::Services => "r restart  s stop  Enter logs  ? help  q quit",
         Pane::Logs => "/ filter  f follow/pause  a all  L level  G newest  ? help  q quit",
         Pane::Events => "/ filter  ↑↓ scroll  Enter follow its trace  G newest  ? help  q quit",
-        Pane::Providers => "u unavailable  s slow  x reject  c clear  ? help  q quit",
-        Pane::Explorer => "Enter follow  Backspace back  g front door  ? help  q quit",
+        Pane::Providers => "u unavailable  s slow  x reject next  c clear  ? help  q quit",
+        Pane::Explorer => "Enter follow / act  Backspace back  g front door  ? help  q quit",
         Pane::Follow => "/ the id to follow  ? help  q quit",
         Pane::Scenarios => "Enter run the feature  a run all  K J scroll the output  ? help  q quit",
     }
@@ -172,7 +172,10 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
             Cell::from(c.pid.map_or("-".into(), |p| p.to_string())),
             Cell::from(c.restarts.to_string()),
             Cell::from(c.endpoints.first().map(|e| e.url.clone()).unwrap_or_default()),
-            Cell::from(c.ready_ms.map_or("-".into(), |ms| format!("{ms} ms"))),
+            Cell::from(match (c.pid, c.started_at) {
+                (Some(_), Some(at)) => uptime(app.now.saturating_sub(at)),
+                _ => "-".into(),
+            }),
             Cell::from(detail),
         ])
     });
@@ -189,13 +192,22 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
         ],
     )
     .header(
-        Row::new(["COMPONENT", "STATUS", "PID", "RESTARTS", "URL", "READY", "DETAIL"])
+        Row::new(["COMPONENT", "STATUS", "PID", "RESTARTS", "URL", "UP", "DETAIL"])
             .style(Style::new().add_modifier(Modifier::BOLD)),
     )
     .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
     .block(block("Services"));
     let mut ts = ratatui::widgets::TableState::default().with_selected(Some(app.selected));
     f.render_stateful_widget(table, area, &mut ts);
+}
+
+/// `45s`, `3m12s`, `2h05m`.
+fn uptime(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 fn block(title: &str) -> Block<'_> {
@@ -361,6 +373,16 @@ fn explorer(app: &App, f: &mut Frame, area: Rect) {
     }
     let json = serde_json::to_string_pretty(&shown).unwrap_or_default();
     f.render_widget(Paragraph::new(json).wrap(Wrap { trim: false }).block(block(url)), right);
+    if let Some(form) = &app.form {
+        let height = (area.height / 2).max(5);
+        let popup = Rect { x: area.x, y: area.y + area.height - height, width: area.width, height };
+        let title = format!("{} {} ({}): Enter sends, Esc cancels", form.method, form.href, form.rel);
+        f.render_widget(Clear, popup);
+        f.render_widget(
+            Paragraph::new(format!("{}▏", form.body)).wrap(Wrap { trim: false }).block(Block::bordered().title(title)),
+            popup,
+        );
+    }
 }
 
 fn help(f: &mut Frame) {
