@@ -29,6 +29,13 @@ pub struct Person {
     pub card: String,
 }
 
+impl Person {
+    pub fn new(name: &str, customer: Value, account: Option<Value>) -> Self {
+        let card = format!("tok_{}_{}", name.to_lowercase(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Self { customer, account, card }
+    }
+}
+
 /// Something the scenario started whose end the audit waits for.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -169,8 +176,7 @@ impl BankWorld {
     pub async fn open(&mut self, name: &str) -> anyhow::Result<Value> {
         let customer = self.api().new_customer(name).await?;
         let account = self.api().open_account(&customer, None).await?.ok()?;
-        let card = format!("tok_{}_{}", name.to_lowercase(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        self.people.insert(name.into(), Person { customer, account: Some(account.clone()), card });
+        self.people.insert(name.into(), Person::new(name, customer, Some(account.clone())));
         Ok(account)
     }
 

@@ -10,8 +10,7 @@ use crate::e2e::world::{BankWorld, Person, SETTLE};
 #[given(expr = "{person} is a customer")]
 async fn is_a_customer(w: &mut BankWorld, who: Name) -> Step {
     let customer = w.api().new_customer(&who.0).await?;
-    let card = format!("tok_{}_{}", who.0.to_lowercase(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    w.people.insert(who.0, Person { customer, account: None, card });
+    w.people.insert(who.0.clone(), Person::new(&who.0, customer, None));
     Ok(())
 }
 
