@@ -183,11 +183,6 @@ impl Api {
         }
     }
 
-    pub async fn holds(&self, account: &Value) -> Result<Vec<Value>> {
-        let page = self.get(&link(account, "holds")?).await?;
-        Ok(page["_embedded"]["holds"].as_array().cloned().unwrap_or_default())
-    }
-
     /// Pay `payee` from `from` (an account resource); the reply may be a refusal.
     pub async fn pay(&self, from: &Value, payee: &Payee, pence: i64, reference: &str, key: &str) -> Result<Reply> {
         let payments = self.service("payments").await?;

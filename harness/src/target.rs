@@ -54,10 +54,6 @@ impl Target {
         })
     }
 
-    pub fn components(&self) -> impl Iterator<Item = &str> {
-        self.urls.keys().map(String::as_str)
-    }
-
     /// The bank's front door.
     pub fn gateway(&self) -> Result<&str> {
         self.url("gateway")
