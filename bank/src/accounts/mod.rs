@@ -107,6 +107,7 @@ async fn create_customer(
 }
 
 const CUSTOMERS: listing::Collection = listing::Collection {
+    noun: "customer",
     path: "/customers",
     rel: "customers",
     table: "customers",
@@ -124,13 +125,7 @@ async fn list_customers(
 }
 
 async fn get_customer(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
-    let id = parse_id(&id, "customer")?;
-    let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&kit.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("customer `{id}`")))?;
-    customer_hal(&base, &row)
+    listing::one(&kit, &base, &CUSTOMERS, &id).await
 }
 
 async fn customer_exists(conn: &mut PgConnection, id: Uuid) -> ApiResult<()> {

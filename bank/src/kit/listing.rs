@@ -1,6 +1,7 @@
-//! `GET` on a collection of a service's own records (payments, top-ups): the
-//! newest first, optionally those of one account, so that a client following
-//! the discovery resource's links finds something to read at every link.
+//! `GET` on a service's own records (customers, payments, top-ups): one by id,
+//! or the collection, the newest first, optionally those of one account, so
+//! that a client following the discovery resource's links finds something to
+//! read at every link.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -9,6 +10,7 @@ use sqlx::postgres::PgRow;
 use super::Kit;
 use super::error::{ApiError, ApiResult};
 use super::hal::{BaseUrl, Hal};
+use super::http::parse_id;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,11 +23,25 @@ pub struct Recent {
 /// Where the records live: `table`, whose `account_column` (if any) holds the
 /// account URL that `?account=` filters on.
 pub struct Collection {
+    /// What one record is called in errors (`payment`, `top-up`).
+    pub noun: &'static str,
     pub path: &'static str,
     pub rel: &'static str,
     pub table: &'static str,
     pub account_column: Option<&'static str>,
     pub item: fn(&BaseUrl, &PgRow) -> ApiResult<Hal>,
+}
+
+/// The record with `id`, or a 404 naming it.
+pub async fn one(kit: &Kit, base: &BaseUrl, c: &Collection, id: &str) -> ApiResult<Hal> {
+    let id = parse_id(id, c.noun)?;
+    // `table` is a compile-time name, never input.
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {} WHERE id = $1", c.table)))
+        .bind(id)
+        .fetch_optional(&kit.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{} `{id}`", c.noun)))?;
+    (c.item)(base, &row)
 }
 
 pub async fn recent(kit: &Kit, base: &BaseUrl, c: &Collection, q: Recent) -> ApiResult<Hal> {

@@ -32,7 +32,7 @@ use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
-use crate::kit::http::{ApiJson, ApiQuery, TraceId, parse_id};
+use crate::kit::http::{ApiJson, ApiQuery, TraceId};
 use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec, listing, worker};
 
@@ -246,6 +246,7 @@ async fn reserve(
 }
 
 const PAYMENTS: listing::Collection = listing::Collection {
+    noun: "payment",
     path: "/payments",
     rel: "payments",
     table: "payments",
@@ -259,13 +260,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<listi
 }
 
 async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
-    let id = parse_id(&id, "payment")?;
-    let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&kit.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("payment `{id}`")))?;
-    payment_hal(&base, &row)
+    listing::one(&kit, &base, &PAYMENTS, &id).await
 }
 
 // ---- the submitter ----

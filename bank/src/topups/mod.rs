@@ -25,7 +25,7 @@ use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
-use crate::kit::http::{ApiJson, ApiQuery, TraceId, parse_id};
+use crate::kit::http::{ApiJson, ApiQuery, TraceId};
 use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec, listing, worker};
 
@@ -161,6 +161,7 @@ async fn create(
 }
 
 const TOPUPS: listing::Collection = listing::Collection {
+    noun: "top-up",
     path: "/topups",
     rel: "topups",
     table: "topups",
@@ -174,13 +175,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<listi
 }
 
 async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
-    let id = parse_id(&id, "top-up")?;
-    let row = sqlx::query("SELECT * FROM topups WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&kit.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("top-up `{id}`")))?;
-    topup_hal(&base, &row)
+    listing::one(&kit, &base, &TOPUPS, &id).await
 }
 
 /// Charge one due top-up. `Ok(false)` when none is due.

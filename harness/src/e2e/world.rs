@@ -316,16 +316,7 @@ impl BankWorld {
             if !mine.is_empty() {
                 let _ = writeln!(out, "{provider} traffic:");
                 for e in mine.iter().rev().take(20).rev() {
-                    let _ = writeln!(
-                        out,
-                        "  #{} {} {} {} -> {}{}",
-                        e.seq,
-                        e.direction,
-                        e.method,
-                        e.path,
-                        e.status,
-                        e.fault.map(|f| format!(" (fault {f:?})")).unwrap_or_default()
-                    );
+                    let _ = writeln!(out, "  {}", e.summary());
                 }
             }
         }

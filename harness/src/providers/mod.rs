@@ -74,6 +74,21 @@ pub struct JournalEntry {
     pub fault: Option<FaultKind>,
 }
 
+impl JournalEntry {
+    /// One line: `#12   in  POST /payments                    202 (fault Slow)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "#{:<4} {:<3} {:<4} {:<28} {}{}",
+            self.seq,
+            self.direction,
+            self.method,
+            self.path,
+            self.status,
+            self.fault.map(|f| format!(" (fault {f:?})")).unwrap_or_default()
+        )
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     journal: Vec<JournalEntry>,

@@ -327,18 +327,7 @@ fn providers(app: &App, f: &mut Frame, area: Rect) {
     let height = right.height.saturating_sub(1) as usize;
     for e in p.journal.iter().rev().take(height.saturating_sub(lines.len())) {
         let color = if (200..300).contains(&e.status) { Color::Reset } else { Color::Red };
-        lines.push(Line::styled(
-            format!(
-                "#{:<4} {:<3} {:<4} {:<28} {}{}",
-                e.seq,
-                e.direction,
-                e.method,
-                e.path,
-                e.status,
-                e.fault.map(|f| format!(" (fault {f:?})")).unwrap_or_default()
-            ),
-            Style::new().fg(color),
-        ));
+        lines.push(Line::styled(e.summary(), Style::new().fg(color)));
     }
     let title = format!("{}: {} requests and webhooks, newest first", p.name, p.journal.len());
     f.render_widget(Paragraph::new(lines).block(block(&title)), right);
