@@ -52,14 +52,26 @@ pub fn link(resource: &Value, rel: &str) -> Result<String> {
     })
 }
 
-/// The links of a resource that a client may GET: (rel, href), without the
-/// actions (links that name another method).
-pub fn readable_links(resource: &Value) -> Vec<(String, String)> {
+/// Every link of a resource: (rel, href, method), the method GET unless the
+/// link names another (an action).
+pub fn links(resource: &Value) -> Vec<(String, String, String)> {
     let Some(links) = resource["_links"].as_object() else { return Vec::new() };
     links
         .iter()
-        .filter(|(_, l)| l.get("method").is_none_or(|m| m == "GET") && l["templated"] != true)
-        .filter_map(|(rel, l)| l["href"].as_str().map(|h| (rel.clone(), h.to_string())))
+        .filter_map(|(rel, l)| {
+            let href = l["href"].as_str()?.to_string();
+            Some((rel.clone(), href, l["method"].as_str().unwrap_or("GET").to_string()))
+        })
+        .collect()
+}
+
+/// The links of a resource that a client may GET as they are: (rel, href),
+/// without the actions and the URI templates.
+pub fn readable_links(resource: &Value) -> Vec<(String, String)> {
+    links(resource)
+        .into_iter()
+        .filter(|(rel, _, method)| method == "GET" && resource["_links"][rel.as_str()]["templated"] != true)
+        .map(|(rel, href, _)| (rel, href))
         .collect()
 }
 

@@ -28,7 +28,7 @@ use crate::api::Api;
 use crate::engine::{Phase, State};
 use crate::error::{Error, Result};
 use crate::providers::AdminClient;
-use crate::sandbox::{Home, Record};
+use crate::sandbox::Home;
 use crate::target::Target;
 use crate::topics::Topics;
 pub use world::BankWorld;
@@ -350,7 +350,7 @@ impl Ephemeral {
             ended = &mut supervisor => (None, Some(ended)),
         };
         let target = match phase {
-            Some(Phase::Running) => Self::target(opts, &name).await,
+            Some(Phase::Running) => Target::attach(&opts.home, Some(&name)).await,
             _ => Err(Error::Other(format!("sandbox {name} did not start"))),
         };
         let e = match target {
@@ -367,13 +367,6 @@ impl Ephemeral {
             Ok(Err(why)) => why,
             _ => e,
         })
-    }
-
-    async fn target(opts: &Options, name: &str) -> Result<Target> {
-        let record = Record::read(&opts.home.dir(name))?;
-        let control = crate::control::Client::for_record(&record)?;
-        let state = control.state().await?;
-        Target::from_state(name, control, &state)
     }
 
     async fn stop(self) -> Result<()> {

@@ -366,18 +366,7 @@ impl App {
 
     /// The explorer's current resource's links: (rel, href, method).
     pub fn links(&self) -> Vec<(String, String, String)> {
-        let Some((_, r)) = self.explorer.last() else { return Vec::new() };
-        r["_links"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(rel, l)| {
-                        let href = l["href"].as_str()?.to_string();
-                        Some((rel.clone(), href, l["method"].as_str().unwrap_or("GET").to_string()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.explorer.last().map(|(_, r)| harness::api::links(r)).unwrap_or_default()
     }
 
     pub fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
