@@ -546,7 +546,8 @@ mod tests {
 services:
   db:
     ports: ["5432"]
-    x-sandbox: { run: postgres, databases: [a] }
+    environment: { POSTGRES_MULTIPLE_DATABASES: a }
+    x-sandbox: { run: postgres }
   broker:
     ports: ["9092"]
     x-sandbox: { run: kafka }

@@ -144,7 +144,8 @@ pub struct Record {
     pub name: String,
     pub dir: PathBuf,
     pub backend: String,
-    pub topology: PathBuf,
+    /// The topology and its overrides, in `-f` order.
+    pub topology: Vec<PathBuf>,
     /// The supervisor: the process that owns the sandbox.
     pub pid: u32,
     pub pid_start_time: Option<u64>,

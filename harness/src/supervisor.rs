@@ -19,7 +19,8 @@ use crate::{control, process};
 pub struct Options {
     pub name: String,
     pub home: Home,
-    pub topology: PathBuf,
+    /// The topology and its overrides, in `-f` order.
+    pub topology: Vec<PathBuf>,
     pub workspace: PathBuf,
     /// The directory was already claimed (by `up --detach`, for this process).
     pub claimed: bool,
@@ -39,7 +40,7 @@ pub trait Observer: Send + 'static {
 /// Run the sandbox until it is told to stop. A topology that does not validate
 /// is refused before anything is made.
 pub async fn run(opts: Options, observer: impl Observer) -> Result<()> {
-    let topology = Topology::load(&opts.topology)?;
+    let topology = Topology::load_all(&opts.topology)?;
     let dir = if opts.claimed { opts.home.dir(&opts.name) } else { opts.home.claim(&opts.name)? };
     let result = run_claimed(&opts, topology, dir.clone(), observer).await;
     if dir.exists()

@@ -49,7 +49,8 @@ pub struct Dependency {
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: String,
-    /// Line of the service's key in the topology file.
+    /// The file and line of the service's key (the last file that names it).
+    pub file: PathBuf,
     pub line: usize,
     pub image: Option<String>,
     pub command: Vec<String>,
@@ -65,7 +66,10 @@ pub struct Service {
 
 #[derive(Debug, Clone)]
 pub struct Topology {
+    /// The first file: the topology itself.
     pub file: PathBuf,
+    /// Every file, in `-f` order (the first, then its overrides).
+    pub files: Vec<PathBuf>,
     pub name: String,
     /// In file order.
     pub services: Vec<Service>,
@@ -73,8 +77,20 @@ pub struct Topology {
 
 impl Topology {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|cause| Error::Read { path: path.to_path_buf(), cause })?;
-        Self::parse(path, &text)
+        Self::load_all(std::slice::from_ref(&path.to_path_buf()))
+    }
+
+    /// One topology from several files, merged as Compose merges `-f a -f b`:
+    /// later files override earlier ones (e.g. `compose/local-images.yaml`).
+    pub fn load_all(paths: &[PathBuf]) -> Result<Self> {
+        let sources = paths
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).map_err(|cause| Error::Read { path: path.clone(), cause })?;
+                Ok((path.clone(), text))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::parse_all(&sources)
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {
@@ -97,26 +113,43 @@ impl Topology {
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<Self> {
-        let lines = LineIndex::new(text);
-        let err = |line: usize, message: String| Error::Topology { file: file.to_path_buf(), line, message };
-        let raw: RawFile = serde_yaml::from_str(text).map_err(|e| {
-            let line = e.location().map_or(1, |l| l.line());
-            err(line, format!("not a valid Compose file: {e}"))
-        })?;
+        Self::parse_all(&[(file.to_path_buf(), text.to_string())])
+    }
+
+    /// Files in `-f` order; the first is the topology's own file (relative paths
+    /// in it, such as provider definitions, are resolved against its directory).
+    pub fn parse_all(sources: &[(PathBuf, String)]) -> Result<Self> {
+        let Some((file, _)) = sources.first() else {
+            return Err(Error::Other("no topology file given".into()));
+        };
+        let file = file.as_path();
+        let lines = Lines { files: sources.iter().map(|(f, t)| (f.as_path(), LineIndex::new(t))).collect() };
+        let err = |(file, line): Loc, message: String| Error::Topology { file, line, message };
+        let mut merged = serde_yaml::Value::Null;
+        for (path, text) in sources {
+            // Each file on its own first, so that a bad one is named with its line.
+            let value: serde_yaml::Value =
+                serde_yaml::from_str::<RawFile>(text).and_then(|_| serde_yaml::from_str(text)).map_err(|e| {
+                    err((path.clone(), e.location().map_or(1, |l| l.line())), format!("not a valid Compose file: {e}"))
+                })?;
+            merge(&mut merged, value);
+        }
+        let raw: RawFile = serde_yaml::from_value(merged)
+            .map_err(|e| err(lines.top(), format!("the merged files are not a valid Compose file: {e}")))?;
         let name = raw.name.unwrap_or_else(|| "bank".into());
         if raw.services.is_empty() {
-            return Err(err(1, "no services: the topology needs a `services:` map".into()));
+            return Err(err(lines.top(), "no services: the topology needs a `services:` map".into()));
         }
         let mut services = Vec::new();
         for (svc_name, raw_svc) in raw.services {
-            let line = lines.find(&["services", &svc_name]).unwrap_or(1);
+            let line = lines.find(&["services", &svc_name]).unwrap_or_else(|| lines.top());
             let at = |keys: &[&str]| {
                 let mut path = vec!["services", svc_name.as_str()];
                 path.extend_from_slice(keys);
-                lines.find(&path).unwrap_or(line)
+                lines.find(&path).unwrap_or_else(|| line.clone())
             };
             let x = raw_svc.x_sandbox.ok_or_else(|| {
-                err(line, format!("service `{svc_name}` has no `x-sandbox:` block saying how the sandbox runs it (run: postgres | kafka | bank)"))
+                err(line.clone(), format!("service `{svc_name}` has no `x-sandbox:` block saying how the sandbox runs it (run: postgres | kafka | bank)"))
             })?;
             let ports = raw_svc
                 .ports
@@ -130,8 +163,9 @@ impl Topology {
                     return Err(err(at(&["ports"]), format!("service `{svc_name}` declares port {p} twice")));
                 }
             }
+            let environment = raw_svc.environment.map(|e| e.into_map()).unwrap_or_default();
             let run = match x.run.as_str() {
-                "postgres" => Run::Postgres { databases: x.databases.clone() },
+                "postgres" => Run::Postgres { databases: databases_of(&environment) },
                 "kafka" => Run::Kafka,
                 "bank" => Run::Bank,
                 "provider" => {
@@ -177,14 +211,17 @@ impl Topology {
                 }
                 (Run::Bank, None, _) => {
                     return Err(err(
-                        line,
+                        line.clone(),
                         format!(
                             "service `{svc_name}` has no health endpoint: add `x-sandbox: {{ health: /health }}` so the sandbox knows when it is ready"
                         ),
                     ));
                 }
                 (_, _, None) => {
-                    return Err(err(line, format!("service `{svc_name}` declares no port: add `ports: [\"<port>\"]`")));
+                    return Err(err(
+                        line.clone(),
+                        format!("service `{svc_name}` declares no port: add `ports: [\"<port>\"]`"),
+                    ));
                 }
             };
             let depends_on = raw_svc
@@ -224,10 +261,11 @@ impl Topology {
             }
             services.push(Service {
                 name: svc_name.clone(),
-                line,
+                file: line.0,
+                line: line.1,
                 image: raw_svc.image,
                 command: raw_svc.command.map(|c| c.into_vec()).unwrap_or_default(),
-                environment: raw_svc.environment.map(|e| e.into_map()).unwrap_or_default(),
+                environment,
                 depends_on,
                 ports,
                 run,
@@ -236,18 +274,19 @@ impl Topology {
                 stop_grace,
             });
         }
-        let topology = Topology { file: file.to_path_buf(), name, services };
+        let files = sources.iter().map(|(f, _)| f.clone()).collect();
+        let topology = Topology { file: file.to_path_buf(), files, name, services };
         topology.validate(&lines)?;
         Ok(topology)
     }
 
-    fn validate(&self, lines: &LineIndex) -> Result<()> {
-        let err = |line: usize, message: String| Error::Topology { file: self.file.clone(), line, message };
+    fn validate(&self, lines: &Lines) -> Result<()> {
+        let err = |(file, line): Loc, message: String| Error::Topology { file, line, message };
         let names: BTreeSet<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
         for s in &self.services {
             for d in &s.depends_on {
                 if !names.contains(d.service.as_str()) {
-                    let line = lines.find(&["services", &s.name, "depends_on", &d.service]).unwrap_or(s.line);
+                    let line = lines.find(&["services", &s.name, "depends_on", &d.service]).unwrap_or_else(|| s.loc());
                     return Err(err(
                         line,
                         format!(
@@ -263,7 +302,7 @@ impl Topology {
                 && s.command.is_empty()
             {
                 return Err(err(
-                    s.line,
+                    s.loc(),
                     format!(
                         "service `{}` runs the bank binary but has no `command` naming the bank service (e.g. [\"accounts\"])",
                         s.name
@@ -272,7 +311,7 @@ impl Topology {
             }
         }
         if let Some(cycle) = self.find_cycle() {
-            let first = self.service(&cycle[0]).map_or(1, |s| s.line);
+            let first = self.service(&cycle[0]).map_or_else(|| lines.top(), |s| s.loc());
             return Err(err(first, format!("dependency cycle: {}", cycle.join(" -> "))));
         }
         // Databases a service's DATABASE_URL names must be ones the cluster creates.
@@ -290,11 +329,11 @@ impl Topology {
                     if let Some(db) = database_in_url(value, pg)
                         && !dbs.contains(&db)
                     {
-                        let line = lines.find(&["services", &s.name, "environment", key]).unwrap_or(s.line);
+                        let line = lines.find(&["services", &s.name, "environment", key]).unwrap_or_else(|| s.loc());
                         return Err(err(
                             line,
                             format!(
-                                "service `{}`: {key} names database `{db}`, which `{pg}` does not create; add it to `{pg}`'s `x-sandbox.databases`",
+                                "service `{}`: {key} names database `{db}`, which `{pg}` does not create; add it to `{pg}`'s `{DATABASES}`",
                                 s.name
                             ),
                         ));
@@ -334,6 +373,18 @@ impl Topology {
         let mut done = BTreeSet::new();
         self.services.iter().find_map(|s| visit(self, &s.name, &mut Vec::new(), &mut done))
     }
+}
+
+/// The environment variable that lists a PostgreSQL service's databases, one per
+/// bank service. Compose's init script (`compose/postgres-init/`) creates them
+/// in a container; the local backend creates them in its private cluster.
+pub const DATABASES: &str = "POSTGRES_MULTIPLE_DATABASES";
+
+fn databases_of(environment: &BTreeMap<String, String>) -> Vec<String> {
+    environment
+        .get(DATABASES)
+        .map(|list| list.split(',').map(str::trim).filter(|d| !d.is_empty()).map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// `postgres://u:p@<host>:<port>/<db>` where host is `pg`: the database name.
@@ -385,8 +436,6 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct XSandbox {
     run: String,
-    #[serde(default)]
-    databases: Vec<String>,
     health: Option<String>,
     /// (provider) its definition, relative to the topology file.
     provider: Option<String>,
@@ -537,6 +586,78 @@ mod indexmap_lite {
     }
 }
 
+impl Service {
+    fn loc(&self) -> Loc {
+        (self.file.clone(), self.line)
+    }
+}
+
+/// Compose's merge of `-f` files: mappings merge key by key (recursively), `ports`
+/// and `volumes` add up, anything else the later file says replaces the earlier.
+fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+    use serde_yaml::Value;
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                let adds_up = matches!(k.as_str(), Some("ports" | "volumes"));
+                match b.get_mut(&k) {
+                    Some(Value::Sequence(existing)) if adds_up => {
+                        if let Value::Sequence(more) = v {
+                            for item in more {
+                                if !existing.contains(&item) {
+                                    existing.push(item);
+                                }
+                            }
+                        }
+                    }
+                    Some(existing) => merge(existing, normalise(&k, v)),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// `environment: [K=V]` as a mapping, so a list in one file merges with a map in another.
+fn normalise(key: &serde_yaml::Value, value: serde_yaml::Value) -> serde_yaml::Value {
+    use serde_yaml::Value;
+    match (key.as_str(), value) {
+        (Some("environment"), Value::Sequence(items)) => Value::Mapping(
+            items
+                .into_iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (Value::from(k), Value::from(v)),
+                    None => (Value::from(kv.as_str()), Value::Null),
+                })
+                .collect(),
+        ),
+        (_, v) => v,
+    }
+}
+
+/// Where something is: a file and a 1-based line.
+type Loc = (PathBuf, usize);
+
+/// The line indexes of every file; a key is found in the last file that has it.
+struct Lines<'a> {
+    files: Vec<(&'a Path, LineIndex<'a>)>,
+}
+
+impl Lines<'_> {
+    fn find(&self, path: &[&str]) -> Option<Loc> {
+        self.files.iter().rev().find_map(|(f, idx)| idx.find(path).map(|line| (f.to_path_buf(), line)))
+    }
+
+    /// The first line of the topology file.
+    fn top(&self) -> Loc {
+        (self.files.first().map_or_else(PathBuf::new, |(f, _)| f.to_path_buf()), 1)
+    }
+}
+
 /// Finds the line of a key path in block-style YAML, for error messages.
 struct LineIndex<'a> {
     lines: Vec<&'a str>,
@@ -589,14 +710,14 @@ mod tests {
     }
 
     const GOOD: &str = r#"
-name: bank
 services:
   postgres:
     image: postgres:15
     ports: ["5432"]
+    environment:
+      POSTGRES_MULTIPLE_DATABASES: accounts
     x-sandbox:
       run: postgres
-      databases: [accounts]
   kafka:
     image: apache/kafka:3.9.0
     ports: ["9092"]
@@ -665,7 +786,7 @@ services:
         let text = GOOD.replace("postgres:5432/accounts", "postgres:5432/ledger");
         assert_eq!(
             message(&text),
-            "compose/test.yaml:18: service `accounts`: DATABASE_URL names database `ledger`, which `postgres` does not create; add it to `postgres`'s `x-sandbox.databases`"
+            "compose/test.yaml:18: service `accounts`: DATABASE_URL names database `ledger`, which `postgres` does not create; add it to `postgres`'s `POSTGRES_MULTIPLE_DATABASES`"
         );
     }
 
@@ -697,6 +818,37 @@ services:
         let t = parse(GOOD).unwrap();
         let order: Vec<_> = t.start_order().iter().map(|s| s.name.as_str()).collect();
         assert_eq!(order, ["postgres", "kafka", "accounts"]);
+    }
+
+    fn parse_pair(over: &str) -> Result<Topology> {
+        Topology::parse_all(&[
+            (PathBuf::from("compose/test.yaml"), GOOD.to_string()),
+            (PathBuf::from("compose/local.yaml"), over.to_string()),
+        ])
+    }
+
+    #[test]
+    fn an_override_file_merges_as_compose_merges() {
+        let over = "services:\n  accounts:\n    image: local/bank:1\n    command: [\"payments\"]\n    environment: [\"EXTRA=1\"]\n    ports: [\"9090\"]\n";
+        let t = parse_pair(over).unwrap();
+        let accounts = t.service("accounts").unwrap();
+        assert_eq!(accounts.image.as_deref(), Some("local/bank:1"));
+        assert_eq!(accounts.command, ["payments"]);
+        assert_eq!(accounts.environment["EXTRA"], "1");
+        assert_eq!(accounts.environment["DATABASE_URL"], "postgres://bank:bank@postgres:5432/accounts");
+        assert_eq!(accounts.ports, [8080, 9090]);
+        assert_eq!(t.files, [PathBuf::from("compose/test.yaml"), PathBuf::from("compose/local.yaml")]);
+        // Untouched services keep the first file's values and order.
+        let names: Vec<_> = t.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["postgres", "kafka", "accounts"]);
+    }
+
+    #[test]
+    fn an_error_in_an_override_names_the_override_and_its_line() {
+        let m = parse_pair("services:\n  accounts:\n    stop_signal: SIGNOPE\n").unwrap_err().to_string();
+        assert_eq!(m, "compose/local.yaml:3: service `accounts`: unknown stop_signal `SIGNOPE`");
+        let m = parse_pair("services:\n  accounts:\n    ports: {\n").unwrap_err().to_string();
+        assert!(m.starts_with("compose/local.yaml:"), "{m}");
     }
 
     #[test]

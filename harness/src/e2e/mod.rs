@@ -336,7 +336,7 @@ impl Ephemeral {
         let sup = crate::supervisor::Options {
             name: name.clone(),
             home: opts.home.clone(),
-            topology: opts.workspace.join(crate::TOPOLOGY),
+            topology: vec![opts.workspace.join(crate::TOPOLOGY)],
             workspace: opts.workspace.clone(),
             claimed: false,
             stop: stop.clone(),
