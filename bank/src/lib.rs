@@ -14,7 +14,6 @@ pub mod gateway;
 pub mod kit;
 pub mod monitoring;
 pub mod payments;
-pub mod probe;
 pub mod topups;
 
 /// Every service this binary can run.

@@ -8,14 +8,14 @@ use bank::kit::{self, Application, Config};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("probe") {
-        return match args.get(1).map(|url| bank::probe::probe(url)) {
+        return match args.get(1).map(|url| wire::probe::probe(url)) {
             Some(Ok(())) => ExitCode::SUCCESS,
             Some(Err(e)) => {
                 eprintln!("probe: {e}");
                 ExitCode::FAILURE
             }
             None => {
-                eprintln!("usage: bank probe <http-url>");
+                eprintln!("usage: bank probe <http-url | tcp-url>");
                 ExitCode::from(2)
             }
         };

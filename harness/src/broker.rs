@@ -17,21 +17,31 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
-pub async fn run(listen: SocketAddr) -> Result<()> {
+/// Serves on `listen` and tells clients to reach it at `advertise` (`host:port`;
+/// default the listen address). In a container the two differ: it listens on
+/// 0.0.0.0 and is reached by its service name.
+pub async fn run(listen: SocketAddr, advertise: Option<&str>) -> Result<()> {
     let url = Url::parse(&format!("tcp://{listen}")).map_err(|e| Error::Other(format!("bad listen address: {e}")))?;
+    let advertised = match advertise {
+        None => url.clone(),
+        Some(a) => Url::parse(&format!("tcp://{a}"))
+            .ok()
+            .filter(|u| u.host_str().is_some() && u.port().is_some())
+            .ok_or_else(|| Error::Other(format!("--advertise `{a}` is not a host:port")))?,
+    };
     let storage = Url::parse("memory://tansu/").map_err(|e| Error::Other(e.to_string()))?;
     let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
         .node_id(0)
         .cluster_id("bank-sandbox")
         .incarnation_id(uuid::Uuid::now_v7())
-        .advertised_listener(url.clone())
+        .advertised_listener(advertised.clone())
         .storage(storage)
         .listener(url)
         .silent(true)
         .build()
         .await
         .map_err(|e| Error::Other(format!("cannot build the broker: {e:?}")))?;
-    eprintln!("broker listening on {listen}");
-    // No clean shutdown in tansu: the process ends on SIGTERM's default action.
+    eprintln!("broker listening on {listen}, advertised as {}", advertised.authority());
+    // No clean shutdown in tansu: `sandbox broker` ends the process on SIGTERM (signals::terminated).
     broker.serve(tokio::time::Instant::now()).await.map_err(|e| Error::Other(format!("broker failed: {e:?}")))
 }

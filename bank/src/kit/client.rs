@@ -1,6 +1,7 @@
 //! Calling other services and providers: JSON over HTTP carrying the trace id
 //! and (for money) an idempotency key, with the answer read as HAL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -33,11 +34,20 @@ impl Reply {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Bank services this one knows the address of (`<SERVICE>_URL`): name, base URL.
+    direct: Arc<Vec<(String, String)>>,
 }
 
 impl Client {
     pub fn new(timeout: Duration) -> anyhow::Result<Self> {
-        Ok(Self { http: reqwest::Client::builder().timeout(timeout).build()? })
+        let direct = crate::SERVICES
+            .iter()
+            .filter_map(|s| {
+                let base = std::env::var(format!("{}_URL", s.name.to_uppercase())).ok()?;
+                Some((s.name.to_string(), base.trim_end_matches('/').to_string()))
+            })
+            .collect();
+        Ok(Self { http: reqwest::Client::builder().timeout(timeout).build()?, direct: Arc::new(direct) })
     }
 
     pub async fn call(
@@ -48,7 +58,16 @@ impl Client {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> Reply {
-        let mut req = self.http.request(method, url).header(TRACE_HEADER, &trace.0);
+        let mut req = match through_gateway(&self.direct, url) {
+            None => self.http.request(method, url),
+            Some(d) => self
+                .http
+                .request(method, &d.url)
+                .header("x-forwarded-host", d.host)
+                .header("x-forwarded-proto", d.proto)
+                .header("x-forwarded-prefix", d.prefix),
+        };
+        req = req.header(TRACE_HEADER, &trace.0);
         if let Some(k) = key {
             req = req.header(IDEMPOTENCY_HEADER, k);
         }
@@ -77,6 +96,42 @@ impl Client {
     }
 }
 
+/// A call to a URL written through the gateway, made to the service directly.
+#[derive(Debug, PartialEq, Eq)]
+struct Direct {
+    url: String,
+    host: String,
+    proto: String,
+    prefix: String,
+}
+
+/// Resources name each other by full URL, and a client writes the URLs it saw
+/// through the gateway's public address (`<public>/<service>/<rest>`). Where this
+/// service knows `<service>`'s own address, such a URL is called there directly,
+/// with the forwarded headers the gateway would have added, so the answer (and
+/// every link in it) is the one the gateway would have given. It also works
+/// where the public address cannot be reached from here: inside a container
+/// network, the port the host published is not.
+fn through_gateway(direct: &[(String, String)], url: &str) -> Option<Direct> {
+    if direct.iter().any(|(_, base)| url == base || url.starts_with(&format!("{base}/"))) {
+        return None;
+    }
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let (service, rest) = parsed.path().trim_start_matches('/').split_once('/')?;
+    let (_, base) = direct.iter().find(|(name, _)| name == service)?;
+    let query = parsed.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let host = match parsed.port() {
+        Some(p) => format!("{}:{p}", parsed.host_str()?),
+        None => parsed.host_str()?.to_string(),
+    };
+    Some(Direct {
+        url: format!("{base}/{rest}{query}"),
+        host,
+        proto: parsed.scheme().to_string(),
+        prefix: format!("/{service}"),
+    })
+}
+
 /// The href of link `rel` in a HAL resource.
 pub fn link(resource: &Value, rel: &str) -> Option<String> {
     resource["_links"][rel]["href"].as_str().map(String::from)
@@ -88,4 +143,36 @@ pub fn link(resource: &Value, rel: &str) -> Option<String> {
 /// not failed for a fault in the plumbing.
 pub fn refused(status: u16) -> bool {
     matches!(status, 400 | 409 | 422)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn direct() -> Vec<(String, String)> {
+        vec![("accounts".into(), "http://accounts:8080".into())]
+    }
+
+    #[test]
+    fn a_url_through_the_gateway_goes_to_the_service_as_the_gateway_would_send_it() {
+        let d = through_gateway(&direct(), "http://127.0.0.1:41234/accounts/accounts/7?x=1").unwrap();
+        assert_eq!(
+            d,
+            Direct {
+                url: "http://accounts:8080/accounts/7?x=1".into(),
+                host: "127.0.0.1:41234".into(),
+                proto: "http".into(),
+                prefix: "/accounts".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn other_urls_are_called_as_written() {
+        // The service's own address, a service not known here, a provider.
+        assert_eq!(through_gateway(&direct(), "http://accounts:8080/accounts/7"), None);
+        assert_eq!(through_gateway(&direct(), "http://127.0.0.1:41234/payments/payments/1"), None);
+        assert_eq!(through_gateway(&direct(), "http://payment-scheme:8080/payments"), None);
+        assert_eq!(through_gateway(&[], "http://127.0.0.1:41234/accounts/accounts/7"), None);
+    }
 }

@@ -213,7 +213,7 @@ pub fn broker() -> String {
             // Its own runtime on its own thread: the tests' runtimes come and go.
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-                rt.block_on(harness::broker::run(listen)).expect("test broker runs");
+                rt.block_on(harness::broker::run(listen, None)).expect("test broker runs");
             });
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while std::net::TcpStream::connect(&addr).is_err() {
