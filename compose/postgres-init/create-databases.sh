@@ -1,0 +1,10 @@
+#!/bin/sh
+# Creates one database per bank service (POSTGRES_MULTIPLE_DATABASES, comma
+# separated) on a fresh data directory. Run by the postgres image's entrypoint
+# (the official image's and the one `sandbox images build` makes) from
+# /docker-entrypoint-initdb.d, while the server listens on its socket only.
+set -eu
+for db in $(echo "${POSTGRES_MULTIPLE_DATABASES:-}" | tr ',' ' '); do
+  echo "creating database $db"
+  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres -c "CREATE DATABASE \"$db\""
+done
