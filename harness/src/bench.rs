@@ -347,3 +347,110 @@ pub fn tui(exe: &Path, workspace: &Path, rate: u32, seconds: u64) -> Result<Stri
     let _ = std::fs::remove_dir_all(&home);
     result
 }
+
+/// Image builds and the bank under plain Compose on them: a cold build (every
+/// image from nothing, in a repository of its own so that the developer's images
+/// stay), a warm one (nothing changed), the bank's image alone, each image's size;
+/// then `runs` times `docker-compose up -d` until every container is healthy
+/// (polled every 500 ms, as Compose v2's `--wait` does), its memory, and `down -v`.
+pub fn images(workspace: &Path, home: &crate::sandbox::Home, runs: usize) -> Result<String> {
+    use crate::images::{self, Kind, Outcome};
+    let mut bench = images::Options::new(workspace, &home.root);
+    bench.repository = format!("bank-sandbox-bench-{}", std::process::id());
+    let quiet = &mut |_: &str| {};
+    let built = (|| {
+        images::remove_all(&bench)?;
+        let cold = images::build(&bench, quiet)?;
+        let warm = images::build(&bench, quiet)?;
+        let _ = Command::new("docker").args(["rmi", &bench.tag(Kind::Bank)]).output();
+        let bank = images::build(&bench, quiet)?;
+        Ok::<_, Error>((cold, warm, bank))
+    })();
+    let _ = images::remove_all(&bench);
+    let (cold, warm, bank) = built?;
+    let secs = |r: &images::Report, k: Kind| match r.outcome(k) {
+        Some(Outcome::Built { took }) => format!("{:.1}", took.as_secs_f64()),
+        _ => "skipped".into(),
+    };
+    let mut out = String::from("| image | cold build, s | size, MB |\n|---|---|---|\n");
+    for b in &cold.images {
+        out.push_str(&format!("| {} | {} | {:.0} |\n", b.kind.name(), secs(&cold, b.kind), b.size as f64 / 1e6));
+    }
+    out.push_str(&format!("| **all, cold** | {:.1} | |\n", cold.took.as_secs_f64()));
+    out.push_str(&format!("| all, warm (nothing changed) | {:.3} | |\n", warm.took.as_secs_f64()));
+    out.push_str(&format!("| the bank's image alone (binary built) | {:.1} | |\n\n", bank.took.as_secs_f64()));
+
+    images::build(&images::Options::new(workspace, &home.root), quiet)?;
+    let files = [workspace.join(crate::TOPOLOGY), workspace.join(images::LOCAL_IMAGES)];
+    let (mut healthy, mut downs, mut memory) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs.max(1) {
+        let mut project = crate::compose::Project::new(&format!("sbxbench{}r{i}", std::process::id()), &files);
+        let started = Instant::now();
+        project.up()?;
+        project.wait_healthy(Duration::from_secs(300))?;
+        healthy.push(started.elapsed());
+        memory.push(compose_memory_mb(&project.name)?);
+        let t = Instant::now();
+        project.down()?;
+        downs.push(t.elapsed());
+        let left = project.leftovers()?;
+        if !left.is_empty() {
+            return Err(Error::Other(format!("`down -v` left {}", left.join(", "))));
+        }
+    }
+    healthy.sort();
+    downs.sort();
+    memory.sort_by(f64::total_cmp);
+    out.push_str(&format!(
+        "| docker-compose on the local images, {} runs | p50 | min | max |\n|---|---|---|---|\n",
+        healthy.len()
+    ));
+    out.push_str(&format!(
+        "| `up -d` to every container healthy, s | {:.1} | {:.1} | {:.1} |\n",
+        percentile(&healthy, 0.5).as_secs_f64(),
+        healthy[0].as_secs_f64(),
+        healthy[healthy.len() - 1].as_secs_f64()
+    ));
+    out.push_str(&format!(
+        "| `down -v`, s | {:.1} | {:.1} | {:.1} |\n",
+        percentile(&downs, 0.5).as_secs_f64(),
+        downs[0].as_secs_f64(),
+        downs[downs.len() - 1].as_secs_f64()
+    ));
+    out.push_str(&format!(
+        "| memory of every container, healthy and idle, MB | {:.0} | {:.0} | {:.0} |\n",
+        memory[memory.len() / 2],
+        memory[0],
+        memory[memory.len() - 1]
+    ));
+    Ok(out)
+}
+
+/// The memory the engine charges to a Compose project's containers, summed (MB).
+fn compose_memory_mb(project: &str) -> Result<f64> {
+    let filter = format!("label=com.docker.compose.project={project}");
+    let ids =
+        Command::new("docker").args(["ps", "-q", "--filter", &filter]).output().map_err(Error::io("docker ps"))?;
+    let ids = String::from_utf8_lossy(&ids.stdout).split_whitespace().map(String::from).collect::<Vec<_>>();
+    let out = Command::new("docker")
+        .args(["stats", "--no-stream", "--format", "{{.MemUsage}}"])
+        .args(&ids)
+        .output()
+        .map_err(Error::io("docker stats"))?;
+    // "12.5MiB / 23.4GiB": the first figure is the container's.
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split('/').next())
+        .map(|used| {
+            let used = used.trim();
+            let (n, unit) = used.split_at(used.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(used.len()));
+            let n: f64 = n.parse().unwrap_or(0.0);
+            match unit {
+                "GiB" => n * 1024.0 * 1.048_576,
+                "MiB" => n * 1.048_576,
+                "KiB" => n / 1024.0 * 1.048_576,
+                _ => n / 1e6,
+            }
+        })
+        .sum())
+}

@@ -38,6 +38,13 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Image builds (cold, warm, after a bank change), image sizes, and plain
+    /// `docker-compose up -d` to every container healthy on the images built here.
+    Images {
+        /// `docker-compose up` runs to measure.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The dashboard's CPU and memory, idle and under a stream of log lines, and key-to-redraw time.
     Tui {
         /// Log lines a second to drive through the sandbox while measuring.
@@ -62,6 +69,15 @@ enum BenchWhat {
 }
 
 #[derive(Debug, Subcommand)]
+enum ImagesWhat {
+    /// Build every image the topology needs (base, postgres, bank, sandbox) from this
+    /// workspace and Debian's packages; an image whose inputs did not change is skipped.
+    Build,
+    /// Remove the images `build` made.
+    Rm,
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Bring the bank up. In the foreground Ctrl-C tears it down; with --detach it
     /// keeps running until `sandbox down`.
@@ -72,9 +88,10 @@ enum Command {
         /// Return once every component is healthy and leave the sandbox running.
         #[arg(short, long)]
         detach: bool,
-        /// The topology [default: compose/bank.yaml in this workspace]
+        /// The topology; repeat to add Compose override files, e.g.
+        /// `-f compose/bank.yaml -f compose/local-images.yaml` [default: compose/bank.yaml in this workspace]
         #[arg(short = 'f', long = "file", value_name = "FILE")]
-        file: Option<PathBuf>,
+        file: Vec<PathBuf>,
     },
     /// Stop a sandbox and remove everything it made.
     Down {
@@ -144,6 +161,11 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Container images for the Docker backend and plain Compose, made on this machine.
+    Images {
+        #[command(subcommand)]
+        what: ImagesWhat,
+    },
     /// Measure the sandbox and the bank (prints Markdown for docs/PERFORMANCE.md).
     Bench {
         #[command(subcommand)]
@@ -154,8 +176,8 @@ enum Command {
     Supervise {
         #[arg(long)]
         name: String,
-        #[arg(long)]
-        file: PathBuf,
+        #[arg(long, required = true)]
+        file: Vec<PathBuf>,
         #[arg(long)]
         workspace: PathBuf,
     },
@@ -172,7 +194,14 @@ enum Command {
     Broker {
         #[arg(long)]
         listen: std::net::SocketAddr,
+        /// host:port clients are told to connect to [default: the listen address]
+        #[arg(long)]
+        advertise: Option<String>,
     },
+    /// (internal) A container's healthcheck: exit 0 when an http:// URL answers 2xx
+    /// or a tcp:// address accepts a connection.
+    #[command(hide = true)]
+    Probe { url: String },
 }
 
 fn main() -> ExitCode {
@@ -198,7 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up { name, detach, file } => {
             let workspace = workspace()?;
-            let file = file.unwrap_or_else(|| workspace.join(harness::TOPOLOGY));
+            let file = if file.is_empty() { vec![workspace.join(harness::TOPOLOGY)] } else { file };
             let name = name.unwrap_or_else(sandbox::default_name);
             sandbox::validate_name(&name)?;
             if detach {
@@ -318,6 +347,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Images { what } => {
+            let workspace = workspace()?;
+            let opts = harness::images::Options::new(&workspace, &home.root);
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                match what {
+                    ImagesWhat::Build => {
+                        let report = harness::images::build(&opts, &mut |line| eprintln!("{line}"))?;
+                        print!("{}", report.table());
+                        println!("{} image(s) built in {:.1}s", report.built().len(), report.took.as_secs_f64());
+                    }
+                    ImagesWhat::Rm => {
+                        let removed = harness::images::remove_all(&opts)?;
+                        if removed.is_empty() {
+                            println!("no images to remove");
+                        }
+                        for tag in removed {
+                            println!("removed {tag}");
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await??;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { what } => {
             let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
             let workspace = workspace()?;
@@ -329,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 BenchWhat::E2e { runs } => harness::bench::e2e(&exe, &workspace, runs),
                 BenchWhat::Tui { rate, seconds } => harness::bench::tui(&exe, &workspace, rate, seconds),
+                BenchWhat::Images { runs } => harness::bench::images(&workspace, &home, runs),
             })
             .await??;
             print!("{table}");
@@ -354,13 +409,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Provider { spec, listen } => {
             init_logging();
-            harness::providers::run(&spec, listen).await?;
+            tokio::select! {
+                served = harness::providers::run(&spec, listen) => served?,
+                () = harness::signals::terminated() => {}
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Broker { listen } => {
-            harness::broker::run(listen).await?;
+        Command::Broker { listen, advertise } => {
+            tokio::select! {
+                served = harness::broker::run(listen, advertise.as_deref()) => served?,
+                () = harness::signals::terminated() => {}
+            }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Probe { url } => Ok(match wire::probe::probe(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("probe: {e}");
+                ExitCode::FAILURE
+            }
+        }),
     }
 }
 
@@ -409,9 +477,9 @@ impl supervisor::Observer for Printer {
     }
 }
 
-async fn up_foreground(home: Home, name: String, file: PathBuf, workspace: PathBuf) -> anyhow::Result<ExitCode> {
+async fn up_foreground(home: Home, name: String, file: Vec<PathBuf>, workspace: PathBuf) -> anyhow::Result<ExitCode> {
     // Refuse a bad topology before saying anything started.
-    harness::topology::Topology::load(&file)?;
+    harness::topology::Topology::load_all(&file)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let opts = supervisor::Options {
         name: name.clone(),
@@ -458,9 +526,9 @@ impl supervisor::Observer for Quiet {
     fn changed(&mut self, _prev: Option<&State>, _next: &State) {}
 }
 
-async fn up_detached(home: Home, name: String, file: PathBuf, workspace: PathBuf) -> anyhow::Result<ExitCode> {
+async fn up_detached(home: Home, name: String, file: Vec<PathBuf>, workspace: PathBuf) -> anyhow::Result<ExitCode> {
     // Refuse a bad topology before anything is made.
-    harness::topology::Topology::load(&file)?;
+    harness::topology::Topology::load_all(&file)?;
     let dir = home.claim(&name)?;
     let spawned = spawn_supervisor(&home, &name, &file, &workspace);
     let mut child = match spawned {
@@ -518,7 +586,7 @@ async fn up_detached(home: Home, name: String, file: PathBuf, workspace: PathBuf
 fn spawn_supervisor(
     home: &Home,
     name: &str,
-    file: &std::path::Path,
+    files: &[PathBuf],
     workspace: &std::path::Path,
 ) -> anyhow::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
@@ -527,8 +595,8 @@ fn spawn_supervisor(
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home")
         .arg(&home.root)
-        .args(["supervise", "--name", name, "--file"])
-        .arg(file)
+        .args(["supervise", "--name", name])
+        .args(files.iter().flat_map(|f| [std::ffi::OsStr::new("--file"), f.as_os_str()]))
         .arg("--workspace")
         .arg(workspace)
         .stdin(std::process::Stdio::null())

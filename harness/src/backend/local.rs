@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sqlx::Connection;
 use tokio::process::Command;
@@ -456,9 +456,7 @@ async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
     let bin = target.join("debug").join("bank");
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let newest = newest_source(workspace);
-    if built.is_some_and(|b| newest.is_none_or(|n| n <= b)) {
+    if crate::images::is_fresh(&bin, workspace, crate::images::BANK_SOURCES) {
         return Ok(bin);
     }
     logs.line("build", format!("building the bank with cargo in {}", workspace.display()));
@@ -475,31 +473,6 @@ async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
         return Err(Error::Other(format!("building the bank failed (cargo build -p bank):\n{}", tail.join("\n"))));
     }
     Ok(bin)
-}
-
-/// The newest modification time among what the `bank` binary is built from:
-/// its sources and the manifests. (Not its tests: editing them does not relink
-/// the binary, so counting them would rebuild on every `up`.)
-fn newest_source(workspace: &Path) -> Option<SystemTime> {
-    fn walk(dir: &Path, newest: &mut Option<SystemTime>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path, newest);
-            } else if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
-                *newest = (*newest).max(Some(t));
-            }
-        }
-    }
-    let mut newest = None;
-    walk(&workspace.join("bank").join("src"), &mut newest);
-    for f in ["Cargo.toml", "Cargo.lock", "bank/Cargo.toml"] {
-        if let Ok(t) = std::fs::metadata(workspace.join(f)).and_then(|m| m.modified()) {
-            newest = newest.max(Some(t));
-        }
-    }
-    newest
 }
 
 #[cfg(test)]

@@ -1,0 +1,158 @@
+//! The images `sandbox images build` makes and the bank under plain Compose on
+//! them, against this machine's Docker engine: real debootstrap, real builds,
+//! real containers.
+//!
+//! Its own small runner (`harness = false`): the tests share the engine and the
+//! cargo target directory, so they run one after another, and without an engine
+//! they are reported as ignored (skipped), never as passed. `.ci/run` sets
+//! `SANDBOX_REQUIRE_DOCKER=1`, which turns a missing engine into a failure.
+
+mod compose;
+mod images;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use harness::images::{Options, remove_all};
+
+type Test = (&'static str, fn());
+
+const TESTS: &[Test] = &[
+    (
+        "images::build_from_nothing_then_skip_then_only_the_bank",
+        images::build_from_nothing_then_skip_then_only_the_bank,
+    ),
+    ("images::errors_say_what_to_do_and_change_nothing", images::errors_say_what_to_do_and_change_nothing),
+    ("compose::the_bank_runs_and_pays_under_plain_compose", compose::the_bank_runs_and_pays_under_plain_compose),
+];
+
+fn main() -> std::process::ExitCode {
+    let started = Instant::now();
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let selected: Vec<&Test> = TESTS
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    let filtered_out = TESTS.len() - selected.len();
+    println!("\nrunning {} tests", selected.len());
+    if let Err(why) = engine() {
+        if std::env::var_os("SANDBOX_REQUIRE_DOCKER").is_some_and(|v| v == "1") {
+            println!("no Docker engine ({why}), and SANDBOX_REQUIRE_DOCKER=1 requires one");
+            println!(
+                "\ntest result: FAILED. 0 passed; {} failed; 0 ignored; 0 measured; {filtered_out} filtered out",
+                selected.len()
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+        for (name, _) in &selected {
+            println!("test {name} ... ignored, no Docker engine: {why}");
+        }
+        println!(
+            "\ntest result: ok. 0 passed; 0 failed; {} ignored; 0 measured; {filtered_out} filtered out; finished in {:.2}s",
+            selected.len(),
+            started.elapsed().as_secs_f64()
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
+    let mut failed = Vec::new();
+    // Every image this run builds is removed at its end, whatever happened.
+    let _images = RemoveImages;
+    for (name, test) in &selected {
+        println!("test {name} ...");
+        let t = Instant::now();
+        match std::panic::catch_unwind(test) {
+            Ok(()) => println!("test {name} ... ok ({:.1}s)", t.elapsed().as_secs_f64()),
+            Err(_) => {
+                println!("test {name} ... FAILED ({:.1}s)", t.elapsed().as_secs_f64());
+                failed.push(*name);
+            }
+        }
+    }
+    let passed = selected.len() - failed.len();
+    let verdict = if failed.is_empty() { "ok" } else { "FAILED" };
+    if !failed.is_empty() {
+        println!("\nfailures:\n    {}", failed.join("\n    "));
+    }
+    println!(
+        "\ntest result: {verdict}. {passed} passed; {} failed; 0 ignored; 0 measured; {filtered_out} filtered out; finished in {:.2}s",
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+}
+
+/// The engine answers, or why not.
+fn engine() -> Result<(), String> {
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map_err(|e| format!("no docker CLI: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("no answer").to_string())
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The images of this run: a repository of its own (`bank-sandbox-test-<pid>`),
+/// so that the developer's `bank-sandbox/*` images are neither used nor touched.
+/// The first test that asks starts it from nothing.
+fn repository() -> &'static Options {
+    static REPO: OnceLock<(Scratch, Options)> = OnceLock::new();
+    &REPO
+        .get_or_init(|| {
+            let locks = Scratch::new("locks");
+            let mut opts = Options::new(&workspace(), &locks.0);
+            opts.repository = format!("bank-sandbox-test-{}", std::process::id());
+            remove_all(&opts).unwrap();
+            (locks, opts)
+        })
+        .1
+}
+
+struct RemoveImages;
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let opts = Options {
+            repository: format!("bank-sandbox-test-{}", std::process::id()),
+            ..Options::new(&workspace(), &std::env::temp_dir())
+        };
+        match remove_all(&opts) {
+            Ok(removed) if !removed.is_empty() => println!("removed this run's images: {}", removed.join(", ")),
+            Ok(_) => {}
+            Err(e) => println!("could not remove this run's images: {e}"),
+        }
+    }
+}
+
+/// A directory of this test run's own, removed on drop (also when a test panics).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("sbx-docker-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Progress lines, shown when a test fails (the runner prints captured output then).
+fn progress(line: &str) {
+    if std::env::var_os("SANDBOX_TEST_VERBOSE").is_some() {
+        eprintln!("{line}");
+    }
+}
