@@ -150,7 +150,8 @@ impl Drop for Scratch {
     }
 }
 
-/// Progress lines, shown when a test fails (the runner prints captured output then).
+/// The builder's progress lines, shown with SANDBOX_TEST_VERBOSE=1 (a failure's
+/// error carries the last lines of the step that failed either way).
 fn progress(line: &str) {
     if std::env::var_os("SANDBOX_TEST_VERBOSE").is_some() {
         eprintln!("{line}");

@@ -158,13 +158,27 @@ fn up_detach_status_logs_down_leaves_nothing() {
 #[test]
 fn two_sandboxes_run_side_by_side() {
     let home = Home::new();
+    // The right one from the topology and its Compose override, as plain Compose takes them.
+    let (bank, local) = (workspace().join(harness::TOPOLOGY), workspace().join(harness::images::LOCAL_IMAGES));
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| home.sandbox(&["up", "--detach", "--name", "left"]));
-        let b = s.spawn(|| home.sandbox(&["up", "--detach", "--name", "right"]));
+        let b = s.spawn(|| {
+            home.sandbox(&[
+                "up",
+                "--detach",
+                "--name",
+                "right",
+                "-f",
+                bank.to_str().unwrap(),
+                "-f",
+                local.to_str().unwrap(),
+            ])
+        });
         (a.join().unwrap(), b.join().unwrap())
     });
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert_eq!(home.record("right").topology, [bank.clone(), local.clone()]);
     let left = ports(&status_json(&home, "left"));
     let right = ports(&status_json(&home, "right"));
     assert!(left.iter().all(|p| !right.contains(p)), "shared ports: {left:?} {right:?}");
