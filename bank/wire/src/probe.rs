@@ -33,8 +33,9 @@ fn http(url: &str, rest: &str) -> Result<(), String> {
     let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
     let mut stream = connect(authority)?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    // One write: `write!` on an unbuffered stream sends each piece of the format on its own.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut head = [0u8; 32];
     let n = stream.read(&mut head).map_err(|e| format!("{authority}: {e}"))?;
     let status_line = String::from_utf8_lossy(&head[..n]);
@@ -56,9 +57,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         assert_eq!(probe(&format!("tcp://{addr}")), Ok(()));
-        drop(listener);
-        let err = probe(&format!("tcp://{addr}")).unwrap_err();
-        assert!(err.starts_with(&addr.to_string()), "{err}");
+        // Port 1 (tcpmux), which nothing here serves; not a port just released,
+        // which a test running alongside may bind and then answer on.
+        let err = probe("tcp://127.0.0.1:1").unwrap_err();
+        assert!(err.starts_with("127.0.0.1:1: "), "{err}");
     }
 
     #[test]
@@ -68,8 +70,14 @@ mod tests {
         let server = std::thread::spawn(move || {
             for answer in ["HTTP/1.1 200 OK\r\n\r\n", "HTTP/1.1 503 Service Unavailable\r\n\r\n"] {
                 let (mut s, _) = listener.accept().unwrap();
+                // The whole request, then the answer, as an HTTP server would.
+                let mut request = Vec::new();
                 let mut buf = [0u8; 256];
-                let _ = s.read(&mut buf);
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    assert!(n > 0, "the probe closed before its request was complete");
+                    request.extend_from_slice(&buf[..n]);
+                }
                 s.write_all(answer.as_bytes()).unwrap();
             }
         });
