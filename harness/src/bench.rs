@@ -362,7 +362,7 @@ pub fn images(workspace: &Path, home: &crate::sandbox::Home, runs: usize) -> Res
         images::remove_all(&bench)?;
         let cold = images::build(&bench, quiet)?;
         let warm = images::build(&bench, quiet)?;
-        let _ = Command::new("docker").args(["rmi", &bench.tag(Kind::Bank)]).output();
+        let _ = crate::images::Docker::cli().output(&["rmi", &bench.tag(Kind::Bank)]);
         let bank = images::build(&bench, quiet)?;
         Ok::<_, Error>((cold, warm, bank))
     })();
@@ -428,17 +428,13 @@ pub fn images(workspace: &Path, home: &crate::sandbox::Home, runs: usize) -> Res
 
 /// The memory the engine charges to a Compose project's containers, summed (MB).
 fn compose_memory_mb(project: &str) -> Result<f64> {
-    let filter = format!("label=com.docker.compose.project={project}");
-    let ids =
-        Command::new("docker").args(["ps", "-q", "--filter", &filter]).output().map_err(Error::io("docker ps"))?;
-    let ids = String::from_utf8_lossy(&ids.stdout).split_whitespace().map(String::from).collect::<Vec<_>>();
-    let out = Command::new("docker")
-        .args(["stats", "--no-stream", "--format", "{{.MemUsage}}"])
-        .args(&ids)
-        .output()
-        .map_err(Error::io("docker stats"))?;
+    let docker = crate::images::Docker::cli();
+    let ids = docker.output(&["ps", "-q", "--filter", &format!("label=com.docker.compose.project={project}")])?;
+    let mut args = vec!["stats", "--no-stream", "--format", "{{.MemUsage}}"];
+    args.extend(ids.split_whitespace());
     // "12.5MiB / 23.4GiB": the first figure is the container's.
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(docker
+        .output(&args)?
         .lines()
         .filter_map(|l| l.split('/').next())
         .map(|used| {

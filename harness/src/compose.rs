@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::images::Docker;
 
 /// How often the engine is asked, as Compose v2's `up --wait` asks.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -190,10 +191,5 @@ fn compose_command() -> Vec<String> {
 }
 
 fn docker(args: &[&str]) -> Result<String> {
-    let out =
-        Command::new("docker").args(args).stdin(Stdio::null()).output().map_err(Error::io("cannot run docker"))?;
-    if !out.status.success() {
-        return Err(Error::Other(format!("docker {}: {}", args[0], String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Docker::cli().output(args)
 }

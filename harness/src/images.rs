@@ -182,7 +182,7 @@ impl Report {
 /// Build what is missing or stale, in order, saying what it does through `progress`.
 pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let started = Instant::now();
-    let docker = Docker { bin: opts.docker.clone(), host: opts.docker_host.clone() };
+    let docker = Docker::of(opts);
     docker.check()?;
     std::fs::create_dir_all(&opts.lock_dir).map_err(Error::io(format!("cannot create {}", opts.lock_dir.display())))?;
     let _lock = lock(&opts.lock_dir.join(format!(".images-{}.lock", opts.repository.replace('/', "_"))))?;
@@ -190,7 +190,7 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let mut stale = Vec::new();
     for kind in Kind::ALL {
         let hash = inputs(opts, kind, &base)?;
-        let fresh = docker.label(&opts.tag(kind), INPUTS_LABEL)?.as_deref() == Some(hash.as_str());
+        let fresh = docker.label(&opts.tag(kind), INPUTS_LABEL).as_deref() == Some(hash.as_str());
         stale.push((kind, (!fresh).then_some(hash)));
     }
     // What a build of the base needs is checked before anything is built.
@@ -219,21 +219,21 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             Some(hash) => {
                 let t = Instant::now();
                 progress(&format!("{tag}: building"));
-                let previous = docker.id(&tag)?;
+                let previous = docker.id(&tag);
                 match (kind, &base_mirror) {
                     (Kind::Base, Some(mirror)) => build_base(opts, &docker, &tag, &hash, mirror, progress)?,
                     _ => build_on_base(opts, &docker, kind, &tag, &hash, progress)?,
                 }
                 // The image this one replaces, unless something still uses it.
-                if let Some(old) = previous.filter(|old| docker.id(&tag).ok().flatten().as_ref() != Some(old)) {
-                    let _ = docker.command().args(["rmi", &old]).output();
+                if let Some(old) = previous.filter(|old| docker.id(&tag).as_ref() != Some(old)) {
+                    let _ = docker.output(&["rmi", &old]);
                 }
                 let took = t.elapsed();
                 progress(&format!("{tag}: built in {:.1}s", took.as_secs_f64()));
                 Outcome::Built { took }
             }
         };
-        let size = docker.size(&tag)?;
+        let size = docker.size(&tag);
         images.push(Built { kind, tag, outcome, size });
     }
     Ok(Report { images, took: started.elapsed() })
@@ -241,12 +241,12 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
 
 /// Remove every image of `repository` (what `sandbox images rm` and tests use).
 pub fn remove_all(opts: &Options) -> Result<Vec<String>> {
-    let docker = Docker { bin: opts.docker.clone(), host: opts.docker_host.clone() };
+    let docker = Docker::of(opts);
     docker.check()?;
     let mut removed = Vec::new();
     for kind in Kind::ALL.into_iter().rev() {
         let tag = opts.tag(kind);
-        if docker.label(&tag, KIND_LABEL)?.is_some() {
+        if docker.label(&tag, KIND_LABEL).is_some() {
             docker.run(&["rmi", "--force", &tag], None, &mut |_| {})?;
             removed.push(tag);
         }
@@ -617,13 +617,23 @@ fn run_streamed(cmd: &mut Command, stdin: Option<Stdio>, what: &str, progress: &
     Err(Error::Other(format!("{what} failed ({status}); its last lines:\n{tail}")))
 }
 
-/// The `docker` CLI.
-struct Docker {
+/// The `docker` CLI, talking to the engine `host` names (as DOCKER_HOST) or to
+/// the CLI's default; it negotiates the API version with whatever engine is there.
+pub(crate) struct Docker {
     bin: PathBuf,
     host: Option<String>,
 }
 
 impl Docker {
+    /// The CLI on PATH and its default engine.
+    pub(crate) fn cli() -> Self {
+        Self { bin: "docker".into(), host: None }
+    }
+
+    fn of(opts: &Options) -> Self {
+        Self { bin: opts.docker.clone(), host: opts.docker_host.clone() }
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
         if let Some(h) = &self.host {
@@ -655,41 +665,41 @@ impl Docker {
         )))
     }
 
+    /// A long-running command, its lines passed to `progress` as they come.
     fn run(&self, args: &[&str], stdin: Option<Stdio>, progress: &mut dyn FnMut(&str)) -> Result<String> {
         let what = format!("docker {}", args.first().copied().unwrap_or_default());
         run_streamed(self.command().args(args), stdin, &what, progress)
     }
 
-    /// A label of a local image; `None` when there is no such image (or label).
-    fn label(&self, tag: &str, label: &str) -> Result<Option<String>> {
-        let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");
-        let out = self
-            .command()
-            .args(["image", "inspect", "--format", &format, tag])
-            .output()
-            .map_err(Error::io("cannot run docker image inspect"))?;
-        let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Ok((out.status.success() && !value.is_empty() && value != "<no value>").then_some(value))
+    /// A short command's output; what it printed on stderr when it fails.
+    pub(crate) fn output(&self, args: &[&str]) -> Result<String> {
+        let what = format!("docker {}", args.first().copied().unwrap_or_default());
+        let out = self.command().args(args).output().map_err(Error::io(format!("cannot run {what}")))?;
+        if !out.status.success() {
+            return Err(Error::Other(format!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A field of a local image (`format` is a Go template); `None` when there is
+    /// no such image or the field is empty.
+    fn inspect(&self, tag: &str, format: &str) -> Option<String> {
+        let value = self.output(&["image", "inspect", "--format", format, tag]).ok()?;
+        let value = value.trim();
+        (!value.is_empty() && value != "<no value>").then(|| value.to_string())
+    }
+
+    fn label(&self, tag: &str, label: &str) -> Option<String> {
+        self.inspect(tag, &format!("{{{{index .Config.Labels \"{label}\"}}}}"))
     }
 
     /// The image id a tag names now, if any.
-    fn id(&self, tag: &str) -> Result<Option<String>> {
-        let out = self
-            .command()
-            .args(["image", "inspect", "--format", "{{.Id}}", tag])
-            .output()
-            .map_err(Error::io("cannot run docker image inspect"))?;
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Ok((out.status.success() && !id.is_empty()).then_some(id))
+    fn id(&self, tag: &str) -> Option<String> {
+        self.inspect(tag, "{{.Id}}")
     }
 
-    fn size(&self, tag: &str) -> Result<u64> {
-        let out = self
-            .command()
-            .args(["image", "inspect", "--format", "{{.Size}}", tag])
-            .output()
-            .map_err(Error::io("cannot run docker image inspect"))?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
+    fn size(&self, tag: &str) -> u64 {
+        self.inspect(tag, "{{.Size}}").and_then(|s| s.parse().ok()).unwrap_or(0)
     }
 }
 
