@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
     }
     let mut failed = Vec::new();
     // Every image this run builds is removed at its end, whatever happened.
-    let _images = RemoveImages;
+    let cleanup = RemoveImages;
     for (name, test) in &selected {
         println!("test {name} ...");
         let t = Instant::now();
@@ -70,6 +70,8 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+    // Before the closing line, so that it stays the last thing printed.
+    drop(cleanup);
     let passed = selected.len() - failed.len();
     let verdict = if failed.is_empty() { "ok" } else { "FAILED" };
     if !failed.is_empty() {
@@ -104,31 +106,35 @@ fn workspace() -> PathBuf {
 /// so that the developer's `bank-sandbox/*` images are neither used nor touched.
 /// The first test that asks starts it from nothing.
 fn repository() -> &'static Options {
-    static REPO: OnceLock<(Scratch, Options)> = OnceLock::new();
-    &REPO
-        .get_or_init(|| {
-            let locks = Scratch::new("locks");
-            let mut opts = Options::new(&workspace(), &locks.0);
-            opts.repository = format!("bank-sandbox-test-{}", std::process::id());
-            remove_all(&opts).unwrap();
-            (locks, opts)
-        })
-        .1
+    static REPO: OnceLock<Options> = OnceLock::new();
+    REPO.get_or_init(|| {
+        std::fs::create_dir_all(locks()).unwrap();
+        let opts = run_options();
+        remove_all(&opts).unwrap();
+        opts
+    })
 }
 
+fn run_options() -> Options {
+    Options { repository: format!("bank-sandbox-test-{}", std::process::id()), ..Options::new(&workspace(), &locks()) }
+}
+
+/// Where this run's build lock lives.
+fn locks() -> PathBuf {
+    std::env::temp_dir().join(format!("sbx-docker-locks-{}", std::process::id()))
+}
+
+/// At the end of the run: its images and its lock directory go.
 struct RemoveImages;
 
 impl Drop for RemoveImages {
     fn drop(&mut self) {
-        let opts = Options {
-            repository: format!("bank-sandbox-test-{}", std::process::id()),
-            ..Options::new(&workspace(), &std::env::temp_dir())
-        };
-        match remove_all(&opts) {
+        match remove_all(&run_options()) {
             Ok(removed) if !removed.is_empty() => println!("removed this run's images: {}", removed.join(", ")),
             Ok(_) => {}
             Err(e) => println!("could not remove this run's images: {e}"),
         }
+        let _ = std::fs::remove_dir_all(locks());
     }
 }
 
