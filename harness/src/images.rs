@@ -247,7 +247,7 @@ pub fn remove_all(opts: &Options) -> Result<Vec<String>> {
     for kind in Kind::ALL.into_iter().rev() {
         let tag = opts.tag(kind);
         if docker.label(&tag, KIND_LABEL).is_some() {
-            docker.run(&["rmi", "--force", &tag], None, &mut |_| {})?;
+            docker.output(&["rmi", "--force", &tag])?;
             removed.push(tag);
         }
     }

@@ -113,7 +113,9 @@ struct Direct {
 /// where the public address cannot be reached from here: inside a container
 /// network, the port the host published is not.
 fn through_gateway(direct: &[(String, String)], url: &str) -> Option<Direct> {
-    if direct.iter().any(|(_, base)| url == base || url.starts_with(&format!("{base}/"))) {
+    // Every call out goes through here: no allocation for a URL that is already direct.
+    let at_base = |base: &str| url.strip_prefix(base).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if direct.iter().any(|(_, base)| at_base(base)) {
         return None;
     }
     let parsed = reqwest::Url::parse(url).ok()?;
