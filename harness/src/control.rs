@@ -31,6 +31,20 @@ pub trait Steer: Send + Sync + 'static {
     fn stop<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>>;
 }
 
+impl<B: crate::backend::Backend> Steer for crate::engine::Engine<B> {
+    fn kill<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(crate::engine::Engine::kill(self, component))
+    }
+
+    fn restart<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(crate::engine::Engine::restart(self, component))
+    }
+
+    fn stop<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(crate::engine::Engine::stop_one(self, component))
+    }
+}
+
 #[derive(Clone)]
 struct Ctx {
     bus: Bus,
@@ -75,8 +89,30 @@ async fn auth(AxState(ctx): AxState<Ctx>, req: Request, next: Next) -> Response 
     if ok { next.run(req).await } else { (StatusCode::UNAUTHORIZED, "missing or wrong control token").into_response() }
 }
 
-async fn state(AxState(ctx): AxState<Ctx>) -> Json<State> {
-    Json(ctx.bus.state())
+#[derive(Debug, Deserialize)]
+struct StateQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The state; with `follow`, newline-delimited JSON: the state now, then the
+/// state after each change (rapid changes may arrive merged), ending once the
+/// sandbox has stopped.
+async fn state(AxState(ctx): AxState<Ctx>, Query(q): Query<StateQuery>) -> Response {
+    if !q.follow {
+        return Json(ctx.bus.state()).into_response();
+    }
+    // (receiver, whether the next state must wait for a change, whether it has stopped)
+    let states = futures::stream::unfold((ctx.bus.watch(), false, false), |(mut rx, wait, stopped)| async move {
+        if stopped || (wait && rx.changed().await.is_err()) {
+            return None;
+        }
+        let state = rx.borrow_and_update().clone();
+        let line = format!("{}\n", serde_json::to_string(&state).unwrap_or_default());
+        let stopped = state.phase == crate::engine::Phase::Stopped;
+        Some((Ok::<_, std::convert::Infallible>(line), (rx, true, stopped)))
+    });
+    Body::from_stream(states).into_response()
 }
 
 async fn request_down(AxState(ctx): AxState<Ctx>) -> StatusCode {
@@ -107,7 +143,7 @@ async fn kill(AxState(ctx): AxState<Ctx>, Path(name): Path<String>) -> Response 
             let mut watch = ctx.bus.watch();
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(5),
-                watch.wait_for(|s| s.component(&name).is_some_and(|c| c.pid.is_none())),
+                watch.wait_for(|s| s.component(&name).is_some_and(|c| c.id.is_none())),
             )
             .await;
             component_now(&ctx, &name)
@@ -259,16 +295,30 @@ impl Client {
             query.push(("component", c.to_string()));
         }
         let resp = self.send(self.http.get(format!("{}/logs", self.base)).query(&query)).await?;
+        Ok(self.ndjson(resp))
+    }
+
+    /// The sandbox's state now, then after each change; the stream ends once the
+    /// sandbox has stopped (or its supervisor is gone).
+    pub async fn states(&self) -> Result<impl futures::Stream<Item = Result<State>> + use<>> {
+        let resp = self.send(self.http.get(format!("{}/state", self.base)).query(&[("follow", "true")])).await?;
+        Ok(self.ndjson(resp))
+    }
+
+    /// A response body of newline-delimited JSON, one value per line.
+    fn ndjson<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> impl futures::Stream<Item = Result<T>> + use<T> {
         let base = self.base.clone();
-        let bytes = resp.bytes_stream();
-        let lines = futures::stream::unfold((bytes, Vec::<u8>::new()), move |(mut bytes, mut buf)| {
+        futures::stream::unfold((resp.bytes_stream(), Vec::<u8>::new()), move |(mut bytes, mut buf)| {
             let base = base.clone();
             async move {
                 loop {
                     if let Some(i) = buf.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=i).collect();
-                        let parsed = serde_json::from_slice::<LogLine>(&line)
-                            .map_err(|e| Error::Control { addr: base.clone(), message: format!("bad log line: {e}") });
+                        let parsed = serde_json::from_slice::<T>(&line)
+                            .map_err(|e| Error::Control { addr: base.clone(), message: format!("bad line: {e}") });
                         return Some((parsed, (bytes, buf)));
                     }
                     match bytes.next().await {
@@ -283,8 +333,7 @@ impl Client {
                     }
                 }
             }
-        });
-        Ok(lines)
+        })
     }
 }
 
@@ -297,4 +346,68 @@ pub async fn bind() -> Result<(tokio::net::TcpListener, SocketAddr)> {
         tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(Error::io("cannot bind the control API"))?;
     let addr = listener.local_addr().map_err(Error::io("control API address"))?;
     Ok((listener, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::FakeBackend;
+    use crate::engine::{Engine, Phase};
+    use crate::topology::Topology;
+
+    fn record(addr: SocketAddr, token: &str) -> Record {
+        Record {
+            name: "t".into(),
+            dir: std::env::temp_dir(),
+            backend: crate::backend::Kind::Local,
+            topology: Vec::new(),
+            pid: std::process::id(),
+            pid_start_time: None,
+            created_at: 0,
+            control: Some(crate::sandbox::Control { addr: addr.to_string(), token: token.into() }),
+            children: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_state_is_pushed_on_each_change_until_the_sandbox_stops() {
+        let topology = Topology::parse(
+            std::path::Path::new("t.yaml"),
+            "services:\n  db:\n    ports: [\"5432\"]\n    x-sandbox: { run: postgres }\n  app:\n    ports: [\"8080\"]\n    depends_on: { db: { condition: service_healthy } }\n",
+        )
+        .unwrap();
+        let engine =
+            std::sync::Arc::new(Engine::new(FakeBackend::new().ready_after("db", 3), topology, "t").await.unwrap());
+        let (listener, addr) = bind().await.unwrap();
+        let shutdown = CancellationToken::new();
+        let served = Served {
+            bus: engine.bus().clone(),
+            steer: engine.clone(),
+            down: CancellationToken::new(),
+            token: "secret".into(),
+        };
+        serve(listener, served, shutdown.clone());
+        let client = Client::for_record(&record(addr, "secret")).unwrap();
+        let mut states = std::pin::pin!(client.states().await.unwrap());
+        let first = states.next().await.unwrap().unwrap();
+        assert_eq!(first.phase, Phase::Starting);
+
+        engine.start().await.unwrap();
+        let mut seen = vec![first];
+        while seen.last().unwrap().phase != Phase::Running {
+            seen.push(states.next().await.unwrap().unwrap());
+        }
+        assert!(seen.last().unwrap().all_healthy());
+        engine.stop().await.unwrap();
+        let mut last = None;
+        while let Some(state) = states.next().await {
+            last = Some(state.unwrap());
+        }
+        assert_eq!(last.map(|s| s.phase), Some(Phase::Stopped), "the stream ends once the sandbox has stopped");
+
+        let wrong = Client::for_record(&record(addr, "guess")).unwrap();
+        let refused = wrong.states().await.err().unwrap().to_string();
+        assert!(refused.contains("401"), "{refused}");
+        shutdown.cancel();
+    }
 }

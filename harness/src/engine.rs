@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Exit, Handle, Plan, ProbeResult};
+use crate::backend::{Backend, Exit, Handle, Plan, ProbeResult, RunId};
 use crate::error::{Error, Result};
 use crate::logs::{LogLine, LogStore};
 use crate::topology::{Condition, Topology};
@@ -64,7 +64,8 @@ pub struct Endpoint {
 pub struct Component {
     pub name: String,
     pub status: Status,
-    pub pid: Option<u32>,
+    /// What the backend runs it as (a pid, a container), while it runs.
+    pub id: Option<RunId>,
     pub endpoints: Vec<Endpoint>,
     pub restarts: u32,
     /// Unix seconds when the current process started.
@@ -101,7 +102,7 @@ impl State {
             .map(|s| Component {
                 name: s.name.clone(),
                 status: Status::Waiting,
-                pid: None,
+                id: None,
                 endpoints: Vec::new(),
                 restarts: 0,
                 started_at: None,
@@ -135,7 +136,7 @@ pub enum Event {
     },
     Spawned {
         component: String,
-        pid: Option<u32>,
+        id: RunId,
         at: u64,
     },
     Probed {
@@ -146,11 +147,11 @@ pub enum Event {
         component: String,
         after_ms: u64,
     },
-    /// `pid` names the process that exited, so a late report about a replaced
-    /// process does not mark its successor dead.
+    /// `id` names what exited, so a late report about a replaced process or
+    /// container does not mark its successor dead.
     Exited {
         component: String,
-        pid: Option<u32>,
+        id: RunId,
         code: Option<i32>,
     },
     Failed {
@@ -194,9 +195,9 @@ pub fn reduce(state: &mut State, event: &Event) {
     };
     match event {
         Event::Planned { endpoints, .. } => c.endpoints = endpoints.clone(),
-        Event::Spawned { pid, at, .. } => {
+        Event::Spawned { id, at, .. } => {
             c.status = Status::Starting;
-            c.pid = *pid;
+            c.id = Some(id.clone());
             c.started_at = Some(*at);
             c.ready_ms = None;
         }
@@ -206,15 +207,15 @@ pub fn reduce(state: &mut State, event: &Event) {
             c.ready_ms = Some(*after_ms);
             c.last_probe = None;
         }
-        Event::Exited { pid, .. } if pid.is_some() && *pid != c.pid => {}
+        Event::Exited { id, .. } if c.id.as_ref() != Some(id) => {}
         Event::Exited { code, .. } => {
             // An exit we asked for is a stop, not a crash.
             c.status = if c.status == Status::Stopping { Status::Stopped } else { Status::Exited { code: *code } };
-            c.pid = None;
+            c.id = None;
         }
         Event::Failed { reason, .. } => c.status = Status::Failed { reason: reason.clone() },
         Event::Stopping { .. } => {
-            if c.pid.is_some() {
+            if c.id.is_some() {
                 c.status = Status::Stopping;
             } else if matches!(c.status, Status::Waiting | Status::Starting) {
                 c.status = Status::Stopped;
@@ -224,7 +225,7 @@ pub fn reduce(state: &mut State, event: &Event) {
             if !matches!(c.status, Status::Failed { .. } | Status::Exited { .. }) {
                 c.status = Status::Stopped;
             }
-            c.pid = None;
+            c.id = None;
         }
         Event::Restarting { .. } => {
             c.restarts += 1;
@@ -418,20 +419,6 @@ impl<B: Backend> Engine<B> {
     }
 }
 
-impl<B: Backend> crate::control::Steer for Engine<B> {
-    fn kill<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
-        Box::pin(Engine::kill(self, component))
-    }
-
-    fn restart<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
-        Box::pin(Engine::restart(self, component))
-    }
-
-    fn stop<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
-        Box::pin(Engine::stop_one(self, component))
-    }
-}
-
 struct Parts<B: Backend> {
     backend: Arc<B>,
     topology: Arc<Topology>,
@@ -478,11 +465,11 @@ impl<B: Backend> Parts<B> {
                 return Err(e);
             }
         };
-        let handle_pid = handle.pid();
-        self.bus.send(Event::Spawned { component: name.into(), pid: handle_pid, at: now_secs() });
+        let id = handle.id().clone();
+        self.bus.send(Event::Spawned { component: name.into(), id: id.clone(), at: now_secs() });
         let exit = handle.exited();
         self.handles.lock().await.insert(name.to_string(), handle);
-        self.watch_exit(name, handle_pid, exit.clone());
+        self.watch_exit(name, id, exit.clone());
         // Poll readiness until healthy, exited, cancelled or out of time.
         let deadline = started + START_DEADLINE;
         let mut last = String::new();
@@ -523,12 +510,12 @@ impl<B: Backend> Parts<B> {
     }
 
     /// Report the component's exit when it happens, whoever caused it.
-    fn watch_exit(&self, name: &str, pid: Option<u32>, exit: Exit) {
+    fn watch_exit(&self, name: &str, id: RunId, exit: Exit) {
         let bus = self.bus.clone();
         let name = name.to_string();
         tokio::spawn(async move {
             exit.wait().await;
-            bus.send(Event::Exited { component: name, pid, code: exit.code().flatten() });
+            bus.send(Event::Exited { component: name, id, code: exit.code().flatten() });
         });
     }
 }
@@ -565,33 +552,33 @@ services:
     #[test]
     fn reduce_tracks_a_component_through_its_life() {
         let mut s = State::new("t", &topology());
-        reduce(&mut s, &Event::Spawned { component: "db".into(), pid: Some(7), at: 1 });
+        reduce(&mut s, &Event::Spawned { component: "db".into(), id: RunId::Pid(7), at: 1 });
         assert_eq!(s.component("db").unwrap().status, Status::Starting);
         reduce(&mut s, &Event::Healthy { component: "db".into(), after_ms: 40 });
         assert_eq!(s.component("db").unwrap().status, Status::Healthy);
         reduce(&mut s, &Event::Stopping { component: "db".into() });
-        reduce(&mut s, &Event::Exited { component: "db".into(), pid: Some(7), code: Some(0) });
+        reduce(&mut s, &Event::Exited { component: "db".into(), id: RunId::Pid(7), code: Some(0) });
         assert_eq!(s.component("db").unwrap().status, Status::Stopped, "an exit we asked for is a stop");
     }
 
     #[test]
     fn an_unrequested_exit_is_a_crash() {
         let mut s = State::new("t", &topology());
-        reduce(&mut s, &Event::Spawned { component: "a".into(), pid: Some(9), at: 1 });
-        reduce(&mut s, &Event::Exited { component: "a".into(), pid: Some(9), code: Some(101) });
+        reduce(&mut s, &Event::Spawned { component: "a".into(), id: RunId::Pid(9), at: 1 });
+        reduce(&mut s, &Event::Exited { component: "a".into(), id: RunId::Pid(9), code: Some(101) });
         assert_eq!(s.component("a").unwrap().status, Status::Exited { code: Some(101) });
     }
 
     #[test]
     fn a_late_exit_of_a_replaced_process_does_not_touch_its_successor() {
         let mut s = State::new("t", &topology());
-        reduce(&mut s, &Event::Spawned { component: "a".into(), pid: Some(9), at: 1 });
+        reduce(&mut s, &Event::Spawned { component: "a".into(), id: RunId::Pid(9), at: 1 });
         reduce(&mut s, &Event::Restarting { component: "a".into() });
-        reduce(&mut s, &Event::Spawned { component: "a".into(), pid: Some(10), at: 2 });
+        reduce(&mut s, &Event::Spawned { component: "a".into(), id: RunId::Pid(10), at: 2 });
         reduce(&mut s, &Event::Healthy { component: "a".into(), after_ms: 5 });
-        reduce(&mut s, &Event::Exited { component: "a".into(), pid: Some(9), code: None });
+        reduce(&mut s, &Event::Exited { component: "a".into(), id: RunId::Pid(9), code: None });
         let a = s.component("a").unwrap();
-        assert_eq!((a.status.clone(), a.pid, a.restarts), (Status::Healthy, Some(10), 1));
+        assert_eq!((a.status.clone(), a.id.clone(), a.restarts), (Status::Healthy, Some(RunId::Pid(10)), 1));
     }
 
     #[tokio::test]

@@ -37,6 +37,11 @@ use std::path::{Path, PathBuf};
 /// The topology file, relative to the workspace root.
 pub const TOPOLOGY: &str = "compose/bank.yaml";
 
+/// The topology files a backend runs by default.
+pub fn default_topology(workspace: &Path, _backend: backend::Kind) -> Vec<PathBuf> {
+    vec![workspace.join(TOPOLOGY)]
+}
+
 /// The bank-sandbox workspace: the nearest directory at or above `from` holding
 /// `compose/bank.yaml` and a `Cargo.toml`, else the one this binary was built in.
 pub fn find_workspace(from: &Path) -> Option<PathBuf> {

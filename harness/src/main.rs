@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
+use harness::backend::Kind;
 use harness::engine::{Phase, State};
 use harness::sandbox::{Home, Record};
 use harness::{control, progress, sandbox, supervisor};
@@ -89,9 +90,13 @@ enum Command {
         #[arg(short, long)]
         detach: bool,
         /// The topology; repeat to add Compose override files, e.g.
-        /// `-f compose/bank.yaml -f compose/local-images.yaml` [default: compose/bank.yaml in this workspace]
+        /// `-f compose/bank.yaml -f compose/local-images.yaml` [default: compose/bank.yaml in this
+        /// workspace; with `--backend docker`, compose/local-images.yaml too]
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: Vec<PathBuf>,
+        /// What runs the components.
+        #[arg(long, env = "SANDBOX_BACKEND", value_enum, default_value_t)]
+        backend: Kind,
     },
     /// Stop a sandbox and remove everything it made.
     Down {
@@ -180,6 +185,8 @@ enum Command {
         file: Vec<PathBuf>,
         #[arg(long)]
         workspace: PathBuf,
+        #[arg(long, value_enum)]
+        backend: Kind,
     },
     /// (internal) Run a mocked provider from its definition.
     #[command(hide = true)]
@@ -225,15 +232,15 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = cli.home.map(|root| Home { root }).unwrap_or_else(Home::from_env);
     match cli.command {
-        Command::Up { name, detach, file } => {
+        Command::Up { name, detach, file, backend } => {
             let workspace = workspace()?;
-            let file = if file.is_empty() { vec![workspace.join(harness::TOPOLOGY)] } else { file };
+            let file = if file.is_empty() { harness::default_topology(&workspace, backend) } else { file };
             let name = name.unwrap_or_else(sandbox::default_name);
             sandbox::validate_name(&name)?;
             if detach {
-                up_detached(home, name, file, workspace).await
+                up_detached(home, name, file, workspace, backend).await
             } else {
-                up_foreground(home, name, file, workspace).await
+                up_foreground(home, name, file, workspace, backend).await
             }
         }
         Command::Down { name } => down(&home, name.as_deref()).await,
@@ -247,9 +254,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let record = home.resolve(name.as_deref())?;
             let c = live_client(&record)?.restart(&component).await?;
             println!(
-                "{component} restarted: {} (pid {})",
+                "{component} restarted: {} ({})",
                 c.status.label(),
-                c.pid.map_or("-".into(), |p| p.to_string())
+                c.id.as_ref().map_or("not running".into(), ToString::to_string)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -328,10 +335,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // it unless it is old enough that its start must have failed.
                 let stale_unrecorded = record.is_none() && age(&home.dir(&name)) > Duration::from_secs(120);
                 if (record.is_some() && dead) || stale_unrecorded {
-                    let killed = sandbox::remove_dead(&home.dir(&name))?;
+                    let killed = sandbox::remove_dead(&home.dir(&name)).await?;
                     println!(
                         "removed {name}{}",
-                        if killed.is_empty() { String::new() } else { format!(" (killed {})", killed.join(", ")) }
+                        if killed.is_empty() { String::new() } else { format!(" ({})", killed.join(", ")) }
                     );
                     removed += 1;
                 }
@@ -389,12 +396,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{table}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Supervise { name, file, workspace } => {
+        Command::Supervise { name, file, workspace, backend } => {
             init_logging();
             let log = home.log(&name);
             let opts = supervisor::Options {
                 name,
                 home,
+                backend,
                 topology: file,
                 workspace,
                 claimed: true,
@@ -477,13 +485,21 @@ impl supervisor::Observer for Printer {
     }
 }
 
-async fn up_foreground(home: Home, name: String, file: Vec<PathBuf>, workspace: PathBuf) -> anyhow::Result<ExitCode> {
+async fn up_foreground(
+    home: Home,
+    name: String,
+    file: Vec<PathBuf>,
+    workspace: PathBuf,
+    backend: Kind,
+) -> anyhow::Result<ExitCode> {
     // Refuse a bad topology before saying anything started.
-    harness::topology::Topology::load_all(&file)?;
+    let topology = harness::topology::Topology::load_all(&file)?;
+    refuse_unrunnable(backend, &topology).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let opts = supervisor::Options {
         name: name.clone(),
         home: home.clone(),
+        backend,
         topology: file,
         workspace,
         claimed: false,
@@ -519,6 +535,16 @@ async fn up_foreground(home: Home, name: String, file: Vec<PathBuf>, workspace: 
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuse, before anything is made, what `backend` cannot run: a service the
+/// local backend has no way to run, or no Docker engine to run containers on.
+async fn refuse_unrunnable(backend: Kind, topology: &harness::topology::Topology) -> anyhow::Result<()> {
+    match backend {
+        Kind::Local => harness::backend::local::check(topology)?,
+        Kind::Docker => return Err(Kind::Docker.unavailable().into()),
+    }
+    Ok(())
+}
+
 /// An observer for when the dashboard shows the state itself.
 struct Quiet;
 
@@ -526,11 +552,18 @@ impl supervisor::Observer for Quiet {
     fn changed(&mut self, _prev: Option<&State>, _next: &State) {}
 }
 
-async fn up_detached(home: Home, name: String, file: Vec<PathBuf>, workspace: PathBuf) -> anyhow::Result<ExitCode> {
+async fn up_detached(
+    home: Home,
+    name: String,
+    file: Vec<PathBuf>,
+    workspace: PathBuf,
+    backend: Kind,
+) -> anyhow::Result<ExitCode> {
     // Refuse a bad topology before anything is made.
-    harness::topology::Topology::load_all(&file)?;
+    let topology = harness::topology::Topology::load_all(&file)?;
+    refuse_unrunnable(backend, &topology).await?;
     let dir = home.claim(&name)?;
-    let spawned = spawn_supervisor(&home, &name, &file, &workspace);
+    let spawned = spawn_supervisor(&home, &name, &file, &workspace, backend);
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -543,23 +576,21 @@ async fn up_detached(home: Home, name: String, file: Vec<PathBuf>, workspace: Pa
     if interactive {
         println!("starting sandbox {name} in the background");
     }
-    let mut prev: Option<State> = None;
-    let mut client = None;
-    loop {
+    // Wait for the supervisor's control API, then follow the state it pushes.
+    let client = loop {
         if let Some(status) = child.try_wait()? {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = std::fs::remove_file(&log);
-            bail!("sandbox {name} failed to start ({status}):\n{}", tail.trim_end());
+            return Err(failed_to_start(&name, &dir, &log, status));
         }
-        if client.is_none()
-            && let Ok(record) = Record::read(&dir)
-        {
-            client = control::Client::for_record(&record).ok();
+        if let Ok(c) = Record::read(&dir).and_then(|r| control::Client::for_record(&r)) {
+            break c;
         }
-        if let Some(c) = &client
-            && let Ok(state) = c.state().await
-        {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut prev: Option<State> = None;
+    // The stream fails or ends early when the supervisor stops before serving it.
+    if let Ok(states) = client.states().await {
+        let mut states = std::pin::pin!(states);
+        while let Some(Ok(state)) = states.next().await {
             for line in progress::transitions(prev.as_ref(), &state) {
                 println!("  {line}");
             }
@@ -569,18 +600,32 @@ async fn up_detached(home: Home, name: String, file: Vec<PathBuf>, workspace: Pa
                     println!("stop it with: sandbox down {name}");
                     return Ok(ExitCode::SUCCESS);
                 }
-                Phase::Failed | Phase::Stopping | Phase::Stopped => {
-                    // The supervisor tears down and removes the directory itself.
-                    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
-                    let _ = std::fs::remove_file(&log);
-                    bail!("sandbox {name} failed to start and was removed ({status}); see the reasons above");
-                }
+                Phase::Failed | Phase::Stopping | Phase::Stopped => break,
                 Phase::Starting => {}
             }
             prev = Some(state);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // It failed: the supervisor tears down and removes the directory itself;
+    // its log says why.
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    Err(failed_to_start(&name, &dir, &log, status))
+}
+
+/// The supervisor ended before the sandbox ran: its error (all its log when it
+/// printed none), then nothing of it is left.
+fn failed_to_start(
+    name: &str,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    status: std::process::ExitStatus,
+) -> anyhow::Error {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    // `main` prints the error last, from a line starting "error:" to the end.
+    let why = text.rfind("\nerror:").map_or(text.as_str(), |i| &text[i + 1..]).trim_end().to_string();
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(log);
+    anyhow::anyhow!("sandbox {name} failed to start ({status}):\n{why}")
 }
 
 fn spawn_supervisor(
@@ -588,6 +633,7 @@ fn spawn_supervisor(
     name: &str,
     files: &[PathBuf],
     workspace: &std::path::Path,
+    backend: Kind,
 ) -> anyhow::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::File::create(home.log(name)).context("cannot create the supervisor's log")?;
@@ -599,6 +645,7 @@ fn spawn_supervisor(
         .args(files.iter().flat_map(|f| [std::ffi::OsStr::new("--file"), f.as_os_str()]))
         .arg("--workspace")
         .arg(workspace)
+        .args(["--backend", backend.name()])
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -613,11 +660,11 @@ async fn down(home: &Home, name: Option<&str>) -> anyhow::Result<ExitCode> {
         None => home.resolve(None)?,
     };
     if !record.owner_alive() {
-        let killed = sandbox::remove_dead(&record.dir)?;
+        let killed = sandbox::remove_dead(&record.dir).await?;
         println!(
             "sandbox {} was not running; removed what it left{}",
             record.name,
-            if killed.is_empty() { String::new() } else { format!(" (killed {})", killed.join(", ")) }
+            if killed.is_empty() { String::new() } else { format!(" ({})", killed.join(", ")) }
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -10,7 +10,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::Command;
 
-use crate::backend::{Exit, Handle, Stopper};
+use crate::backend::{Exit, Handle, RunId, Stopper};
 use crate::error::{Error, Result};
 use crate::logs::LogSink;
 
@@ -39,7 +39,7 @@ pub fn spawn(component: &str, mut cmd: Command, logs: LogSink) -> Result<Handle>
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let program = format!("{:?}", cmd.as_std().get_program());
     let mut child = cmd.spawn().map_err(|e| Error::component(component, format!("cannot start {program}: {e}")))?;
-    let pid = child.id();
+    let pid = child.id().ok_or_else(|| Error::component(component, format!("{program} exited as it started")))?;
     if let Some(out) = child.stdout.take() {
         logs.forward("stdout", out);
     }
@@ -52,11 +52,11 @@ pub fn spawn(component: &str, mut cmd: Command, logs: LogSink) -> Result<Handle>
         let code = status.ok().and_then(|s| s.code());
         let _ = tx.send(Some(code));
     });
-    Ok(Handle::new(pid, exit, Box::new(GroupStopper { pid })))
+    Ok(Handle::new(RunId::Pid(pid), exit, Box::new(GroupStopper { pid })))
 }
 
 struct GroupStopper {
-    pid: Option<u32>,
+    pid: u32,
 }
 
 impl Stopper for GroupStopper {
@@ -67,7 +67,7 @@ impl Stopper for GroupStopper {
         exit: Exit,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            let Some(pid) = self.pid else { return };
+            let pid = self.pid;
             let group = Pid::from_raw(pid as i32);
             let _ = killpg(group, signal);
             if tokio::time::timeout(grace, exit.wait()).await.is_err() {

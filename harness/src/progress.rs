@@ -25,7 +25,7 @@ fn name_width(state: &State) -> usize {
 fn describe(c: &Component, width: usize) -> String {
     let detail = match &c.status {
         Status::Healthy => c.ready_ms.map(|ms| format!("in {ms} ms")).unwrap_or_default(),
-        Status::Starting => c.pid.map(|p| format!("pid {p}")).unwrap_or_default(),
+        Status::Starting => c.id.as_ref().map(ToString::to_string).unwrap_or_default(),
         Status::Exited { code } => code.map_or("killed by a signal".into(), |c| format!("code {c}")),
         Status::Failed { reason } => reason.clone(),
         _ => String::new(),
@@ -38,11 +38,11 @@ pub fn table(state: &State) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "sandbox {} ({})", state.sandbox, format!("{:?}", state.phase).to_lowercase());
     let width = name_width(state);
-    let _ = writeln!(out, "{:<width$} {:<9} {:<8} {:<8} URL", "COMPONENT", "STATUS", "PID", "RESTARTS");
+    let _ = writeln!(out, "{:<width$} {:<9} {:<12} {:<8} URL", "COMPONENT", "STATUS", "ID", "RESTARTS");
     for c in &state.components {
         let url = c.endpoints.first().map_or(String::new(), |e| e.url.clone());
-        let pid = c.pid.map_or("-".into(), |p| p.to_string());
-        let _ = writeln!(out, "{:<width$} {:<9} {:<8} {:<8} {url}", c.name, c.status.label(), pid, c.restarts);
+        let id = c.id.as_ref().map_or("-".into(), |i| i.short());
+        let _ = writeln!(out, "{:<width$} {:<9} {:<12} {:<8} {url}", c.name, c.status.label(), id, c.restarts);
     }
     out
 }

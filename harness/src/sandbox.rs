@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Kind, RunId};
 use crate::error::{Error, Result};
 use crate::process;
 
@@ -135,7 +136,8 @@ pub struct Control {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildRecord {
     pub component: String,
-    pub pid: u32,
+    pub id: RunId,
+    /// A process's start time, to tell it from a recycled pid.
     pub start_time: Option<u64>,
 }
 
@@ -143,7 +145,7 @@ pub struct ChildRecord {
 pub struct Record {
     pub name: String,
     pub dir: PathBuf,
-    pub backend: String,
+    pub backend: Kind,
     /// The topology and its overrides, in `-f` order.
     pub topology: Vec<PathBuf>,
     /// The supervisor: the process that owns the sandbox.
@@ -189,10 +191,10 @@ impl Record {
     }
 }
 
-/// Remove a sandbox whose owner is gone: kill whatever of its processes survive,
-/// then delete its directory. Returns what was killed.
-pub fn remove_dead(dir: &Path) -> Result<Vec<String>> {
-    let mut killed = Vec::new();
+/// Remove a sandbox whose owner is gone: its backend sweeps whatever of it
+/// survives, then its directory goes. Returns what was swept.
+pub async fn remove_dead(dir: &Path) -> Result<Vec<String>> {
+    let mut swept = Vec::new();
     if let Ok(record) = Record::read(dir) {
         if record.owner_alive() {
             return Err(Error::Other(format!(
@@ -200,16 +202,10 @@ pub fn remove_dead(dir: &Path) -> Result<Vec<String>> {
                 record.name, record.pid, record.name
             )));
         }
-        for child in &record.children {
-            if process::alive(child.pid, child.start_time) {
-                let group = nix::unistd::Pid::from_raw(child.pid as i32);
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-                killed.push(format!("{} (pid {})", child.component, child.pid));
-            }
-        }
+        swept = crate::backend::sweep(&record).await?;
     }
     std::fs::remove_dir_all(dir).map_err(Error::io(format!("cannot remove {}", dir.display())))?;
-    Ok(killed)
+    Ok(swept)
 }
 
 #[cfg(test)]

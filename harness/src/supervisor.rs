@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::local::LocalBackend;
+use crate::backend::{Backend, Kind, RunId};
 use crate::engine::{Engine, Event, State};
 use crate::error::{Error, Result};
 use crate::sandbox::{ChildRecord, Control, Home, Record};
@@ -19,6 +20,8 @@ use crate::{control, process};
 pub struct Options {
     pub name: String,
     pub home: Home,
+    /// What runs the components.
+    pub backend: Kind,
     /// The topology and its overrides, in `-f` order.
     pub topology: Vec<PathBuf>,
     pub workspace: PathBuf,
@@ -54,10 +57,10 @@ pub async fn run(opts: Options, observer: impl Observer) -> Result<()> {
 async fn run_claimed(opts: &Options, topology: Topology, dir: PathBuf, observer: impl Observer) -> Result<()> {
     let (listener, addr) = control::bind().await?;
     let pid = std::process::id();
-    let mut record = Record {
+    let record = Record {
         name: opts.name.clone(),
         dir: dir.clone(),
-        backend: "local".into(),
+        backend: opts.backend,
         topology: opts.topology.clone(),
         pid,
         pid_start_time: process::start_time(pid),
@@ -66,15 +69,32 @@ async fn run_claimed(opts: &Options, topology: Topology, dir: PathBuf, observer:
         children: Vec::new(),
     };
     record.write()?;
-    let backend = LocalBackend::new(&opts.home.root, &dir, &opts.workspace, &opts.sandbox_bin);
+    match opts.backend {
+        Kind::Local => {
+            let backend = LocalBackend::new(&opts.home.root, &dir, &opts.workspace, &opts.sandbox_bin);
+            run_engine(opts, backend, topology, record, listener, observer).await
+        }
+        Kind::Docker => Err(Kind::Docker.unavailable()),
+    }
+}
+
+/// Run the sandbox on `backend` until it is told to stop, then tear it down.
+async fn run_engine<B: Backend>(
+    opts: &Options,
+    backend: B,
+    topology: Topology,
+    mut record: Record,
+    listener: tokio::net::TcpListener,
+    observer: impl Observer,
+) -> Result<()> {
     let engine = std::sync::Arc::new(Engine::new(backend, topology, &opts.name).await?);
     let down = opts.stop.clone();
     let shutdown = CancellationToken::new();
     let token = record.control.as_ref().map(|c| c.token.clone()).unwrap_or_default();
     let served = control::Served { bus: engine.bus().clone(), steer: engine.clone(), down: down.clone(), token };
     control::serve(listener, served, shutdown.clone());
-    spawn_record_keeper(&engine, record.clone());
-    let observed = spawn_observer(&engine, observer);
+    spawn_record_keeper(engine.bus(), record.clone());
+    let observed = spawn_observer(engine.bus(), observer);
     let signals = signal_token()?;
 
     let started = tokio::select! {
@@ -97,8 +117,8 @@ async fn run_claimed(opts: &Options, topology: Topology, dir: PathBuf, observer:
     started.and(stopped)
 }
 
-fn spawn_observer(engine: &Engine<LocalBackend>, mut observer: impl Observer) -> tokio::task::JoinHandle<()> {
-    let mut rx = engine.bus().watch();
+fn spawn_observer(bus: &crate::engine::Bus, mut observer: impl Observer) -> tokio::task::JoinHandle<()> {
+    let mut rx = bus.watch();
     tokio::spawn(async move {
         let mut prev: Option<State> = None;
         loop {
@@ -113,15 +133,19 @@ fn spawn_observer(engine: &Engine<LocalBackend>, mut observer: impl Observer) ->
     })
 }
 
-/// Keep `sandbox.json` listing every process the sandbox spawned, so that
-/// `prune` can find them if this supervisor dies.
-fn spawn_record_keeper(engine: &Engine<LocalBackend>, mut record: Record) {
-    let mut events = engine.bus().subscribe();
+/// Keep `sandbox.json` listing what runs each component (a pid, a container),
+/// so that `prune` can find it if this supervisor dies.
+fn spawn_record_keeper(bus: &crate::engine::Bus, mut record: Record) {
+    let mut events = bus.subscribe();
     tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
-            if let Event::Spawned { component, pid: Some(pid), .. } = event {
+            if let Event::Spawned { component, id, .. } = event {
+                let start_time = match &id {
+                    RunId::Pid(pid) => process::start_time(*pid),
+                    RunId::Container(_) => None,
+                };
                 record.children.retain(|c| c.component != component);
-                record.children.push(ChildRecord { component, pid, start_time: process::start_time(pid) });
+                record.children.push(ChildRecord { component, id, start_time });
                 if let Err(e) = record.write() {
                     tracing::warn!("cannot update the sandbox record: {e}");
                 }

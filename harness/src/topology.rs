@@ -10,18 +10,24 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-/// How the local backend runs a component.
+/// A service's `x-sandbox` block: what only the sandbox needs to know of it.
+/// How the local backend runs it is the local backend's business
+/// (`backend::local`); a service without the block runs on the Docker backend
+/// as Compose would run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Run {
-    /// A private PostgreSQL cluster holding `databases`.
-    Postgres { databases: Vec<String> },
-    /// The embedded Kafka-protocol broker.
-    Kafka,
-    /// This workspace's `bank` binary, with the service's `command` as arguments.
-    Bank,
-    /// A mocked third-party provider defined by the YAML file at `spec`.
-    Provider { spec: PathBuf },
+pub struct Sandboxed {
+    /// How the local backend runs it: postgres, kafka, bank, provider or process.
+    pub run: String,
+    /// The HTTP path that answers 2xx once the service is ready.
+    pub health: Option<String>,
+    /// (provider) its definition file, resolved against the topology's directory.
+    pub provider: Option<PathBuf>,
+    /// (process) the command line the local backend runs.
+    pub command: Vec<String>,
 }
+
+/// The values `x-sandbox.run` takes.
+pub const RUNS: &[&str] = &["postgres", "kafka", "bank", "provider", "process"];
 
 /// How readiness is probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,8 @@ pub enum Probe {
     Tcp { port: u16 },
     /// `GET path` on `port` answers 2xx.
     Http { port: u16, path: String },
+    /// Ready once it runs: it declares no port to check.
+    Started,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +66,9 @@ pub struct Service {
     pub depends_on: Vec<Dependency>,
     /// Container ports the service listens on.
     pub ports: Vec<u16>,
-    pub run: Run,
+    /// Compose `volumes`, as written (`./dir:/path:ro`, `name:/path`).
+    pub volumes: Vec<String>,
+    pub x_sandbox: Option<Sandboxed>,
     pub probe: Probe,
     pub stop_signal: String,
     pub stop_grace: Duration,
@@ -148,9 +158,6 @@ impl Topology {
                 path.extend_from_slice(keys);
                 lines.find(&path).unwrap_or_else(|| line.clone())
             };
-            let x = raw_svc.x_sandbox.ok_or_else(|| {
-                err(line.clone(), format!("service `{svc_name}` has no `x-sandbox:` block saying how the sandbox runs it (run: postgres | kafka | bank)"))
-            })?;
             let ports = raw_svc
                 .ports
                 .iter()
@@ -164,52 +171,61 @@ impl Topology {
                 }
             }
             let environment = raw_svc.environment.map(|e| e.into_map()).unwrap_or_default();
-            let run = match x.run.as_str() {
-                "postgres" => Run::Postgres { databases: databases_of(&environment) },
-                "kafka" => Run::Kafka,
-                "bank" => Run::Bank,
-                "provider" => {
-                    let Some(rel) = &x.provider else {
+            let x_sandbox = match raw_svc.x_sandbox {
+                None => None,
+                Some(x) => {
+                    if !RUNS.contains(&x.run.as_str()) {
                         return Err(err(
                             at(&["x-sandbox", "run"]),
                             format!(
-                                "service `{svc_name}` runs a provider but names no `x-sandbox.provider:` definition file"
+                                "service `{svc_name}`: unknown `x-sandbox.run: {}`; use {}",
+                                x.run,
+                                RUNS.join(", ")
                             ),
                         ));
+                    }
+                    let provider = match (&x.provider, x.run.as_str()) {
+                        (Some(rel), _) => {
+                            let spec = file.parent().unwrap_or(Path::new(".")).join(rel);
+                            if !spec.is_file() {
+                                return Err(err(
+                                    at(&["x-sandbox", "provider"]),
+                                    format!(
+                                        "service `{svc_name}`: provider definition {} does not exist",
+                                        spec.display()
+                                    ),
+                                ));
+                            }
+                            Some(spec)
+                        }
+                        (None, "provider") => {
+                            return Err(err(
+                                at(&["x-sandbox", "run"]),
+                                format!(
+                                    "service `{svc_name}` runs a provider but names no `x-sandbox.provider:` definition file"
+                                ),
+                            ));
+                        }
+                        (None, _) => None,
                     };
-                    let spec = file.parent().unwrap_or(Path::new(".")).join(rel);
-                    if !spec.is_file() {
+                    if let Some(path) = x.health.as_ref().filter(|p| !p.starts_with('/')) {
                         return Err(err(
-                            at(&["x-sandbox", "provider"]),
-                            format!("service `{svc_name}`: provider definition {} does not exist", spec.display()),
+                            at(&["x-sandbox", "health"]),
+                            format!("service `{svc_name}`: health endpoint `{path}` must be a path starting with /"),
                         ));
                     }
-                    Run::Provider { spec }
-                }
-                other => {
-                    return Err(err(
-                        at(&["x-sandbox", "run"]),
-                        format!(
-                            "service `{svc_name}`: unknown `x-sandbox.run: {other}`; use postgres, kafka, bank or provider"
-                        ),
-                    ));
+                    let command = x.command.map(StringOrList::into_vec).unwrap_or_default();
+                    Some(Sandboxed { run: x.run, health: x.health, provider, command })
                 }
             };
             let first_port = ports.first().copied();
-            let probe = match (&run, &x.health, first_port) {
-                (Run::Postgres { .. }, _, _) => Probe::Postgres,
-                (Run::Kafka, _, Some(port)) => Probe::Tcp { port },
-                (Run::Provider { .. }, _, Some(port)) => Probe::Http { port, path: "/__admin/health".into() },
-                (Run::Bank, Some(path), Some(port)) if path.starts_with('/') => {
-                    Probe::Http { port, path: path.clone() }
-                }
-                (Run::Bank, Some(path), Some(_)) => {
-                    return Err(err(
-                        at(&["x-sandbox", "health"]),
-                        format!("service `{svc_name}`: health endpoint `{path}` must be a path starting with /"),
-                    ));
-                }
-                (Run::Bank, None, _) => {
+            let run = x_sandbox.as_ref().map(|x| x.run.as_str());
+            let health = x_sandbox.as_ref().and_then(|x| x.health.clone());
+            let probe = match (run, health, first_port) {
+                (Some("postgres"), _, _) => Probe::Postgres,
+                (Some("provider"), _, Some(port)) => Probe::Http { port, path: "/__admin/health".into() },
+                (Some("bank" | "process") | None, Some(path), Some(port)) => Probe::Http { port, path },
+                (Some("bank"), None, _) => {
                     return Err(err(
                         line.clone(),
                         format!(
@@ -217,12 +233,15 @@ impl Topology {
                         ),
                     ));
                 }
+                (Some("kafka" | "process") | None, None, Some(port)) => Probe::Tcp { port },
+                (Some("process") | None, _, None) => Probe::Started,
                 (_, _, None) => {
                     return Err(err(
                         line.clone(),
                         format!("service `{svc_name}` declares no port: add `ports: [\"<port>\"]`"),
                     ));
                 }
+                (Some(_), _, Some(port)) => Probe::Tcp { port },
             };
             let depends_on = raw_svc
                 .depends_on
@@ -268,7 +287,8 @@ impl Topology {
                 environment,
                 depends_on,
                 ports,
-                run,
+                volumes: raw_svc.volumes,
+                x_sandbox,
                 probe,
                 stop_signal,
                 stop_grace,
@@ -298,30 +318,19 @@ impl Topology {
                     ));
                 }
             }
-            if let Run::Bank = s.run
-                && s.command.is_empty()
-            {
-                return Err(err(
-                    s.loc(),
-                    format!(
-                        "service `{}` runs the bank binary but has no `command` naming the bank service (e.g. [\"accounts\"])",
-                        s.name
-                    ),
-                ));
-            }
         }
         if let Some(cycle) = self.find_cycle() {
             let first = self.service(&cycle[0]).map_or_else(|| lines.top(), |s| s.loc());
             return Err(err(first, format!("dependency cycle: {}", cycle.join(" -> "))));
         }
         // Databases a service's DATABASE_URL names must be ones the cluster creates.
-        let clusters: HashMap<&str, &Vec<String>> = self
+        let clusters: HashMap<&str, Vec<String>> = self
             .services
             .iter()
-            .filter_map(|s| match &s.run {
-                Run::Postgres { databases } => Some((s.name.as_str(), databases)),
-                _ => None,
+            .filter(|s| {
+                s.environment.contains_key(DATABASES) || s.x_sandbox.as_ref().is_some_and(|x| x.run == "postgres")
             })
+            .map(|s| (s.name.as_str(), databases_of(&s.environment)))
             .collect();
         for s in &self.services {
             for (key, value) in &s.environment {
@@ -380,7 +389,7 @@ impl Topology {
 /// in a container; the local backend creates them in its private cluster.
 pub const DATABASES: &str = "POSTGRES_MULTIPLE_DATABASES";
 
-fn databases_of(environment: &BTreeMap<String, String>) -> Vec<String> {
+pub fn databases_of(environment: &BTreeMap<String, String>) -> Vec<String> {
     environment
         .get(DATABASES)
         .map(|list| list.split(',').map(str::trim).filter(|d| !d.is_empty()).map(String::from).collect())
@@ -426,6 +435,8 @@ struct RawService {
     depends_on: Option<DependsOn>,
     #[serde(default)]
     ports: Vec<PortSpec>,
+    #[serde(default)]
+    volumes: Vec<String>,
     stop_signal: Option<String>,
     stop_grace_period: Option<String>,
     #[serde(rename = "x-sandbox")]
@@ -439,6 +450,8 @@ struct XSandbox {
     health: Option<String>,
     /// (provider) its definition, relative to the topology file.
     provider: Option<String>,
+    /// (process) the command line the local backend runs.
+    command: Option<StringOrList>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -797,10 +810,20 @@ services:
     }
 
     #[test]
-    fn a_missing_x_sandbox_block_says_what_to_add() {
+    fn a_service_without_x_sandbox_is_probed_on_its_first_port() {
         let text = GOOD.replace("    x-sandbox: { run: kafka }\n", "");
-        let m = message(&text);
-        assert!(m.starts_with("compose/test.yaml:10: service `kafka` has no `x-sandbox:` block"), "{m}");
+        let t = parse(&text).unwrap();
+        let kafka = t.service("kafka").unwrap();
+        assert_eq!((kafka.x_sandbox.as_ref(), &kafka.probe), (None, &Probe::Tcp { port: 9092 }));
+    }
+
+    #[test]
+    fn an_unknown_run_names_the_choices() {
+        let m = message(&GOOD.replace("{ run: kafka }", "{ run: kafak }"));
+        assert_eq!(
+            m,
+            "compose/test.yaml:10: service `kafka`: unknown `x-sandbox.run: kafak`; use postgres, kafka, bank, provider, process"
+        );
     }
 
     #[test]

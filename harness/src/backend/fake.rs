@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::{Backend, Exit, Handle, Plan, ProbeResult, Stopper};
+use super::{Backend, Exit, Handle, Plan, ProbeResult, RunId, Stopper};
 use crate::engine::Endpoint;
 use crate::error::Result;
 use crate::logs::LogSink;
@@ -102,7 +102,7 @@ impl Backend for FakeBackend {
             let _ = tx.send(Some(Some(code)));
         }
         let stopper = FakeStopper { name: service.name.clone(), backend: self.clone(), tx };
-        Ok(Handle::new(Some(pid), exit, Box::new(stopper)))
+        Ok(Handle::new(RunId::Pid(pid), exit, Box::new(stopper)))
     }
 
     async fn probe(&self, service: &Service, _plan: &Plan) -> ProbeResult {

@@ -5,17 +5,71 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sqlx::Connection;
 use tokio::process::Command;
 use tokio::sync::{Mutex, OnceCell};
 
-use super::{Backend, Handle, Plan, ProbeResult};
+use super::{Backend, Handle, Plan, ProbeResult, pg_credentials};
 use crate::engine::Endpoint;
 use crate::error::{Error, Result};
 use crate::logs::LogSink;
-use crate::topology::{Probe, Run, Service, Topology};
+use crate::topology::{Probe, Service, Topology};
+
+/// How the local backend runs a component, from its `x-sandbox` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// A private PostgreSQL cluster holding the databases its
+    /// `POSTGRES_MULTIPLE_DATABASES` lists.
+    Postgres,
+    /// The embedded Kafka-protocol broker.
+    Kafka,
+    /// This workspace's `bank` binary, with the service's `command` as arguments.
+    Bank,
+    /// A mocked third-party provider from its definition file.
+    Provider { spec: PathBuf },
+    /// Any program: `x-sandbox.command`, run in the topology file's directory.
+    Process { command: Vec<String> },
+}
+
+/// Refuse a topology with a service this backend cannot run, before anything is made.
+pub fn check(topology: &Topology) -> Result<()> {
+    topology.services.iter().try_for_each(|s| run_of(s).map(drop))
+}
+
+/// How the local backend runs `service`, or why it cannot.
+pub fn run_of(service: &Service) -> Result<Run> {
+    let refuse = |what: String| Error::Topology {
+        file: service.file.clone(),
+        line: service.line,
+        message: format!("service `{}` {what}", service.name),
+    };
+    let Some(x) = &service.x_sandbox else {
+        return Err(refuse(
+            "has no `x-sandbox:` block, so the local backend cannot run it: add `x-sandbox: { run: process, command: [...] }` \
+             with the command line that runs it on this machine, or use `--backend docker`"
+                .into(),
+        ));
+    };
+    match x.run.as_str() {
+        "postgres" => Ok(Run::Postgres),
+        "kafka" => Ok(Run::Kafka),
+        "bank" if service.command.is_empty() => Err(refuse(
+            "runs the bank binary but has no `command` naming the bank service (e.g. [\"accounts\"])".into(),
+        )),
+        "bank" => Ok(Run::Bank),
+        "provider" => x
+            .provider
+            .clone()
+            .map(|spec| Run::Provider { spec })
+            .ok_or_else(|| refuse("runs a provider but names no `x-sandbox.provider:` definition file".into())),
+        "process" if x.command.is_empty() => {
+            Err(refuse("has `run: process` but no `x-sandbox.command:` saying what to run".into()))
+        }
+        "process" => Ok(Run::Process { command: x.command.clone() }),
+        other => Err(refuse(format!("has an unknown `x-sandbox.run: {other}`"))),
+    }
+}
 use crate::{ports, process};
 
 #[derive(Debug)]
@@ -30,7 +84,7 @@ pub struct LocalBackend {
     pg_bins: OnceCell<PathBuf>,
     /// Clusters whose databases exist already.
     databases_made: Mutex<BTreeSet<String>>,
-    http: reqwest::Client,
+    prober: super::Prober,
 }
 
 impl LocalBackend {
@@ -47,7 +101,7 @@ impl LocalBackend {
             bank_build: tokio::sync::Mutex::new(()),
             pg_bins: OnceCell::new(),
             databases_made: Mutex::default(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap_or_default(),
+            prober: super::Prober::default(),
         }
     }
 
@@ -194,29 +248,32 @@ impl LocalBackend {
         process::spawn(&service.name, cmd, logs)
     }
 
+    /// Any program, in the directory of the file that defines it, with the
+    /// service's environment rewritten for 127.0.0.1.
+    fn start_process(&self, service: &Service, command: &[String], plan: &Plan, logs: LogSink) -> Result<Handle> {
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..]);
+        if let Some(dir) = service.file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            cmd.current_dir(dir);
+        }
+        cmd.envs(plan.env.get(&service.name).into_iter().flatten());
+        process::spawn(&service.name, cmd, logs)
+    }
+
+    /// Ready once the server answers and the databases its service lists exist:
+    /// the local backend creates them here, as the image's init scripts do in a container.
     async fn probe_postgres(&self, service: &Service, plan: &Plan) -> ProbeResult {
         let Ok(port) = first_port(service, plan) else {
             return ProbeResult::NotReady("no port".into());
         };
-        let (user, password) = pg_credentials(service);
-        let options = sqlx::postgres::PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(port)
-            .username(&user)
-            .password(&password)
-            .database("postgres");
-        let connect = tokio::time::timeout(Duration::from_secs(1), sqlx::PgConnection::connect_with(&options)).await;
-        let mut conn = match connect {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return ProbeResult::NotReady(format!("not accepting connections: {e}")),
-            Err(_) => return ProbeResult::NotReady("connection timed out".into()),
+        let mut conn = match self.prober.postgres(service, port).await {
+            Ok(c) => c,
+            Err(not_ready) => return not_ready,
         };
-        let Run::Postgres { databases } = &service.run else {
-            return ProbeResult::Ready;
-        };
+        let databases = crate::topology::databases_of(&service.environment);
         let mut made = self.databases_made.lock().await;
         if !made.contains(&service.name) {
-            for db in databases {
+            for db in &databases {
                 let exists: Option<i32> = match sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
                     .bind(db)
                     .fetch_optional(&mut conn)
@@ -245,8 +302,26 @@ impl LocalBackend {
     }
 }
 
+/// Kill the process groups of a dead supervisor's components that still run
+/// (a child dies with its supervisor, but one may linger while it exits).
+pub fn sweep(record: &crate::sandbox::Record) -> Vec<String> {
+    let mut killed = Vec::new();
+    for child in &record.children {
+        let super::RunId::Pid(pid) = child.id else { continue };
+        if process::alive(pid, child.start_time) {
+            let group = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            killed.push(format!("killed {} (pid {pid})", child.component));
+        }
+    }
+    killed
+}
+
 impl Backend for LocalBackend {
     async fn plan(&self, topology: &Topology) -> Result<Plan> {
+        // Refuse what this backend cannot run before anything is reserved.
+        let runs =
+            topology.services.iter().map(|s| Ok((s.name.clone(), run_of(s)?))).collect::<Result<BTreeMap<_, _>>>()?;
         let wanted: Vec<(String, u16)> =
             topology.services.iter().flat_map(|s| s.ports.iter().map(|p| (s.name.clone(), *p))).collect();
         let home = self.home.clone();
@@ -260,70 +335,38 @@ impl Backend for LocalBackend {
             plan.ports.insert(key, host);
         }
         for s in &topology.services {
-            let port = plan.host_port(&s.name, s.ports[0]).unwrap_or(0);
-            let endpoint = match &s.run {
-                Run::Postgres { .. } => {
+            let env = s.environment.iter().map(|(k, v)| (k.clone(), rewrite(v, &s.name, &plan.ports))).collect();
+            plan.env.insert(s.name.clone(), env);
+            let port = s.ports.first().and_then(|p| plan.host_port(&s.name, *p));
+            let endpoint = port.map(|port| match &runs[&s.name] {
+                Run::Postgres => {
                     let (user, password) = pg_credentials(s);
                     Endpoint { name: "postgres".into(), url: format!("postgres://{user}:{password}@127.0.0.1:{port}") }
                 }
                 Run::Kafka => Endpoint { name: "bootstrap".into(), url: format!("127.0.0.1:{port}") },
-                Run::Bank | Run::Provider { .. } => {
+                Run::Bank | Run::Provider { .. } | Run::Process { .. } => {
                     Endpoint { name: "http".into(), url: format!("http://127.0.0.1:{port}") }
                 }
-            };
-            plan.endpoints.insert(s.name.clone(), vec![endpoint]);
-            let env = s.environment.iter().map(|(k, v)| (k.clone(), rewrite(v, &s.name, &plan.ports))).collect();
-            plan.env.insert(s.name.clone(), env);
+            });
+            plan.endpoints.insert(s.name.clone(), endpoint.into_iter().collect());
         }
         Ok(plan)
     }
 
     async fn start(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
-        match &service.run {
-            Run::Postgres { .. } => self.start_postgres(service, plan, logs).await,
+        match run_of(service)? {
+            Run::Postgres => self.start_postgres(service, plan, logs).await,
             Run::Kafka => self.start_broker(service, plan, logs).await,
             Run::Bank => self.start_bank(service, plan, logs).await,
-            Run::Provider { spec } => self.start_provider(service, spec, plan, logs).await,
+            Run::Provider { spec } => self.start_provider(service, &spec, plan, logs).await,
+            Run::Process { command } => self.start_process(service, &command, plan, logs),
         }
     }
 
     async fn probe(&self, service: &Service, plan: &Plan) -> ProbeResult {
         match &service.probe {
             Probe::Postgres => self.probe_postgres(service, plan).await,
-            Probe::Tcp { port } => {
-                let Some(host_port) = plan.host_port(&service.name, *port) else {
-                    return ProbeResult::NotReady("no port".into());
-                };
-                match tokio::time::timeout(
-                    Duration::from_millis(500),
-                    tokio::net::TcpStream::connect(("127.0.0.1", host_port)),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => ProbeResult::Ready,
-                    Ok(Err(e)) => ProbeResult::NotReady(format!("127.0.0.1:{host_port}: {e}")),
-                    Err(_) => ProbeResult::NotReady(format!("127.0.0.1:{host_port}: connect timed out")),
-                }
-            }
-            Probe::Http { port, path } => {
-                let Some(host_port) = plan.host_port(&service.name, *port) else {
-                    return ProbeResult::NotReady("no port".into());
-                };
-                let url = format!("http://127.0.0.1:{host_port}{path}");
-                match self.http.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => ProbeResult::Ready,
-                    Ok(r) => {
-                        let status = r.status();
-                        let body = r.text().await.unwrap_or_default();
-                        ProbeResult::NotReady(format!(
-                            "GET {path}: {status} {}",
-                            body.chars().take(200).collect::<String>()
-                        ))
-                    }
-                    Err(e) if e.is_connect() => ProbeResult::NotReady(format!("GET {path}: not listening yet")),
-                    Err(e) => ProbeResult::NotReady(format!("GET {path}: {e}")),
-                }
-            }
+            _ => self.prober.probe(service, plan).await,
         }
     }
 
@@ -362,13 +405,6 @@ fn first_port(service: &Service, plan: &Plan) -> Result<u16> {
         .first()
         .and_then(|p| plan.host_port(&service.name, *p))
         .ok_or_else(|| Error::component(&service.name, "no port was planned for it"))
-}
-
-/// The superuser and password, as the official image takes them.
-fn pg_credentials(service: &Service) -> (String, String) {
-    let user = service.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into());
-    let password = service.environment.get("POSTGRES_PASSWORD").cloned().unwrap_or_else(|| "postgres".into());
-    (user, password)
 }
 
 /// Rewrite Compose addresses for processes on 127.0.0.1: `<service>:<port>`
@@ -478,6 +514,37 @@ async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(yaml: &str) -> Service {
+        let text = format!("services:\n  svc:\n{yaml}");
+        Topology::parse(Path::new("compose/t.yaml"), &text).unwrap().services.remove(0)
+    }
+
+    #[test]
+    fn a_service_without_x_sandbox_is_refused_naming_what_to_add() {
+        let err = run_of(&service("    image: example/ledger:1\n    ports: [\"8080\"]\n")).unwrap_err().to_string();
+        assert!(err.starts_with("compose/t.yaml:2: service `svc` has no `x-sandbox:` block"), "{err}");
+        assert!(err.contains("run: process, command:") && err.contains("--backend docker"), "{err}");
+    }
+
+    #[test]
+    fn run_process_runs_its_command_and_needs_one() {
+        let ok = service("    x-sandbox: { run: process, command: [\"python3\", \"-m\", \"http.server\"] }\n");
+        assert_eq!(
+            run_of(&ok).unwrap(),
+            Run::Process { command: vec!["python3".into(), "-m".into(), "http.server".into()] }
+        );
+        assert_eq!(ok.probe, Probe::Started, "no port: ready once it runs");
+        let err = run_of(&service("    x-sandbox: { run: process }\n")).unwrap_err().to_string();
+        assert!(err.contains("has `run: process` but no `x-sandbox.command:`"), "{err}");
+    }
+
+    #[test]
+    fn a_bank_service_needs_a_command() {
+        let svc = service("    ports: [\"8080\"]\n    x-sandbox: { run: bank, health: /health }\n");
+        let err = run_of(&svc).unwrap_err().to_string();
+        assert!(err.contains("runs the bank binary but has no `command`"), "{err}");
+    }
 
     #[test]
     fn missing_postgres_names_the_install_command() {

@@ -1,5 +1,5 @@
 //! The seam between the engine and what actually runs components. `local` runs
-//! child processes on 127.0.0.1; a Docker backend (later) runs the same topology
+//! child processes on 127.0.0.1; a Docker backend (next) runs the same topology
 //! as containers; `fake` lets engine logic be tested without either.
 
 pub mod fake;
@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::engine::Endpoint;
 use crate::error::Result;
 use crate::logs::LogSink;
-use crate::topology::{Service, Topology};
+use crate::topology::{Probe, Service, Topology};
 
 /// What a backend decided before starting anything: where each component's
 /// ports are published and the environment each one gets.
@@ -71,6 +72,73 @@ impl Exit {
     }
 }
 
+/// Which backend runs a sandbox: chosen by name (`--backend`, `SANDBOX_BACKEND`)
+/// and kept in its record, so `status`, `down` and `prune` treat it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Every component a child process on 127.0.0.1.
+    #[default]
+    Local,
+    /// Every component a container on the sandbox's own Docker network.
+    Docker,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Docker => "docker",
+        }
+    }
+}
+
+impl Kind {
+    /// Why this build cannot run sandboxes on this backend.
+    pub fn unavailable(self) -> crate::Error {
+        crate::Error::Other(format!(
+            "the {self} backend is not in this build yet; use `--backend local`, or run the bank under plain \
+             Compose (README, \"The bank under plain Compose\")"
+        ))
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What identifies a running component: whatever its backend gives. Never
+/// assume a pid; a container has none the harness may signal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunId {
+    /// A process of this machine (the local backend).
+    Pid(u32),
+    /// A container, by its full id (the Docker backend).
+    Container(String),
+}
+
+impl RunId {
+    /// The short form for a table column: the pid, or the container id's first 12 characters.
+    pub fn short(&self) -> String {
+        match self {
+            Self::Pid(p) => p.to_string(),
+            Self::Container(id) => id.chars().take(12).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pid(p) => write!(f, "pid {p}"),
+            Self::Container(_) => write!(f, "container {}", self.short()),
+        }
+    }
+}
+
 /// How a running component is stopped.
 pub trait Stopper: Send + Sync {
     /// Send `signal`, wait up to `grace` for the exit, then kill.
@@ -84,24 +152,24 @@ pub trait Stopper: Send + Sync {
 
 /// A started component.
 pub struct Handle {
-    pid: Option<u32>,
+    id: RunId,
     exit: Exit,
     stopper: Box<dyn Stopper>,
 }
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("pid", &self.pid).field("exit", &self.exit.code()).finish()
+        f.debug_struct("Handle").field("id", &self.id).field("exit", &self.exit.code()).finish()
     }
 }
 
 impl Handle {
-    pub fn new(pid: Option<u32>, exit: Exit, stopper: Box<dyn Stopper>) -> Self {
-        Self { pid, exit, stopper }
+    pub fn new(id: RunId, exit: Exit, stopper: Box<dyn Stopper>) -> Self {
+        Self { id, exit, stopper }
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.pid
+    pub fn id(&self) -> &RunId {
+        &self.id
     }
 
     pub fn exited(&self) -> Exit {
@@ -125,4 +193,102 @@ pub trait Backend: Send + Sync + 'static {
     fn probe(&self, service: &Service, plan: &Plan) -> impl Future<Output = ProbeResult> + Send;
     /// Remove what the backend made for this sandbox (after every component stopped).
     fn cleanup(&self, plan: &Plan) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Remove what survives of a sandbox whose supervisor died, as its backend
+/// knows how: returns a line for each thing removed.
+pub async fn sweep(record: &crate::sandbox::Record) -> Result<Vec<String>> {
+    match record.backend {
+        Kind::Local => Ok(local::sweep(record)),
+        Kind::Docker => Err(Kind::Docker.unavailable()),
+    }
+}
+
+/// Readiness checks from the host, shared by the backends: whether a process or
+/// a container serves it, every component's ports are on 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct Prober {
+    http: reqwest::Client,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Self { http: reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap_or_default() }
+    }
+}
+
+impl Prober {
+    /// One check of `service`'s probe; PostgreSQL is ready once it answers.
+    pub async fn probe(&self, service: &Service, plan: &Plan) -> ProbeResult {
+        let port_of =
+            |port: u16| plan.host_port(&service.name, port).ok_or_else(|| ProbeResult::NotReady("no port".into()));
+        match &service.probe {
+            Probe::Started => ProbeResult::Ready,
+            Probe::Postgres => match service.ports.first().copied().map(port_of) {
+                Some(Ok(port)) => match self.postgres(service, port).await {
+                    Ok(conn) => {
+                        let _ = sqlx::Connection::close(conn).await;
+                        ProbeResult::Ready
+                    }
+                    Err(not_ready) => not_ready,
+                },
+                Some(Err(no_port)) => no_port,
+                None => ProbeResult::NotReady("no port".into()),
+            },
+            Probe::Tcp { port } => match port_of(*port) {
+                Ok(port) => self.tcp(port).await,
+                Err(no_port) => no_port,
+            },
+            Probe::Http { port, path } => match port_of(*port) {
+                Ok(port) => self.http(port, path).await,
+                Err(no_port) => no_port,
+            },
+        }
+    }
+
+    pub async fn tcp(&self, port: u16) -> ProbeResult {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        match tokio::time::timeout(Duration::from_millis(500), connect).await {
+            Ok(Ok(_)) => ProbeResult::Ready,
+            Ok(Err(e)) => ProbeResult::NotReady(format!("127.0.0.1:{port}: {e}")),
+            Err(_) => ProbeResult::NotReady(format!("127.0.0.1:{port}: connect timed out")),
+        }
+    }
+
+    pub async fn http(&self, port: u16, path: &str) -> ProbeResult {
+        match self.http.get(format!("http://127.0.0.1:{port}{path}")).send().await {
+            Ok(r) if r.status().is_success() => ProbeResult::Ready,
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                ProbeResult::NotReady(format!("GET {path}: {status} {}", body.chars().take(200).collect::<String>()))
+            }
+            Err(e) if e.is_connect() => ProbeResult::NotReady(format!("GET {path}: not listening yet")),
+            Err(e) => ProbeResult::NotReady(format!("GET {path}: {e}")),
+        }
+    }
+
+    /// A connection to the server's `postgres` database as its superuser.
+    pub async fn postgres(&self, service: &Service, port: u16) -> std::result::Result<sqlx::PgConnection, ProbeResult> {
+        let (user, password) = pg_credentials(service);
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username(&user)
+            .password(&password)
+            .database("postgres");
+        let connect = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options);
+        match tokio::time::timeout(Duration::from_secs(1), connect).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(ProbeResult::NotReady(format!("not accepting connections: {e}"))),
+            Err(_) => Err(ProbeResult::NotReady("connection timed out".into())),
+        }
+    }
+}
+
+/// A PostgreSQL service's superuser and password, as the official image takes them.
+pub fn pg_credentials(service: &Service) -> (String, String) {
+    let user = service.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into());
+    let password = service.environment.get("POSTGRES_PASSWORD").cloned().unwrap_or_else(|| "postgres".into());
+    (user, password)
 }

@@ -138,6 +138,8 @@ pub struct Options {
     pub concurrency: usize,
     /// The `sandbox` binary, for a sandbox this run starts.
     pub sandbox_bin: PathBuf,
+    /// What runs the sandbox this run starts.
+    pub backend: crate::backend::Kind,
 }
 
 impl Options {
@@ -153,6 +155,7 @@ impl Options {
             shard: None,
             junit: workspace.join("target/cucumber/junit.xml"),
             concurrency: 16,
+            backend: crate::backend::Kind::Local,
         }
     }
 }
@@ -336,7 +339,8 @@ impl Ephemeral {
         let sup = crate::supervisor::Options {
             name: name.clone(),
             home: opts.home.clone(),
-            topology: vec![opts.workspace.join(crate::TOPOLOGY)],
+            backend: opts.backend,
+            topology: crate::default_topology(&opts.workspace, opts.backend),
             workspace: opts.workspace.clone(),
             claimed: false,
             stop: stop.clone(),
@@ -460,8 +464,8 @@ pub struct Args {
     #[arg(long, env = "SANDBOX_E2E_SANDBOX")]
     pub sandbox: Option<String>,
     /// The backend of the sandbox the run starts.
-    #[arg(long, env = "SANDBOX_E2E_BACKEND", default_value = "local")]
-    pub backend: String,
+    #[arg(long, env = "SANDBOX_E2E_BACKEND", value_enum, default_value_t)]
+    pub backend: crate::backend::Kind,
     /// Scenarios in flight at once.
     #[arg(long, env = "SANDBOX_E2E_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
@@ -489,15 +493,8 @@ pub fn main(sandbox_bin: &Path) -> std::process::ExitCode {
         eprintln!("e2e: not inside the bank-sandbox workspace (no compose/bank.yaml above this directory)");
         return std::process::ExitCode::FAILURE;
     };
-    if args.backend != "local" {
-        eprintln!(
-            "e2e: no `{}` backend in this build; it has `local` (every component a local process). \
-             Unset SANDBOX_E2E_BACKEND, or point SANDBOX_E2E_SANDBOX at a running sandbox.",
-            args.backend
-        );
-        return std::process::ExitCode::FAILURE;
-    }
     let mut opts = Options::new(&workspace, sandbox_bin);
+    opts.backend = args.backend;
     opts.sandbox = args.sandbox;
     opts.tags = args.tags;
     opts.name = args.filter;

@@ -20,7 +20,6 @@ use harness::providers::{AdminClient, Fault};
 
 /// The shortest time between two redraws: 20 frames a second at most.
 const FRAME: Duration = Duration::from_millis(50);
-const STATE_EVERY: Duration = Duration::from_millis(500);
 const PROVIDERS_EVERY: Duration = Duration::from_secs(1);
 
 /// Restores the terminal however the TUI ends (ratatui's own panic hook
@@ -75,7 +74,7 @@ pub async fn run(
     let url = |name: &str| state.component(name).and_then(|c| c.endpoints.first()).map(|e| e.url.clone());
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(poll_state(control.clone(), tx.clone()));
+    tasks.spawn(follow_state(control.clone(), tx.clone()));
     tasks.spawn(follow_logs(control.clone(), tx.clone()));
     if let Some(brokers) = url("kafka") {
         tasks.spawn(follow_events(brokers, tx.clone()));
@@ -193,7 +192,11 @@ fn execute(cmd: Command, ctx: &Ctx) {
             tokio::spawn(async move {
                 let note = match control.restart(&name).await {
                     Ok(c) => {
-                        format!("{name}: {} (pid {})", c.status.label(), c.pid.map_or("-".into(), |p| p.to_string()))
+                        format!(
+                            "{name}: {} ({})",
+                            c.status.label(),
+                            c.id.as_ref().map_or("not running".into(), ToString::to_string)
+                        )
                     }
                     Err(e) => format!("{name}: {e}"),
                 };
@@ -255,18 +258,20 @@ fn execute(cmd: Command, ctx: &Ctx) {
     }
 }
 
-async fn poll_state(control: control::Client, tx: mpsc::UnboundedSender<Msg>) {
-    let mut last = None;
+/// The sandbox's state as the supervisor pushes it; reconnects if the
+/// stream breaks while the sandbox still runs.
+async fn follow_state(control: control::Client, tx: mpsc::UnboundedSender<Msg>) {
     loop {
-        if let Ok(s) = control.state().await
-            && last.as_ref() != Some(&s)
-        {
-            last = Some(s.clone());
-            if tx.send(Msg::State(s)).is_err() {
-                return;
+        if let Ok(states) = control.states().await {
+            let mut states = std::pin::pin!(states);
+            while let Some(state) = states.next().await {
+                let Ok(state) = state else { break };
+                if tx.send(Msg::State(state)).is_err() {
+                    return;
+                }
             }
         }
-        tokio::time::sleep(STATE_EVERY).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::app::{App, Command, FeatureView, Msg, Pane, ProviderView, event_row};
 use super::ui;
+use harness::backend::RunId;
 use harness::engine::{Component, Endpoint, Phase, State, Status};
 use harness::logs::LogLine;
 use harness::providers::{Fault, FaultKind, JournalEntry};
@@ -19,7 +20,7 @@ fn key(c: char) -> KeyEvent {
 fn component(name: &str, status: Status, port: u16, restarts: u32) -> Component {
     Component {
         name: name.into(),
-        pid: (status == Status::Healthy).then_some(1000 + u32::from(port % 100)),
+        id: (status == Status::Healthy).then_some(RunId::Pid(1000 + u32::from(port % 100))),
         status,
         endpoints: vec![Endpoint { name: "http".into(), url: format!("http://127.0.0.1:{port}") }],
         restarts,

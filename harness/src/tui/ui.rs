@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, List, ListItem, ListState, Paragraph, Row, Table, Tabs, Wrap};
 
 use super::app::{App, Editing, Pane, level_of, render_log};
+use harness::backend::RunId;
 use harness::engine::Status;
 
 const KEYS: &[(&str, &str)] = &[
@@ -154,6 +155,9 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
         f.render_widget(Paragraph::new("waiting for the sandbox's state…").block(block("Services")), area);
         return;
     };
+    // As wide as the longest id (a pid, a container's short id), at least the header's.
+    let id_width =
+        state.components.iter().filter_map(|c| c.id.as_ref()).map(|i| i.short().len()).max().unwrap_or(0).max(2) as u16;
     let rows = state.components.iter().map(|c| {
         let color = match c.status {
             Status::Healthy => Color::Green,
@@ -169,10 +173,10 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
         Row::new(vec![
             Cell::from(c.name.clone()),
             Cell::from(c.status.label()).style(Style::new().fg(color)),
-            Cell::from(c.pid.map_or("-".into(), |p| p.to_string())),
+            Cell::from(c.id.as_ref().map_or("-".into(), RunId::short)),
             Cell::from(c.restarts.to_string()),
             Cell::from(c.endpoints.first().map(|e| e.url.clone()).unwrap_or_default()),
-            Cell::from(match (c.pid, c.started_at) {
+            Cell::from(match (&c.id, c.started_at) {
                 (Some(_), Some(at)) => uptime(app.now.saturating_sub(at)),
                 _ => "-".into(),
             }),
@@ -184,7 +188,7 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
         [
             Constraint::Length(16),
             Constraint::Length(8),
-            Constraint::Length(6),
+            Constraint::Length(id_width),
             Constraint::Length(8),
             Constraint::Length(22),
             Constraint::Length(7),
@@ -192,7 +196,7 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
         ],
     )
     .header(
-        Row::new(["COMPONENT", "STATUS", "PID", "RESTARTS", "URL", "UP", "DETAIL"])
+        Row::new(["COMPONENT", "STATUS", "ID", "RESTARTS", "URL", "UP", "DETAIL"])
             .style(Style::new().add_modifier(Modifier::BOLD)),
     )
     .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use harness::sandbox::Record;
 
+#[path = "../common/tmux.rs"]
+mod tmux;
+use tmux::Tmux;
+
 /// A sandbox home of its own, torn down on drop (also when the test panics).
 struct Home {
     root: PathBuf,
@@ -87,7 +91,14 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn pids(record: &Record) -> Vec<u32> {
-    let mut pids: Vec<u32> = record.children.iter().map(|c| c.pid).collect();
+    let mut pids: Vec<u32> = record
+        .children
+        .iter()
+        .filter_map(|c| match c.id {
+            harness::backend::RunId::Pid(pid) => Some(pid),
+            harness::backend::RunId::Container(_) => None,
+        })
+        .collect();
     pids.push(record.pid);
     pids
 }
@@ -232,6 +243,66 @@ fn a_bad_topology_is_refused_before_anything_is_made() {
 }
 
 #[test]
+fn any_program_runs_locally_with_run_process_and_a_service_without_x_sandbox_is_refused() {
+    let home = Home::new();
+    let file = home.root.join("web.yaml");
+    let web = r#"
+services:
+  web:
+    image: python:3.11
+    environment: { ADDR: "0.0.0.0:8000" }
+    ports: ["8000"]
+    x-sandbox:
+      run: process
+      command: ["sh", "-c", "exec python3 -m http.server --bind 127.0.0.1 ${ADDR##*:}"]
+"#;
+    std::fs::write(&file, format!("{web}  ledger:\n    image: example/ledger:1\n    ports: [\"9000\"]\n")).unwrap();
+    let out = home.sandbox(&["up", "--detach", "--name", "web", "-f", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("service `ledger` has no `x-sandbox:` block") && stderr.contains("run: process"),
+        "{stderr}"
+    );
+    assert!(home.dirs().is_empty() && home.logs().is_empty(), "nothing was made: {:?}", home.dirs());
+
+    std::fs::write(&file, web).unwrap();
+    home.ok(&["up", "--detach", "--name", "web", "-f", file.to_str().unwrap()]);
+    let state = status_json(&home, "web");
+    assert_eq!(state["components"][0]["status"]["state"], "healthy", "{state}");
+    let port = ports(&state)[0];
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut conn, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    let pids = pids(&home.record("web"));
+    home.ok(&["down", "web"]);
+    assert!(pids.iter().all(|p| !running(*p)), "every process is gone");
+    assert!(!listening(port));
+}
+
+#[test]
+fn the_docker_backend_is_refused_by_name_until_it_is_built() {
+    let home = Home::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .env("DOCKER_HOST", format!("unix://{}/no-docker.sock", home.root.display()))
+        .arg("--home")
+        .arg(&home.root)
+        .args(["up", "--detach", "--backend", "docker", "--name", "nodock"])
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the docker backend is not in this build yet") && stderr.contains("--backend local"),
+        "{stderr}"
+    );
+    assert!(home.dirs().is_empty() && home.logs().is_empty(), "nothing was made: {:?}", home.dirs());
+}
+
+#[test]
 fn a_name_in_use_is_refused() {
     let home = Home::new();
     home.ok(&["up", "--detach", "--name", "taken"]);
@@ -315,68 +386,18 @@ fn ctrl_c_stops_a_foreground_sandbox_and_removes_it() {
     assert!(home.dirs().is_empty());
 }
 
-/// A tmux server of its own, killed on drop: the TUI runs in its pseudo-terminal.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new() -> Self {
-        Self { socket: format!("sbx-tui-{}", std::process::id()) }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux").args(["-L", &self.socket]).args(args).output().expect("tmux")
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "tui"]).stdout).to_string()
-    }
-
-    fn wait_for(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let screen = self.screen();
-            if screen.contains(text) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the screen never showed `{text}`:\n{screen}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
-
 /// `sandbox up` in a terminal is the dashboard: it brings the sandbox up, every
 /// pane shows, and `q` tears everything down and restores the terminal.
 #[test]
 fn the_dashboard_runs_in_a_terminal_and_quitting_leaves_nothing() {
     let home = Home::new();
-    let tmux = Tmux::new();
+    let tmux = Tmux::new("tui");
     let command = format!(
         "{} --home {} up --name tui; echo exited-$?; sleep 30",
         env!("CARGO_BIN_EXE_sandbox"),
         home.root.display()
     );
-    let out = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "tui",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "-c",
-        &workspace().to_string_lossy(),
-        &command,
-    ]);
-    assert!(out.status.success(), "tmux: {}", String::from_utf8_lossy(&out.stderr));
+    tmux.start(&workspace(), 100, 30, &command);
     tmux.wait_for("tui running");
     tmux.wait_for("gateway");
     let record = home.record("tui");
@@ -389,15 +410,15 @@ fn the_dashboard_runs_in_a_terminal_and_quitting_leaves_nothing() {
         ("7", "Features"),
         ("?", "Keys"),
     ] {
-        tmux.run(&["send-keys", "-t", "tui", key]);
+        tmux.keys(key);
         tmux.wait_for(title);
     }
-    tmux.run(&["send-keys", "-t", "tui", "Escape"]);
+    tmux.keys("Escape");
     // Run the first feature (accounts) against this sandbox from the dashboard.
-    tmux.run(&["send-keys", "-t", "tui", "7"]);
-    tmux.run(&["send-keys", "-t", "tui", "Enter"]);
+    tmux.keys("7");
+    tmux.keys("Enter");
     tmux.wait_for("Run: passed");
-    tmux.run(&["send-keys", "-t", "tui", "q"]);
+    tmux.keys("q");
     tmux.wait_for("exited-0");
     assert!(tmux.screen().contains("sandbox tui stopped and removed"), "{}", tmux.screen());
     for pid in pids(&record) {
