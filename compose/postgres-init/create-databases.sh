@@ -6,5 +6,6 @@
 set -eu
 for db in $(echo "${POSTGRES_MULTIPLE_DATABASES:-}" | tr ',' ' '); do
   echo "creating database $db"
-  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres -c "CREATE DATABASE \"$db\""
+  # FILE_COPY: copying the small template beats writing it through the WAL (15's default).
+  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres -c "CREATE DATABASE \"$db\" STRATEGY = FILE_COPY"
 done

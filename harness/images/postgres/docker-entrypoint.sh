@@ -1,7 +1,7 @@
 #!/bin/sh
 # The official postgres image's entrypoint contract, for Debian's PostgreSQL 15:
 # on a fresh data directory make a cluster owned by POSTGRES_USER with
-# POSTGRES_PASSWORD, create POSTGRES_DB, run /docker-entrypoint-initdb.d/*
+# POSTGRES_PASSWORD (and POSTGRES_INITDB_ARGS), create POSTGRES_DB, run /docker-entrypoint-initdb.d/*
 # (*.sh run or sourced, *.sql through psql) against a server that listens on its
 # socket only, then start the server for real on every address.
 set -eu
@@ -20,8 +20,10 @@ if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
   fi
   pwfile=$(mktemp)
   printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
+  # POSTGRES_INITDB_ARGS: more initdb options, split on spaces (as the official image does).
+  # shellcheck disable=SC2086
   initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 \
-    --encoding=UTF8 --locale=C.UTF-8 -D "$PGDATA" > /dev/null
+    --encoding=UTF8 --locale=C.UTF-8 ${POSTGRES_INITDB_ARGS:-} -D "$PGDATA" > /dev/null
   rm -f "$pwfile"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
