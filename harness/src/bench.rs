@@ -389,7 +389,7 @@ pub fn images(workspace: &Path, home: &crate::sandbox::Home, runs: usize) -> Res
         project.up()?;
         project.wait_healthy(Duration::from_secs(300))?;
         healthy.push(started.elapsed());
-        memory.push(compose_memory_mb(&project.name)?);
+        memory.push(containers_memory_mb(&format!("label=com.docker.compose.project={}", project.name))?);
         let t = Instant::now();
         project.down()?;
         downs.push(t.elapsed());
@@ -426,10 +426,10 @@ pub fn images(workspace: &Path, home: &crate::sandbox::Home, runs: usize) -> Res
     Ok(out)
 }
 
-/// The memory the engine charges to a Compose project's containers, summed (MB).
-fn compose_memory_mb(project: &str) -> Result<f64> {
+/// The memory the engine charges to the containers `filter` selects, summed (MB).
+fn containers_memory_mb(filter: &str) -> Result<f64> {
     let docker = crate::images::Docker::cli();
-    let ids = docker.output(&["ps", "-q", "--filter", &format!("label=com.docker.compose.project={project}")])?;
+    let ids = docker.output(&["ps", "-q", "--filter", filter])?;
     let mut args = vec!["stats", "--no-stream", "--format", "{{.MemUsage}}"];
     args.extend(ids.split_whitespace());
     // "12.5MiB / 23.4GiB": the first figure is the container's.
@@ -449,4 +449,126 @@ fn compose_memory_mb(project: &str) -> Result<f64> {
             }
         })
         .sum())
+}
+
+/// `sandbox bench backends`: in one run, on the same Compose files and images
+/// (`compose/bank.yaml` with `compose/local-images.yaml`, the `bank-sandbox/*`
+/// images), the Docker backend, plain `docker-compose` (`up -d`, then every
+/// container polled for health each 500 ms, as Compose v2's `--wait` does) and
+/// the local backend: time to all healthy, `down`, memory; then the Gherkin suite
+/// on each backend.
+pub fn backends(exe: &Path, workspace: &Path, images_home: &crate::sandbox::Home, runs: usize) -> Result<String> {
+    use crate::backend::Kind;
+    crate::images::build(&crate::images::Options::new(workspace, &images_home.root), &mut |_: &str| {})?;
+    let home = std::env::temp_dir().join(format!("sbx-bench-backends-{}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(Error::io("cannot create the bench home"))?;
+    let bench = Bench { exe: exe.to_path_buf(), home: home.clone(), workspace: workspace.to_path_buf() };
+    let files = crate::default_topology(workspace, Kind::Docker);
+    let file_args: Vec<String> =
+        files.iter().flat_map(|f| ["-f".to_string(), f.to_string_lossy().to_string()]).collect();
+    let measured = (|| {
+        let (mut docker, mut compose, mut local) = (Sample::default(), Sample::default(), Sample::default());
+        for i in 0..runs.max(1) {
+            let name = format!("bench-docker-{i}");
+            let mut args = vec!["up", "--detach", "--backend", "docker", "--name", &name];
+            args.extend(file_args.iter().map(String::as_str));
+            docker.up.push(bench.sandbox(&args)?);
+            docker.memory.push(
+                containers_memory_mb(&format!("label={}={name}", crate::backend::docker::LABEL_SANDBOX))?
+                    + sandbox_memory_kb(&home, &name)? as f64 / 1024.0,
+            );
+            docker.down.push(bench.sandbox(&["down", &name])?);
+
+            let mut project = crate::compose::Project::new(&format!("sbxbench{}b{i}", std::process::id()), &files);
+            let started = Instant::now();
+            project.up()?;
+            project.wait_healthy(Duration::from_secs(300))?;
+            compose.up.push(started.elapsed());
+            compose.memory.push(containers_memory_mb(&format!("label=com.docker.compose.project={}", project.name))?);
+            let t = Instant::now();
+            project.down()?;
+            compose.down.push(t.elapsed());
+
+            let name = format!("bench-local-{i}");
+            let mut args = vec!["up", "--detach", "--name", &name];
+            args.extend(file_args.iter().map(String::as_str));
+            local.up.push(bench.sandbox(&args)?);
+            local.memory.push(sandbox_memory_kb(&home, &name)? as f64 / 1024.0);
+            local.down.push(bench.sandbox(&["down", &name])?);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::io("runtime"))?;
+        let mut suites = Vec::new();
+        for kind in [Kind::Docker, Kind::Local] {
+            let mut opts = crate::e2e::Options::new(workspace, exe);
+            opts.home = crate::sandbox::Home { root: home.clone() };
+            opts.backend = kind;
+            let summary = rt.block_on(crate::e2e::run(opts))?;
+            if summary.failed {
+                return Err(Error::Other(format!("a scenario failed on the {kind} backend: {summary}")));
+            }
+            suites.push(summary);
+        }
+        Ok((docker, compose, local, suites))
+    })();
+    for (name, _) in (crate::sandbox::Home { root: home.clone() }).list() {
+        let _ = bench.sandbox(&["down", &name]);
+    }
+    let _ = std::fs::remove_dir_all(&home);
+    let (mut docker, mut compose, mut local, suites) = measured?;
+    let n = docker.up.len();
+    let mut out = format!(
+        "| {n} runs each, p50 (min-max) | `sandbox up --backend docker` | `docker-compose up -d` + health polled | `sandbox up` (local) |\n|---|---|---|---|\n"
+    );
+    let row = |what: &str, f: &dyn Fn(&mut Sample) -> String, d: &mut Sample, c: &mut Sample, l: &mut Sample| {
+        format!("| {what} | {} | {} | {} |\n", f(d), f(c), f(l))
+    };
+    let secs = |v: &mut Vec<Duration>| {
+        v.sort();
+        format!(
+            "{:.1} s ({:.1}-{:.1})",
+            percentile(v, 0.5).as_secs_f64(),
+            v[0].as_secs_f64(),
+            v[v.len() - 1].as_secs_f64()
+        )
+    };
+    out.push_str(&row("to all healthy", &|s| secs(&mut s.up), &mut docker, &mut compose, &mut local));
+    out.push_str(&row("`down`, everything removed", &|s| secs(&mut s.down), &mut docker, &mut compose, &mut local));
+    out.push_str(&row(
+        "memory, healthy and idle, MB",
+        &|s| {
+            s.memory.sort_by(f64::total_cmp);
+            format!("{:.0}", s.memory[s.memory.len() / 2])
+        },
+        &mut docker,
+        &mut compose,
+        &mut local,
+    ));
+    let ratio = |s: &Sample| percentile(&s.up, 0.5).as_secs_f64() / percentile(&compose.up, 0.5).as_secs_f64();
+    out.push_str(&format!(
+        "| to all healthy, against Compose | {:.2}x (goal 0.5x) | 1x | {:.2}x (goal 0.1x) |\n",
+        ratio(&docker),
+        ratio(&local)
+    ));
+    let suite = |s: &crate::e2e::Summary| {
+        format!(
+            "{:.1} s ({} scenarios; start-up {:.1} s, teardown {:.1} s)",
+            (s.start_up + s.running + s.teardown).as_secs_f64(),
+            s.scenarios,
+            s.start_up.as_secs_f64(),
+            s.teardown.as_secs_f64()
+        )
+    };
+    out.push_str(&format!(
+        "| the Gherkin suite, fresh sandbox | {} | - | {} |\n",
+        suite(&suites[0]),
+        suite(&suites[1])
+    ));
+    Ok(out)
+}
+
+#[derive(Default)]
+struct Sample {
+    up: Vec<Duration>,
+    down: Vec<Duration>,
+    memory: Vec<f64>,
 }

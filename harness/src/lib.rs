@@ -37,9 +37,14 @@ use std::path::{Path, PathBuf};
 /// The topology file, relative to the workspace root.
 pub const TOPOLOGY: &str = "compose/bank.yaml";
 
-/// The topology files a backend runs by default.
-pub fn default_topology(workspace: &Path, _backend: backend::Kind) -> Vec<PathBuf> {
-    vec![workspace.join(TOPOLOGY)]
+/// The topology files a backend runs by default: the topology itself, and for
+/// the Docker backend the override that runs the broker and PostgreSQL from the
+/// images `sandbox images build` makes (no registry is needed).
+pub fn default_topology(workspace: &Path, backend: backend::Kind) -> Vec<PathBuf> {
+    match backend {
+        backend::Kind::Local => vec![workspace.join(TOPOLOGY)],
+        backend::Kind::Docker => vec![workspace.join(TOPOLOGY), workspace.join(images::LOCAL_IMAGES)],
+    }
 }
 
 /// The bank-sandbox workspace: the nearest directory at or above `from` holding

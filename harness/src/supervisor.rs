@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::docker::DockerBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::{Backend, Kind, RunId};
 use crate::engine::{Engine, Event, State};
@@ -74,7 +75,10 @@ async fn run_claimed(opts: &Options, topology: Topology, dir: PathBuf, observer:
             let backend = LocalBackend::new(&opts.home.root, &dir, &opts.workspace, &opts.sandbox_bin);
             run_engine(opts, backend, topology, record, listener, observer).await
         }
-        Kind::Docker => Err(Kind::Docker.unavailable()),
+        Kind::Docker => {
+            let backend = DockerBackend::new(&opts.home.root, &dir, &opts.name).await?;
+            run_engine(opts, backend, topology, record, listener, observer).await
+        }
     }
 }
 

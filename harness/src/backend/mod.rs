@@ -1,8 +1,10 @@
 //! The seam between the engine and what actually runs components. `local` runs
-//! child processes on 127.0.0.1; a Docker backend (next) runs the same topology
-//! as containers; `fake` lets engine logic be tested without either.
+//! child processes on 127.0.0.1; `docker` runs the same topology as containers;
+//! `fake` lets engine logic be tested without either.
 
+pub mod docker;
 pub mod fake;
+pub mod kafka_proxy;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -90,16 +92,6 @@ impl Kind {
             Self::Local => "local",
             Self::Docker => "docker",
         }
-    }
-}
-
-impl Kind {
-    /// Why this build cannot run sandboxes on this backend.
-    pub fn unavailable(self) -> crate::Error {
-        crate::Error::Other(format!(
-            "the {self} backend is not in this build yet; use `--backend local`, or run the bank under plain \
-             Compose (README, \"The bank under plain Compose\")"
-        ))
     }
 }
 
@@ -200,7 +192,7 @@ pub trait Backend: Send + Sync + 'static {
 pub async fn sweep(record: &crate::sandbox::Record) -> Result<Vec<String>> {
     match record.backend {
         Kind::Local => Ok(local::sweep(record)),
-        Kind::Docker => Err(Kind::Docker.unavailable()),
+        Kind::Docker => docker::sweep(record).await,
     }
 }
 

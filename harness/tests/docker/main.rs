@@ -1,12 +1,13 @@
-//! The images `sandbox images build` makes and the bank under plain Compose on
-//! them, against this machine's Docker engine: real debootstrap, real builds,
-//! real containers.
+//! The images `sandbox images build` makes, the bank under plain Compose on
+//! them and under `sandbox up --backend docker`, against this machine's Docker
+//! engine: real debootstrap, real builds, real containers.
 //!
 //! Its own small runner (`harness = false`): the tests share the engine and the
 //! cargo target directory, so they run one after another, and without an engine
 //! they are reported as ignored (skipped), never as passed. `.ci/run` sets
 //! `SANDBOX_REQUIRE_DOCKER=1`, which turns a missing engine into a failure.
 
+mod backend;
 mod compose;
 mod images;
 
@@ -26,6 +27,22 @@ const TESTS: &[Test] = &[
     ),
     ("images::errors_say_what_to_do_and_change_nothing", images::errors_say_what_to_do_and_change_nothing),
     ("compose::the_bank_runs_and_pays_under_plain_compose", compose::the_bank_runs_and_pays_under_plain_compose),
+    (
+        "backend::errors_name_the_missing_image_and_change_nothing",
+        backend::errors_name_the_missing_image_and_change_nothing,
+    ),
+    (
+        "backend::up_status_logs_kill_restart_pay_and_down_leaves_nothing",
+        backend::up_status_logs_kill_restart_pay_and_down_leaves_nothing,
+    ),
+    (
+        "backend::docker_and_local_side_by_side_and_a_killed_supervisor_is_pruned",
+        backend::docker_and_local_side_by_side_and_a_killed_supervisor_is_pruned,
+    ),
+    (
+        "backend::the_dashboard_shows_a_docker_sandbox_and_quitting_leaves_nothing",
+        backend::the_dashboard_shows_a_docker_sandbox_and_quitting_leaves_nothing,
+    ),
 ];
 
 fn main() -> std::process::ExitCode {

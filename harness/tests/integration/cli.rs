@@ -283,7 +283,7 @@ services:
 }
 
 #[test]
-fn the_docker_backend_is_refused_by_name_until_it_is_built() {
+fn the_docker_backend_without_an_engine_says_how_to_start_one_and_makes_nothing() {
     let home = Home::new();
     let out = Command::new(env!("CARGO_BIN_EXE_sandbox"))
         .env("DOCKER_HOST", format!("unix://{}/no-docker.sock", home.root.display()))
@@ -295,10 +295,8 @@ fn the_docker_backend_is_refused_by_name_until_it_is_built() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("the docker backend is not in this build yet") && stderr.contains("--backend local"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot reach the Docker engine") && stderr.contains("no-docker.sock"), "{stderr}");
+    assert!(stderr.contains("systemctl start docker") && stderr.contains("--backend local"), "{stderr}");
     assert!(home.dirs().is_empty() && home.logs().is_empty(), "nothing was made: {:?}", home.dirs());
 }
 
