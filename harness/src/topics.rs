@@ -48,6 +48,9 @@ impl Drop for Topics {
     }
 }
 
+/// Every service's event topic (`<service>.events`), as a librdkafka pattern.
+const EVENTS_PATTERN: &str = "^.*[.]events$";
+
 /// A consumer of the sandbox's broker under a group of its own. tansu holds
 /// every fetch for the full `fetch_wait`: short for tests that time things,
 /// longer for a viewer, which then wakes less often.
@@ -60,6 +63,8 @@ pub fn consumer(brokers: &str, group: &str, fetch_wait: Duration) -> Result<Stre
         .set("isolation.level", "read_uncommitted")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
+        // How soon a topic created later matches a pattern subscription.
+        .set("topic.metadata.refresh.interval.ms", "1000")
         .create()
         .map_err(|e| Error::Other(format!("cannot create a Kafka consumer for {brokers}: {e}")))
 }
@@ -90,8 +95,13 @@ impl Topics {
                 "the broker at {brokers} has no `*.events` topics yet; the connector creates them when it starts"
             )));
         }
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&names).map_err(|e| Error::Other(format!("cannot subscribe to {names:?}: {e}")))?;
+        // By pattern, not by the names seen now: services create their topics as
+        // they start (monitoring those it consumes, the connector every
+        // service's), and a topic made later is picked up at the next metadata
+        // refresh.
+        consumer
+            .subscribe(&[EVENTS_PATTERN])
+            .map_err(|e| Error::Other(format!("cannot subscribe to {EVENTS_PATTERN}: {e}")))?;
         let inner = Arc::new(Mutex::new(Inner::default()));
         let (tx, count) = watch::channel(0);
         let shared = inner.clone();
