@@ -156,7 +156,7 @@ impl DockerBackend {
             prefix: prefix(home, sandbox),
             project_dir: std::sync::OnceLock::new(),
             network: OnceCell::new(),
-            prober: Prober::default(),
+            prober: Prober::proxied(),
             relays: std::sync::Mutex::default(),
             relaying: tokio_util::sync::CancellationToken::new(),
         })

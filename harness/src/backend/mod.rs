@@ -201,11 +201,17 @@ pub async fn sweep(record: &crate::sandbox::Record) -> Result<Vec<String>> {
 #[derive(Debug, Clone)]
 pub struct Prober {
     http: reqwest::Client,
+    /// Ports are published through Docker's port proxy, which accepts a
+    /// connection whether or not anything listens in the container.
+    proxied: bool,
 }
 
 impl Default for Prober {
     fn default() -> Self {
-        Self { http: reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap_or_default() }
+        Self {
+            http: reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap_or_default(),
+            proxied: false,
+        }
     }
 }
 
@@ -238,9 +244,26 @@ impl Prober {
         }
     }
 
+    /// For ports behind Docker's port proxy: a connection is not enough, the
+    /// proxy must also reach a listener inside (it closes at once when none is).
+    pub fn proxied() -> Self {
+        Self { proxied: true, ..Self::default() }
+    }
+
     pub async fn tcp(&self, port: u16) -> ProbeResult {
         let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
         match tokio::time::timeout(Duration::from_millis(500), connect).await {
+            Ok(Ok(stream)) if self.proxied => {
+                // A server waits for the client to speak (or greets it); the
+                // proxy with nothing behind it hangs up.
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout(Duration::from_millis(100), stream.peek(&mut byte)).await {
+                    Ok(Ok(0) | Err(_)) => ProbeResult::NotReady(format!(
+                        "127.0.0.1:{port}: the port is published, but nothing listens in the container yet"
+                    )),
+                    Ok(Ok(_)) | Err(_) => ProbeResult::Ready,
+                }
+            }
             Ok(Ok(_)) => ProbeResult::Ready,
             Ok(Err(e)) => ProbeResult::NotReady(format!("127.0.0.1:{port}: {e}")),
             Err(_) => ProbeResult::NotReady(format!("127.0.0.1:{port}: connect timed out")),

@@ -252,6 +252,46 @@ pub fn errors_name_the_missing_image_and_change_nothing() {
     assert_eq!(labelled(&bench.home(), None), Vec::<(String, String)>::new());
 }
 
+/// Any Compose service runs on the Docker backend, not only the bank's: one with
+/// no `x-sandbox` block runs as Compose would run it (ready once its port
+/// accepts connections), and one that exits while starting fails the start
+/// with its last lines. Nothing is left either way.
+pub fn any_compose_service_runs_and_one_that_exits_shows_why() {
+    let bench = Bench::new("backend-any");
+    let repo = &repository().repository;
+    let file = bench.scratch.0.join("any.yaml");
+    let any = format!(
+        "services:\n  relay:\n    image: {repo}/sandbox:0.1.0\n    command: [\"broker\", \"--listen\", \"0.0.0.0:9099\"]\n    ports: [\"127.0.0.1::9099\"]\n"
+    );
+    std::fs::write(&file, &any).unwrap();
+    let up = |name: &str| {
+        bench.sandbox(&["up", "--detach", "--backend", "docker", "--name", name, "-f", file.to_str().unwrap()])
+    };
+    let out = up("any");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let state = bench.status("any");
+    assert_eq!(components(&state)[0]["status"]["state"], "healthy", "{state}");
+    assert!(container_of(&state, "relay").is_some(), "{state}");
+    let port: u16 = url(&state, "relay").rsplit(':').next().unwrap().parse().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), "published on 127.0.0.1:{port}");
+    bench.ok(&["down", "any"]);
+    assert_eq!(labelled(&bench.home(), None), Vec::<(String, String)>::new(), "left after down");
+
+    // The bank's accounts service with no database to go to exits at once.
+    std::fs::write(
+        &file,
+        format!("{any}  accounts:\n    image: {repo}/bank:0.1.0\n    command: [\"accounts\"]\n    ports: [\"127.0.0.1::8080\"]\n"),
+    )
+    .unwrap();
+    let out = up("exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("accounts") && stderr.contains("before becoming healthy"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL is not set"), "its last lines are quoted: {stderr}");
+    assert!(!bench.home().join("exits").exists());
+    assert_eq!(labelled(&bench.home(), None), Vec::<(String, String)>::new(), "left after a failed start");
+}
+
 /// The dashboard on a Docker sandbox (`sandbox up --backend docker` in a
 /// terminal): its containers in Services, their output in Logs, the bank's
 /// events (read through the broker's host relay) in Events; `q` removes it all.
@@ -272,7 +312,11 @@ pub fn the_dashboard_shows_a_docker_sandbox_and_quitting_leaves_nothing() {
     tmux.wait_for(&accounts);
     tmux.keys("2");
     tmux.wait_for("Logs: all");
-    tmux.wait_for("listening");
+    // The services' first lines, from inside their containers (0.0.0.0).
+    tmux.keys("/");
+    tmux.keys("listening");
+    tmux.keys("Enter");
+    tmux.wait_for("addr=0.0.0.0:8080");
     // The accounts feature, run from the dashboard, makes events to show.
     tmux.keys("7");
     tmux.keys("Enter");

@@ -40,6 +40,10 @@ const TESTS: &[Test] = &[
         backend::docker_and_local_side_by_side_and_a_killed_supervisor_is_pruned,
     ),
     (
+        "backend::any_compose_service_runs_and_one_that_exits_shows_why",
+        backend::any_compose_service_runs_and_one_that_exits_shows_why,
+    ),
+    (
         "backend::the_dashboard_shows_a_docker_sandbox_and_quitting_leaves_nothing",
         backend::the_dashboard_shows_a_docker_sandbox_and_quitting_leaves_nothing,
     ),
