@@ -202,7 +202,7 @@ pub fn up_status_logs_kill_restart_pay_and_down_leaves_nothing() {
     assert!(!home.join("life").exists());
 }
 
-pub fn docker_and_local_side_by_side_and_a_killed_supervisor_is_pruned() {
+pub fn docker_and_local_side_by_side_and_a_killed_supervisor_is_swept() {
     let bench = Bench::new("backend-side");
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| bench.up("one", "docker"));
@@ -230,7 +230,17 @@ pub fn docker_and_local_side_by_side_and_a_killed_supervisor_is_pruned() {
     for other in ["two", "here"] {
         assert_eq!(bench.status(other)["phase"], "running", "pruning one leaves {other} running");
     }
-    bench.ok(&["down", "two"]);
+    // Without a prune, the next `up` on the Docker backend in this home sweeps
+    // what a killed supervisor left, and leaves the live ones be.
+    let record = bench.record("two");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(record.pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until("the supervisor is gone", || !record.owner_alive());
+    assert!(!labelled(&home, Some("two")).is_empty());
+    bench.up("three", "docker");
+    assert_eq!(labelled(&home, Some("two")), Vec::<(String, String)>::new(), "left after the next up");
+    assert_eq!(bench.status("here")["phase"], "running");
+    assert!(bench.ok(&["prune"]).contains("removed two"), "its directory goes with prune");
+    bench.ok(&["down", "three"]);
     bench.ok(&["down", "here"]);
     assert_eq!(labelled(&home, None), Vec::<(String, String)>::new());
 }

@@ -36,8 +36,8 @@ const TESTS: &[Test] = &[
         backend::up_status_logs_kill_restart_pay_and_down_leaves_nothing,
     ),
     (
-        "backend::docker_and_local_side_by_side_and_a_killed_supervisor_is_pruned",
-        backend::docker_and_local_side_by_side_and_a_killed_supervisor_is_pruned,
+        "backend::docker_and_local_side_by_side_and_a_killed_supervisor_is_swept",
+        backend::docker_and_local_side_by_side_and_a_killed_supervisor_is_swept,
     ),
     (
         "backend::any_compose_service_runs_and_one_that_exits_shows_why",
