@@ -6,12 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use harness::api::{Api, Payee, link};
-use harness::images;
 use harness::sandbox::Record;
-use harness::topology::Topology;
 
-use crate::{Scratch, progress, repository, workspace};
+use crate::{Scratch, pay_through_the_gateway, repository, this_runs_files, workspace};
 
 #[path = "../common/tmux.rs"]
 mod tmux;
@@ -26,20 +23,7 @@ struct Bench {
 impl Bench {
     fn new(what: &str) -> Self {
         let scratch = Scratch::new(what);
-        let repo = repository();
-        images::build(repo, &mut progress).unwrap();
-        let ws = workspace();
-        let files = vec![ws.join(harness::TOPOLOGY), ws.join(images::LOCAL_IMAGES)];
-        // This run's repository in place of `bank-sandbox/`, by one more override.
-        let topology = Topology::load_all(&files).unwrap();
-        let mut retag = String::from("services:\n");
-        for s in &topology.services {
-            let ours = s.image.as_deref().unwrap().strip_prefix("bank-sandbox/").unwrap();
-            retag.push_str(&format!("  {}:\n    image: {}/{ours}\n", s.name, repo.repository));
-        }
-        let retagged = scratch.0.join("this-run.yaml");
-        std::fs::write(&retagged, retag).unwrap();
-        Self { files: [files, vec![retagged]].concat(), scratch }
+        Self { files: this_runs_files(&scratch), scratch }
     }
 
     fn home(&self) -> PathBuf {
@@ -175,18 +159,11 @@ pub fn up_status_logs_kill_restart_pay_and_down_leaves_nothing() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let paid: harness::Result<(serde_json::Value, harness::topics::Seen)> = rt.block_on(async {
         let reader = harness::topics::Topics::start(&brokers).await?;
-        let api = Api::new(&gateway)?;
-        let alice = api.new_customer("Alice").await?;
-        let account = api.open_account(&alice, None).await?.ok()?;
-        api.deposit(&account, 10_000, "salary", "docker-deposit-1").await?.ok()?;
-        let payee = Payee { name: "Carol".into(), sort_code: "20-00-00".into(), account_number: "55555555".into() };
-        let payment = api.pay(&account, &payee, 2_500, "rent", "docker-payment-1").await?.ok()?;
-        let url = link(&payment, "self")?;
-        api.wait_until(&url, "the payment completes", Duration::from_secs(60), |p| p["status"] == "completed").await?;
+        let account = pay_through_the_gateway(&gateway, "docker").await?;
         let event = reader
             .wait_for("payment.completed on Kafka", Duration::from_secs(30), |e| e.event.kind == "payment.completed")
             .await?;
-        Ok((api.get(&link(&account, "self")?).await?, event))
+        Ok((account, event))
     });
     let (account, _event) = match paid {
         Ok(x) => x,

@@ -159,6 +159,43 @@ impl Drop for RemoveImages {
     }
 }
 
+/// The bank's Compose files as they are, and a third, a standard Compose
+/// override written in `scratch`, that points their `bank-sandbox/*` images at
+/// this run's own repository (built first).
+fn this_runs_files(scratch: &Scratch) -> Vec<PathBuf> {
+    let repo = repository();
+    harness::images::build(repo, &mut progress).unwrap();
+    let ws = workspace();
+    let files = vec![ws.join(harness::TOPOLOGY), ws.join(harness::images::LOCAL_IMAGES)];
+    let topology = harness::topology::Topology::load_all(&files).unwrap();
+    let mut retag = String::from("services:\n");
+    for s in &topology.services {
+        let image = s.image.as_deref().unwrap();
+        let ours = image.strip_prefix("bank-sandbox/").expect("every image is one `sandbox images build` makes");
+        retag.push_str(&format!("  {}:\n    image: {}/{ours}\n", s.name, repo.repository));
+    }
+    let retagged = scratch.0.join("this-run.yaml");
+    std::fs::write(&retagged, retag).unwrap();
+    [files, vec![retagged]].concat()
+}
+
+/// Alice opens an account, has £100.00 deposited and pays Carol £25.00 through
+/// the gateway at `gateway`, following its links; returns her account once the
+/// payment has completed. `keys` tells this run's idempotency keys apart.
+async fn pay_through_the_gateway(gateway: &str, keys: &str) -> harness::Result<serde_json::Value> {
+    use harness::api::{Api, Payee, link};
+    let api = Api::new(gateway)?;
+    let alice = api.new_customer("Alice").await?;
+    let account = api.open_account(&alice, None).await?.ok()?;
+    api.deposit(&account, 10_000, "salary", &format!("{keys}-deposit-1")).await?.ok()?;
+    let payee = Payee { name: "Carol".into(), sort_code: "20-00-00".into(), account_number: "55555555".into() };
+    let payment = api.pay(&account, &payee, 2_500, "rent", &format!("{keys}-payment-1")).await?.ok()?;
+    let url = link(&payment, "self")?;
+    let wait = std::time::Duration::from_secs(60);
+    api.wait_until(&url, "the payment completes", wait, |p| p["status"] == "completed").await?;
+    api.get(&link(&account, "self")?).await
+}
+
 /// A directory of this test run's own, removed on drop (also when a test panics).
 struct Scratch(PathBuf);
 
