@@ -258,30 +258,27 @@ fn execute(cmd: Command, ctx: &Ctx) {
     }
 }
 
-/// The sandbox's state as the supervisor pushes it; reconnects if the
-/// stream breaks while the sandbox still runs.
+/// The sandbox's state as the supervisor pushes it.
 async fn follow_state(control: control::Client, tx: mpsc::UnboundedSender<Msg>) {
-    loop {
-        if let Ok(states) = control.states().await {
-            let mut states = std::pin::pin!(states);
-            while let Some(state) = states.next().await {
-                let Ok(state) = state else { break };
-                if tx.send(Msg::State(state)).is_err() {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    follow(|| control.states(), Msg::State, tx).await;
 }
 
 async fn follow_logs(control: control::Client, tx: mpsc::UnboundedSender<Msg>) {
+    follow(|| control.logs(None, true, 1000), Msg::Log, tx).await;
+}
+
+/// Forward a control API stream to the dashboard, reconnecting (each second)
+/// when it breaks while the sandbox still runs, until the dashboard closes.
+async fn follow<T, S, F>(open: impl Fn() -> F, msg: impl Fn(T) -> Msg, tx: mpsc::UnboundedSender<Msg>)
+where
+    S: futures::Stream<Item = harness::Result<T>>,
+    F: std::future::Future<Output = harness::Result<S>>,
+{
     loop {
-        if let Ok(lines) = control.logs(None, true, 1000).await {
-            let mut lines = std::pin::pin!(lines);
-            while let Some(line) = lines.next().await {
-                let Ok(line) = line else { break };
-                if tx.send(Msg::Log(line)).is_err() {
+        if let Ok(items) = open().await {
+            let mut items = std::pin::pin!(items);
+            while let Some(Ok(item)) = items.next().await {
+                if tx.send(msg(item)).is_err() {
                     return;
                 }
             }
