@@ -105,11 +105,7 @@ async fn server_api_version(host: &str) -> std::result::Result<(usize, usize), S
 /// The prefix of every object's name: the sandbox's name after a short hash of
 /// its home, so two homes' sandboxes of one name never collide.
 fn prefix(home: &Path, sandbox: &str) -> String {
-    let hash = home
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("bsx-{:08x}-{sandbox}", hash as u32)
+    format!("bsx-{:08x}-{sandbox}", super::fnv1a(home.to_string_lossy().as_bytes()) as u32)
 }
 
 fn labels(home: &Path, sandbox: &str) -> HashMap<String, String> {
@@ -232,21 +228,24 @@ impl Backend for DockerBackend {
         let _ = self.project_dir.set(topology.file.parent().unwrap_or(Path::new(".")).to_path_buf());
         // What a killed run of this name (or of any dead sandbox of this home) left.
         sweep_orphans(&self.docker, &Home { root: self.home.clone() }, Some(&self.sandbox)).await?;
-        let mut missing = Vec::new();
+        // Each image once, however many services run it.
+        let mut images = std::collections::BTreeSet::new();
         for s in &topology.services {
-            let image = s.image.as_deref().ok_or_else(|| Error::Topology {
+            images.insert(s.image.as_deref().ok_or_else(|| Error::Topology {
                 file: s.file.clone(),
                 line: s.line,
                 message: format!("service `{}` has no `image:`, which the Docker backend runs", s.name),
-            })?;
+            })?);
+        }
+        let mut missing = Vec::new();
+        for image in images {
             match self.docker.inspect_image(image).await {
                 Ok(_) => {}
-                Err(e) if is_status(&e, 404) => missing.push(image.to_string()),
+                Err(e) if is_status(&e, 404) => missing.push(image),
                 Err(e) => return Err(Error::Other(format!("cannot inspect image {image}: {e}"))),
             }
         }
         if !missing.is_empty() {
-            missing.dedup();
             return Err(Error::Other(format!(
                 "images not on this Docker engine: {}. `sandbox images build` makes the sandbox's own \
                  (bank-sandbox/*); add `-f compose/local-images.yaml` to run the broker and PostgreSQL from them, \
@@ -254,17 +253,10 @@ impl Backend for DockerBackend {
                 missing.join(", ")
             )));
         }
-        let wanted: Vec<(String, u16)> =
-            topology.services.iter().flat_map(|s| s.ports.iter().map(|p| (s.name.clone(), *p))).collect();
+        // One more port per broker, for its host-side relay.
         let brokers: Vec<&str> = topology.services.iter().filter(|s| is_broker(s)).map(|s| s.name.as_str()).collect();
-        let (home, dir, n) = (self.home.clone(), self.dir.clone(), wanted.len() + brokers.len());
-        let mut chosen = tokio::task::spawn_blocking(move || crate::ports::reserve(&home, &dir, n))
-            .await
-            .map_err(|e| Error::Other(format!("port reservation panicked: {e}")))??;
-        let relays = chosen.split_off(wanted.len());
+        let (mut plan, relays) = Plan::reserve(&self.home, &self.dir, topology, brokers.len()).await?;
         let relays: BTreeMap<String, u16> = brokers.iter().map(|b| b.to_string()).zip(relays).collect();
-        let mut plan = Plan { dir: self.dir.clone(), ..Plan::default() };
-        plan.ports.extend(wanted.into_iter().zip(chosen));
         for s in &topology.services {
             // Inside the network, Compose's names resolve as written.
             plan.env.insert(s.name.clone(), s.environment.clone());

@@ -10,7 +10,7 @@ use sqlx::Connection;
 use tokio::process::Command;
 use tokio::sync::{Mutex, OnceCell};
 
-use super::{Backend, Handle, Plan, ProbeResult, pg_credentials};
+use super::{Backend, Handle, Plan, ProbeResult, fnv1a, pg_credentials};
 use crate::engine::Endpoint;
 use crate::error::{Error, Result};
 use crate::logs::LogSink;
@@ -70,7 +70,7 @@ pub fn run_of(service: &Service) -> Result<Run> {
         other => Err(refuse(format!("has an unknown `x-sandbox.run: {other}`"))),
     }
 }
-use crate::{ports, process};
+use crate::process;
 
 #[derive(Debug)]
 pub struct LocalBackend {
@@ -322,18 +322,7 @@ impl Backend for LocalBackend {
         // Refuse what this backend cannot run before anything is reserved.
         let runs =
             topology.services.iter().map(|s| Ok((s.name.clone(), run_of(s)?))).collect::<Result<BTreeMap<_, _>>>()?;
-        let wanted: Vec<(String, u16)> =
-            topology.services.iter().flat_map(|s| s.ports.iter().map(|p| (s.name.clone(), *p))).collect();
-        let home = self.home.clone();
-        let dir = self.dir.clone();
-        let n = wanted.len();
-        let chosen = tokio::task::spawn_blocking(move || ports::reserve(&home, &dir, n))
-            .await
-            .map_err(|e| Error::Other(format!("port reservation panicked: {e}")))??;
-        let mut plan = Plan { dir: self.dir.clone(), ..Plan::default() };
-        for (key, host) in wanted.into_iter().zip(chosen) {
-            plan.ports.insert(key, host);
-        }
+        let (mut plan, _) = Plan::reserve(&self.home, &self.dir, topology, 0).await?;
         for s in &topology.services {
             let env = s.environment.iter().map(|(k, v)| (k.clone(), rewrite(v, &s.name, &plan.ports))).collect();
             plan.env.insert(s.name.clone(), env);
@@ -392,11 +381,6 @@ async fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()))
     }
-}
-
-/// A stable hash for cache keys (std's hasher may change between releases).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn first_port(service: &Service, plan: &Plan) -> Result<u16> {

@@ -9,7 +9,7 @@ pub mod local;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -33,6 +33,21 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan for the sandbox in `dir` (under `home`) with a free 127.0.0.1 port
+    /// reserved for each port every service declares, and `extra` more, returned
+    /// for the backend's own use.
+    pub async fn reserve(home: &Path, dir: &Path, topology: &Topology, extra: usize) -> Result<(Self, Vec<u16>)> {
+        let wanted: Vec<(String, u16)> =
+            topology.services.iter().flat_map(|s| s.ports.iter().map(|p| (s.name.clone(), *p))).collect();
+        let (home, reserved_in, n) = (home.to_path_buf(), dir.to_path_buf(), wanted.len() + extra);
+        let mut chosen = tokio::task::spawn_blocking(move || crate::ports::reserve(&home, &reserved_in, n))
+            .await
+            .map_err(|e| crate::Error::Other(format!("port reservation panicked: {e}")))??;
+        let extra = chosen.split_off(wanted.len());
+        let plan = Self { dir: dir.to_path_buf(), ports: wanted.into_iter().zip(chosen).collect(), ..Self::default() };
+        Ok((plan, extra))
+    }
+
     pub fn endpoints(&self, component: &str) -> Vec<Endpoint> {
         self.endpoints.get(component).cloned().unwrap_or_default()
     }
@@ -299,6 +314,12 @@ impl Prober {
             Err(_) => Err(ProbeResult::NotReady("connection timed out".into())),
         }
     }
+}
+
+/// A stable 64-bit hash (FNV-1a) for names and cache keys: std's hasher may
+/// change between releases.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A PostgreSQL service's superuser and password, as the official image takes them.
