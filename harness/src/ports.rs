@@ -1,6 +1,13 @@
-//! Free ports on 127.0.0.1, chosen under a machine-wide lock and recorded in the
-//! sandbox's directory, so two sandboxes starting at the same moment never pick
-//! the same port.
+//! Free ports on 127.0.0.1, chosen under a machine-wide lock and recorded in a
+//! machine-wide registry, so two sandboxes starting at the same moment never
+//! pick the same port, whatever home each one lives in (tests run many homes
+//! at once; two engineers on one machine have one home each).
+//!
+//! A sandbox's entry in the registry names its directory and holds its ports
+//! until the sandbox releases them (`release`, when its backend cleans up) or
+//! its directory is gone (a sandbox removed by prune, a home deleted), whichever
+//! comes first: an entry whose directory no longer exists is dropped by the next
+//! reservation.
 //!
 //! Ports are chosen below the kernel's ephemeral range
 //! (`net.ipv4.ip_local_port_range`): a port from that range can be taken as the
@@ -10,27 +17,49 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::path::Path;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
 
-const PORTS_FILE: &str = "ports";
+/// The registry: one directory per machine, writable by every user, sticky as
+/// the temporary directory is (each user removes only their own entries).
+fn registry() -> PathBuf {
+    std::env::temp_dir().join("bank-sandbox-ports")
+}
 
-/// Reserve `n` free ports for the sandbox in `dir` (under `home`).
-pub fn reserve(home: &Path, dir: &Path, n: usize) -> Result<Vec<u16>> {
-    std::fs::create_dir_all(home).map_err(Error::io(format!("cannot create {}", home.display())))?;
-    let lock_path = home.join(".ports.lock");
+/// The registry's entry for the sandbox in `dir`.
+fn entry(registry: &Path, dir: &Path) -> PathBuf {
+    registry.join(format!("{:016x}", crate::backend::fnv1a(dir.as_os_str().as_encoded_bytes())))
+}
+
+/// Hold the registry's lock until the returned guard drops.
+fn lock(registry: &Path) -> Result<Flock<std::fs::File>> {
+    if !registry.exists() {
+        std::fs::create_dir_all(registry).map_err(Error::io(format!("cannot create {}", registry.display())))?;
+        // Every user's sandboxes share it; a racing user may have set it already.
+        let _ = std::fs::set_permissions(registry, std::fs::Permissions::from_mode(0o1777));
+    }
+    let path = registry.join(".lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)
-        .map_err(Error::io(format!("cannot open {}", lock_path.display())))?;
-    let _lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::Other(format!("cannot lock {}: {e}", lock_path.display())))?;
-    let taken = taken_ports(home);
+        .mode(0o666)
+        .open(&path)
+        .or_else(|_| std::fs::File::open(&path))
+        .map_err(Error::io(format!("cannot open {}", path.display())))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::Other(format!("cannot lock {}: {e}", path.display())))
+}
+
+/// Reserve `n` free ports for the sandbox in `dir`.
+pub fn reserve(dir: &Path, n: usize) -> Result<Vec<u16>> {
+    let registry = registry();
+    let _lock = lock(&registry)?;
+    let taken = taken_ports(&registry, dir);
     let (low, high) = listen_range();
     let span = u32::from(high - low);
     // Start somewhere different each time, then walk the range.
@@ -54,9 +83,19 @@ pub fn reserve(home: &Path, dir: &Path, n: usize) -> Result<Vec<u16>> {
             chosen.push(port);
         }
     }
-    let text = chosen.iter().map(u16::to_string).collect::<Vec<_>>().join("\n");
-    std::fs::write(dir.join(PORTS_FILE), text).map_err(Error::io(format!("cannot write {}", dir.display())))?;
+    let ports = chosen.iter().map(u16::to_string).collect::<Vec<_>>().join("\n");
+    let path = entry(&registry, dir);
+    std::fs::write(&path, format!("{}\n{ports}\n", dir.display()))
+        .map_err(Error::io(format!("cannot write {}", path.display())))?;
     Ok(chosen)
+}
+
+/// Give back the ports of the sandbox in `dir` (its components have stopped).
+pub fn release(dir: &Path) {
+    let registry = registry();
+    if let Ok(_lock) = lock(&registry) {
+        let _ = std::fs::remove_file(entry(&registry, dir));
+    }
 }
 
 /// Where listening ports are chosen: from 10000 up to the start of the kernel's
@@ -69,16 +108,28 @@ fn listen_range() -> (u16, u16) {
     if ephemeral_low > 11000 { (10000, ephemeral_low) } else { (1024, ephemeral_low.max(2048)) }
 }
 
-/// Ports other sandboxes under `home` have reserved.
-fn taken_ports(home: &Path) -> BTreeSet<u16> {
-    let Ok(entries) = std::fs::read_dir(home) else {
+/// Ports other live sandboxes hold (the sandbox in `dir` reserves afresh);
+/// entries whose sandbox directory is gone are dropped on the way.
+fn taken_ports(registry: &Path, dir: &Path) -> BTreeSet<u16> {
+    let Ok(entries) = std::fs::read_dir(registry) else {
         return BTreeSet::new();
     };
-    entries
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join(PORTS_FILE)).ok())
-        .flat_map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<u16>>())
-        .collect()
+    let mine = entry(registry, dir);
+    let mut taken = BTreeSet::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        if path == mine || path.file_name().is_some_and(|n| n == ".lock") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let mut lines = text.lines();
+        let owner = lines.next().map(PathBuf::from);
+        if !owner.is_some_and(|o| o.is_dir()) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        taken.extend(lines.filter_map(|l| l.trim().parse::<u16>().ok()));
+    }
+    taken
 }
 
 #[cfg(test)]
@@ -86,17 +137,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ports_are_below_the_ephemeral_range_and_never_shared() {
-        let home = std::env::temp_dir().join(format!("ports-test-{}", std::process::id()));
-        let (a, b) = (home.join("a"), home.join("b"));
+    fn ports_are_below_the_ephemeral_range_and_never_shared_across_homes() {
+        let root = std::env::temp_dir().join(format!("ports-test-{}", std::process::id()));
+        // Two homes: the registry is machine-wide, not per home.
+        let (a, b) = (root.join("home-1/a"), root.join("home-2/b"));
         std::fs::create_dir_all(&a).unwrap();
         std::fs::create_dir_all(&b).unwrap();
-        let first = reserve(&home, &a, 20).unwrap();
-        let second = reserve(&home, &b, 20).unwrap();
-        std::fs::remove_dir_all(&home).unwrap();
+        let first = reserve(&a, 20).unwrap();
+        let second = reserve(&b, 20).unwrap();
         let (_, ephemeral) = listen_range();
         assert!(first.iter().chain(&second).all(|p| *p < ephemeral), "{first:?} {second:?}");
         let all: BTreeSet<u16> = first.iter().chain(&second).copied().collect();
         assert_eq!(all.len(), 40, "no port twice, within or across sandboxes");
+        // Released or gone, a sandbox's ports are free again and its entry is removed.
+        release(&a);
+        std::fs::remove_dir_all(&root).unwrap();
+        let registry = registry();
+        assert!(!entry(&registry, &a).exists());
+        assert!(taken_ports(&registry, Path::new("/")).is_disjoint(&second.iter().copied().collect()));
+        assert!(!entry(&registry, &b).exists(), "the entry of a removed sandbox is dropped");
     }
 }

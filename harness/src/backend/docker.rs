@@ -255,7 +255,7 @@ impl Backend for DockerBackend {
         }
         // One more port per broker, for its host-side relay.
         let brokers: Vec<&str> = topology.services.iter().filter(|s| is_broker(s)).map(|s| s.name.as_str()).collect();
-        let (mut plan, relays) = Plan::reserve(&self.home, &self.dir, topology, brokers.len()).await?;
+        let (mut plan, relays) = Plan::reserve(&self.dir, topology, brokers.len()).await?;
         let relays: BTreeMap<String, u16> = brokers.iter().map(|b| b.to_string()).zip(relays).collect();
         for s in &topology.services {
             // Inside the network, Compose's names resolve as written.
@@ -383,7 +383,7 @@ impl Backend for DockerBackend {
     async fn cleanup(&self, _plan: &Plan) -> Result<()> {
         self.relaying.cancel();
         let removed = remove_labelled(&self.docker, &self.home, &self.sandbox).await;
-        let _ = std::fs::remove_file(self.dir.join("ports"));
+        crate::ports::release(&self.dir);
         removed.map(drop)
     }
 }

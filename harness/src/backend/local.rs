@@ -322,7 +322,7 @@ impl Backend for LocalBackend {
         // Refuse what this backend cannot run before anything is reserved.
         let runs =
             topology.services.iter().map(|s| Ok((s.name.clone(), run_of(s)?))).collect::<Result<BTreeMap<_, _>>>()?;
-        let (mut plan, _) = Plan::reserve(&self.home, &self.dir, topology, 0).await?;
+        let (mut plan, _) = Plan::reserve(&self.dir, topology, 0).await?;
         for s in &topology.services {
             let env = s.environment.iter().map(|(k, v)| (k.clone(), rewrite(v, &s.name, &plan.ports))).collect();
             plan.env.insert(s.name.clone(), env);
@@ -363,12 +363,13 @@ impl Backend for LocalBackend {
         let entries = std::fs::read_dir(&self.dir).map_err(Error::io(format!("cannot read {}", self.dir.display())))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with("pg-") || name == "ports" {
+            if name.starts_with("pg-") {
                 let path = entry.path();
                 let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
                 removed.map_err(Error::io(format!("cannot remove {}", path.display())))?;
             }
         }
+        crate::ports::release(&self.dir);
         Ok(())
     }
 }

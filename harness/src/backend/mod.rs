@@ -33,14 +33,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// A plan for the sandbox in `dir` (under `home`) with a free 127.0.0.1 port
+    /// A plan for the sandbox in `dir` with a free 127.0.0.1 port
     /// reserved for each port every service declares, and `extra` more, returned
     /// for the backend's own use.
-    pub async fn reserve(home: &Path, dir: &Path, topology: &Topology, extra: usize) -> Result<(Self, Vec<u16>)> {
+    pub async fn reserve(dir: &Path, topology: &Topology, extra: usize) -> Result<(Self, Vec<u16>)> {
         let wanted: Vec<(String, u16)> =
             topology.services.iter().flat_map(|s| s.ports.iter().map(|p| (s.name.clone(), *p))).collect();
-        let (home, reserved_in, n) = (home.to_path_buf(), dir.to_path_buf(), wanted.len() + extra);
-        let mut chosen = tokio::task::spawn_blocking(move || crate::ports::reserve(&home, &reserved_in, n))
+        let (reserved_in, n) = (dir.to_path_buf(), wanted.len() + extra);
+        let mut chosen = tokio::task::spawn_blocking(move || crate::ports::reserve(&reserved_in, n))
             .await
             .map_err(|e| crate::Error::Other(format!("port reservation panicked: {e}")))??;
         let extra = chosen.split_off(wanted.len());
