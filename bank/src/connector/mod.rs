@@ -19,7 +19,7 @@ use sqlx::Row;
 use crate::kit::error::ApiResult;
 use crate::kit::events::Envelope;
 use crate::kit::hal::{BaseUrl, Hal};
-use crate::kit::{Kit, ServiceSpec, kafka};
+use crate::kit::{Check, Kit, ServiceSpec, kafka};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
     name: "connector",
@@ -69,7 +69,7 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(WAIT_SECS + 5))
         .build()
         .context("cannot build the HTTP client")?;
-    kit.set_check("kafka", Err("topics not created yet".into()));
+    kit.set_check("kafka", Check::Down("topics not created yet".into()));
     let topics: Vec<String> = sources.iter().map(Source::topic).collect();
     let k = kit.clone();
     kit.tasks.spawn(async move {
@@ -79,14 +79,14 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
             match kafka::ensure_topics(&brokers, &topics).await {
                 Ok(()) => break,
                 Err(e) => {
-                    k.set_check("kafka", Err(format!("{e:#}")));
+                    k.set_check("kafka", Check::Down(format!("{e:#}")));
                     if backoff.wait(&k).await.is_err() {
                         return;
                     }
                 }
             }
         }
-        k.set_check("kafka", Ok(()));
+        k.set_check("kafka", Check::Ok);
         for source in sources {
             let (k, producer, http) = (k.clone(), producer.clone(), http.clone());
             k.tasks.clone().spawn(async move { publish(k, source, producer, http).await });

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::http::{IDEMPOTENCY_HEADER, TRACE_HEADER, TraceId};
+use super::{Check, Checks};
 
 /// What came back, or why nothing did.
 #[derive(Debug)]
@@ -36,6 +37,10 @@ pub struct Client {
     http: reqwest::Client,
     /// Bank services this one knows the address of (`<SERVICE>_URL`): name, base URL.
     direct: Arc<Vec<(String, String)>>,
+    /// Where each call's outcome is reported, and as what dependency.
+    watch: Option<(Checks, &'static str)>,
+    /// An answer slower than this makes the dependency degraded.
+    slow: Duration,
 }
 
 impl Client {
@@ -47,7 +52,20 @@ impl Client {
                 Some((s.name.to_string(), base.trim_end_matches('/').to_string()))
             })
             .collect();
-        Ok(Self { http: reqwest::Client::builder().timeout(timeout).build()?, direct: Arc::new(direct) })
+        Ok(Self {
+            http: reqwest::Client::builder().timeout(timeout).build()?,
+            direct: Arc::new(direct),
+            watch: None,
+            slow: timeout / 2,
+        })
+    }
+
+    /// Report every call's outcome as the check `dependency` of the service's
+    /// `/health`: degraded while it fails, times out or answers slowly (over half
+    /// the timeout), ok again at its next good answer.
+    pub fn watched(self, checks: Checks, dependency: &'static str) -> Self {
+        checks.set(dependency, Check::Ok);
+        Self { watch: Some((checks, dependency)), ..self }
     }
 
     pub async fn call(
@@ -74,6 +92,24 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
+        let started = std::time::Instant::now();
+        let reply = self.send(req, url).await;
+        if let Some((checks, dependency)) = &self.watch {
+            let took = started.elapsed();
+            let state = match &reply {
+                Reply::Unreachable(e) => Check::Degraded(e.clone()),
+                Reply::Answered(status, _) if *status >= 500 => Check::Degraded(format!("answered {status}")),
+                Reply::Answered(..) if took > self.slow => {
+                    Check::Degraded(format!("slow: answered in {} ms", took.as_millis()))
+                }
+                Reply::Answered(..) => Check::Ok,
+            };
+            checks.set(dependency, state);
+        }
+        reply
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Reply {
         match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();

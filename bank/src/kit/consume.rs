@@ -21,7 +21,7 @@ use sqlx::{PgConnection, Row};
 
 use super::error::ApiResult;
 use super::events::Envelope;
-use super::{Kit, kafka, worker};
+use super::{Check, Kit, kafka, worker};
 
 pub type Action = fn(Kit, Envelope) -> Pin<Box<dyn Future<Output = ApiResult<()>> + Send>>;
 
@@ -31,6 +31,16 @@ pub struct Rule {
     pub topic: String,
     pub event_type: &'static str,
     pub act: Action,
+}
+
+/// Whether `event_id` was acted on already (a redelivery), checked before an
+/// action calls out; [`first_time`] in the action's transaction still decides.
+pub async fn processed(kit: &Kit, event_id: uuid::Uuid) -> ApiResult<bool> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM processed_events WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_optional(&kit.pool)
+        .await?;
+    Ok(found.is_some())
 }
 
 /// Record `event_id` as processed in the caller's transaction; `false` when it
@@ -47,12 +57,12 @@ pub async fn first_time(conn: &mut PgConnection, event_id: uuid::Uuid) -> ApiRes
 /// Consume by `rules` until shutdown (`group` names the client to the broker).
 /// Readiness (`/health`) reports the consumer down until it has its partitions.
 pub fn start(kit: &Kit, brokers: String, group: String, rules: Vec<Rule>) {
-    kit.set_check("consumer", Err("not subscribed yet".into()));
+    kit.set_check("consumer", Check::Down("not subscribed yet".into()));
     let k = kit.clone();
     kit.tasks.spawn(async move {
         if let Err(e) = run(&k, &brokers, &group, &rules).await {
             tracing::error!(error = format!("{e:#}"), "consumer stopped");
-            k.set_check("consumer", Err(format!("{e:#}")));
+            k.set_check("consumer", Check::Down(format!("{e:#}")));
         }
     });
 }
@@ -65,7 +75,7 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
     let mut attempts = 0;
     while let Err(e) = kafka::ensure_topics(brokers, &topics).await {
         attempts += 1;
-        kit.set_check("consumer", Err(format!("{e:#}")));
+        kit.set_check("consumer", Check::Down(format!("{e:#}")));
         tokio::select! {
             () = tokio::time::sleep(worker::backoff(attempts)) => {}
             () = kit.shutdown.cancelled() => return Ok(()),
@@ -74,7 +84,7 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
     let consumer = kafka::consumer(brokers, group)?;
     let assignment = positions(kit, &consumer, &topics).await?;
     consumer.assign(&assignment)?;
-    kit.set_check("consumer", Ok(()));
+    kit.set_check("consumer", Check::Ok);
     tracing::info!(?topics, group, partitions = assignment.count(), "consuming");
     loop {
         let message = tokio::select! {

@@ -42,11 +42,21 @@ pub async fn claim(conn: &mut PgConnection, key: &IdempotencyKey, fp: &Fingerpri
     if inserted == 1 {
         return Ok(None);
     }
+    stored(conn, key, fp).await
+}
+
+/// The stored answer to `key`, if the key was used: the same request gets it
+/// back, another request is refused.
+async fn stored<'c, E>(conn: E, key: &IdempotencyKey, fp: &Fingerprint) -> ApiResult<Option<Response>>
+where
+    E: sqlx::PgExecutor<'c>,
+{
     let row = sqlx::query("SELECT request, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2")
         .bind(&fp.scope)
         .bind(key.as_str())
-        .fetch_one(&mut *conn)
+        .fetch_optional(conn)
         .await?;
+    let Some(row) = row else { return Ok(None) };
     let request: String = row.try_get("request")?;
     if request != fp.request {
         return Err(ApiError::unprocessable(
@@ -104,4 +114,27 @@ where
     }
     kit.commit(tx).await?;
     Ok(hal_response(status, body))
+}
+
+/// [`once`] for work that must call another service first (place a hold, say):
+/// a key already answered is replayed without the call; otherwise `call` runs
+/// with no database connection held (it must be idempotent itself: a request
+/// retried after a crash calls again), then `record` stores its result and the
+/// answer in one transaction.
+pub async fn once_calling<T, C, F>(
+    kit: &Kit,
+    key: &IdempotencyKey,
+    fp: Fingerprint,
+    call: C,
+    record: F,
+) -> ApiResult<Response>
+where
+    C: AsyncFnOnce() -> ApiResult<T>,
+    F: AsyncFnOnce(&mut PgConnection, T) -> ApiResult<Hal>,
+{
+    if let Some(replay) = stored(&kit.pool, key, &fp).await? {
+        return Ok(replay);
+    }
+    let made = call().await?;
+    once(kit, Some(key), fp, async |conn| record(conn, made).await).await
 }

@@ -108,6 +108,34 @@ impl Config {
     }
 }
 
+/// The state of one thing a service depends on, as `/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Ok,
+    /// Working, but not as it should (a provider slow or failing): the service
+    /// still serves, so `/health` stays 200 and says why.
+    Degraded(String),
+    /// The service cannot do its work without it (its consumer not subscribed,
+    /// its producer without topics): `/health` is 503.
+    Down(String),
+}
+
+/// A service's checks beyond its database, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Checks(Arc<Mutex<BTreeMap<&'static str, Check>>>);
+
+impl Checks {
+    pub fn set(&self, name: &'static str, state: Check) {
+        if let Ok(mut checks) = self.0.lock() {
+            checks.insert(name, state);
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<&'static str, Check> {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
 /// Shared state of every handler.
 #[derive(Debug, Clone)]
 pub struct Kit {
@@ -119,7 +147,7 @@ pub struct Kit {
     pub tasks: tokio_util::task::TaskTracker,
     links: Arc<Mutex<Vec<(String, String)>>>,
     spec_actions: &'static [(&'static str, &'static str)],
-    checks: Arc<Mutex<BTreeMap<&'static str, Result<(), String>>>>,
+    checks: Checks,
     vars: Arc<BTreeMap<String, String>>,
     /// The service's own state (clients, settings), set once by its start hook.
     own: Arc<OnceLock<Arc<dyn std::any::Any + Send + Sync>>>,
@@ -170,12 +198,14 @@ impl Kit {
         self.vars.get(name).cloned().with_context(|| format!("{name} is not set: {what}"))
     }
 
-    /// Record a readiness check beyond the database (a consumer, a producer):
-    /// `/health` is 200 only while every check is `Ok`.
-    pub fn set_check(&self, name: &'static str, state: Result<(), String>) {
-        if let Ok(mut checks) = self.checks.lock() {
-            checks.insert(name, state);
-        }
+    /// Record a check beyond the database (a consumer, a producer, a provider).
+    pub fn set_check(&self, name: &'static str, state: Check) {
+        self.checks.set(name, state);
+    }
+
+    /// The service's checks, for a client that reports on the dependency it calls.
+    pub fn checks(&self) -> Checks {
+        self.checks.clone()
     }
 
     /// Commit, then wake `/events` long-pollers.
@@ -221,7 +251,7 @@ impl Application {
             tasks: tokio_util::task::TaskTracker::new(),
             links: Arc::new(Mutex::new(spec.links.iter().map(|(r, p)| (r.to_string(), p.to_string())).collect())),
             spec_actions: spec.actions,
-            checks: Arc::default(),
+            checks: Checks::default(),
             vars: Arc::new(config.vars.clone()),
             own: Arc::default(),
         };
@@ -307,24 +337,29 @@ async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
 async fn health(State(kit): State<Kit>) -> impl IntoResponse {
     let db = tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(&kit.pool)).await;
     let database = match db {
-        Ok(Ok(_)) => json!({ "status": "ok" }),
-        Ok(Err(e)) => json!({ "status": "down", "reason": format!("database query failed: {e}") }),
-        Err(_) => json!({ "status": "down", "reason": "database did not answer within 1s" }),
+        Ok(Ok(_)) => Check::Ok,
+        Ok(Err(e)) => Check::Down(format!("database query failed: {e}")),
+        Err(_) => Check::Down("database did not answer within 1s".into()),
     };
+    let mut all = kit.checks.snapshot();
+    all.insert("database", database);
     let mut checks = serde_json::Map::new();
-    checks.insert("database".into(), database);
-    if let Ok(extra) = kit.checks.lock() {
-        for (name, state) in extra.iter() {
-            let value = match state {
-                Ok(()) => json!({ "status": "ok" }),
-                Err(reason) => json!({ "status": "down", "reason": reason }),
-            };
-            checks.insert((*name).into(), value);
-        }
+    for (name, state) in &all {
+        let value = match state {
+            Check::Ok => json!({ "status": "ok" }),
+            Check::Degraded(reason) => json!({ "status": "degraded", "reason": reason }),
+            Check::Down(reason) => json!({ "status": "down", "reason": reason }),
+        };
+        checks.insert((*name).into(), value);
     }
-    let up = checks.values().all(|c| c["status"] == "ok");
-    let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({ "service": kit.service, "status": if up { "ok" } else { "down" }, "checks": checks });
+    let (status, word) = if all.values().any(|c| matches!(c, Check::Down(_))) {
+        (StatusCode::SERVICE_UNAVAILABLE, "down")
+    } else if all.values().any(|c| matches!(c, Check::Degraded(_))) {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    let body = json!({ "service": kit.service, "status": word, "checks": checks });
     (status, Json(body))
 }
 

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use sqlx::postgres::PgRow;
 use tokio::sync::Notify;
 
 use super::Kit;
@@ -39,10 +40,30 @@ where
     }
 }
 
-/// Put a due row of `table` (which has `attempts`, `last_error`,
-/// `next_attempt_at` and `updated_at`) back to wait, `backoff(attempts)` from now.
+/// Claim the oldest due row of `table` (which has `attempts`,
+/// `next_attempt_at` and `created_at`) matching `due`, in a statement of its
+/// own: the claim is a lease, not a lock. Its attempt is counted and the row is
+/// not due again until `lease` has passed, so no other worker takes it while
+/// the call it needs is under way, and none of the pool's connections is held
+/// during that call. Record the outcome with a statement guarded by the
+/// returned `attempts` (the lease's own number). If the worker dies before, the
+/// lease runs out and the row is claimed again: the work must be idempotent
+/// (made under the row's own id), so a repeat does it once.
+pub async fn claim(kit: &Kit, table: &'static str, due: &'static str, lease: Duration) -> ApiResult<Option<PgRow>> {
+    // `table` and `due` are compile-time text, never input.
+    let sql = format!(
+        "UPDATE {table} SET attempts = attempts + 1, next_attempt_at = now() + $1 * interval '1 millisecond'
+         WHERE id = (SELECT id FROM {table} WHERE {due} AND next_attempt_at <= now()
+                     ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING *"
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lease.as_millis() as f64).fetch_optional(&kit.pool).await?)
+}
+
+/// Put a claimed row of `table` (see [`claim`]) back to wait,
+/// `backoff(attempts)` from now, unless another lease has taken it since.
 pub async fn retry_later(
-    conn: &mut sqlx::PgConnection,
+    kit: &Kit,
     table: &'static str,
     id: uuid::Uuid,
     trace: &super::http::TraceId,
@@ -53,9 +74,8 @@ pub async fn retry_later(
     tracing::warn!(trace_id = %trace.0, table, %id, attempt = attempts, error, retry_in_ms = wait.as_millis() as u64,
         "not available; will retry");
     let sql = format!(
-        "UPDATE {table} SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond',
-                            updated_at = now()
-         WHERE id = $1"
+        "UPDATE {table} SET last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond', updated_at = now()
+         WHERE id = $1 AND attempts = $2"
     );
     // `table` is a compile-time name, never input.
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -63,9 +83,19 @@ pub async fn retry_later(
         .bind(attempts)
         .bind(error)
         .bind(wait.as_millis() as f64)
-        .execute(conn)
+        .execute(&kit.pool)
         .await?;
     Ok(())
+}
+
+/// How long a claim lasts (`LEASE_MS`) for work whose calls time out after
+/// `timeout`: by default the calls a unit of work makes (a provider, then the
+/// accounts service) with room to record the outcome. Shorter, a dead worker's
+/// work is taken up sooner, but a slow call may be made twice (under the same
+/// id, so answered the same).
+pub fn lease(kit: &Kit, timeout: Duration) -> anyhow::Result<Duration> {
+    let default = timeout * 3 + Duration::from_secs(5);
+    Ok(Duration::from_millis(kit.setting("LEASE_MS", default.as_millis() as u64)?))
 }
 
 /// The wait before attempt `attempts + 1`: 100 ms doubling, at most 5 s.

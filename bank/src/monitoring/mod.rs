@@ -69,7 +69,9 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     let payments_topic = kit.vars("PAYMENTS_TOPIC").unwrap_or_else(|| "payments.events".into());
     let topups_topic = kit.vars("TOPUPS_TOPIC").unwrap_or_else(|| "topups.events".into());
     let group = kit.vars("CONSUMER_GROUP").unwrap_or_else(|| "monitoring".into());
-    kit.set_own(Monitoring { rules, vendor, client: Client::new(Duration::from_secs(2))? });
+    let client = Client::new(Duration::from_millis(kit.setting("SCREENING_TIMEOUT_MS", 2000)?))?
+        .watched(kit.checks(), "screening-vendor");
+    kit.set_own(Monitoring { rules, vendor, client });
     let rules = vec![
         Rule { topic: payments_topic.clone(), event_type: "payment.created", act: |k, e| Box::pin(screen(k, e)) },
         Rule { topic: payments_topic, event_type: "payment.received", act: |k, e| Box::pin(screen(k, e)) },
@@ -141,6 +143,22 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
         return Ok(());
     };
     let trace = TraceId(event.trace_id.clone());
+    if consume::processed(&kit, event.id).await? {
+        return Ok(());
+    }
+    // The vendor's view first, with no connection held. Unreachable or failing:
+    // the whole screening is retried, so no transaction goes unscreened; the
+    // vendor answers a repeat (same event id) the same.
+    let request = json!({
+        "transaction_id": t.id,
+        "account": t.account,
+        "amount": { "amount": t.amount, "currency": t.currency },
+        "counterparty": t.counterparty,
+        "kind": t.kind,
+    });
+    let screening =
+        own.client.post(&format!("{}/screenings", own.vendor), &trace, &event.id.to_string(), &request).await;
+    let score = screening.expect_status(200, "the screening vendor")?["score"].as_i64().unwrap_or(0);
     let mut tx = kit.begin().await?;
     if !consume::first_time(&mut tx, event.id).await? {
         return Ok(());
@@ -178,19 +196,7 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
             reasons.push(format!("new payee: first payment to this payee is {}", pounds(t.amount)));
         }
     }
-    // The vendor's view. Unreachable or failing: the whole screening is retried
-    // (nothing above is committed), so no transaction goes unscreened.
-    let request = json!({
-        "transaction_id": t.id,
-        "account": t.account,
-        "amount": { "amount": t.amount, "currency": t.currency },
-        "counterparty": t.counterparty,
-        "kind": t.kind,
-    });
-    let screening =
-        own.client.post(&format!("{}/screenings", own.vendor), &trace, &event.id.to_string(), &request).await;
-    let score = screening.expect_status(200, "the screening vendor")?["score"].as_i64().unwrap_or(0);
-    // Remembered after the vendor answered, so a retried screening sees the same history.
+    // Remembered with the screening's outcome, so a retried screening sees the same history.
     sqlx::query(
         "INSERT INTO transactions (id, kind, account, payee, amount, currency, event_id, trace_id, score, happened_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",

@@ -33,12 +33,15 @@ use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
-use crate::kit::idempotency::{Fingerprint, once};
+use crate::kit::idempotency::{Fingerprint, once_calling};
 use crate::kit::{Kit, ServiceSpec, listing, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
     name: "payments",
-    migrations: &[(100, "payments", include_str!("migrations/0100_payments.sql"))],
+    migrations: &[
+        (100, "payments", include_str!("migrations/0100_payments.sql")),
+        (101, "inbound claims", include_str!("migrations/0101_inbound_claims.sql")),
+    ],
     links: &[("payments", "/payments")],
     actions: &[("create-payment", "/payments")],
     router,
@@ -52,7 +55,12 @@ const PAYMENT_IDS: Uuid = Uuid::from_u128(0x6261_6e6b_2d70_6179_6d65_6e74_732d_6
 struct Payments {
     accounts: String,
     scheme: String,
+    /// Calls to the accounts service.
     client: Client,
+    /// Calls to the payment scheme.
+    scheme_client: Client,
+    /// How long a submitter's claim on a payment lasts.
+    lease: Duration,
     /// Wakes the submitter when a payment is created.
     wake: Notify,
 }
@@ -60,11 +68,15 @@ struct Payments {
 fn start(kit: &Kit) -> anyhow::Result<()> {
     let accounts = kit.require("ACCOUNTS_URL", "point it at the accounts service")?.trim_end_matches('/').to_string();
     let scheme = kit.require("SCHEME_URL", "point it at the payment scheme")?.trim_end_matches('/').to_string();
-    let client = Client::new(Duration::from_millis(kit.setting("SCHEME_TIMEOUT_MS", 2000)?))?;
+    let timeout = Duration::from_millis(kit.setting("SCHEME_TIMEOUT_MS", 2000)?);
+    let scheme_client = Client::new(timeout)?.watched(kit.checks(), "payment-scheme");
+    let client = Client::new(Duration::from_millis(kit.setting("ACCOUNTS_TIMEOUT_MS", 2000)?))?
+        .watched(kit.checks(), "accounts");
     let submitters: usize = kit.setting("SUBMITTERS", 8)?;
-    kit.set_own(Payments { accounts, scheme, client, wake: Notify::new() });
-    // Several submitters: each takes a different due payment (SKIP LOCKED), so a
-    // slow scheme call holds up one payment, not the queue.
+    let lease = worker::lease(kit, timeout)?;
+    kit.set_own(Payments { accounts, scheme, client, scheme_client, lease, wake: Notify::new() });
+    // Several submitters: each claims a different due payment, so a slow scheme
+    // call holds up one payment, not the queue (and no database connection).
     for _ in 0..submitters.max(1) {
         let k = kit.clone();
         kit.tasks.spawn(async move { submitter(k).await });
@@ -167,8 +179,10 @@ async fn create(
     }
     let fp = Fingerprint::new("POST /payments", &input);
     let id = Uuid::new_v5(&PAYMENT_IDS, format!("{}\n{}", fp.scope, key.as_str()).as_bytes());
-    let response = once(&kit, Some(&key), fp, async |conn| {
-        let hold = reserve(&own, &trace, &input.from, id, money, &input.reference).await?;
+    // The hold is placed with no connection held (under a key per payment, so a
+    // retried request places it once), then the payment is recorded.
+    let reserve = async || reserve(&own, &trace, &input.from, id, money, &input.reference).await;
+    let response = once_calling(&kit, &key, fp, reserve, async |conn, hold| {
         let row = sqlx::query(
             "INSERT INTO payments (id, debtor_account, creditor_name, creditor_sort_code, creditor_account_number,
                                    amount, currency, reference, status, hold, trace_id)
@@ -271,20 +285,18 @@ async fn submitter(kit: Kit) {
 }
 
 /// Submit one due payment. `Ok(false)` when none is due.
+///
+/// The payment is claimed (a lease), the scheme called with no connection held,
+/// and the outcome recorded in a transaction of its own, guarded by the claim:
+/// a submitter that died or outlived its lease changes nothing, and the payment
+/// is submitted again under its own id, which the scheme answers the same.
 async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
-    let mut tx = kit.begin().await?;
-    let Some(row) = sqlx::query(
-        "SELECT * FROM payments WHERE status = 'reserved' AND next_attempt_at <= now()
-         ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
+    let Some(row) = worker::claim(kit, "payments", "status = 'reserved'", own.lease).await? else {
         return Ok(false);
     };
     let id: Uuid = row.try_get("id")?;
     let trace = TraceId(row.try_get("trace_id")?);
-    let attempts: i32 = row.try_get::<i32, _>("attempts")? + 1;
+    let attempts: i32 = row.try_get("attempts")?;
     let currency: String = row.try_get("currency")?;
     let body = json!({
         "payment_id": id,
@@ -297,49 +309,72 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
         "amount": { "amount": row.try_get::<i64, _>("amount")?, "currency": currency.trim() },
         "reference": row.try_get::<String, _>("reference")?,
     });
-    match own.client.post(&format!("{}/payments", own.scheme), &trace, &id.to_string(), &body).await {
+    match own.scheme_client.post(&format!("{}/payments", own.scheme), &trace, &id.to_string(), &body).await {
         Reply::Answered(202, accepted) => {
-            let scheme_id = accepted["scheme_id"].as_str().unwrap_or_default().to_string();
-            sqlx::query(
-                "UPDATE payments SET status = 'submitted', scheme_id = $2, attempts = $3, last_error = NULL, updated_at = now()
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(&scheme_id)
-            .bind(attempts)
-            .execute(&mut *tx)
-            .await?;
-            let data = json!({ "payment_id": id, "scheme_id": scheme_id, "attempts": attempts });
-            events::append(&mut tx, &trace, NewEvent { kind: "payment.submitted", aggregate_id: id.to_string(), data })
-                .await?;
-            tracing::info!(trace_id = %trace.0, payment = %id, attempt = attempts, %scheme_id, "submitted to the scheme");
+            let scheme_id = accepted["scheme_id"].as_str().unwrap_or_default();
+            let mut tx = kit.begin().await?;
+            if submitted(&mut tx, &trace, id, scheme_id, Some(attempts)).await? {
+                tracing::info!(trace_id = %trace.0, payment = %id, attempt = attempts, %scheme_id, "submitted to the scheme");
+            }
+            kit.commit(tx).await?;
         }
         Reply::Answered(status, problem) if client::refused(status) => {
             // The scheme refused the request itself: it will never take it.
             let description = format!("the scheme refused the payment ({status}): {problem}");
             release_hold(own, &trace, &row.try_get::<String, _>("hold")?, id).await?;
+            let mut tx = kit.begin().await?;
             fail(&mut tx, &trace, id, "SCHEME_REFUSED", &description).await?;
+            kit.commit(tx).await?;
         }
         Reply::Answered(status, _) => {
-            worker::retry_later(&mut tx, "payments", id, &trace, attempts, &format!("scheme answered {status}")).await?
+            worker::retry_later(kit, "payments", id, &trace, attempts, &format!("scheme answered {status}")).await?
         }
-        Reply::Unreachable(e) => worker::retry_later(&mut tx, "payments", id, &trace, attempts, &e).await?,
+        Reply::Unreachable(e) => worker::retry_later(kit, "payments", id, &trace, attempts, &e).await?,
     }
-    kit.commit(tx).await?;
     Ok(true)
 }
 
+/// Record that the scheme took the payment, if it is still reserved (and, for
+/// the submitter, still under its claim `attempt`). `false` when nothing changed.
+async fn submitted(
+    conn: &mut PgConnection,
+    trace: &TraceId,
+    id: Uuid,
+    scheme_id: &str,
+    attempt: Option<i32>,
+) -> ApiResult<bool> {
+    let row = sqlx::query(
+        "UPDATE payments SET status = 'submitted', scheme_id = $2, last_error = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'reserved' AND ($3::int IS NULL OR attempts = $3) RETURNING attempts",
+    )
+    .bind(id)
+    .bind(scheme_id)
+    .bind(attempt)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(false) };
+    let attempts: i32 = row.try_get("attempts")?;
+    let data = json!({ "payment_id": id, "scheme_id": scheme_id, "attempts": attempts });
+    events::append(conn, trace, NewEvent { kind: "payment.submitted", aggregate_id: id.to_string(), data }).await?;
+    Ok(true)
+}
+
+/// Fail a payment that is not final yet; a final one is left as it is.
 async fn fail(conn: &mut PgConnection, trace: &TraceId, id: Uuid, reason: &str, description: &str) -> ApiResult<()> {
-    sqlx::query(
-        "UPDATE payments SET status = 'failed', failure_reason = $2, failure_description = $3, updated_at = now() WHERE id = $1",
+    let failed = sqlx::query(
+        "UPDATE payments SET status = 'failed', failure_reason = $2, failure_description = $3, updated_at = now()
+         WHERE id = $1 AND status IN ('reserved', 'submitted')",
     )
     .bind(id)
     .bind(reason)
     .bind(description)
     .execute(&mut *conn)
-    .await?;
-    let data = json!({ "payment_id": id, "reason": reason, "description": description });
-    events::append(conn, trace, NewEvent { kind: "payment.failed", aggregate_id: id.to_string(), data }).await?;
+    .await?
+    .rows_affected();
+    if failed == 1 {
+        let data = json!({ "payment_id": id, "reason": reason, "description": description });
+        events::append(conn, trace, NewEvent { kind: "payment.failed", aggregate_id: id.to_string(), data }).await?;
+    }
     Ok(())
 }
 
@@ -383,60 +418,74 @@ async fn scheme_webhook(
     }
 }
 
+/// The scheme's verdict on an outbound payment. The hold is settled first,
+/// with no connection held (under a key per payment, so a redelivered webhook
+/// settles it once), then the payment is finished in one transaction; a
+/// webhook that finds it final changes nothing.
 async fn outcome(kit: &Kit, own: &Payments, base: &BaseUrl, trace: &TraceId, hook: &Value) -> ApiResult<Response> {
     let id = hook["payment_id"]
         .as_str()
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(|| ApiError::unprocessable("invalid-webhook", "the webhook names no payment_id"))?;
-    let mut tx = kit.begin().await?;
-    let row = sqlx::query("SELECT * FROM payments WHERE id = $1 FOR UPDATE")
+    let duplicate =
+        |status: &str| hal_response(StatusCode::OK, json!({ "payment": id, "status": status, "duplicate": true }));
+    let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&kit.pool)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("payment `{id}`")))?;
     let status: String = row.try_get("status")?;
     if status == "completed" || status == "failed" {
         // A duplicate or late webhook changes nothing.
-        return Ok(hal_response(StatusCode::OK, json!({ "payment": id, "status": status, "duplicate": true })));
+        return Ok(duplicate(&status));
     }
     let hold: String = row.try_get("hold")?;
     let trace = TraceId(row.try_get("trace_id").unwrap_or_else(|_| trace.0.clone()));
     let scheme_id = hook["scheme_id"].as_str().unwrap_or_default();
-    let data_base = json!({
-        "payment": base.url(&format!("/payments/{id}")),
-        "payment_id": id,
-        "debtor_account": row.try_get::<String, _>("debtor_account")?,
-        "amount": money_json(row.try_get("amount")?, Currency::parse(row.try_get::<String, _>("currency")?.trim()).unwrap_or(Currency::Gbp)),
-        "to": {
-            "name": row.try_get::<String, _>("creditor_name")?,
-            "sort_code": row.try_get::<String, _>("creditor_sort_code")?,
-            "account_number": row.try_get::<String, _>("creditor_account_number")?,
-        },
-        "scheme_id": scheme_id,
-    });
-    if hook["type"] == "payment.settled" {
-        settle_hold(own, &trace, &hold, id, "capture").await?;
+    let settled = hook["type"] == "payment.settled";
+    settle_hold(own, &trace, &hold, id, if settled { "capture" } else { "release" }).await?;
+    let mut tx = kit.begin().await?;
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM payments WHERE id = $1 FOR UPDATE").bind(id).fetch_one(&mut *tx).await?;
+    if status == "completed" || status == "failed" {
+        return Ok(duplicate(&status));
+    }
+    // The scheme may call back before the submitter has recorded its answer:
+    // the callback proves the submission, so it is recorded here first.
+    submitted(&mut tx, &trace, id, scheme_id, None).await?;
+    if settled {
         sqlx::query("UPDATE payments SET status = 'completed', scheme_id = $2, updated_at = now() WHERE id = $1")
             .bind(id)
             .bind(scheme_id)
             .execute(&mut *tx)
             .await?;
-        events::append(
-            &mut tx,
-            &trace,
-            NewEvent { kind: "payment.completed", aggregate_id: id.to_string(), data: data_base },
-        )
-        .await?;
+        let data = json!({
+            "payment": base.url(&format!("/payments/{id}")),
+            "payment_id": id,
+            "debtor_account": row.try_get::<String, _>("debtor_account")?,
+            "amount": money_json(row.try_get("amount")?, Currency::parse(row.try_get::<String, _>("currency")?.trim()).unwrap_or(Currency::Gbp)),
+            "to": {
+                "name": row.try_get::<String, _>("creditor_name")?,
+                "sort_code": row.try_get::<String, _>("creditor_sort_code")?,
+                "account_number": row.try_get::<String, _>("creditor_account_number")?,
+            },
+            "scheme_id": scheme_id,
+        });
+        events::append(&mut tx, &trace, NewEvent { kind: "payment.completed", aggregate_id: id.to_string(), data })
+            .await?;
     } else {
         let reason = hook["reason"].as_str().unwrap_or("UNKNOWN");
         let description = hook["description"].as_str().unwrap_or("rejected by the scheme");
-        release_hold(own, &trace, &hold, id).await?;
         fail(&mut tx, &trace, id, reason, description).await?;
     }
     kit.commit(tx).await?;
     Ok(hal_response(StatusCode::OK, json!({ "payment": id, "status": "processed" })))
 }
 
+/// A payment the scheme delivers: recorded as `receiving` first (a claim on its
+/// scheme id, committed on its own), then the account is credited, or the money
+/// returned, with no connection held (under a key per scheme id, so a
+/// redelivery after a crash does it once), then the outcome recorded.
 async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> ApiResult<Response> {
     let scheme_id =
         hook["scheme_id"].as_str().ok_or_else(|| ApiError::unprocessable("invalid-webhook", "no scheme_id"))?;
@@ -445,35 +494,32 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> Ap
         currency: hook["amount"]["currency"].as_str().unwrap_or_default().to_string(),
     })
     .map_err(|e| ApiError::unprocessable("invalid-webhook", e.to_string()))?;
-    let mut tx = kit.begin().await?;
-    // The scheme may deliver twice: the first one counts.
-    let inserted = sqlx::query(
-        "INSERT INTO inbound_payments (scheme_id, status, amount, currency, details) VALUES ($1, 'credited', $2, $3, $4)
-         ON CONFLICT DO NOTHING",
+    // The scheme may deliver twice: the first one to finish counts.
+    let status: String = sqlx::query_scalar(
+        "INSERT INTO inbound_payments (scheme_id, status, amount, currency, details) VALUES ($1, 'receiving', $2, $3, $4)
+         ON CONFLICT (scheme_id) DO UPDATE SET scheme_id = EXCLUDED.scheme_id RETURNING status",
     )
     .bind(scheme_id)
     .bind(money.amount)
     .bind(money.currency.code())
     .bind(hook)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
+    .fetch_one(&kit.pool)
+    .await?;
+    if status != "receiving" {
         return Ok(hal_response(StatusCode::OK, json!({ "scheme_id": scheme_id, "duplicate": true })));
     }
     let sort_code = hook["to"]["sort_code"].as_str().unwrap_or_default();
     let account_number = hook["to"]["account_number"].as_str().unwrap_or_default();
     let from = hook["from"].clone();
     let reference = hook["reference"].as_str().unwrap_or_default();
-    let account = find_account(own, trace, sort_code, account_number).await?;
-    let data = json!({
+    let mut data = json!({
         "scheme_id": scheme_id,
         "to": hook["to"],
         "from": from,
         "amount": money_json(money.amount, money.currency),
         "reference": reference,
     });
-    match account {
+    let (status, account, kind) = match find_account(own, trace, sort_code, account_number).await? {
         Some(account) => {
             let credit =
                 link(&account, "credit").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no credit link")))?;
@@ -487,25 +533,14 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> Ap
                 .await
                 .expect_status(201, "credit")?;
             let url = link(&account, "self").unwrap_or_default();
-            sqlx::query("UPDATE inbound_payments SET account = $2 WHERE scheme_id = $1")
-                .bind(scheme_id)
-                .bind(&url)
-                .execute(&mut *tx)
-                .await?;
-            let mut data = data;
             data["account"] = json!(url);
-            events::append(
-                &mut tx,
-                trace,
-                NewEvent { kind: "payment.received", aggregate_id: scheme_id.to_string(), data },
-            )
-            .await?;
+            ("credited", Some(url), "payment.received")
         }
         None => {
             // No such account here: hand the money back to the scheme (AC01: incorrect account number).
             let body = json!({ "scheme_id": scheme_id, "reason": "AC01" });
             match own
-                .client
+                .scheme_client
                 .post(&format!("{}/returns", own.scheme), trace, &format!("return-{scheme_id}"), &body)
                 .await
             {
@@ -513,19 +548,22 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> Ap
                 Reply::Answered(status, body) => return Err(ApiError::Unavailable(format!("return: {status} {body}"))),
                 Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the scheme: {e}"))),
             }
-            sqlx::query("UPDATE inbound_payments SET status = 'returned' WHERE scheme_id = $1")
-                .bind(scheme_id)
-                .execute(&mut *tx)
-                .await?;
-            let mut data = data;
             data["reason"] = json!("AC01");
-            events::append(
-                &mut tx,
-                trace,
-                NewEvent { kind: "payment.returned", aggregate_id: scheme_id.to_string(), data },
-            )
-            .await?;
+            ("returned", None, "payment.returned")
         }
+    };
+    let mut tx = kit.begin().await?;
+    let recorded = sqlx::query(
+        "UPDATE inbound_payments SET status = $2, account = $3 WHERE scheme_id = $1 AND status = 'receiving'",
+    )
+    .bind(scheme_id)
+    .bind(status)
+    .bind(account)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if recorded == 1 {
+        events::append(&mut tx, trace, NewEvent { kind, aggregate_id: scheme_id.to_string(), data }).await?;
     }
     kit.commit(tx).await?;
     Ok(hal_response(StatusCode::OK, json!({ "scheme_id": scheme_id, "status": "processed" })))

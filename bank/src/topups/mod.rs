@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -42,15 +42,24 @@ const TOPUP_IDS: Uuid = Uuid::from_u128(0x6261_6e6b_2d74_6f70_7570_732d_6964_732
 
 struct Topups {
     acquirer: String,
+    /// Calls to the card acquirer.
+    acquirer_client: Client,
+    /// Calls to the accounts service.
     client: Client,
+    /// How long a charger's claim on a top-up lasts.
+    lease: Duration,
     wake: Notify,
 }
 
 fn start(kit: &Kit) -> anyhow::Result<()> {
     let acquirer = kit.require("ACQUIRER_URL", "point it at the card acquirer")?.trim_end_matches('/').to_string();
-    let client = Client::new(Duration::from_millis(kit.setting("ACQUIRER_TIMEOUT_MS", 2000)?))?;
-    kit.set_own(Topups { acquirer, client, wake: Notify::new() });
-    // Several chargers, each on a different due top-up (SKIP LOCKED).
+    let timeout = Duration::from_millis(kit.setting("ACQUIRER_TIMEOUT_MS", 2000)?);
+    let acquirer_client = Client::new(timeout)?.watched(kit.checks(), "card-acquirer");
+    let client = Client::new(Duration::from_millis(kit.setting("ACCOUNTS_TIMEOUT_MS", 2000)?))?
+        .watched(kit.checks(), "accounts");
+    let lease = worker::lease(kit, timeout)?;
+    kit.set_own(Topups { acquirer, acquirer_client, client, lease, wake: Notify::new() });
+    // Several chargers, each claiming a different due top-up.
     for _ in 0..4 {
         let k = kit.clone();
         kit.tasks.spawn(async move {
@@ -179,79 +188,86 @@ async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> 
 }
 
 /// Charge one due top-up. `Ok(false)` when none is due.
+///
+/// Claimed (a lease), charged with no connection held, and the outcome recorded
+/// in a transaction of its own, guarded by the claim; a charger that dies
+/// leaves the lease to run out, and the charge is made again under the
+/// top-up's own id, which the acquirer answers the same.
 async fn charge_next(kit: &Kit, own: &Topups) -> ApiResult<bool> {
-    let mut tx = kit.begin().await?;
-    let Some(row) = sqlx::query(
-        "SELECT * FROM topups WHERE status = 'pending' AND NOT charged AND next_attempt_at <= now()
-         ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
+    let Some(row) = worker::claim(kit, "topups", "status = 'pending' AND NOT charged", own.lease).await? else {
         return Ok(false);
     };
     let id: Uuid = row.try_get("id")?;
     let trace = TraceId(row.try_get("trace_id")?);
-    let attempts = row.try_get::<i32, _>("attempts")? + 1;
+    let attempts: i32 = row.try_get("attempts")?;
     let body = json!({
         "charge_id": id,
         "card_token": row.try_get::<String, _>("card_token")?,
         "amount": { "amount": row.try_get::<i64, _>("amount")?, "currency": row.try_get::<String, _>("currency")?.trim() },
         "reference": format!("top-up {id}"),
     });
-    match own.client.post(&format!("{}/charges", own.acquirer), &trace, &id.to_string(), &body).await {
-        Reply::Answered(201, charge) => {
-            sqlx::query(
-                "UPDATE topups SET charged = true, attempts = $2, last_error = NULL, updated_at = now() WHERE id = $1",
-            )
-            .bind(id)
-            .bind(attempts)
-            .execute(&mut *tx)
-            .await?;
-            apply(&mut tx, own, &trace, &row, &charge).await?;
-        }
+    match own.acquirer_client.post(&format!("{}/charges", own.acquirer), &trace, &id.to_string(), &body).await {
+        Reply::Answered(201, charge) => apply(kit, own, &trace, &row, &charge, Some(attempts)).await?,
         Reply::Answered(status, problem) if client::refused(status) => {
             let reason = format!("acquirer refused the charge ({status}): {problem}");
-            sqlx::query("UPDATE topups SET charged = true, attempts = $2 WHERE id = $1")
-                .bind(id)
-                .bind(attempts)
-                .execute(&mut *tx)
-                .await?;
-            decline(&mut tx, &trace, &row, &reason).await?;
+            let mut tx = kit.begin().await?;
+            decline(&mut tx, &trace, &row, &reason, Some(attempts)).await?;
+            kit.commit(tx).await?;
         }
         reply => {
             let error = match reply {
                 Reply::Answered(status, _) => format!("acquirer answered {status}"),
                 Reply::Unreachable(e) => e,
             };
-            worker::retry_later(&mut tx, "topups", id, &trace, attempts, &error).await?;
+            worker::retry_later(kit, "topups", id, &trace, attempts, &error).await?;
         }
     }
-    kit.commit(tx).await?;
     Ok(true)
 }
 
-/// Apply the acquirer's verdict (its answer or its webhook) to a locked,
-/// pending top-up; anything already final is left alone.
-async fn apply(conn: &mut PgConnection, own: &Topups, trace: &TraceId, row: &PgRow, charge: &Value) -> ApiResult<()> {
+/// Apply the acquirer's verdict (its answer or its webhook) to a pending
+/// top-up (and, for the charger, still under its claim `attempt`); anything
+/// already final is left alone.
+async fn apply(
+    kit: &Kit,
+    own: &Topups,
+    trace: &TraceId,
+    row: &PgRow,
+    charge: &Value,
+    attempt: Option<i32>,
+) -> ApiResult<()> {
     let status: String = row.try_get("status")?;
     if status != "pending" {
         return Ok(());
     }
-    match charge["status"].as_str().or_else(|| charge["type"].as_str().map(|t| t.trim_start_matches("charge."))) {
-        Some("succeeded") => succeed(conn, own, trace, row, charge["acquirer_id"].as_str().unwrap_or_default()).await,
-        Some("declined") => decline(conn, trace, row, charge["reason"].as_str().unwrap_or("declined")).await,
-        other => Err(ApiError::unprocessable("unknown-outcome", format!("unknown charge outcome {other:?}"))),
-    }
+    let tx = match charge["status"]
+        .as_str()
+        .or_else(|| charge["type"].as_str().map(|t| t.trim_start_matches("charge.")))
+    {
+        Some("succeeded") => {
+            let acquirer_id = charge["acquirer_id"].as_str().unwrap_or_default();
+            succeed(kit, own, trace, row, acquirer_id, attempt).await?
+        }
+        Some("declined") => {
+            let mut tx = kit.begin().await?;
+            decline(&mut tx, trace, row, charge["reason"].as_str().unwrap_or("declined"), attempt).await?;
+            tx
+        }
+        other => return Err(ApiError::unprocessable("unknown-outcome", format!("unknown charge outcome {other:?}"))),
+    };
+    kit.commit(tx).await
 }
 
+/// Credit the account (with no connection held, under a key per top-up), then
+/// open the transaction that records the success.
 async fn succeed(
-    conn: &mut PgConnection,
+    kit: &Kit,
     own: &Topups,
     trace: &TraceId,
     row: &PgRow,
     acquirer_id: &str,
-) -> ApiResult<()> {
+    attempt: Option<i32>,
+) -> ApiResult<Transaction<'static, Postgres>> {
     let id: Uuid = row.try_get("id")?;
     let account_url: String = row.try_get("account")?;
     let amount: i64 = row.try_get("amount")?;
@@ -262,26 +278,54 @@ async fn succeed(
         link(&account, "credit").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("account has no credit link")))?;
     let body = json!({ "amount": amount, "currency": currency.code(), "reference": "card top-up" });
     own.client.post(&credit, trace, &format!("topup-{id}"), &body).await.expect_status(201, "credit")?;
-    sqlx::query("UPDATE topups SET status = 'succeeded', acquirer_id = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(acquirer_id)
-        .execute(&mut *conn)
-        .await?;
-    let data = json!({ "topup_id": id, "account": account_url, "amount": money_json(amount, currency), "acquirer_id": acquirer_id });
-    events::append(conn, trace, NewEvent { kind: "topup.succeeded", aggregate_id: id.to_string(), data }).await?;
+    let mut tx = kit.begin().await?;
+    if finish(&mut tx, id, "succeeded", Some(acquirer_id), None, attempt).await? {
+        let data = json!({ "topup_id": id, "account": account_url, "amount": money_json(amount, currency), "acquirer_id": acquirer_id });
+        events::append(&mut tx, trace, NewEvent { kind: "topup.succeeded", aggregate_id: id.to_string(), data })
+            .await?;
+    }
+    Ok(tx)
+}
+
+async fn decline(
+    conn: &mut PgConnection,
+    trace: &TraceId,
+    row: &PgRow,
+    reason: &str,
+    attempt: Option<i32>,
+) -> ApiResult<()> {
+    let id: Uuid = row.try_get("id")?;
+    if finish(conn, id, "failed", None, Some(reason), attempt).await? {
+        let data = json!({ "topup_id": id, "account": row.try_get::<String, _>("account")?, "reason": reason });
+        events::append(conn, trace, NewEvent { kind: "topup.failed", aggregate_id: id.to_string(), data }).await?;
+    }
     Ok(())
 }
 
-async fn decline(conn: &mut PgConnection, trace: &TraceId, row: &PgRow, reason: &str) -> ApiResult<()> {
-    let id: Uuid = row.try_get("id")?;
-    sqlx::query("UPDATE topups SET status = 'failed', decline_reason = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(reason)
-        .execute(&mut *conn)
-        .await?;
-    let data = json!({ "topup_id": id, "account": row.try_get::<String, _>("account")?, "reason": reason });
-    events::append(conn, trace, NewEvent { kind: "topup.failed", aggregate_id: id.to_string(), data }).await?;
-    Ok(())
+/// Make a pending top-up final (and charged); `false` when it already was, or
+/// another claim than `attempt` holds it.
+async fn finish(
+    conn: &mut PgConnection,
+    id: Uuid,
+    status: &str,
+    acquirer_id: Option<&str>,
+    reason: Option<&str>,
+    attempt: Option<i32>,
+) -> ApiResult<bool> {
+    let changed = sqlx::query(
+        "UPDATE topups SET status = $2, acquirer_id = coalesce($3, acquirer_id), decline_reason = $4, charged = true,
+                           last_error = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'pending' AND ($5::int IS NULL OR attempts = $5)",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(acquirer_id)
+    .bind(reason)
+    .bind(attempt)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
 }
 
 /// The acquirer's confirmation (routed by the gateway, which checked the signature).
@@ -295,15 +339,13 @@ async fn acquirer_webhook(
         .as_str()
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(|| ApiError::unprocessable("invalid-webhook", "the webhook names no charge_id"))?;
-    let mut tx = kit.begin().await?;
-    let row = sqlx::query("SELECT * FROM topups WHERE id = $1 FOR UPDATE")
+    let row = sqlx::query("SELECT * FROM topups WHERE id = $1")
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&kit.pool)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("top-up `{id}`")))?;
     let before: String = row.try_get("status")?;
     let trace = TraceId(row.try_get("trace_id").unwrap_or(trace.0));
-    apply(&mut tx, &own, &trace, &row, &hook).await?;
-    kit.commit(tx).await?;
+    apply(&kit, &own, &trace, &row, &hook, None).await?;
     Ok(hal_response(StatusCode::OK, json!({ "topup": id, "duplicate": before != "pending" })))
 }

@@ -40,6 +40,16 @@ impl Bank {
     /// Around an existing accounts service, with payments on an existing
     /// database: a restart.
     pub async fn start_with(accounts: Option<TestApp>, payments_db: Option<String>) -> Self {
+        Self::start_configured(accounts, payments_db, &[]).await
+    }
+
+    /// With `settings` for payments and top-ups beyond the tests' own (their
+    /// calls to a provider time out after 500 ms).
+    pub async fn start_configured(
+        accounts: Option<TestApp>,
+        payments_db: Option<String>,
+        settings: &[(&str, String)],
+    ) -> Self {
         let accounts = match accounts {
             Some(a) => a,
             None => TestApp::spawn(&bank::accounts::SPEC).await,
@@ -48,13 +58,21 @@ impl Bank {
         let (acquirer_listener, acquirer_url) = listener();
         let payments = TestApp::spawn_with(
             &bank::payments::SPEC,
-            &[("ACCOUNTS_URL", accounts.base.clone()), ("SCHEME_URL", scheme_url), ("SCHEME_TIMEOUT_MS", "500".into())],
+            &[
+                &[
+                    ("ACCOUNTS_URL", accounts.base.clone()),
+                    ("SCHEME_URL", scheme_url),
+                    ("SCHEME_TIMEOUT_MS", "500".into()),
+                ],
+                settings,
+            ]
+            .concat(),
             payments_db,
         )
         .await;
         let topups = TestApp::spawn_with(
             &bank::topups::SPEC,
-            &[("ACQUIRER_URL", acquirer_url), ("ACQUIRER_TIMEOUT_MS", "500".into())],
+            &[&[("ACQUIRER_URL", acquirer_url), ("ACQUIRER_TIMEOUT_MS", "500".into())], settings].concat(),
             None,
         )
         .await;
@@ -164,4 +182,74 @@ pub async fn event_types(service: &TestApp, aggregate: &str) -> Vec<String> {
 
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Wait until a provider's journal shows `n` requests that came in.
+pub async fn wait_for_requests(provider: &harness::providers::Running, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = format!("{}/__admin/journal", provider.uri());
+        let j: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let came_in = j["entries"].as_array().unwrap().iter().filter(|e| e["direction"] == "in").count();
+        if came_in >= n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the provider saw {came_in} requests, not {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn clear_faults(provider: &harness::providers::Running) {
+    let r = reqwest::Client::new().delete(format!("{}/__admin/faults", provider.uri())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// While a provider is slow, the service stays up and quick for four seconds
+/// and until a slow answer has come back: `/health` 200 and, from then, naming
+/// `dependency` degraded; a read of `resource` and a new request (`write`)
+/// answered at once (median under 100 ms, none near the 2 s a starved service
+/// took).
+pub async fn stays_up_while_slow<W, F>(service: &TestApp, dependency: &str, resource: &str, write: W)
+where
+    W: Fn(usize) -> F,
+    F: std::future::Future<Output = u16>,
+{
+    let mut took = Vec::new();
+    let mut degraded = false;
+    let until = tokio::time::Instant::now() + Duration::from_millis(4_000);
+    let mut i = 0;
+    while tokio::time::Instant::now() < until || !degraded {
+        assert!(
+            tokio::time::Instant::now() < until + Duration::from_secs(10),
+            "`{dependency}` never reported degraded"
+        );
+        let started = tokio::time::Instant::now();
+        let health = service.http.get(service.url("/health")).send().await.unwrap();
+        took.push(started.elapsed());
+        assert_eq!(health.status(), 200, "a slow provider must not take the service down");
+        let body: Value = health.json().await.unwrap();
+        degraded |= body["checks"][dependency]["status"] == "degraded";
+        if degraded {
+            assert_eq!(body["status"], "degraded", "{body}");
+        }
+        let started = tokio::time::Instant::now();
+        let (status, _) = service.get(resource).await;
+        took.push(started.elapsed());
+        assert_eq!(status, 200);
+        let started = tokio::time::Instant::now();
+        let status = write(i).await;
+        took.push(started.elapsed());
+        assert!([201, 202].contains(&status), "a new request is taken while the provider is slow: {status}");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    took.sort();
+    let (median, max) = (took[took.len() / 2], took[took.len() - 1]);
+    assert!(median < Duration::from_millis(100), "median answer {median:?} while the provider is slow: {took:?}");
+    assert!(max < Duration::from_secs(1), "slowest answer {max:?} while the provider is slow: {took:?}");
+}
+
+/// Settings for a provider that answers in 3 s: calls to it wait up to 5 s.
+pub fn patient() -> Vec<(&'static str, String)> {
+    vec![("SCHEME_TIMEOUT_MS", "5000".into()), ("ACQUIRER_TIMEOUT_MS", "5000".into())]
 }

@@ -241,3 +241,66 @@ async fn a_payments_restart_mid_payment_finishes_it_exactly_once() {
         .collect();
     assert_eq!(ids.len(), 1, "one payment reached the scheme: {ids:?}");
 }
+
+#[tokio::test]
+async fn a_slow_scheme_never_starves_the_payments_service() {
+    // Calls to the scheme may take 5 s: its 3 s answers are waited for.
+    let bank = Bank::start_configured(None, None, &crate::fixture::patient()).await;
+    let alice = bank.customer_with("Alice", 1_000_000).await;
+    bank.fault(json!({ "kind": "slow", "delay_ms": 3_000 })).await;
+    let mut payments = Vec::new();
+    for i in 0..30 {
+        let (status, payment) = bank.pay(&alice, 100, "12345678", &format!("slow-{i}")).await;
+        assert_eq!(status, 202, "{payment}");
+        payments.push(payment);
+    }
+    crate::fixture::wait_for_requests(&bank.scheme, 8).await;
+    let first = payments[0]["id"].as_str().unwrap().to_string();
+    let pay_more = |i: usize| {
+        let (bank, alice) = (&bank, &alice);
+        async move { bank.pay(alice, 100, "12345678", &format!("while-slow-{i}")).await.0 }
+    };
+    crate::fixture::stays_up_while_slow(&bank.payments, "payment-scheme", &format!("/payments/{first}"), pay_more)
+        .await;
+    crate::fixture::clear_faults(&bank.scheme).await;
+    let (_, page) = bank.payments.get("/payments?limit=500").await;
+    let all = page["_embedded"]["payments"].as_array().unwrap().clone();
+    assert!(all.len() > 30, "the payments made while the scheme was slow are there too");
+    for payment in &all {
+        let done = bank.finished(payment).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let id = done["id"].as_str().unwrap();
+        assert_eq!(bank.event_types(id).await, ["payment.created", "payment.submitted", "payment.completed"]);
+    }
+    let paid = 100 * all.len() as i64;
+    assert_eq!(bank.balance(&alice).await, (1_000_000 - paid, 1_000_000 - paid), "each payment debited once");
+}
+
+#[tokio::test]
+async fn a_payments_service_stopped_mid_call_finishes_the_payment_once_after_restart() {
+    // Calls to the scheme wait up to 5 s; a submitter's claim lasts 4 s.
+    let settings = [crate::fixture::patient(), vec![("LEASE_MS", "4000".into())]].concat();
+    let bank = Bank::start_configured(None, None, &settings).await;
+    let alice = bank.customer_with("Alice", 10_000).await;
+    // The scheme holds the call without taking the payment.
+    bank.fault(json!({ "kind": "timeout", "remaining": 1 })).await;
+    let (_, payment) = bank.pay(&alice, 2_500, "12345678", "pay-1").await;
+    // Claimed, and the call to the scheme under way...
+    crate::fixture::wait_for_requests(&bank.scheme, 1).await;
+    let db = bank.payments.database_url.clone();
+    let Bank { accounts, payments, topups, gateway, scheme, acquirer } = bank;
+    // ...when the service goes: its shutdown gives up on the call after 2 s and
+    // closes its database, so no outcome is ever recorded for this claim.
+    payments.stop().await;
+    drop((topups, gateway, scheme, acquirer));
+    let restarted = Bank::start_configured(Some(accounts), Some(db), &settings).await;
+    let url = format!("{}/payments/{}", restarted.payments.base, payment["id"].as_str().unwrap());
+    let (_, before) = restarted.payments.get(&url).await;
+    assert_eq!(before["status"], "reserved", "the outcome was not recorded: {before}");
+    let done = restarted.finished(&json!({ "_links": { "self": { "href": url } } })).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(restarted.balance(&alice).await, (7_500, 7_500), "debited once");
+    let id = payment["id"].as_str().unwrap();
+    assert_eq!(restarted.event_types(id).await, ["payment.created", "payment.submitted", "payment.completed"]);
+    assert!(done["attempts"].as_u64().unwrap() >= 2, "claimed again once the first claim ran out: {done}");
+}

@@ -101,3 +101,36 @@ async fn bad_top_ups_are_refused() {
     assert_eq!(status, 400, "no idempotency key");
     assert!(journal(&bank.acquirer, "tok_visa").await.is_empty(), "nothing was charged");
 }
+
+#[tokio::test]
+async fn a_slow_acquirer_never_starves_the_topups_service() {
+    // Calls to the acquirer may take 5 s: its 3 s answers are waited for.
+    let bank = Bank::start_configured(None, None, &crate::fixture::patient()).await;
+    let alice = bank.customer_with("Alice", 0).await;
+    set_fault(&bank.acquirer, json!({ "kind": "slow", "delay_ms": 3_000 })).await;
+    let mut topups = Vec::new();
+    for i in 0..30 {
+        let (status, topup) = top_up(&bank, &alice, 100, "tok_visa", &format!("slow-{i}")).await;
+        assert_eq!(status, 202, "{topup}");
+        topups.push(topup);
+    }
+    crate::fixture::wait_for_requests(&bank.acquirer, 4).await;
+    let first = topups[0]["id"].as_str().unwrap().to_string();
+    let top_up_more = |i: usize| {
+        let (bank, alice) = (&bank, &alice);
+        async move { top_up(bank, alice, 100, "tok_visa", &format!("while-slow-{i}")).await.0 }
+    };
+    crate::fixture::stays_up_while_slow(&bank.topups, "card-acquirer", &format!("/topups/{first}"), top_up_more).await;
+    crate::fixture::clear_faults(&bank.acquirer).await;
+    let (_, page) = bank.topups.get("/topups?limit=500").await;
+    let all = page["_embedded"]["topups"].as_array().unwrap().clone();
+    assert!(all.len() > 30, "the top-ups made while the acquirer was slow are there too");
+    for topup in &all {
+        let done = bank.finished(topup).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let id = done["id"].as_str().unwrap();
+        assert_eq!(event_types(&bank.topups, id).await, ["topup.created", "topup.succeeded"]);
+    }
+    let paid = 100 * all.len() as i64;
+    assert_eq!(bank.balance(&alice).await, (paid, paid), "each top-up credited once");
+}
