@@ -74,13 +74,13 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     let k = kit.clone();
     kit.tasks.spawn(async move {
         // Topics first (rule 1 of KAFKA.md), retried until the broker answers.
-        let mut backoff = Backoff::new();
+        let mut retries = RETRY.retries();
         loop {
             match kafka::ensure_topics(&brokers, &topics).await {
                 Ok(()) => break,
                 Err(e) => {
                     k.set_check("kafka", Check::Down(format!("{e:#}")));
-                    if backoff.wait(&k).await.is_err() {
+                    if wait(&mut retries, &k).await.is_err() {
                         return;
                     }
                 }
@@ -95,25 +95,14 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Backoff(Duration);
+/// Retries of the broker and of a source: 50 ms doubling, at most 2 s.
+const RETRY: wire::backoff::Backoff = wire::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
-impl Backoff {
-    fn new() -> Self {
-        Self(Duration::from_millis(50))
-    }
-
-    /// Sleep, doubling up to 2 s; `Err` when the service is shutting down.
-    async fn wait(&mut self, kit: &Kit) -> Result<(), ()> {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(2));
-        tokio::select! {
-            () = tokio::time::sleep(d) => Ok(()),
-            () = kit.shutdown.cancelled() => Err(()),
-        }
-    }
-
-    fn reset(&mut self) {
-        self.0 = Duration::from_millis(50);
+/// Wait out one failure of `retries`; `Err` when the service is shutting down.
+async fn wait(retries: &mut wire::backoff::Retries, kit: &Kit) -> Result<(), ()> {
+    tokio::select! {
+        () = tokio::time::sleep(retries.failed()) => Ok(()),
+        () = kit.shutdown.cancelled() => Err(()),
     }
 }
 
@@ -132,7 +121,7 @@ struct Embedded {
 
 async fn publish(kit: Kit, source: Source, producer: FutureProducer, http: reqwest::Client) {
     let topic = source.topic();
-    let mut backoff = Backoff::new();
+    let mut retries = RETRY.retries();
     let mut cursor = match load_cursor(&kit, &source.name).await {
         Ok(c) => c,
         Err(e) => {
@@ -151,7 +140,7 @@ async fn publish(kit: Kit, source: Source, producer: FutureProducer, http: reqwe
             Ok(p) => p,
             Err(e) => {
                 record_error(&kit, &source.name, &format!("{e:#}")).await;
-                if backoff.wait(&kit).await.is_err() {
+                if wait(&mut retries, &kit).await.is_err() {
                     break;
                 }
                 continue;
@@ -165,7 +154,7 @@ async fn publish(kit: Kit, source: Source, producer: FutureProducer, http: reqwe
                     Ok(()) => break,
                     Err(e) => {
                         record_error(&kit, &source.name, &e).await;
-                        if backoff.wait(&kit).await.is_err() {
+                        if wait(&mut retries, &kit).await.is_err() {
                             return;
                         }
                     }
@@ -173,7 +162,7 @@ async fn publish(kit: Kit, source: Source, producer: FutureProducer, http: reqwe
             }
             sent += 1;
         }
-        backoff.reset();
+        retries.reset();
         cursor = page.cursor;
         metrics::counter!("connector_published_total", "source" => source.name.clone()).increment(sent);
         metrics::gauge!("connector_lag_events", "source" => source.name.clone())

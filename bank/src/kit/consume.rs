@@ -72,12 +72,11 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
     topics.sort();
     topics.dedup();
     // Topics up front (KAFKA.md rule 1); retried until the broker answers.
-    let mut attempts = 0;
+    let mut retries = worker::RETRY.retries();
     while let Err(e) = kafka::ensure_topics(brokers, &topics).await {
-        attempts += 1;
         kit.set_check("consumer", Check::Down(format!("{e:#}")));
         tokio::select! {
-            () = tokio::time::sleep(worker::backoff(attempts)) => {}
+            () = tokio::time::sleep(retries.failed()) => {}
             () = kit.shutdown.cancelled() => return Ok(()),
         }
     }
@@ -103,13 +102,12 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
         match envelope {
             Some(Ok(envelope)) => {
                 if let Some(rule) = rules.iter().find(|r| r.topic == message.topic() && r.event_type == envelope.kind) {
-                    let mut attempts = 0;
+                    let mut retries = worker::RETRY.retries();
                     loop {
                         match (rule.act)(kit.clone(), envelope.clone()).await {
                             Ok(()) => break,
                             Err(e) => {
-                                attempts += 1;
-                                let wait = worker::backoff(attempts);
+                                let wait = retries.failed();
                                 tracing::warn!(error = %e, event_id = %envelope.id, event_type = %envelope.kind,
                                     trace_id = %envelope.trace_id, retry_in_ms = wait.as_millis() as u64, "action failed; retrying");
                                 tokio::select! {

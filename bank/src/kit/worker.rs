@@ -98,9 +98,12 @@ pub fn lease(kit: &Kit, timeout: Duration) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(kit.setting("LEASE_MS", default.as_millis() as u64)?))
 }
 
-/// The wait before attempt `attempts + 1`: 100 ms doubling, at most 5 s.
+/// The retry policy of due work and of the consumer: 100 ms doubling, at most 5 s.
+pub const RETRY: wire::backoff::Backoff = wire::backoff::Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
+
+/// The wait before attempt `attempts + 1`.
 pub fn backoff(attempts: i32) -> Duration {
-    Duration::from_millis(50u64.saturating_mul(1 << attempts.clamp(0, 10))).min(MAX_BACKOFF)
+    RETRY.delay(attempts.max(0) as u32)
 }
 
 #[cfg(test)]

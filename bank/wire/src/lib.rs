@@ -1,8 +1,10 @@
 //! What crosses the wire between the bank and the harness: the event envelope
 //! and the webhook signature scheme. Both sides must agree byte for byte, so
 //! both use this crate. It must stay small and depend on neither side.
-//! `probe` is the containers' healthcheck, which both sides' images run.
+//! `probe` is the containers' healthcheck, which both sides' images run;
+//! `backoff` the retry policy both sides wait by.
 
+pub mod backoff;
 pub mod probe;
 
 use hmac::{Hmac, KeyInit, Mac};

@@ -166,7 +166,7 @@ impl Provider {
             }
             let url = format!("{}{}", base.trim_end_matches('/'), hook.path);
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
-            let mut backoff = Duration::from_millis(100);
+            let policy = wire::backoff::Backoff::new(Duration::from_millis(100), WEBHOOK_MAX_BACKOFF);
             for attempt in 1..=WEBHOOK_ATTEMPTS {
                 let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
                 let mut req = this
@@ -199,8 +199,7 @@ impl Provider {
                     return;
                 }
                 tracing::warn!(%url, status, attempt, "webhook not delivered; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(WEBHOOK_MAX_BACKOFF);
+                tokio::time::sleep(policy.delay(attempt)).await;
             }
             if let Some(id) = caller_id {
                 tracing::warn!(%url, %id, "webhook undelivered after {WEBHOOK_ATTEMPTS} attempts; kept for a repeat");
