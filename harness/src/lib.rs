@@ -20,6 +20,7 @@ pub mod flows;
 pub mod images;
 pub mod logs;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod progress;
 pub mod providers;

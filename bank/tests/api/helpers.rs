@@ -3,11 +3,12 @@
 //! the binary exits; one left by a killed run is removed by the next.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bank::kit::{Application, Config, ServiceSpec};
+use harness::postgres;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -20,26 +21,6 @@ struct Cluster {
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
 const ROOT_PREFIX: &str = "bank-api-tests-";
-
-fn pg_bin() -> PathBuf {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server binaries are needed: apt-get install -y postgresql")
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|b| b.join("initdb").is_file())
-        .collect();
-    versions.sort();
-    versions.pop().expect("no /usr/lib/postgresql/*/bin/initdb: apt-get install -y postgresql")
-}
-
-fn as_pg_user(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    if nix::unistd::geteuid().is_root() {
-        let user =
-            nix::unistd::User::from_name("postgres").ok().flatten().expect("a postgres user to run PostgreSQL as");
-        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-    }
-}
 
 fn remove_stale_clusters() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
@@ -71,24 +52,13 @@ fn cluster() -> &'static Cluster {
         let dir = std::env::temp_dir().join(format!("{ROOT_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("data");
-        if nix::unistd::geteuid().is_root() {
-            let user = nix::unistd::User::from_name("postgres").ok().flatten().unwrap();
-            nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
-        }
-        let bin = pg_bin();
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb.arg("-D").arg(&data).args(["-U", "test", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
-        as_pg_user(&mut initdb);
-        let out = initdb.output().unwrap();
+        postgres::hand_over(&dir).unwrap();
+        let bin = postgres::bin_dir().unwrap();
+        let out = postgres::initdb(&bin, &data, "test", postgres::Auth::Trust).unwrap().output().unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut pg = Command::new(bin.join("postgres"));
-        pg.arg("-D").arg(&data).arg("-p").arg(port.to_string());
-        for s in ["listen_addresses=127.0.0.1", "unix_socket_directories=", "fsync=off", "max_connections=300"] {
-            pg.arg("-c").arg(s);
-        }
+        let mut pg = postgres::server(&bin, &data, port, &["max_connections=300"]).unwrap();
         pg.stdout(Stdio::null()).stderr(Stdio::null());
-        as_pg_user(&mut pg);
         let child = pg.spawn().unwrap();
         // SAFETY: registers a plain extern "C" fn; it runs once, at process exit.
         #[allow(unsafe_code)]

@@ -14,6 +14,7 @@ use super::{Backend, Handle, Plan, ProbeResult, fnv1a, pg_credentials};
 use crate::engine::Endpoint;
 use crate::error::{Error, Result};
 use crate::logs::LogSink;
+use crate::postgres;
 use crate::topology::{Probe, Service, Topology};
 
 /// How the local backend runs a component, from its `x-sandbox` block.
@@ -106,7 +107,7 @@ impl LocalBackend {
     }
 
     async fn postgres_bin_dir(&self) -> Result<&PathBuf> {
-        self.pg_bins.get_or_try_init(|| async { find_postgres() }).await
+        self.pg_bins.get_or_try_init(|| async { postgres::bin_dir() }).await
     }
 
     /// The bank binary, rebuilt first when its sources are newer: checked on
@@ -122,52 +123,24 @@ impl LocalBackend {
         let (user, password) = pg_credentials(service);
         let root = self.dir.join(format!("pg-{}", service.name));
         let data = root.join("data");
-        let run_as = unprivileged_user()?;
         std::fs::create_dir_all(&root).map_err(Error::io(format!("cannot create {}", root.display())))?;
-        if let Some((uid, gid)) = run_as {
-            nix::unistd::chown(&root, Some(uid), Some(gid)).map_err(|e| {
-                Error::component(&service.name, format!("cannot hand {} to the postgres user: {e}", root.display()))
-            })?;
-        }
+        postgres::hand_over(&root).map_err(|e| Error::component(&service.name, e.to_string()))?;
         if !data.join("PG_VERSION").exists() {
-            let template = self.cluster_template(&bin, &user, &password, run_as, &logs).await?;
+            let template = self.cluster_template(&bin, &user, &password, &logs).await?;
             copy_dir(&template, &data)
                 .await
                 .map_err(|e| Error::component(&service.name, format!("cannot copy the cluster template: {e}")))?;
         }
-        let mut cmd = Command::new(bin.join("postgres"));
-        cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
         // A sandbox's database is disposable: trade durability for speed and memory.
-        for setting in [
-            "listen_addresses=127.0.0.1",
-            "unix_socket_directories=",
-            "fsync=off",
-            "synchronous_commit=off",
-            "full_page_writes=off",
-            "shared_buffers=16MB",
-            "max_connections=200",
-            "max_wal_size=256MB",
-            "log_min_messages=warning",
-        ] {
-            cmd.arg("-c").arg(setting);
-        }
-        if let Some((uid, gid)) = run_as {
-            cmd.uid(uid.as_raw()).gid(gid.as_raw());
-        }
-        process::spawn(&service.name, cmd, logs)
+        let settings = ["shared_buffers=16MB", "max_connections=200", "max_wal_size=256MB", "log_min_messages=warning"];
+        let cmd = postgres::server(&bin, &data, port, &settings)?;
+        process::spawn(&service.name, Command::from(cmd), logs)
     }
 
     /// A freshly initialised cluster for (server version, user, password), made
     /// once per sandbox home and copied for each sandbox: `initdb` takes over a
     /// second, a copy a tenth of that.
-    async fn cluster_template(
-        &self,
-        bin: &Path,
-        user: &str,
-        password: &str,
-        run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
-        logs: &LogSink,
-    ) -> Result<PathBuf> {
+    async fn cluster_template(&self, bin: &Path, user: &str, password: &str, logs: &LogSink) -> Result<PathBuf> {
         let version = bin.parent().and_then(|p| p.file_name()).map_or("pg".into(), |v| v.to_string_lossy().to_string());
         // The key names how the template was made: change that and bump the
         // suffix, or old homes keep an old template.
@@ -181,26 +154,11 @@ impl LocalBackend {
         let scratch = self.dir.join("pg-template");
         let data = scratch.join("data");
         std::fs::create_dir_all(&scratch).map_err(Error::io(format!("cannot create {}", scratch.display())))?;
-        if let Some((uid, gid)) = run_as {
-            nix::unistd::chown(&scratch, Some(uid), Some(gid))
-                .map_err(|e| Error::Other(format!("cannot hand {} to the postgres user: {e}", scratch.display())))?;
-        }
+        postgres::hand_over(&scratch)?;
         let pwfile = scratch.join("pwfile");
         std::fs::write(&pwfile, password).map_err(Error::io("cannot write the password file"))?;
-        if let Some((uid, gid)) = run_as {
-            let _ = nix::unistd::chown(&pwfile, Some(uid), Some(gid));
-        }
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            // 1 MB WAL segments: a sandbox writes little, and a small template copies fast.
-            .args(["-U", user, "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions", "--wal-segsize=1"])
-            .args(["--auth-host=scram-sha-256", "--auth-local=trust"])
-            .arg(format!("--pwfile={}", pwfile.display()));
-        if let Some((uid, gid)) = run_as {
-            initdb.uid(uid.as_raw()).gid(gid.as_raw());
-        }
+        postgres::hand_over(&pwfile)?;
+        let mut initdb = Command::from(postgres::initdb(bin, &data, user, postgres::Auth::Password(&pwfile))?);
         process::tie_to_parent(&mut initdb);
         let out = initdb.output().await.map_err(|e| Error::Other(format!("cannot run initdb: {e}")))?;
         for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
@@ -423,47 +381,6 @@ fn replace_address(text: &str, from: &str, to: &str) -> String {
     out
 }
 
-/// The directory holding `initdb` and `postgres`: on PATH, or the newest under
-/// /usr/lib/postgresql/*/bin (Debian keeps them off PATH).
-pub fn find_postgres() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
-    find_postgres_in(&path, Path::new("/usr/lib/postgresql"))
-}
-
-fn find_postgres_in(path: &[PathBuf], versioned_root: &Path) -> Result<PathBuf> {
-    let on_path = path.iter().find(|d| d.join("initdb").is_file() && d.join("postgres").is_file());
-    if let Some(dir) = on_path {
-        return Ok(dir.clone());
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(versioned_root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v: u32 = e.file_name().to_string_lossy().parse().ok()?;
-            let bin = e.path().join("bin");
-            (bin.join("initdb").is_file() && bin.join("postgres").is_file()).then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, d)| d).ok_or(Error::PostgresMissing)
-}
-
-/// PostgreSQL refuses to run as root: then it runs as `postgres` (or `nobody`).
-fn unprivileged_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(None);
-    }
-    for name in ["postgres", "nobody"] {
-        if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
-            return Ok(Some((user.uid, user.gid)));
-        }
-    }
-    Err(Error::Other(
-        "running as root, and neither a `postgres` nor a `nobody` user exists to run PostgreSQL as".into(),
-    ))
-}
-
 /// The `bank` binary: `$SANDBOX_BANK_BIN`, or the workspace's, rebuilt with cargo
 /// when any of its sources is newer than it.
 async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
@@ -529,27 +446,6 @@ mod tests {
         let svc = service("    ports: [\"8080\"]\n    x-sandbox: { run: bank, health: /health }\n");
         let err = run_of(&svc).unwrap_err().to_string();
         assert!(err.contains("runs the bank binary but has no `command`"), "{err}");
-    }
-
-    #[test]
-    fn missing_postgres_names_the_install_command() {
-        let empty = std::env::temp_dir().join(format!("no-pg-{}", std::process::id()));
-        let err = find_postgres_in(std::slice::from_ref(&empty), &empty).unwrap_err().to_string();
-        assert!(err.contains("apt-get install -y postgresql"), "{err}");
-    }
-
-    #[test]
-    fn the_newest_versioned_postgres_wins() {
-        let root = std::env::temp_dir().join(format!("pg-versions-{}", std::process::id()));
-        for v in ["13", "15", "9"] {
-            let bin = root.join(v).join("bin");
-            std::fs::create_dir_all(&bin).unwrap();
-            std::fs::write(bin.join("initdb"), "").unwrap();
-            std::fs::write(bin.join("postgres"), "").unwrap();
-        }
-        let found = find_postgres_in(&[], &root);
-        std::fs::remove_dir_all(&root).unwrap();
-        assert_eq!(found.unwrap(), root.join("15").join("bin"));
     }
 
     #[test]
