@@ -14,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{Backend, Exit, Handle, Plan, ProbeResult, RunId};
 use crate::error::{Error, Result};
 use crate::logs::{LogLine, LogStore};
-use crate::topology::{Condition, Topology};
+use crate::topology::{Condition, Probe, Service, Topology};
 
 /// How often readiness is polled while a component starts.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 /// How long a component may take to become healthy.
+/// How often a healthy service's health checks are read for its detail.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 pub const START_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +74,8 @@ pub struct Component {
     pub started_at: Option<u64>,
     /// Milliseconds from spawn to healthy, for the current process.
     pub ready_ms: Option<u64>,
-    /// What the last readiness probe said while not healthy.
+    /// What the last probe said: while starting, why it is not ready yet;
+    /// once healthy, what its health checks say (a provider degraded, say).
     pub last_probe: Option<String>,
 }
 
@@ -201,7 +204,7 @@ pub fn reduce(state: &mut State, event: &Event) {
             c.started_at = Some(*at);
             c.ready_ms = None;
         }
-        Event::Probed { result, .. } => c.last_probe = Some(result.clone()),
+        Event::Probed { result, .. } => c.last_probe = (!result.is_empty()).then(|| result.clone()),
         Event::Healthy { after_ms, .. } => {
             c.status = Status::Healthy;
             c.ready_ms = Some(*after_ms);
@@ -484,9 +487,12 @@ impl<B: Backend> Parts<B> {
                 return Err(Error::component(name, reason));
             }
             match self.backend.probe(service, &self.plan).await {
-                ProbeResult::Ready => {
+                ProbeResult::Ready | ProbeResult::ReadyWith(_) => {
                     let after_ms = started.elapsed().as_millis() as u64;
                     self.bus.send(Event::Healthy { component: name.into(), after_ms });
+                    if matches!(service.probe, Probe::Http { .. }) {
+                        self.watch_health(service.clone(), exit);
+                    }
                     return Ok(());
                 }
                 ProbeResult::NotReady(why) => {
@@ -507,6 +513,34 @@ impl<B: Backend> Parts<B> {
                 () = self.cancel.cancelled() => return Err(Error::component(name, "start-up cancelled")),
             }
         }
+    }
+
+    /// Once healthy, what a service says of itself (its health checks: a
+    /// provider it calls degraded, say) is probed each [`HEALTH_INTERVAL`] and
+    /// kept as its detail while it changes, until the process exits.
+    fn watch_health(&self, service: Service, exit: Exit) {
+        let (backend, plan, bus) = (self.backend.clone(), self.plan.clone(), self.bus.clone());
+        tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                let detail = match backend.probe(&service, &plan).await {
+                    ProbeResult::Ready => String::new(),
+                    ProbeResult::ReadyWith(detail) => detail,
+                    ProbeResult::NotReady(why) => format!("failing its probe: {why}"),
+                };
+                if exit.code().is_some() {
+                    return;
+                }
+                if detail != last {
+                    bus.send(Event::Probed { component: service.name.clone(), result: detail.clone() });
+                    last = detail;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                    () = exit.wait() => return,
+                }
+            }
+        });
     }
 
     /// Report the component's exit when it happens, whoever caused it.

@@ -65,6 +65,8 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeResult {
     Ready,
+    /// Ready, and what the component says of itself (its health checks).
+    ReadyWith(String),
     NotReady(String),
 }
 
@@ -287,7 +289,10 @@ impl Prober {
 
     pub async fn http(&self, port: u16, path: &str) -> ProbeResult {
         match self.http.get(format!("http://127.0.0.1:{port}{path}")).send().await {
-            Ok(r) if r.status().is_success() => ProbeResult::Ready,
+            Ok(r) if r.status().is_success() => {
+                let body = r.text().await.unwrap_or_default();
+                health_summary(&body).map_or(ProbeResult::Ready, ProbeResult::ReadyWith)
+            }
             Ok(r) => {
                 let status = r.status();
                 let body = r.text().await.unwrap_or_default();
@@ -327,4 +332,30 @@ pub fn pg_credentials(service: &Service) -> (String, String) {
     let user = service.environment.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into());
     let password = service.environment.get("POSTGRES_PASSWORD").cloned().unwrap_or_else(|| "postgres".into());
     (user, password)
+}
+
+/// One line of what a `/health` answer in the bank's shape (`status`, and
+/// `checks` by name, each with a `status` and maybe a `reason`) says: the checks
+/// that are not ok with their reasons, or the names of those that are.
+/// `None` for any other answer.
+pub fn health_summary(body: &str) -> Option<String> {
+    let health: serde_json::Value = serde_json::from_str(body).ok()?;
+    let checks = health["checks"].as_object()?;
+    let status = health["status"].as_str().unwrap_or("ok");
+    let troubled: Vec<String> = checks
+        .iter()
+        .filter(|(_, c)| c["status"] != "ok")
+        .map(|(name, c)| {
+            let state = c["status"].as_str().unwrap_or("unknown");
+            match c["reason"].as_str() {
+                Some(reason) => format!("{name} {state} ({reason})"),
+                None => format!("{name} {state}"),
+            }
+        })
+        .collect();
+    if troubled.is_empty() {
+        Some(format!("{status}: {}", checks.keys().cloned().collect::<Vec<_>>().join(", ")))
+    } else {
+        Some(format!("{status}: {}", troubled.join("; ")))
+    }
 }

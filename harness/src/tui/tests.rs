@@ -37,9 +37,13 @@ fn state() -> State {
         components: vec![
             component("postgres", Status::Healthy, 15432, 0),
             component("kafka", Status::Healthy, 19092, 0),
-            component("accounts", Status::Healthy, 18081, 0),
+            // Once healthy, the detail is what its health checks say.
+            Component {
+                last_probe: Some("degraded: payment-scheme degraded (timed out)".into()),
+                ..component("accounts", Status::Healthy, 18081, 0)
+            },
             component("payments", Status::Exited { code: None }, 18082, 1),
-            component("gateway", Status::Healthy, 18080, 0),
+            Component { last_probe: Some("ok: database".into()), ..component("gateway", Status::Healthy, 18080, 0) },
         ],
     }
 }
