@@ -81,3 +81,10 @@ Feature: Domestic payments
     Then the payment scheme receives a return for it with reason AC01
     And a `payment.returned` event for it is published
     And Bob's balance is £20.00
+
+  Scenario: A slow payment scheme slows its own payments, not the bank
+    Given the payment scheme takes 3 seconds to answer Alice's payments
+    When Alice pays £1.00 to Carol at 20-00-00 12345678 5 times
+    Then the payments service stays healthy and answers at once
+    And every payment is completed
+    And Alice's balance is £95.00

@@ -46,3 +46,10 @@ Feature: Card top-ups
     When a webhook from the card acquirer arrives with a bad signature
     Then the gateway refuses it with 401
     And Alice's balance is £60.00
+
+  Scenario: A slow card acquirer slows its own top-ups, not the bank
+    Given the card acquirer takes 3 seconds to answer for Alice's card
+    When Alice tops up £50.00 with their card
+    Then the topups service stays healthy and answers at once
+    And the top-up succeeds
+    And Alice's balance is £60.00

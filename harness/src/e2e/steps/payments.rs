@@ -162,6 +162,23 @@ async fn scheme_slow(w: &mut BankWorld, who: Name) -> Step {
     fault(w, SCHEME, scope, FaultKind::Slow, None).await
 }
 
+#[given(expr = "the payment scheme takes {int} seconds to answer {person}'s payments")]
+async fn scheme_takes(w: &mut BankWorld, seconds: u64, who: Name) -> Step {
+    let scope = w.account_url(&who.0)?;
+    super::slow(w, SCHEME, scope, seconds).await
+}
+
+#[then("every payment is completed")]
+async fn all_completed(w: &mut BankWorld) -> Step {
+    let payments: Vec<String> = w.started.iter().filter(|s| s.kind == Flow::Payment).map(|s| s.url.clone()).collect();
+    for url in payments {
+        let what = format!("payment {url} to be completed");
+        let r = w.api().wait_until(&url, &what, SETTLE, |p| p["status"] == "completed").await;
+        w.or_trail(r).await?;
+    }
+    Ok(())
+}
+
 #[when(expr = "the payment scheme recovers for {person}'s payments")]
 async fn scheme_recovers(w: &mut BankWorld, who: Name) -> Step {
     let scope = w.account_url(&who.0)?;

@@ -68,6 +68,12 @@ async fn unavailable(w: &mut BankWorld, who: Name) -> Step {
     fault(w, ACQUIRER, card, FaultKind::Unavailable, None).await
 }
 
+#[given(expr = "the card acquirer takes {int} seconds to answer for {person}'s card")]
+async fn takes(w: &mut BankWorld, seconds: u64, who: Name) -> Step {
+    let card = w.person(&who.0)?.card.clone();
+    super::slow(w, ACQUIRER, card, seconds).await
+}
+
 #[when(expr = "the card acquirer recovers for {person}'s card")]
 async fn recovers(w: &mut BankWorld, who: Name) -> Step {
     let card = w.person(&who.0)?.card.clone();
