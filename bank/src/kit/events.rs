@@ -38,6 +38,15 @@ pub struct NewEvent<'a> {
     pub data: Value,
 }
 
+impl NewEvent<'static> {
+    /// An event whose payload is one of the typed bodies services consume
+    /// (`wire::payloads`): its type comes with it.
+    pub fn of<P: wire::payloads::Payload>(aggregate_id: impl Into<String>, payload: &P) -> ApiResult<Self> {
+        let data = serde_json::to_value(payload).map_err(|e| super::error::ApiError::Internal(e.into()))?;
+        Ok(Self { kind: P::TYPE, aggregate_id: aggregate_id.into(), data })
+    }
+}
+
 /// Append `event` inside the caller's transaction; it becomes visible when that
 /// transaction commits. Append last in a transaction: the lock is held until commit.
 pub async fn append(conn: &mut PgConnection, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<Envelope> {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
+use wire::payloads::{Payload, PaymentCreated, PaymentReceived, TopupSucceeded, payload};
 
 use crate::domain::money_json;
 use crate::kit::client::Client;
@@ -73,9 +74,9 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
         .watched(kit.checks(), "screening-vendor");
     kit.set_own(Monitoring { rules, vendor, client });
     let rules = vec![
-        Rule { topic: payments_topic.clone(), event_type: "payment.created", act: |k, e| Box::pin(screen(k, e)) },
-        Rule { topic: payments_topic, event_type: "payment.received", act: |k, e| Box::pin(screen(k, e)) },
-        Rule { topic: topups_topic, event_type: "topup.succeeded", act: |k, e| Box::pin(screen(k, e)) },
+        Rule { topic: payments_topic.clone(), event_type: PaymentCreated::TYPE, act: |k, e| Box::pin(screen(k, e)) },
+        Rule { topic: payments_topic, event_type: PaymentReceived::TYPE, act: |k, e| Box::pin(screen(k, e)) },
+        Rule { topic: topups_topic, event_type: TopupSucceeded::TYPE, act: |k, e| Box::pin(screen(k, e)) },
     ];
     consume::start(kit, brokers, group, rules);
     Ok(())
@@ -96,40 +97,48 @@ struct Transaction {
     currency: String,
 }
 
-fn transaction(event: &Envelope) -> Option<Transaction> {
-    let d = &event.data;
-    let amount = d["amount"]["amount"].as_i64()?;
-    let currency = d["amount"]["currency"].as_str()?.to_string();
-    match event.kind.as_str() {
-        "payment.created" => Some(Transaction {
-            id: d["payment"].as_str()?.to_string(),
-            kind: "outbound payment",
-            account: d["debtor_account"].as_str()?.to_string(),
-            payee: Some(format!("{}/{}", d["to"]["sort_code"].as_str()?, d["to"]["account_number"].as_str()?)),
-            counterparty: d["to"].clone(),
-            amount,
-            currency,
-        }),
-        "payment.received" => Some(Transaction {
-            id: format!("inbound/{}", d["scheme_id"].as_str()?),
-            kind: "inbound payment",
-            account: d["account"].as_str()?.to_string(),
-            payee: None,
-            counterparty: d["from"].clone(),
-            amount,
-            currency,
-        }),
-        "topup.succeeded" => Some(Transaction {
-            id: format!("topup/{}", d["topup_id"].as_str()?),
-            kind: "card top-up",
-            account: d["account"].as_str()?.to_string(),
-            payee: None,
-            counterparty: Value::Null,
-            amount,
-            currency,
-        }),
-        _ => None,
-    }
+/// What an event says about a transaction: read as the typed payload its
+/// producer wrote (`wire::payloads`), `Err` when it is not one.
+fn transaction(event: &Envelope) -> Result<Transaction, String> {
+    Ok(match event.kind.as_str() {
+        PaymentCreated::TYPE => {
+            let p: PaymentCreated = payload(event)?;
+            Transaction {
+                id: p.payment,
+                kind: "outbound payment",
+                account: p.debtor_account,
+                payee: Some(format!("{}/{}", p.to.sort_code, p.to.account_number)),
+                counterparty: serde_json::to_value(&p.to).unwrap_or_default(),
+                amount: p.amount.amount,
+                currency: p.amount.currency,
+            }
+        }
+        PaymentReceived::TYPE => {
+            let p: PaymentReceived = payload(event)?;
+            Transaction {
+                id: format!("inbound/{}", p.scheme_id),
+                kind: "inbound payment",
+                account: p.account,
+                payee: None,
+                counterparty: serde_json::to_value(&p.from).unwrap_or_default(),
+                amount: p.amount.amount,
+                currency: p.amount.currency,
+            }
+        }
+        TopupSucceeded::TYPE => {
+            let p: TopupSucceeded = payload(event)?;
+            Transaction {
+                id: format!("topup/{}", p.topup_id),
+                kind: "card top-up",
+                account: p.account,
+                payee: None,
+                counterparty: Value::Null,
+                amount: p.amount.amount,
+                currency: p.amount.currency,
+            }
+        }
+        other => return Err(format!("a `{other}` event is not screened")),
+    })
 }
 
 fn pounds(pence: i64) -> String {
@@ -138,9 +147,12 @@ fn pounds(pence: i64) -> String {
 
 async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
     let own = kit.own::<Monitoring>()?;
-    let Some(t) = transaction(&event) else {
-        tracing::warn!(event_id = %event.id, "event does not describe a transaction; skipped");
-        return Ok(());
+    let t = match transaction(&event) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(event_id = %event.id, error = %e, "event does not describe a transaction; skipped");
+            return Ok(());
+        }
     };
     let trace = TraceId(event.trace_id.clone());
     if consume::processed(&kit, event.id).await? {

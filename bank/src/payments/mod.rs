@@ -26,6 +26,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
+use wire::payloads::{Amount, Details, InboundPayment, PaymentCreated, PaymentReceived, SchemeWebhook};
 
 use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
 use crate::kit::client::{self, Client, Reply, link};
@@ -200,14 +201,18 @@ async fn create(
         .bind(&trace.0)
         .fetch_one(&mut *conn)
         .await?;
-        let data = json!({
-            "payment": base.url(&format!("/payments/{id}")),
-            "debtor_account": input.from,
-            "to": { "name": name, "sort_code": sort_code.display(), "account_number": account_number.as_str() },
-            "amount": money_json(money.amount, money.currency),
-            "reference": input.reference,
-        });
-        events::append(conn, &trace, NewEvent { kind: "payment.created", aggregate_id: id.to_string(), data }).await?;
+        let created = PaymentCreated {
+            payment: base.url(&format!("/payments/{id}")),
+            debtor_account: input.from.clone(),
+            to: Details {
+                name: name.to_string(),
+                sort_code: sort_code.display(),
+                account_number: account_number.as_str().to_string(),
+            },
+            amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
+            reference: input.reference.clone(),
+        };
+        events::append(conn, &trace, NewEvent::of(id.to_string(), &created)?).await?;
         Ok(payment_hal(&base, &row)?.status(StatusCode::ACCEPTED))
     })
     .await?;
@@ -406,15 +411,17 @@ async fn scheme_webhook(
     State(kit): State<Kit>,
     base: BaseUrl,
     trace: TraceId,
-    ApiJson(hook): ApiJson<Value>,
+    ApiJson(hook): ApiJson<SchemeWebhook>,
 ) -> ApiResult<Response> {
     let own = kit.own::<Payments>()?;
-    match hook["type"].as_str() {
-        Some("payment.settled") | Some("payment.rejected") => outcome(&kit, &own, &base, &trace, &hook).await,
-        Some("payment.received") => inbound(&kit, &own, &trace, &hook).await,
-        other => {
-            Err(ApiError::unprocessable("unknown-webhook", format!("unknown payment scheme webhook type {other:?}")))
+    match hook {
+        SchemeWebhook::Settled { payment_id, scheme_id, .. } => {
+            outcome(&kit, &own, &base, &trace, &payment_id, &scheme_id, None).await
         }
+        SchemeWebhook::Rejected { payment_id, scheme_id, reason, description, .. } => {
+            outcome(&kit, &own, &base, &trace, &payment_id, &scheme_id, Some((&reason, &description))).await
+        }
+        SchemeWebhook::Received(payment) => inbound(&kit, &own, &trace, &payment).await,
     }
 }
 
@@ -422,11 +429,17 @@ async fn scheme_webhook(
 /// with no connection held (under a key per payment, so a redelivered webhook
 /// settles it once), then the payment is finished in one transaction; a
 /// webhook that finds it final changes nothing.
-async fn outcome(kit: &Kit, own: &Payments, base: &BaseUrl, trace: &TraceId, hook: &Value) -> ApiResult<Response> {
-    let id = hook["payment_id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or_else(|| ApiError::unprocessable("invalid-webhook", "the webhook names no payment_id"))?;
+async fn outcome(
+    kit: &Kit,
+    own: &Payments,
+    base: &BaseUrl,
+    trace: &TraceId,
+    payment_id: &str,
+    scheme_id: &str,
+    rejected: Option<(&str, &str)>,
+) -> ApiResult<Response> {
+    let id = Uuid::parse_str(payment_id)
+        .map_err(|_| ApiError::unprocessable("invalid-webhook", format!("`{payment_id}` is not a payment id")))?;
     let duplicate =
         |status: &str| hal_response(StatusCode::OK, json!({ "payment": id, "status": status, "duplicate": true }));
     let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
@@ -441,8 +454,7 @@ async fn outcome(kit: &Kit, own: &Payments, base: &BaseUrl, trace: &TraceId, hoo
     }
     let hold: String = row.try_get("hold")?;
     let trace = TraceId(row.try_get("trace_id").unwrap_or_else(|_| trace.0.clone()));
-    let scheme_id = hook["scheme_id"].as_str().unwrap_or_default();
-    let settled = hook["type"] == "payment.settled";
+    let settled = rejected.is_none();
     settle_hold(own, &trace, &hold, id, if settled { "capture" } else { "release" }).await?;
     let mut tx = kit.begin().await?;
     let status: String =
@@ -473,9 +485,7 @@ async fn outcome(kit: &Kit, own: &Payments, base: &BaseUrl, trace: &TraceId, hoo
         });
         events::append(&mut tx, &trace, NewEvent { kind: "payment.completed", aggregate_id: id.to_string(), data })
             .await?;
-    } else {
-        let reason = hook["reason"].as_str().unwrap_or("UNKNOWN");
-        let description = hook["description"].as_str().unwrap_or("rejected by the scheme");
+    } else if let Some((reason, description)) = rejected {
         fail(&mut tx, &trace, id, reason, description).await?;
     }
     kit.commit(tx).await?;
@@ -486,14 +496,10 @@ async fn outcome(kit: &Kit, own: &Payments, base: &BaseUrl, trace: &TraceId, hoo
 /// scheme id, committed on its own), then the account is credited, or the money
 /// returned, with no connection held (under a key per scheme id, so a
 /// redelivery after a crash does it once), then the outcome recorded.
-async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> ApiResult<Response> {
-    let scheme_id =
-        hook["scheme_id"].as_str().ok_or_else(|| ApiError::unprocessable("invalid-webhook", "no scheme_id"))?;
-    let money = Money::try_from(MoneyInput {
-        amount: hook["amount"]["amount"].as_i64().unwrap_or(0),
-        currency: hook["amount"]["currency"].as_str().unwrap_or_default().to_string(),
-    })
-    .map_err(|e| ApiError::unprocessable("invalid-webhook", e.to_string()))?;
+async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &InboundPayment) -> ApiResult<Response> {
+    let scheme_id = hook.scheme_id.as_str();
+    let money = Money::try_from(MoneyInput { amount: hook.amount.amount, currency: hook.amount.currency.clone() })
+        .map_err(|e| ApiError::unprocessable("invalid-webhook", e.to_string()))?;
     // The scheme may deliver twice: the first one to finish counts.
     let status: String = sqlx::query_scalar(
         "INSERT INTO inbound_payments (scheme_id, status, amount, currency, details) VALUES ($1, 'receiving', $2, $3, $4)
@@ -502,39 +508,35 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> Ap
     .bind(scheme_id)
     .bind(money.amount)
     .bind(money.currency.code())
-    .bind(hook)
+    .bind(sqlx::types::Json(hook))
     .fetch_one(&kit.pool)
     .await?;
     if status != "receiving" {
         return Ok(hal_response(StatusCode::OK, json!({ "scheme_id": scheme_id, "duplicate": true })));
     }
-    let sort_code = hook["to"]["sort_code"].as_str().unwrap_or_default();
-    let account_number = hook["to"]["account_number"].as_str().unwrap_or_default();
-    let from = hook["from"].clone();
-    let reference = hook["reference"].as_str().unwrap_or_default();
-    let mut data = json!({
-        "scheme_id": scheme_id,
-        "to": hook["to"],
-        "from": from,
-        "amount": money_json(money.amount, money.currency),
-        "reference": reference,
-    });
-    let (status, account, kind) = match find_account(own, trace, sort_code, account_number).await? {
+    let (to, from, reference) = (&hook.to, &hook.from, hook.reference.as_str());
+    let (status, account, event) = match find_account(own, trace, &to.sort_code, &to.account_number).await? {
         Some(account) => {
             let credit =
                 link(&account, "credit").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no credit link")))?;
             let body = json!({
                 "amount": money.amount,
                 "currency": money.currency.code(),
-                "reference": format!("from {}: {reference}", from["name"].as_str().unwrap_or("unknown")).chars().take(140).collect::<String>(),
+                "reference": format!("from {}: {reference}", from.name).chars().take(140).collect::<String>(),
             });
             own.client
                 .post(&credit, trace, &format!("inbound-{scheme_id}"), &body)
                 .await
                 .expect_status(201, "credit")?;
-            let url = link(&account, "self").unwrap_or_default();
-            data["account"] = json!(url);
-            ("credited", Some(url), "payment.received")
+            let received = PaymentReceived {
+                scheme_id: scheme_id.to_string(),
+                to: to.clone(),
+                from: from.clone(),
+                amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
+                reference: reference.to_string(),
+                account: link(&account, "self").unwrap_or_default(),
+            };
+            ("credited", Some(received.account.clone()), NewEvent::of(scheme_id, &received)?)
         }
         None => {
             // No such account here: hand the money back to the scheme (AC01: incorrect account number).
@@ -548,8 +550,15 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> Ap
                 Reply::Answered(status, body) => return Err(ApiError::Unavailable(format!("return: {status} {body}"))),
                 Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the scheme: {e}"))),
             }
-            data["reason"] = json!("AC01");
-            ("returned", None, "payment.returned")
+            let data = json!({
+                "scheme_id": scheme_id,
+                "to": to,
+                "from": from,
+                "amount": money_json(money.amount, money.currency),
+                "reference": reference,
+                "reason": "AC01",
+            });
+            ("returned", None, NewEvent { kind: "payment.returned", aggregate_id: scheme_id.to_string(), data })
         }
     };
     let mut tx = kit.begin().await?;
@@ -563,7 +572,7 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &Value) -> Ap
     .await?
     .rows_affected();
     if recorded == 1 {
-        events::append(&mut tx, trace, NewEvent { kind, aggregate_id: scheme_id.to_string(), data }).await?;
+        events::append(&mut tx, trace, event).await?;
     }
     kit.commit(tx).await?;
     Ok(hal_response(StatusCode::OK, json!({ "scheme_id": scheme_id, "status": "processed" })))

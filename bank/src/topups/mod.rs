@@ -14,11 +14,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
+use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus, TopupSucceeded};
 
 use crate::domain::{Currency, IdempotencyKey, Money, MoneyInput, money_json};
 use crate::kit::client::{self, Client, Reply, link};
@@ -207,7 +208,12 @@ async fn charge_next(kit: &Kit, own: &Topups) -> ApiResult<bool> {
         "reference": format!("top-up {id}"),
     });
     match own.acquirer_client.post(&format!("{}/charges", own.acquirer), &trace, &id.to_string(), &body).await {
-        Reply::Answered(201, charge) => apply(kit, own, &trace, &row, &charge, Some(attempts)).await?,
+        Reply::Answered(201, answer) => {
+            let charge: Charge = serde_json::from_value(answer).map_err(|e| {
+                ApiError::Unavailable(format!("the acquirer's answer to charge {id} is not a charge: {e}"))
+            })?;
+            apply(kit, own, &trace, &row, &charge, Some(attempts)).await?
+        }
         Reply::Answered(status, problem) if client::refused(status) => {
             let reason = format!("acquirer refused the charge ({status}): {problem}");
             let mut tx = kit.begin().await?;
@@ -233,27 +239,20 @@ async fn apply(
     own: &Topups,
     trace: &TraceId,
     row: &PgRow,
-    charge: &Value,
+    charge: &Charge,
     attempt: Option<i32>,
 ) -> ApiResult<()> {
     let status: String = row.try_get("status")?;
     if status != "pending" {
         return Ok(());
     }
-    let tx = match charge["status"]
-        .as_str()
-        .or_else(|| charge["type"].as_str().map(|t| t.trim_start_matches("charge.")))
-    {
-        Some("succeeded") => {
-            let acquirer_id = charge["acquirer_id"].as_str().unwrap_or_default();
-            succeed(kit, own, trace, row, acquirer_id, attempt).await?
-        }
-        Some("declined") => {
+    let tx = match charge.status {
+        ChargeStatus::Succeeded => succeed(kit, own, trace, row, &charge.acquirer_id, attempt).await?,
+        ChargeStatus::Declined => {
             let mut tx = kit.begin().await?;
-            decline(&mut tx, trace, row, charge["reason"].as_str().unwrap_or("declined"), attempt).await?;
+            decline(&mut tx, trace, row, charge.reason.as_deref().unwrap_or("declined"), attempt).await?;
             tx
         }
-        other => return Err(ApiError::unprocessable("unknown-outcome", format!("unknown charge outcome {other:?}"))),
     };
     kit.commit(tx).await
 }
@@ -280,9 +279,13 @@ async fn succeed(
     own.client.post(&credit, trace, &format!("topup-{id}"), &body).await.expect_status(201, "credit")?;
     let mut tx = kit.begin().await?;
     if finish(&mut tx, id, "succeeded", Some(acquirer_id), None, attempt).await? {
-        let data = json!({ "topup_id": id, "account": account_url, "amount": money_json(amount, currency), "acquirer_id": acquirer_id });
-        events::append(&mut tx, trace, NewEvent { kind: "topup.succeeded", aggregate_id: id.to_string(), data })
-            .await?;
+        let succeeded = TopupSucceeded {
+            topup_id: id,
+            account: account_url,
+            amount: Amount { amount, currency: currency.code().to_string() },
+            acquirer_id: acquirer_id.to_string(),
+        };
+        events::append(&mut tx, trace, NewEvent::of(id.to_string(), &succeeded)?).await?;
     }
     Ok(tx)
 }
@@ -332,13 +335,13 @@ async fn finish(
 async fn acquirer_webhook(
     State(kit): State<Kit>,
     trace: TraceId,
-    ApiJson(hook): ApiJson<Value>,
+    ApiJson(hook): ApiJson<AcquirerWebhook>,
 ) -> ApiResult<Response> {
     let own = kit.own::<Topups>()?;
-    let id = hook["charge_id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or_else(|| ApiError::unprocessable("invalid-webhook", "the webhook names no charge_id"))?;
+    let charge = hook.charge();
+    let id = Uuid::parse_str(&charge.charge_id).map_err(|_| {
+        ApiError::unprocessable("invalid-webhook", format!("`{}` is not a top-up id", charge.charge_id))
+    })?;
     let row = sqlx::query("SELECT * FROM topups WHERE id = $1")
         .bind(id)
         .fetch_optional(&kit.pool)
@@ -346,6 +349,6 @@ async fn acquirer_webhook(
         .ok_or_else(|| ApiError::not_found(format!("top-up `{id}`")))?;
     let before: String = row.try_get("status")?;
     let trace = TraceId(row.try_get("trace_id").unwrap_or(trace.0));
-    apply(&kit, &own, &trace, &row, &hook, None).await?;
+    apply(&kit, &own, &trace, &row, charge, None).await?;
     Ok(hal_response(StatusCode::OK, json!({ "topup": id, "duplicate": before != "pending" })))
 }

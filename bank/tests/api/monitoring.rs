@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
+use wire::payloads::{Amount, Details, Payload, PaymentCreated};
 
 use crate::fixture::{journal, set_fault};
 use crate::helpers::{TestApp, broker, link};
@@ -160,15 +161,18 @@ async fn a_redelivered_event_is_screened_once() {
     let payment = format!("http://payments.test/payments/{}", uuid::Uuid::new_v4());
     let envelope = wire::Envelope {
         id: uuid::Uuid::now_v7(),
-        kind: "payment.created".into(),
+        kind: PaymentCreated::TYPE.into(),
         aggregate_id: payment.clone(),
         occurred_at: time::OffsetDateTime::now_utc(),
         trace_id: "t".into(),
-        data: json!({
-            "payment": payment, "debtor_account": alice,
-            "to": { "name": "Bob", "sort_code": "20-00-00", "account_number": "66666666" },
-            "amount": { "amount": 800_000, "currency": "GBP" },
-        }),
+        data: serde_json::to_value(PaymentCreated {
+            payment: payment.clone(),
+            debtor_account: alice.clone(),
+            to: Details { name: "Bob".into(), sort_code: "20-00-00".into(), account_number: "66666666".into() },
+            amount: Amount { amount: 800_000, currency: "GBP".into() },
+            reference: String::new(),
+        })
+        .unwrap(),
     };
     m.publish(envelope.clone()).await;
     m.publish(envelope).await;

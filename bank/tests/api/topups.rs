@@ -2,6 +2,7 @@
 //! through the gateway, and the account is credited exactly once.
 
 use serde_json::{Value, json};
+use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus};
 
 use crate::fixture::{Bank, event_types, journal, set_fault};
 use crate::helpers::link;
@@ -50,9 +51,15 @@ async fn a_duplicate_webhook_changes_nothing() {
     let (_, topup) = top_up(&bank, &alice, 5_000, "tok_visa", "t1").await;
     bank.finished(&topup).await;
     // The same confirmation again, properly signed, through the gateway.
-    let body =
-        json!({ "type": "charge.succeeded", "charge_id": topup["id"], "status": "succeeded", "acquirer_id": "ch_x" })
-            .to_string();
+    let body = serde_json::to_string(&AcquirerWebhook::of(Charge {
+        acquirer_id: "ch_x".into(),
+        charge_id: topup["id"].as_str().unwrap().into(),
+        status: ChargeStatus::Succeeded,
+        amount: Amount { amount: 5_000, currency: "GBP".into() },
+        card_token: "tok_visa".into(),
+        reason: None,
+    }))
+    .unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let signature = wire::sign(crate::fixture::SECRET.as_bytes(), now, body.as_bytes());
     let r = reqwest::Client::new()

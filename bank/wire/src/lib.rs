@@ -2,9 +2,11 @@
 //! and the webhook signature scheme. Both sides must agree byte for byte, so
 //! both use this crate. It must stay small and depend on neither side.
 //! `probe` is the containers' healthcheck, which both sides' images run;
-//! `backoff` the retry policy both sides wait by.
+//! `backoff` the retry policy both sides wait by; `payloads` the bodies
+//! services and providers exchange.
 
 pub mod backoff;
+pub mod payloads;
 pub mod probe;
 
 use hmac::{Hmac, KeyInit, Mac};

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus, Details, InboundPayment, SchemeWebhook, Sender};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -280,6 +281,16 @@ impl Respond for Api {
     }
 }
 
+/// A field of the request as `T`, or a 400 naming it.
+fn read<T: serde::de::DeserializeOwned>(body: &Value, field: &str) -> std::result::Result<T, (u16, Value)> {
+    serde_json::from_value(body[field].clone()).map_err(|e| (400, json!({ "error": format!("field {field}: {e}") })))
+}
+
+/// A body the provider sends, as JSON (its journal keeps JSON).
+fn to_json(body: &impl Serialize) -> Value {
+    serde_json::to_value(body).unwrap_or_default()
+}
+
 fn required<'a>(body: &'a Value, pointer: &str) -> std::result::Result<&'a Value, (u16, Value)> {
     body.pointer(pointer).filter(|v| !v.is_null()).ok_or_else(|| {
         (400, json!({ "error": format!("missing field {}", pointer.trim_start_matches('/').replace('/', ".")) }))
@@ -319,6 +330,10 @@ fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: 
     if let Some(first) = accepted_before(p, &id) {
         return (202, first);
     }
+    let (amount, creditor): (Amount, Details) = match (read(body, "amount"), read(body, "creditor")) {
+        (Ok(amount), Ok(creditor)) => (amount, creditor),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
     let scheme_id = p.next_id("fps");
     let answer = json!({ "scheme_id": scheme_id, "payment_id": id, "status": "accepted" });
     p.lock().accepted.push((id.clone(), answer.clone()));
@@ -329,29 +344,34 @@ fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: 
         None => p.spec.outcome(body),
     };
     let settled = outcome["result"] == "settled";
-    let mut hook = json!({
-        "type": if settled { "payment.settled" } else { "payment.rejected" },
-        "scheme_id": scheme_id,
-        "payment_id": id,
-        "debtor_account": body["debtor_account"],
-        "amount": body["amount"],
-    });
-    if !settled {
-        hook["reason"] = outcome["reason"].clone();
-        hook["description"] = outcome["description"].clone();
-    }
-    p.webhook(hook, trace_id.clone(), Some(id.clone()));
+    let (scheme_id, payment_id, debtor_account) =
+        (scheme_id.clone(), id.clone(), body["debtor_account"].as_str().map(String::from));
+    let hook = if settled {
+        SchemeWebhook::Settled { scheme_id, payment_id, debtor_account, amount: amount.clone() }
+    } else {
+        SchemeWebhook::Rejected {
+            scheme_id,
+            payment_id,
+            debtor_account,
+            amount: amount.clone(),
+            reason: outcome["reason"].as_str().unwrap_or("AB05").to_string(),
+            description: outcome["description"].as_str().unwrap_or("rejected").to_string(),
+        }
+    };
+    p.webhook(to_json(&hook), trace_id.clone(), Some(id.clone()));
     if settled && p.spec.is_inbound(&body["creditor"]["sort_code"]) {
         // A payment between two customers of the bank comes back to it.
-        let inbound = json!({
-            "type": "payment.received",
-            "scheme_id": p.next_id("fps"),
-            "to": body["creditor"],
-            "from": { "name": "Faster Payment", "payment_id": id, "debtor_account": body["debtor_account"] },
-            "amount": body["amount"],
-            "reference": body["reference"],
+        let mut from = serde_json::Map::new();
+        from.insert("payment_id".into(), json!(id));
+        from.insert("debtor_account".into(), body["debtor_account"].clone());
+        let inbound = SchemeWebhook::Received(InboundPayment {
+            scheme_id: p.next_id("fps"),
+            to: creditor,
+            from: Sender { name: "Faster Payment".into(), more: from },
+            amount,
+            reference: body["reference"].as_str().unwrap_or_default().to_string(),
         });
-        p.webhook(inbound, trace_id, Some(format!("{id}/inbound")));
+        p.webhook(to_json(&inbound), trace_id, Some(format!("{id}/inbound")));
     }
     (202, answer)
 }
@@ -371,21 +391,22 @@ fn acquirer_charge(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id:
         }
         None => p.spec.outcome(body),
     };
+    let amount: Amount = match read(body, "amount") {
+        Ok(amount) => amount,
+        Err(e) => return e,
+    };
     let succeeded = outcome["result"] == "succeeded";
-    let mut answer = json!({
-        "acquirer_id": p.next_id("ch"),
-        "charge_id": id,
-        "status": if succeeded { "succeeded" } else { "declined" },
-        "amount": body["amount"],
-        "card_token": body["card_token"],
-    });
-    if !succeeded {
-        answer["reason"] = outcome["reason"].clone();
-    }
+    let charge = Charge {
+        acquirer_id: p.next_id("ch"),
+        charge_id: id.clone(),
+        status: if succeeded { ChargeStatus::Succeeded } else { ChargeStatus::Declined },
+        amount,
+        card_token: body["card_token"].as_str().unwrap_or_default().to_string(),
+        reason: (!succeeded).then(|| outcome["reason"].as_str().unwrap_or("declined").to_string()),
+    };
+    let answer = to_json(&charge);
     p.lock().accepted.push((id.clone(), answer.clone()));
-    let mut hook = answer.clone();
-    hook["type"] = json!(if succeeded { "charge.succeeded" } else { "charge.declined" });
-    p.webhook(hook, trace_id, Some(id));
+    p.webhook(to_json(&AcquirerWebhook::of(charge)), trace_id, Some(id));
     (201, answer)
 }
 
@@ -408,9 +429,9 @@ struct Admin(Provider);
 
 #[derive(Debug, Deserialize)]
 struct Inbound {
-    to: Value,
-    from: Value,
-    amount: Value,
+    to: Details,
+    from: Sender,
+    amount: Amount,
     #[serde(default)]
     reference: Option<String>,
 }
@@ -478,15 +499,14 @@ impl Respond for Admin {
                 match serde_json::from_slice::<Inbound>(&request.body) {
                     Ok(inbound) => {
                         let scheme_id = p.next_id("fps");
-                        let hook = json!({
-                            "type": "payment.received",
-                            "scheme_id": scheme_id,
-                            "to": inbound.to,
-                            "from": inbound.from,
-                            "amount": inbound.amount,
-                            "reference": inbound.reference.unwrap_or_default(),
+                        let hook = SchemeWebhook::Received(InboundPayment {
+                            scheme_id: scheme_id.clone(),
+                            to: inbound.to,
+                            from: inbound.from,
+                            amount: inbound.amount,
+                            reference: inbound.reference.unwrap_or_default(),
                         });
-                        p.webhook(hook, None, None);
+                        p.webhook(to_json(&hook), None, None);
                         ResponseTemplate::new(202).set_body_json(json!({ "scheme_id": scheme_id }))
                     }
                     Err(e) => {
