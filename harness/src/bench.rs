@@ -151,7 +151,8 @@ pub fn flows(exe: &Path, workspace: &Path, payments: usize, workers: usize, seco
                     .map(|e| e.url.clone())
                     .ok_or_else(|| Error::Other(format!("the sandbox has no `{name}` component")))
             };
-            crate::flows::measure(&url("gateway")?, &url("kafka")?, payments, workers, seconds).await
+            crate::flows::measure(&url("gateway")?, &url("kafka")?, &url("payment-scheme")?, payments, workers, seconds)
+                .await
         })
     })();
     let _ = bench.sandbox(&["down", "bench-flows"]);

@@ -116,7 +116,14 @@ fn pct(sorted: &[Duration], p: f64) -> String {
 }
 
 /// Measure against the sandbox whose gateway and broker are given.
-pub async fn measure(gateway: &str, brokers: &str, payments: usize, workers: usize, seconds: u64) -> Result<String> {
+pub async fn measure(
+    gateway: &str,
+    brokers: &str,
+    scheme: &str,
+    payments: usize,
+    workers: usize,
+    seconds: u64,
+) -> Result<String> {
     let seen: Seen = Arc::default();
     let reader = spawn_reader(brokers, &["payments.events", "monitoring.events"], seen.clone())?;
     let http =
@@ -207,6 +214,9 @@ pub async fn measure(gateway: &str, brokers: &str, payments: usize, workers: usi
             url = Api::link(&page, "next")?;
         }
     }
+    // 4. A slow scheme: every answer 3 s late, 30 payments in flight, while
+    // the payments service's health, a read and new payments are timed.
+    let slow = while_slow(&api, &seen, gateway, scheme, &accounts, &payments_url).await?;
     reader.abort();
     let ok = debited == per_payer as i64 * 100 && postings == per_payer as u64;
     let mut out = String::new();
@@ -234,8 +244,82 @@ pub async fn measure(gateway: &str, brokers: &str, payments: usize, workers: usi
         per_payer * 100,
         if ok { "none lost, none duplicated" } else { "MISMATCH" }
     ));
+    out.push_str(&slow);
     if !ok {
         return Err(Error::Other(format!("the audit failed:\n{out}")));
     }
     Ok(out)
+}
+
+/// Phase 4 of [`measure`]: the scheme slow (3 s) for every request, 30
+/// payments in flight; for 5 s, every 100 ms, `GET /payments/health`, a read of
+/// one of them and a new payment are timed; then the fault is cleared and every
+/// payment must complete, each debited once.
+async fn while_slow(
+    api: &Api,
+    seen: &Seen,
+    gateway: &str,
+    scheme: &str,
+    accounts: &Value,
+    payments_url: &str,
+) -> Result<String> {
+    let faults = format!("{scheme}/__admin/faults");
+    api.call(reqwest::Method::POST, &faults, Some(json!({ "kind": "slow", "delay_ms": 3_000 })), false).await?;
+    let measured = async {
+        const START: i64 = 10_000_000;
+        let payer = api.account_with(accounts, START).await?;
+        let mut made = Vec::new();
+        for i in 0..30 {
+            made.push(api.pay(payments_url, &payer, 100, &format!("{:08}", 40_000_000 + i)).await?);
+        }
+        let first = Api::link(&made[0], "self")?;
+        let health = format!("{gateway}/payments/health");
+        let (mut health_ms, mut read_ms, mut write_ms, mut not_ok) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut i = 0;
+        while Instant::now() < until {
+            let t = Instant::now();
+            let status = api.http.get(&health).send().await.map_err(|e| Error::Other(format!("{health}: {e}")))?.status();
+            health_ms.push(t.elapsed());
+            not_ok += usize::from(!status.is_success());
+            let t = Instant::now();
+            api.call(reqwest::Method::GET, &first, None, false).await?;
+            read_ms.push(t.elapsed());
+            let t = Instant::now();
+            made.push(api.pay(payments_url, &payer, 100, &format!("{:08}", 40_001_000 + i)).await?);
+            write_ms.push(t.elapsed());
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        api.call(reqwest::Method::DELETE, &faults, None, false).await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for p in &made {
+            wait_seen(seen, "payment.completed", p["id"].as_str().unwrap_or_default(), deadline).await?;
+        }
+        let a = api.call(reqwest::Method::GET, &Api::link(&payer, "self")?, None, false).await?;
+        let debited = START - a["balance"]["amount"].as_i64().unwrap_or(0);
+        for v in [&mut health_ms, &mut read_ms, &mut write_ms] {
+            v.sort();
+        }
+        let row = |what: &str, v: &[Duration]| {
+            format!("| while the scheme answers in 3 s: {what}, p50 / p99 | {} / {} |\n", pct(v, 0.5), pct(v, 0.99))
+        };
+        let mut out = row(&format!("`GET /payments/health` ({} of {} not 200)", not_ok, health_ms.len()), &health_ms);
+        out.push_str(&row("`GET` a payment", &read_ms));
+        out.push_str(&row("a new `POST /payments`", &write_ms));
+        let expected = made.len() as i64 * 100;
+        out.push_str(&format!(
+            "| while the scheme answers in 3 s: {} payments, then all completed, {debited} pence debited (expected {expected}) | {} |\n",
+            made.len(),
+            if debited == expected { "none lost, none duplicated" } else { "MISMATCH" }
+        ));
+        if debited != expected || not_ok > 0 {
+            return Err(Error::Other(format!("the slow-scheme phase failed:\n{out}")));
+        }
+        Ok(out)
+    }
+    .await;
+    // Whatever happened, the scheme is left answering at once.
+    let _ = api.call(reqwest::Method::DELETE, &faults, None, false).await;
+    measured
 }
