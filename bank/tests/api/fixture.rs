@@ -239,7 +239,7 @@ where
         let started = tokio::time::Instant::now();
         let status = write(i).await;
         took.push(started.elapsed());
-        assert!([201, 202].contains(&status), "a new request is taken while the provider is slow: {status}");
+        assert!((200..300).contains(&status), "a new request is taken while the provider is slow: {status}");
         i += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -19,6 +19,11 @@ struct Monitor {
 
 impl Monitor {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With `settings` beyond the test's own.
+    async fn start_with(settings: &[(&str, String)]) -> Self {
         let brokers = broker();
         let spec = harness::providers::Spec::load(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/providers/screening-vendor.yaml"),
@@ -32,12 +37,16 @@ impl Monitor {
         let app = TestApp::spawn_with(
             &bank::monitoring::SPEC,
             &[
-                ("KAFKA_BROKERS", brokers.clone()),
-                ("SCREENING_URL", vendor.uri()),
-                ("PAYMENTS_TOPIC", topic.clone()),
-                ("TOPUPS_TOPIC", format!("topups-{unique}.events")),
-                ("CONSUMER_GROUP", format!("monitoring-{unique}")),
-            ],
+                &[
+                    ("KAFKA_BROKERS", brokers.clone()),
+                    ("SCREENING_URL", vendor.uri()),
+                    ("PAYMENTS_TOPIC", topic.clone()),
+                    ("TOPUPS_TOPIC", format!("topups-{unique}.events")),
+                    ("CONSUMER_GROUP", format!("monitoring-{unique}")),
+                ],
+                settings,
+            ]
+            .concat(),
             None,
         )
         .await;
@@ -193,4 +202,33 @@ async fn an_alert_is_closed_with_an_outcome_once() {
     assert_eq!((status, problem["type"].as_str()), (409, Some("urn:problem:bank:alert-closed")));
     let (_, open) = m.app.get("/alerts?status=open").await;
     assert_eq!(open["count"], 0);
+}
+
+#[tokio::test]
+async fn a_slow_vendor_never_starves_the_monitoring_service() {
+    // Calls to the vendor may take 5 s: its 3 s answers are waited for.
+    let m = Monitor::start_with(&[("SCREENING_TIMEOUT_MS", "5000".into())]).await;
+    let alice = account();
+    // Alerts to close (the service's writes) while the vendor is slow.
+    let mut closes = Vec::new();
+    for i in 0..60 {
+        let payment = m.payment(&alice, &format!("{:08}", 50_000_000 + i), 600_000, "Mallory").await;
+        closes.push(link(&m.alert(&payment).await, "close"));
+    }
+    set_fault(&m.vendor, json!({ "kind": "slow", "delay_ms": 3_000 })).await;
+    let mut pending = Vec::new();
+    for i in 0..30 {
+        pending.push(m.payment(&alice, &format!("{:08}", 60_000_000 + i), 600_000, "Trudy").await);
+    }
+    crate::fixture::wait_for_requests(&m.vendor, 61).await;
+    let close = |i: usize| {
+        let (app, url) = (&m.app, closes[i].clone());
+        async move { app.post(&url, json!({ "outcome": "false_positive" }), None).await.0 }
+    };
+    crate::fixture::stays_up_while_slow(&m.app, "screening-vendor", "/alerts", close).await;
+    crate::fixture::clear_faults(&m.vendor).await;
+    for payment in &pending {
+        m.alert(payment).await;
+        assert_eq!(m.alerts_for(payment).await.len(), 1, "{payment} screened once");
+    }
 }
