@@ -13,6 +13,31 @@ use harness::engine::{Phase, State};
 use harness::sandbox::{Home, Record};
 use harness::{control, progress, sandbox, supervisor};
 
+/// Print to stdout. A reader that went away (`sandbox status | head -1`) ends
+/// the command quietly with success, as any Unix tool does, instead of the
+/// panic `println!` gives.
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*), false) };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => { write_out(format_args!(""), true) };
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*), true) };
+}
+
+fn write_out(args: std::fmt::Arguments, newline: bool) {
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 mod tui;
 
 #[derive(Debug, Parser)]
@@ -254,13 +279,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tui { name } => {
             let record = home.resolve(name.as_deref())?;
             tui::run(live_client(&record)?, &record.name, false, &home).await?;
-            println!("sandbox {} is still running; `sandbox down {}` stops it", record.name, record.name);
+            outln!("sandbox {} is still running; `sandbox down {}` stops it", record.name, record.name);
             Ok(ExitCode::SUCCESS)
         }
         Command::Restart { component, name } => {
             let record = home.resolve(name.as_deref())?;
             let c = live_client(&record)?.restart(&component).await?;
-            println!(
+            outln!(
                 "{component} restarted: {} ({})",
                 c.status.label(),
                 c.id.as_ref().map_or("not running".into(), ToString::to_string)
@@ -270,7 +295,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kill { component, name } => {
             let record = home.resolve(name.as_deref())?;
             let c = live_client(&record)?.kill(&component).await?;
-            println!("{component} killed: {}; `sandbox restart {component}` starts it again", c.status.label());
+            outln!("{component} killed: {}; `sandbox restart {component}` starts it again", c.status.label());
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { features, tags, shard, concurrency, junit, name } => {
@@ -294,22 +319,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let record = home.resolve(name.as_deref())?;
             let state = live_client(&record)?.state().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&state)?);
+                outln!("{}", serde_json::to_string_pretty(&state)?);
             } else {
-                print!("{}", progress::table(&state));
+                out!("{}", progress::table(&state));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls => {
-            println!("{:<28} {:<8} {:<8} {:<8} DIR", "NAME", "STATE", "BACKEND", "PID");
+            outln!("{:<28} {:<8} {:<8} {:<8} DIR", "NAME", "STATE", "BACKEND", "PID");
             for (name, record) in home.list() {
                 match record {
                     Some(r) => {
                         let state = if r.owner_alive() { "running" } else { "dead" };
-                        println!("{:<28} {:<8} {:<8} {:<8} {}", name, state, r.backend, r.pid, r.dir.display());
+                        outln!("{:<28} {:<8} {:<8} {:<8} {}", name, state, r.backend, r.pid, r.dir.display());
                     }
                     None => {
-                        println!("{:<28} {:<8} {:<8} {:<8} {}", name, "unknown", "-", "-", home.dir(&name).display())
+                        outln!("{:<28} {:<8} {:<8} {:<8} {}", name, "unknown", "-", "-", home.dir(&name).display())
                     }
                 }
             }
@@ -343,7 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let stale_unrecorded = record.is_none() && age(&home.dir(&name)) > Duration::from_secs(120);
                 if (record.is_some() && dead) || stale_unrecorded {
                     let killed = sandbox::remove_dead(&home.dir(&name)).await?;
-                    println!(
+                    outln!(
                         "removed {name}{}",
                         if killed.is_empty() { String::new() } else { format!(" ({})", killed.join(", ")) }
                     );
@@ -354,18 +379,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // is gone too (found by label); nothing to do without an engine.
             if let Ok(docker) = harness::backend::docker::connect().await {
                 for object in harness::backend::docker::sweep_orphans(&docker, &home, None).await? {
-                    println!("removed {object}");
+                    outln!("removed {object}");
                     removed += 1;
                 }
             }
             for log in home.stale_logs() {
                 if std::fs::remove_file(&log).is_ok() {
-                    println!("removed {}", log.display());
+                    outln!("removed {}", log.display());
                     removed += 1;
                 }
             }
             if removed == 0 {
-                println!("nothing to prune");
+                outln!("nothing to prune");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -376,16 +401,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 match what {
                     ImagesWhat::Build => {
                         let report = harness::images::build(&opts, &mut |line| eprintln!("{line}"))?;
-                        print!("{}", report.table());
-                        println!("{} image(s) built in {:.1}s", report.built().len(), report.took.as_secs_f64());
+                        out!("{}", report.table());
+                        outln!("{} image(s) built in {:.1}s", report.built().len(), report.took.as_secs_f64());
                     }
                     ImagesWhat::Rm => {
                         let removed = harness::images::remove_all(&opts)?;
                         if removed.is_empty() {
-                            println!("no images to remove");
+                            outln!("no images to remove");
                         }
                         for tag in removed {
-                            println!("removed {tag}");
+                            outln!("removed {tag}");
                         }
                     }
                 }
@@ -409,7 +434,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 BenchWhat::Backends { runs } => harness::bench::backends(&exe, &workspace, &home, runs),
             })
             .await??;
-            print!("{table}");
+            out!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Supervise { name, file, workspace, backend } => {
@@ -491,11 +516,11 @@ struct Printer {
 impl supervisor::Observer for Printer {
     fn changed(&mut self, prev: Option<&State>, next: &State) {
         for line in progress::transitions(prev, next) {
-            println!("  {line}");
+            outln!("  {line}");
         }
         if next.phase == Phase::Running && !self.announced {
             self.announced = true;
-            print!("{}", progress::table(next));
+            out!("{}", progress::table(next));
         }
         let _ = std::io::stdout().flush();
     }
@@ -524,9 +549,9 @@ async fn up_foreground(
     };
     if !std::io::stdout().is_terminal() {
         // No terminal: plain progress lines instead of the dashboard.
-        println!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
+        outln!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
         supervisor::run(opts, Printer::default()).await?;
-        println!("sandbox {name} stopped and removed");
+        outln!("sandbox {name} stopped and removed");
         return Ok(ExitCode::SUCCESS);
     }
     let mut supervisor = tokio::spawn(supervisor::run(opts, Quiet));
@@ -547,7 +572,7 @@ async fn up_foreground(
     let stopped = supervisor.await?;
     shown?;
     stopped?;
-    println!("sandbox {name} stopped and removed");
+    outln!("sandbox {name} stopped and removed");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -590,7 +615,7 @@ async fn up_detached(
     let log = home.log(&name);
     let interactive = std::io::stdout().is_terminal();
     if interactive {
-        println!("starting sandbox {name} in the background");
+        outln!("starting sandbox {name} in the background");
     }
     // Wait for the supervisor's control API, then follow the state it pushes.
     let client = loop {
@@ -608,12 +633,12 @@ async fn up_detached(
         let mut states = std::pin::pin!(states);
         while let Some(Ok(state)) = states.next().await {
             for line in progress::transitions(prev.as_ref(), &state) {
-                println!("  {line}");
+                outln!("  {line}");
             }
             match state.phase {
                 Phase::Running => {
-                    print!("{}", progress::table(&state));
-                    println!("stop it with: sandbox down {name}");
+                    out!("{}", progress::table(&state));
+                    outln!("stop it with: sandbox down {name}");
                     return Ok(ExitCode::SUCCESS);
                 }
                 Phase::Failed | Phase::Stopping | Phase::Stopped => break,
@@ -677,7 +702,7 @@ async fn down(home: &Home, name: Option<&str>) -> anyhow::Result<ExitCode> {
     };
     if !record.owner_alive() {
         let killed = sandbox::remove_dead(&record.dir).await?;
-        println!(
+        outln!(
             "sandbox {} was not running; removed what it left{}",
             record.name,
             if killed.is_empty() { String::new() } else { format!(" ({})", killed.join(", ")) }
@@ -696,6 +721,6 @@ async fn down(home: &Home, name: Option<&str>) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    println!("sandbox {} stopped and removed", record.name);
+    outln!("sandbox {} stopped and removed", record.name);
     Ok(ExitCode::SUCCESS)
 }

@@ -43,6 +43,22 @@ impl Home {
         text
     }
 
+    /// Run with stdout a pipe whose reader is already gone (`sandbox ... | head`
+    /// after head has quit): every write fails with EPIPE.
+    fn into_closed_pipe(&self, args: &[&str]) -> Output {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .arg("--home")
+            .arg(&self.root)
+            .args(args)
+            .current_dir(workspace())
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run sandbox")
+    }
+
     fn record(&self, name: &str) -> Record {
         Record::read(&self.root.join(name)).expect("sandbox record")
     }
@@ -147,6 +163,26 @@ fn up_detach_status_logs_down_leaves_nothing() {
     assert!(listening(port), "accounts answers at {url}");
     let logs = home.ok(&["logs", "accounts", "--name", "one"]);
     assert!(logs.contains("listening"), "{logs}");
+    // Into a pipe whose reader has gone, every command ends quietly, as a CLI does.
+    let commands: [&[&str]; 8] = [
+        &["status", "one"],
+        &["status", "one", "--json"],
+        &["ls"],
+        &["logs", "accounts", "--name", "one"],
+        &["--help"],
+        &["status", "--help"],
+        &["logs", "--help"],
+        &["up", "--help"],
+    ];
+    for args in commands {
+        let out = home.into_closed_pipe(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "sandbox {args:?} into a closed pipe: {:?} {stderr}",
+            out.status
+        );
+    }
     let ls = home.ok(&["ls"]);
     assert!(ls.contains("one") && ls.contains("running"), "{ls}");
 
