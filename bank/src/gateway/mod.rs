@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
-use crate::kit::http::{TRACE_HEADER, TraceId};
+use crate::kit::http::{TRACE_HEADER, TraceId, Upstream};
 use crate::kit::{Kit, ServiceSpec};
 
 pub const SPEC: ServiceSpec = ServiceSpec { name: "gateway", migrations: &[], links: &[], actions: &[], router, start };
@@ -152,7 +152,9 @@ async fn forward(kit: &Kit, service: &str, rest: &str, request: Request, trace: 
         .bytes()
         .await
         .map_err(|e| ApiError::BadGateway(format!("service `{service}` broke off its answer: {e}")))?;
-    Ok((status, out_headers, bytes).into_response())
+    let mut response = (status, out_headers, bytes).into_response();
+    response.extensions_mut().insert(Upstream(format!("{service} {url}")));
+    Ok(response)
 }
 
 /// A provider's webhook: verified, recorded, routed.
@@ -184,9 +186,10 @@ async fn webhook(
         .await?;
     kit.commit(tx).await?;
     let base = routes.services.get(service).cloned().unwrap_or_default();
+    let url = format!("{base}/webhooks/{provider}");
     let upstream = routes
         .http
-        .post(format!("{base}/webhooks/{provider}"))
+        .post(&url)
         .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header(TRACE_HEADER, &trace.0)
         .body(body)
@@ -196,5 +199,7 @@ async fn webhook(
         .map_err(|e| ApiError::Unavailable(format!("`{service}` did not take the webhook: {}", e.without_url())))?;
     let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let bytes = upstream.bytes().await.unwrap_or_default();
-    Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+    response.extensions_mut().insert(Upstream(format!("{service} {url}")));
+    Ok(response)
 }

@@ -51,6 +51,11 @@ impl<S: Send + Sync> FromRequestParts<S> for TraceId {
     }
 }
 
+/// Where a proxy (the gateway) sent the request: the URL it called, put on its
+/// response so that the request's log line names it.
+#[derive(Debug, Clone)]
+pub struct Upstream(pub String);
+
 /// Middleware: assign (or adopt) the trace id, run the request inside a span that
 /// carries it, echo it on the response, and count and time the request.
 pub async fn observe(service: &'static str, mut request: Request, next: Next) -> Response {
@@ -59,13 +64,16 @@ pub async fn observe(service: &'static str, mut request: Request, next: Next) ->
     let method = request.method().clone();
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let span = tracing::info_span!("request", service, trace_id = %trace.0, %method, route = %route);
+    let path = request.uri().path().to_string();
+    let span = tracing::info_span!("request", service, trace_id = %trace.0, %method, route = %route, %path);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16().to_string();
-    span.in_scope(|| {
-        tracing::info!(status = %status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "handled");
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    span.in_scope(|| match response.extensions().get::<Upstream>() {
+        Some(Upstream(to)) => tracing::info!(status = %status, elapsed_ms, upstream = %to, "handled"),
+        None => tracing::info!(status = %status, elapsed_ms, "handled"),
     });
     let labels =
         [("service", service.to_string()), ("method", method.to_string()), ("route", route), ("status", status)];

@@ -163,6 +163,21 @@ fn up_detach_status_logs_down_leaves_nothing() {
     assert!(listening(port), "accounts answers at {url}");
     let logs = home.ok(&["logs", "accounts", "--name", "one"]);
     assert!(logs.contains("listening"), "{logs}");
+    // The gateway's log line names the path it served and where it sent it.
+    let gateway = state["components"].as_array().unwrap().iter().find(|c| c["name"] == "gateway").unwrap();
+    let port: u16 = gateway["endpoints"][0]["url"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut http,
+        b"GET /accounts/customers HTTP/1.1\r\nHost: bank\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    std::io::Read::read_to_end(&mut http, &mut Vec::new()).unwrap();
+    let routed = format!("\"upstream\":\"accounts {url}/customers\"");
+    wait_until("the gateway logs the request", || {
+        let logs = home.ok(&["logs", "gateway", "--name", "one"]);
+        logs.lines().any(|l| l.contains("\"path\":\"/accounts/customers\"") && l.contains(&routed))
+    });
     // Into a pipe whose reader has gone, every command ends quietly, as a CLI does.
     let commands: [&[&str]; 8] = [
         &["status", "one"],
