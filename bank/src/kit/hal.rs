@@ -98,6 +98,13 @@ impl Hal {
         self
     }
 
+    /// A link to a resource that is not HAL, with HAL's `type` hint (its media
+    /// type), so a generic HAL client knows not to read it as `application/hal+json`.
+    pub fn link_typed(mut self, rel: &str, path: &str, media_type: &str) -> Self {
+        self.links.insert(rel.into(), json!({ "href": self.base.url(path), "type": media_type }));
+        self
+    }
+
     /// A link that names the HTTP method of the action it advertises.
     pub fn action(mut self, rel: &str, method: &str, path: &str) -> Self {
         self.links.insert(rel.into(), json!({ "href": self.base.url(path), "method": method }));

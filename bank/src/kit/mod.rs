@@ -321,9 +321,9 @@ fn migrator(spec: &ServiceSpec) -> Migrator {
 
 async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
     let mut hal = Hal::new(&base, "/", json!({ "service": kit.service }))
-        .link("health", "/health")
+        .link_typed("health", "/health", "application/json")
         .link("events", "/events")
-        .link("metrics", "/metrics");
+        .link_typed("metrics", "/metrics", METRICS_TYPE);
     for (rel, path) in kit.spec_actions {
         hal = hal.action(rel, "POST", path);
     }
@@ -363,8 +363,11 @@ async fn health(State(kit): State<Kit>) -> impl IntoResponse {
     (status, Json(body))
 }
 
+/// Prometheus' text format.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4";
+
 async fn metrics_text() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus().render())
+    ([(header::CONTENT_TYPE, METRICS_TYPE)], prometheus().render())
 }
 
 /// The process-wide Prometheus recorder (installed once; every label carries the

@@ -47,6 +47,11 @@ async fn health_ping_and_discovery_answer() {
         assert!(link(&root, rel).starts_with(&app.base), "{rel} is an absolute URL into the service");
     }
     assert_eq!(root["_links"]["find-account"]["templated"], true, "a URI template says so");
+    // Links to what is not HAL say what it is, as HAL's `type` hint.
+    assert_eq!(root["_links"]["health"]["type"], "application/json");
+    assert_eq!(root["_links"]["metrics"]["type"], "text/plain; version=0.0.4");
+    let metrics = app.http.get(link(&root, "metrics")).send().await.unwrap();
+    assert_eq!(metrics.headers()["content-type"], "text/plain; version=0.0.4");
     let (status, customers) = app.get(&link(&root, "customers")).await;
     assert_eq!(status, 200, "every plain link answers GET: {customers}");
 }

@@ -45,7 +45,7 @@ impl Home {
 
     /// Run with stdout a pipe whose reader is already gone (`sandbox ... | head`
     /// after head has quit): every write fails with EPIPE.
-    fn into_closed_pipe(&self, args: &[&str]) -> Output {
+    fn piped_to_no_reader(&self, args: &[&str]) -> Output {
         let (read, write) = nix::unistd::pipe().unwrap();
         drop(read);
         Command::new(env!("CARGO_BIN_EXE_sandbox"))
@@ -190,7 +190,7 @@ fn up_detach_status_logs_down_leaves_nothing() {
         &["up", "--help"],
     ];
     for args in commands {
-        let out = home.into_closed_pipe(args);
+        let out = home.piped_to_no_reader(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && stderr.is_empty(),

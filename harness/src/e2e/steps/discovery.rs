@@ -61,8 +61,9 @@ async fn links_to_services(w: &mut BankWorld, list: String) -> Step {
 async fn crawl(w: &mut BankWorld) -> Step {
     // Two levels: the front door's links (each service's discovery resource,
     // the gateway's own health and metrics), then each of theirs. Every link
-    // answers; every HAL resource links back (health and metrics speak plain
-    // JSON and Prometheus text, and need not).
+    // answers with what it says it leads to (HAL, or the media type of its
+    // `type` hint: health is plain JSON, metrics Prometheus text); every HAL
+    // resource links back.
     let start = here(w)?.clone();
     check_links(&start, "the front door")?;
     let mut frontier = vec![("the front door".to_string(), start)];
@@ -76,6 +77,14 @@ async fn crawl(w: &mut BankWorld) -> Step {
                 let r = w.api().send("GET", &href, None, None).await?;
                 anyhow::ensure!(r.is_success(), "{whence} -> `{rel}` ({href}) answered {} {}", r.status, r.body);
                 visited += 1;
+                // A link says what it leads to: its `type` hint, or HAL when it has none.
+                let hinted = resource["_links"][rel.as_str()]["type"].as_str().unwrap_or("application/hal+json");
+                let essence = |t: &str| t.split(';').next().unwrap_or_default().trim().to_string();
+                anyhow::ensure!(
+                    essence(&r.content_type) == essence(hinted),
+                    "{whence} -> `{rel}` ({href}) is {}, but its link says {hinted}",
+                    r.content_type
+                );
                 if r.content_type.starts_with("application/hal+json") {
                     check_links(&r.body, &href)?;
                     next.push((format!("{whence} -> `{rel}`"), r.body));
