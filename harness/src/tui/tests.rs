@@ -35,7 +35,14 @@ fn state() -> State {
         sandbox: "dev".into(),
         phase: Phase::Running,
         components: vec![
-            component("postgres", Status::Healthy, 15432, 0),
+            // A URL longer than the others: its column is as wide as it needs.
+            Component {
+                endpoints: vec![Endpoint {
+                    name: "postgres".into(),
+                    url: "postgres://bank:bank@127.0.0.1:15432".into(),
+                }],
+                ..component("postgres", Status::Healthy, 15432, 0)
+            },
             component("kafka", Status::Healthy, 19092, 0),
             // Once healthy, the detail is what its health checks say.
             Component {
@@ -157,12 +164,12 @@ fn render(app: &App, width: u16, height: u16) -> String {
 }
 
 #[test]
-fn every_pane_renders_at_two_sizes() {
+fn every_pane_renders_at_three_sizes() {
     let mut app = app();
     for (i, pane) in Pane::ALL.iter().enumerate() {
         app.on_key(key(char::from(b'1' + i as u8)));
         assert_eq!(app.pane, *pane);
-        for (w, h) in [(80, 24), (120, 40)] {
+        for (w, h) in [(80, 24), (120, 40), (200, 50)] {
             insta::assert_snapshot!(format!("{}_{w}x{h}", pane.title().to_lowercase()), render(&app, w, h));
         }
     }
@@ -173,6 +180,7 @@ fn the_help_overlay_lists_the_keys_and_any_key_closes_it() {
     let mut app = app();
     app.on_key(key('?'));
     insta::assert_snapshot!("help_80x24", render(&app, 80, 24));
+    insta::assert_snapshot!("help_140x40", render(&app, 140, 40));
     assert_eq!(app.on_key(key('q')), None, "the first key only closes the help");
     assert!(!app.help);
     assert_eq!(app.on_key(key('q')), Some(Command::Quit));

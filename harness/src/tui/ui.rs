@@ -158,6 +158,16 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
     // As wide as the longest id (a pid, a container's short id), at least the header's.
     let id_width =
         state.components.iter().filter_map(|c| c.id.as_ref()).map(|i| i.short().len()).max().unwrap_or(0).max(2) as u16;
+    // The URL column as wide as the longest URL: it shrinks first when the
+    // terminal is narrow, and DETAIL takes what is left.
+    let url_width = state
+        .components
+        .iter()
+        .filter_map(|c| c.endpoints.first())
+        .map(|e| e.url.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(3) as u16;
     let rows = state.components.iter().map(|c| {
         let color = match c.status {
             Status::Healthy => Color::Green,
@@ -190,9 +200,9 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
             Constraint::Length(8),
             Constraint::Length(id_width),
             Constraint::Length(8),
-            Constraint::Length(22),
+            Constraint::Max(url_width),
             Constraint::Length(7),
-            Constraint::Min(6),
+            Constraint::Fill(1),
         ],
     )
     .header(
@@ -380,8 +390,13 @@ fn explorer(app: &App, f: &mut Frame, area: Rect) {
 
 fn help(f: &mut Frame) {
     let area = f.area();
-    let width = area.width.min(76);
-    let height = area.height.min(KEYS.len() as u16 + 2);
+    // As wide as the longest line (and its border), or the whole terminal;
+    // narrower than a line, the line wraps rather than being cut.
+    let longest = KEYS.iter().map(|(_, what)| 24 + what.chars().count()).max().unwrap_or(0) as u16;
+    let width = area.width.min(longest + 2);
+    let inner = usize::from(width.saturating_sub(2)).max(1);
+    let rows: u16 = KEYS.iter().map(|(_, what)| (24 + what.chars().count()).div_ceil(inner) as u16).sum();
+    let height = area.height.min(rows + 2);
     let popup = Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height };
     let lines: Vec<Line> = KEYS
         .iter()
@@ -390,5 +405,8 @@ fn help(f: &mut Frame) {
         })
         .collect();
     f.render_widget(Clear, popup);
-    f.render_widget(Paragraph::new(lines).block(Block::bordered().title("Keys")), popup);
+    f.render_widget(
+        Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }).block(Block::bordered().title("Keys")),
+        popup,
+    );
 }
