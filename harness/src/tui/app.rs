@@ -249,10 +249,21 @@ impl App {
                 self.logs.push_back(line);
             }
             Msg::Event(e) => {
+                // Kept in the order the events happened, not the order they are
+                // read: the reader catches up topic by topic from the start, and
+                // the pane must open on the newest event of all, not on the last
+                // one read of the last topic.
+                let at = self.events.partition_point(|r| r.at <= e.at);
                 if self.events.len() == EVENT_CAP {
+                    if at == 0 {
+                        // Older than everything kept: it would be the first to go.
+                        return;
+                    }
                     self.events.pop_front();
+                    self.events.insert(at - 1, e);
+                } else {
+                    self.events.insert(at, e);
                 }
-                self.events.push_back(e);
             }
             Msg::Providers(p) => {
                 self.provider_selected = self.provider_selected.min(p.len().saturating_sub(1));

@@ -332,3 +332,23 @@ fn an_action_form_starts_from_the_api_s_shape_and_sends_what_was_typed() {
         })
     );
 }
+
+#[test]
+fn the_events_pane_opens_on_the_newest_event_whatever_order_the_topics_are_read_in() {
+    let mut app = App::new("dev", true);
+    let envelope = |kind: &str, secs: i64| wire::Envelope {
+        id: uuid::Uuid::new_v4(),
+        kind: kind.into(),
+        aggregate_id: kind.into(),
+        occurred_at: time::OffsetDateTime::from_unix_timestamp(secs).unwrap(),
+        trace_id: "t".into(),
+        data: json!({}),
+    };
+    // The reader catches up one topic after the other: payments' recent events
+    // first, then accounts' older ones.
+    app.on_msg(Msg::Event(event_row("payments.events", 0, &envelope("payment.completed", 300))));
+    app.on_msg(Msg::Event(event_row("accounts.events", 0, &envelope("account.opened", 100))));
+    app.on_msg(Msg::Event(event_row("accounts.events", 1, &envelope("hold.captured", 200))));
+    let kinds: Vec<&str> = app.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["account.opened", "hold.captured", "payment.completed"], "newest last, where the pane opens");
+}
