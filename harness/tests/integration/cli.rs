@@ -364,6 +364,48 @@ fn a_name_in_use_is_refused() {
 
 /// The README's command table and `sandbox --help` must describe the same
 /// commands, so neither drifts from the other.
+/// The README's tour, every line of it, against a real sandbox, so the README
+/// cannot drift: `cargo sandbox` is this build's binary in the test's home; the
+/// line that follows the logs forever runs for three seconds, and the
+/// dashboard for three seconds in a pseudo-terminal.
+#[test]
+fn the_readme_tour_runs_line_by_line() {
+    let home = Home::new();
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let tour = readme.split("### A tour").nth(1).expect("the README has a tour");
+    let block = tour.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("the tour is a sh block");
+    let sandbox = format!("{} --home {}", env!("CARGO_BIN_EXE_sandbox"), home.root.display());
+    let mut script = String::from("set -euo pipefail\n");
+    let mut lines = 0;
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        // The comment after a command (two spaces, then `#`) explains it.
+        let command = line.split("  #").next().unwrap().trim().replace("cargo sandbox", &sandbox);
+        if command.contains(" tui ") {
+            script.push_str(&format!("timeout 3 script -qec '{command}' /dev/null >/dev/null || [ $? = 124 ]\n"));
+        } else if command.contains(" -f") {
+            script.push_str(&format!("(timeout 3 {command} || [ $? = 124 ]) > \"$TOUR/followed\"\n"));
+        } else {
+            script.push_str(&command);
+            script.push('\n');
+        }
+        lines += 1;
+    }
+    assert!(lines >= 5, "the tour has {lines} lines:\n{block}");
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .env("TOUR", &home.root)
+        .current_dir(workspace())
+        .output()
+        .expect("run bash");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the tour failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(stdout.contains("\"_links\"") && stdout.contains("/accounts/"), "the gateway's links: {stdout}");
+    let followed = std::fs::read_to_string(home.root.join("followed")).unwrap_or_default();
+    assert!(followed.lines().count() > 5, "`logs all -f` showed: {followed}");
+    assert!(stderr.contains("scenarios passed"), "the payments scenarios ran: {stderr}");
+    assert!(home.dirs().is_empty(), "the tour's `down` left {:?}", home.dirs());
+}
+
 #[test]
 fn the_readme_documents_every_command_and_only_real_ones() {
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
