@@ -473,8 +473,9 @@ impl<B: Backend> Parts<B> {
         let exit = handle.exited();
         self.handles.lock().await.insert(name.to_string(), handle);
         self.watch_exit(name, id, exit.clone());
-        // Poll readiness until healthy, exited, cancelled or out of time.
-        let deadline = started + START_DEADLINE;
+        // Poll readiness until healthy, exited, cancelled or out of time: the
+        // clock starts once it runs (a first build of its binary can take minutes).
+        let deadline = tokio::time::Instant::now() + START_DEADLINE;
         let mut last = String::new();
         loop {
             if let Some(code) = exit.code() {

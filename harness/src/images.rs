@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::fresh::{self, BANK_SOURCES, SANDBOX_SOURCES, files_under};
 
 /// The label holding the hash of an image's inputs.
 pub const INPUTS_LABEL: &str = "io.bank-sandbox.inputs";
@@ -33,21 +34,6 @@ pub const KIND_LABEL: &str = "io.bank-sandbox.image";
 pub const REPOSITORY: &str = "bank-sandbox";
 /// The bank's and the harness's images are tagged with this workspace's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// What the `bank` binary is built from, relative to the workspace: its sources
-/// and the manifests (not its tests: editing them does not relink the binary).
-pub const BANK_SOURCES: &[&str] =
-    &["Cargo.toml", "Cargo.lock", "bank/Cargo.toml", "bank/src", "bank/wire/Cargo.toml", "bank/wire/src"];
-/// What the `sandbox` binary is built from (its Dockerfiles are compiled into it).
-pub const SANDBOX_SOURCES: &[&str] = &[
-    "Cargo.toml",
-    "Cargo.lock",
-    "harness/Cargo.toml",
-    "harness/src",
-    "harness/images",
-    "bank/wire/Cargo.toml",
-    "bank/wire/src",
-];
 
 /// The Compose override that selects the images built here, relative to the workspace.
 pub const LOCAL_IMAGES: &str = "compose/local-images.yaml";
@@ -196,17 +182,25 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     // What a build of the base needs is checked before anything is built.
     let base_mirror =
         if stale.iter().any(|(k, h)| *k == Kind::Base && h.is_some()) { Some(base_preconditions(opts)?) } else { None };
-    // The binaries the stale images carry, built with cargo unless already fresh.
+    // The binaries the stale images carry, built with cargo unless already fresh
+    // (in one invocation).
+    let mut bins = Vec::new();
+    let mut why = Vec::new();
     for (kind, hash) in &stale {
-        let (name, sources) = match kind {
-            Kind::Bank => ("bank", BANK_SOURCES),
-            Kind::Sandbox => ("sandbox", SANDBOX_SOURCES),
+        let sources = match kind {
+            Kind::Bank => BANK_SOURCES,
+            Kind::Sandbox => SANDBOX_SOURCES,
             _ => continue,
         };
-        let bin = opts.target_dir.join("debug").join(name);
-        if hash.is_some() && !is_fresh(&bin, &opts.workspace, sources) {
-            cargo_build(opts, *kind, progress)?;
+        if let (Some(_), Some(reason)) =
+            (hash, fresh::stale(&opts.target_dir.join("debug").join(kind.name()), &opts.workspace, sources))
+        {
+            bins.push(kind.name());
+            why.push(reason);
         }
+    }
+    if !bins.is_empty() {
+        cargo_build(opts, &bins, &why.join("; "), progress)?;
     }
     let mut images = Vec::new();
     for (kind, hash) in stale {
@@ -270,8 +264,10 @@ pub fn inputs(opts: &Options, kind: Kind, base: &str) -> Result<String> {
             h.update(include_str!("../images/postgres/docker-entrypoint.sh"));
             Vec::new()
         }
-        Kind::Bank => files_under(ws, BANK_SOURCES)?,
-        Kind::Sandbox => files_under(ws, &[SANDBOX_SOURCES, &["fixtures"]].concat())?,
+        Kind::Bank => files_under(ws, BANK_SOURCES).map_err(|e| Error::Other(e.to_string()))?,
+        Kind::Sandbox => {
+            files_under(ws, &[SANDBOX_SOURCES, &["fixtures"]].concat()).map_err(|e| Error::Other(e.to_string()))?
+        }
     };
     for f in files {
         let rel = f.strip_prefix(ws).unwrap_or(&f);
@@ -280,44 +276,6 @@ pub fn inputs(opts: &Options, kind: Kind, base: &str) -> Result<String> {
         h.update(&bytes);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Whether the binary at `bin` is newer than every file it is built from: then
-/// it is used as it is, without asking cargo (whose answer, even when nothing is
-/// to do, costs a second and, for another selection of packages, may be a
-/// rebuild of dependencies with other features).
-pub fn is_fresh(bin: &Path, workspace: &Path, sources: &[&str]) -> bool {
-    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return false };
-    let Ok(files) = files_under(workspace, sources) else { return false };
-    files.iter().all(|f| std::fs::metadata(f).and_then(|m| m.modified()).is_ok_and(|t| t <= built))
-}
-
-fn files_under(root: &Path, entries: &[&str]) -> Result<Vec<PathBuf>> {
-    fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        if p.is_dir() {
-            let dir = std::fs::read_dir(p).map_err(|cause| Error::Read { path: p.to_path_buf(), cause })?;
-            for e in dir.flatten() {
-                walk(&e.path(), out)?;
-            }
-        } else if p.is_file() {
-            out.push(p.to_path_buf());
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    for e in entries {
-        let p = root.join(e);
-        if !p.exists() {
-            return Err(Error::Other(format!(
-                "{} does not exist: is {} the bank-sandbox workspace?",
-                p.display(),
-                root.display()
-            )));
-        }
-        walk(&p, &mut out)?;
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// This machine's Debian release (`VERSION_CODENAME`), which the base follows so
@@ -380,16 +338,15 @@ fn mirror_in(text: &str) -> Option<String> {
     None
 }
 
-/// `cargo build` of one binary, as the rest of the sandbox builds it (the local
-/// backend builds `-p bank`, `cargo sandbox` runs `-p harness`), so that the
-/// three share what cargo has already compiled.
-fn cargo_build(opts: &Options, kind: Kind, progress: &mut dyn FnMut(&str)) -> Result<()> {
+/// `cargo build` of the binaries named, with the selection of packages
+/// `cargo sandbox` builds, so that all share what cargo has already compiled.
+fn cargo_build(opts: &Options, bins: &[&str], why: &str, progress: &mut dyn FnMut(&str)) -> Result<()> {
+    let args = fresh::build_args(bins);
+    let what = format!("cargo {}", args.join(" "));
     let mut cmd = Command::new(&opts.cargo);
-    cmd.current_dir(&opts.workspace).env("CARGO_TARGET_DIR", &opts.target_dir).args(["build", "--locked"]);
-    let package = if kind == Kind::Bank { "bank" } else { "harness" };
-    cmd.args(["-p", package, "--bin", kind.name()]);
-    progress(&format!("cargo build -p {package}: the {} binary changed since it was built", kind.name()));
-    run_streamed(&mut cmd, None, &format!("cargo build -p {package}"), progress).map(drop)
+    cmd.current_dir(&opts.workspace).env("CARGO_TARGET_DIR", &opts.target_dir).args(&args).arg("--locked");
+    progress(&format!("{what}: {why}"));
+    run_streamed(&mut cmd, None, &what, progress).map(drop)
 }
 
 /// What making the base needs: debootstrap, root, and a mirror (returned).

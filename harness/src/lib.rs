@@ -17,6 +17,7 @@ pub mod e2e;
 pub mod engine;
 pub mod error;
 pub mod flows;
+pub mod fresh;
 pub mod images;
 pub mod logs;
 pub mod ports;

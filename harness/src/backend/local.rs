@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, OnceCell};
 use super::{Backend, Handle, Plan, ProbeResult, fnv1a, pg_credentials};
 use crate::engine::Endpoint;
 use crate::error::{Error, Result};
+use crate::fresh;
 use crate::logs::LogSink;
 use crate::postgres;
 use crate::topology::{Probe, Service, Topology};
@@ -382,7 +383,8 @@ fn replace_address(text: &str, from: &str, to: &str) -> String {
 }
 
 /// The `bank` binary: `$SANDBOX_BANK_BIN`, or the workspace's, rebuilt with cargo
-/// when any of its sources is newer than it.
+/// when any of its sources is newer than it (with the package selection of
+/// `cargo sandbox`, so that nothing else is rebuilt).
 async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("SANDBOX_BANK_BIN") {
         let bin = PathBuf::from(bin);
@@ -394,12 +396,12 @@ async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
     let bin = target.join("debug").join("bank");
-    if crate::images::is_fresh(&bin, workspace, crate::images::BANK_SOURCES) {
-        return Ok(bin);
-    }
-    logs.line("build", format!("building the bank with cargo in {}", workspace.display()));
+    let Some(why) = fresh::stale(&bin, workspace, fresh::BANK_SOURCES) else { return Ok(bin) };
+    let mut args = fresh::build_args(&["bank"]);
+    args.push("--quiet");
+    logs.line("build", format!("cargo {} in {} ({why})", args.join(" "), workspace.display()));
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(workspace).args(["build", "--quiet", "-p", "bank", "--bin", "bank"]);
+    cmd.current_dir(workspace).args(&args);
     process::tie_to_parent(&mut cmd);
     let out = cmd.output().await.map_err(|e| Error::Other(format!("cannot run cargo to build the bank: {e}")))?;
     for line in String::from_utf8_lossy(&out.stderr).lines() {
@@ -408,7 +410,7 @@ async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(Error::Other(format!("building the bank failed (cargo build -p bank):\n{}", tail.join("\n"))));
+        return Err(Error::Other(format!("building the bank failed (cargo {}):\n{}", args.join(" "), tail.join("\n"))));
     }
     Ok(bin)
 }

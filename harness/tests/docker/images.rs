@@ -89,7 +89,7 @@ pub fn build_from_nothing_then_skip_then_only_the_bank() {
     let bank_before = label(&opts.tag(Kind::Bank));
     std::fs::write(&main, format!("{text}\nfn broken( {{\n")).unwrap();
     let err = images::build(&changed, &mut progress).unwrap_err().to_string();
-    assert!(err.contains("cargo build -p bank failed"), "{err}");
+    assert!(err.contains("cargo build -p harness -p bank --bin bank failed"), "{err}");
     assert!(err.contains("error"), "the compiler's own words: {err}");
     assert_eq!(label(&opts.tag(Kind::Bank)), bank_before);
 }
