@@ -573,3 +573,92 @@ struct Sample {
     down: Vec<Duration>,
     memory: Vec<f64>,
 }
+
+/// A directory removed (with everything in it) when dropped, even on an error.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `sandbox bench clone`: a new engineer's first minutes. The workspace's
+/// committed sources are cloned (`git clone`, as a new engineer would) into a
+/// temporary directory, then `cargo sandbox up --detach` runs there with an empty
+/// target directory (crates from cargo's local cache) until every component is
+/// healthy; the first build's share is when cargo says `Finished`. Then `down`,
+/// and the clone (with its target directory) is removed.
+pub fn clone(workspace: &Path) -> Result<String> {
+    let scratch = Removed(std::env::temp_dir().join(format!("bank-sandbox-bench-clone-{}", std::process::id())));
+    let (ws, home) = (scratch.0.join("workspace"), scratch.0.join("home"));
+    std::fs::create_dir_all(&scratch.0).map_err(Error::io(format!("cannot create {}", scratch.0.display())))?;
+    let started = Instant::now();
+    let out = Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(workspace)
+        .arg(&ws)
+        .output()
+        .map_err(Error::io("cannot run git (the bench clones the workspace as a new engineer would)"))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "git clone {} failed (the bench clones the workspace's committed sources): {}",
+            workspace.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let cloned = started.elapsed();
+
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let sandbox = |cmd: &mut Command| {
+        cmd.current_dir(&ws).env_remove("CARGO_TARGET_DIR").env_remove("SANDBOX_BANK_BIN").arg("--home").arg(&home);
+    };
+    let mut up = Command::new(&cargo);
+    up.arg("sandbox");
+    sandbox(&mut up);
+    up.args(["up", "--detach", "--name", "bench-clone"]).stdout(std::process::Stdio::null());
+    up.stderr(std::process::Stdio::piped());
+    let started = Instant::now();
+    let mut child = up.spawn().map_err(Error::io("cannot run cargo"))?;
+    let (mut built, mut crates, mut tail) = (None, 0usize, Vec::new());
+    if let Some(stderr) = child.stderr.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(std::result::Result::ok) {
+            let line = line.trim().to_string();
+            if line.starts_with("Compiling ") {
+                crates += 1;
+            } else if line.starts_with("Finished ") && built.is_none() {
+                built = Some(started.elapsed());
+            }
+            tail.push(line);
+        }
+    }
+    let status = child.wait().map_err(Error::io("cargo sandbox up did not finish"))?;
+    let healthy = started.elapsed();
+    // Down whatever came up, with the binary the clone built.
+    let mut down = Command::new(ws.join("target/debug/sandbox"));
+    sandbox(&mut down);
+    let downed = down.args(["down", "bench-clone"]).output();
+    if !status.success() {
+        let tail = tail[tail.len().saturating_sub(20)..].join("\n");
+        return Err(Error::Other(format!("`cargo sandbox up --detach` in the clone failed ({status}):\n{tail}")));
+    }
+    match downed {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => return Err(Error::Other(format!("`sandbox down` failed: {}", String::from_utf8_lossy(&o.stderr)))),
+        Err(e) => return Err(Error::Other(format!("cannot run the clone's sandbox binary: {e}"))),
+    }
+    let built = built.ok_or_else(|| Error::Other("cargo built nothing: was the target directory empty?".into()))?;
+    let s = |d: Duration| format!("{:.1}", d.as_secs_f64());
+    Ok(format!(
+        "| from a fresh clone (empty target directory, crates in cargo's cache) | s |\n|---|---|\n\
+         | `git clone` | {} |\n\
+         | `cargo sandbox up --detach` to every component healthy | **{}** |\n\
+         | of which the first build ({crates} crates compiled) | {} |\n\
+         | of which `up` after the build | {} |\n",
+        s(cloned),
+        s(healthy),
+        s(built),
+        s(healthy.saturating_sub(built)),
+    ))
+}

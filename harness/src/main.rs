@@ -58,6 +58,9 @@ enum BenchWhat {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// A new engineer's first minutes: `cargo sandbox up --detach` in a fresh clone
+    /// of this workspace, empty target directory, to every component healthy.
+    Clone,
     /// The Gherkin suite against a fresh sandbox, start to teardown, and scenarios/s.
     E2e {
         /// Whole runs to measure.
@@ -428,6 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 BenchWhat::Flows { payments, workers, seconds } => {
                     harness::bench::flows(&exe, &workspace, payments, workers, seconds)
                 }
+                BenchWhat::Clone => harness::bench::clone(&workspace),
                 BenchWhat::E2e { runs } => harness::bench::e2e(&exe, &workspace, runs),
                 BenchWhat::Tui { rate, seconds } => harness::bench::tui(&exe, &workspace, rate, seconds),
                 BenchWhat::Images { runs } => harness::bench::images(&workspace, &home, runs),
