@@ -84,3 +84,41 @@ pub fn files_under(root: &Path, entries: &[&str]) -> std::io::Result<Vec<PathBuf
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_is_stale_when_missing_or_older_than_a_source() {
+        let root = std::env::temp_dir().join(format!("fresh-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("src/deep")).unwrap();
+        std::fs::write(root.join("src/deep/a.rs"), "").unwrap();
+        let bin = root.join("bin");
+
+        let why = stale(&bin, &root, &["src"]).unwrap();
+        assert!(why.starts_with("no `bin` binary in"), "{why}");
+
+        std::fs::write(&bin, "").unwrap();
+        let file = std::fs::File::options().write(true).open(root.join("src/deep/a.rs")).unwrap();
+        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(stale(&bin, &root, &["src"]).unwrap(), "src/deep/a.rs changed since `bin` was built");
+
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(stale(&bin, &root, &["src"]), None);
+
+        let why = stale(&bin, &root, &["src", "missing"]).unwrap();
+        assert!(why.contains("missing does not exist: is") && why.contains("the bank-sandbox workspace?"), "{why}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn every_build_selects_both_packages() {
+        assert_eq!(build_args(&["bank"]), ["build", "-p", "harness", "-p", "bank", "--bin", "bank"]);
+        assert_eq!(
+            build_args(&["sandbox", "bank"]),
+            ["build", "-p", "harness", "-p", "bank", "--bin", "sandbox", "--bin", "bank"]
+        );
+    }
+}
