@@ -45,7 +45,7 @@ fn build(workspace: &Path, dir: &Path, why: &str) -> Result<(), ExitCode> {
     }
     eprintln!(
         "sandbox: building the sandbox and the bank: {why}\n\
-         sandbox: cargo {} (a first build compiles ~670 crates: minutes on two cores; later ones seconds)",
+         sandbox: cargo {} (a first build compiles some 500 crates: about four minutes on two cores; later ones seconds)",
         args.join(" ")
     );
     if let Some(missing) = missing_build_tools() {
