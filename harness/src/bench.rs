@@ -151,13 +151,68 @@ pub fn flows(exe: &Path, workspace: &Path, payments: usize, workers: usize, seco
                     .map(|e| e.url.clone())
                     .ok_or_else(|| Error::Other(format!("the sandbox has no `{name}` component")))
             };
-            crate::flows::measure(&url("gateway")?, &url("kafka")?, &url("payment-scheme")?, payments, workers, seconds)
+            let table = crate::flows::measure(
+                &url("gateway")?,
+                &url("kafka")?,
+                &url("payment-scheme")?,
+                payments,
+                workers,
+                seconds,
+            )
+            .await?;
+            let statements = statements(&url("postgres")?)
                 .await
+                .unwrap_or_else(|e| format!("(no statement timings: {e}; the server needs pg_stat_statements)\n"));
+            Ok(format!("{table}\n{statements}"))
         })
     })();
     let _ = bench.sandbox(&["down", "bench-flows"]);
     let _ = std::fs::remove_dir_all(&home);
     result
+}
+
+/// Where PostgreSQL's time went over the whole bench, from pg_stat_statements
+/// (which the local backend preloads): the statements that took the most, of
+/// every database, with their share of all statements' time.
+async fn statements(server: &str) -> Result<String> {
+    use sqlx::{Connection, Row};
+    let fail = |e: sqlx::Error| Error::Other(e.to_string());
+    let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.map_err(fail)?;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn).await.map_err(fail)?;
+    let total: f64 = sqlx::query_scalar("SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(fail)?;
+    let rows = sqlx::query(
+        "SELECT d.datname, s.calls, s.total_exec_time, s.mean_exec_time, \
+                left(regexp_replace(s.query, '\\s+', ' ', 'g'), 100) AS query \
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+         ORDER BY s.total_exec_time DESC LIMIT 12",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .map_err(fail)?;
+    let mut out = format!(
+        "PostgreSQL, all phases: {:.1} s in statements; the twelve that took the most\n\n\
+         | database | statement | calls | total, ms | mean, ms | share |\n|---|---|---|---|---|---|\n",
+        total / 1000.0
+    );
+    for row in rows {
+        let get = |e: sqlx::Error| Error::Other(format!("pg_stat_statements: {e}"));
+        let (db, calls, ms, mean, query): (String, i64, f64, f64, String) = (
+            row.try_get(0).map_err(get)?,
+            row.try_get(1).map_err(get)?,
+            row.try_get(2).map_err(get)?,
+            row.try_get(3).map_err(get)?,
+            row.try_get(4).map_err(get)?,
+        );
+        let share = if total > 0.0 { ms / total * 100.0 } else { 0.0 };
+        out.push_str(&format!(
+            "| {db} | `{}` | {calls} | {ms:.0} | {mean:.2} | {share:.1} % |\n",
+            query.replace('|', "\\|")
+        ));
+    }
+    Ok(out)
 }
 
 /// The whole Gherkin suite, `runs` times, each against a fresh sandbox as

@@ -35,6 +35,14 @@ pub fn bin_dir() -> Result<PathBuf> {
     bin_dir_in(&path, Path::new("/usr/lib/postgresql"))
 }
 
+/// Whether the server whose binaries are in `bin` has the loadable library
+/// `name` (a contrib module such as pg_stat_statements) in its library directory.
+pub fn has_library(bin: &Path, name: &str) -> bool {
+    // `bin` may hold symlinks (/usr/local/bin): the library directory is beside the real one.
+    let real = bin.join("postgres").canonicalize().unwrap_or_else(|_| bin.join("postgres"));
+    real.parent().and_then(Path::parent).is_some_and(|root| root.join("lib").join(format!("{name}.so")).is_file())
+}
+
 fn bin_dir_in(path: &[PathBuf], versioned_root: &Path) -> Result<PathBuf> {
     let on_path = path.iter().find(|d| d.join("initdb").is_file() && d.join("postgres").is_file());
     if let Some(dir) = on_path {

@@ -133,7 +133,13 @@ impl LocalBackend {
                 .map_err(|e| Error::component(&service.name, format!("cannot copy the cluster template: {e}")))?;
         }
         // A sandbox's database is disposable: trade durability for speed and memory.
-        let settings = ["shared_buffers=16MB", "max_connections=200", "max_wal_size=256MB", "log_min_messages=warning"];
+        let mut settings =
+            vec!["shared_buffers=16MB", "max_connections=200", "max_wal_size=256MB", "log_min_messages=warning"];
+        // Where the server has it (Debian's packages do), per-statement timings:
+        // `sandbox bench flows` reads them to say where PostgreSQL's time goes.
+        if postgres::has_library(&bin, "pg_stat_statements") {
+            settings.push("shared_preload_libraries=pg_stat_statements");
+        }
         let cmd = postgres::server(&bin, &data, port, &settings)?;
         process::spawn(&service.name, Command::from(cmd), logs)
     }
