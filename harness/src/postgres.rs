@@ -155,4 +155,21 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(found.unwrap(), root.join("15").join("bin"));
     }
+
+    #[test]
+    fn a_library_is_found_beside_the_real_binaries_even_through_a_symlink() {
+        let root = std::env::temp_dir().join(format!("pg-lib-{}", std::process::id()));
+        let (bin, lib, linked) = (root.join("15/bin"), root.join("15/lib"), root.join("local/bin"));
+        for dir in [&bin, &lib, &linked] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(bin.join("postgres"), "").unwrap();
+        std::fs::write(lib.join("pg_stat_statements.so"), "").unwrap();
+        std::os::unix::fs::symlink(bin.join("postgres"), linked.join("postgres")).unwrap();
+        let found = [has_library(&bin, "pg_stat_statements"), has_library(&linked, "pg_stat_statements")];
+        let missing = has_library(&bin, "no_such_module");
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(found, [true, true]);
+        assert!(!missing);
+    }
 }
