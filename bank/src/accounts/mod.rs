@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
-use crate::kit::hal::{BaseUrl, Hal};
+use crate::kit::hal::{BaseUrl, Hal, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
 use crate::kit::{Kit, ServiceSpec, listing};
@@ -652,8 +652,4 @@ async fn settle(
 
 fn pence(amount: i64) -> String {
     format!("{}.{:02}", amount / 100, amount % 100)
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

@@ -147,3 +147,8 @@ pub fn hal_response(status: StatusCode, body: Value) -> Response {
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(HAL_JSON));
     response
 }
+
+/// A timestamp as resources show it (RFC 3339).
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

@@ -26,13 +26,13 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
-use wire::payloads::{Amount, Details, InboundPayment, PaymentCreated, PaymentReceived, SchemeWebhook};
+use wire::payloads::{Amount, Details, InboundPayment, PaymentCompleted, PaymentCreated, PaymentReceived, SchemeWebhook};
 
 use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
 use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
-use crate::kit::hal::{BaseUrl, Hal, hal_response};
+use crate::kit::hal::{BaseUrl, Hal, hal_response, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
 use crate::kit::idempotency::{Fingerprint, once_calling};
 use crate::kit::{Kit, ServiceSpec, listing, worker};
@@ -471,20 +471,19 @@ async fn outcome(
             .bind(scheme_id)
             .execute(&mut *tx)
             .await?;
-        let data = json!({
-            "payment": base.url(&format!("/payments/{id}")),
-            "payment_id": id,
-            "debtor_account": row.try_get::<String, _>("debtor_account")?,
-            "amount": money_json(row.try_get("amount")?, Currency::parse(row.try_get::<String, _>("currency")?.trim()).unwrap_or(Currency::Gbp)),
-            "to": {
-                "name": row.try_get::<String, _>("creditor_name")?,
-                "sort_code": row.try_get::<String, _>("creditor_sort_code")?,
-                "account_number": row.try_get::<String, _>("creditor_account_number")?,
+        let completed = PaymentCompleted {
+            payment: base.url(&format!("/payments/{id}")),
+            payment_id: id,
+            debtor_account: row.try_get("debtor_account")?,
+            amount: Amount { amount: row.try_get("amount")?, currency: row.try_get::<String, _>("currency")?.trim().into() },
+            to: Details {
+                name: row.try_get("creditor_name")?,
+                sort_code: row.try_get("creditor_sort_code")?,
+                account_number: row.try_get("creditor_account_number")?,
             },
-            "scheme_id": scheme_id,
-        });
-        events::append(&mut tx, &trace, NewEvent { kind: "payment.completed", aggregate_id: id.to_string(), data })
-            .await?;
+            scheme_id: scheme_id.to_string(),
+        };
+        events::append(&mut tx, &trace, NewEvent::of(id.to_string(), &completed)?).await?;
     } else if let Some((reason, description)) = rejected {
         fail(&mut tx, &trace, id, reason, description).await?;
     }
@@ -598,8 +597,4 @@ async fn find_account(
     let found =
         own.client.call(Method::GET, &url, trace, None, None).await.expect_status(200, "the accounts service")?;
     Ok(found["_embedded"]["accounts"].get(0).cloned())
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

@@ -17,6 +17,12 @@ pub struct Amount {
     pub currency: String,
 }
 
+impl Amount {
+    pub fn gbp(pence: i64) -> Self {
+        Self { amount: pence, currency: "GBP".into() }
+    }
+}
+
 /// UK account details (sort code as the sender wrote it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Details {
@@ -24,6 +30,12 @@ pub struct Details {
     pub name: String,
     pub sort_code: String,
     pub account_number: String,
+}
+
+impl Details {
+    fn example() -> Self {
+        Self { name: "Carol".into(), sort_code: "20-00-00".into(), account_number: "12345678".into() }
+    }
 }
 
 /// Who sent an inbound payment: a name, and whatever else the sending bank
@@ -39,7 +51,36 @@ pub struct Sender {
 /// An event's payload: the event type it travels as.
 pub trait Payload: Serialize + DeserializeOwned {
     const TYPE: &'static str;
+
+    /// A payload of this type as its producer would write it, for tests and
+    /// documentation (a generated service's API test publishes one).
+    fn example() -> Self;
 }
+
+/// One kind of event a service publishes with a typed payload: what a new
+/// service may consume (`sandbox new service --consumes TOPIC:EVENT_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The Kafka topic the connector publishes it to (`<service>.events`).
+    pub topic: &'static str,
+    pub event_type: &'static str,
+    /// The payload's type in this module.
+    pub rust_type: &'static str,
+}
+
+macro_rules! published {
+    ($($topic:literal: $ty:ident),* $(,)?) => {
+        &[$(Published { topic: $topic, event_type: <$ty as Payload>::TYPE, rust_type: stringify!($ty) }),*]
+    };
+}
+
+/// Every event published with a typed payload, by topic.
+pub const CATALOGUE: &[Published] = published![
+    "payments.events": PaymentCreated,
+    "payments.events": PaymentCompleted,
+    "payments.events": PaymentReceived,
+    "topups.events": TopupSucceeded,
+];
 
 /// The payload of an envelope, read as `T` when the envelope carries `T`'s type.
 pub fn payload<T: Payload>(event: &Envelope) -> Result<T, String> {
@@ -62,6 +103,43 @@ pub struct PaymentCreated {
 
 impl Payload for PaymentCreated {
     const TYPE: &'static str = "payment.created";
+
+    fn example() -> Self {
+        Self {
+            payment: format!("http://payments.example/payments/{}", Uuid::nil()),
+            debtor_account: format!("http://accounts.example/accounts/{}", Uuid::nil()),
+            to: Details::example(),
+            amount: Amount::gbp(1250),
+            reference: "rent".into(),
+        }
+    }
+}
+
+/// Payments: an outbound payment settled at the scheme; its hold was captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCompleted {
+    /// The payment's URL.
+    pub payment: String,
+    pub payment_id: Uuid,
+    pub debtor_account: String,
+    pub amount: Amount,
+    pub to: Details,
+    pub scheme_id: String,
+}
+
+impl Payload for PaymentCompleted {
+    const TYPE: &'static str = "payment.completed";
+
+    fn example() -> Self {
+        Self {
+            payment: format!("http://payments.example/payments/{}", Uuid::nil()),
+            payment_id: Uuid::nil(),
+            debtor_account: format!("http://accounts.example/accounts/{}", Uuid::nil()),
+            amount: Amount::gbp(1250),
+            to: Details::example(),
+            scheme_id: "fps_000001".into(),
+        }
+    }
 }
 
 /// Payments: money from another bank was credited to `account`.
@@ -77,6 +155,17 @@ pub struct PaymentReceived {
 
 impl Payload for PaymentReceived {
     const TYPE: &'static str = "payment.received";
+
+    fn example() -> Self {
+        Self {
+            scheme_id: "fps_000002".into(),
+            to: Details::example(),
+            from: Sender { name: "Dave".into(), more: serde_json::Map::new() },
+            amount: Amount::gbp(3000),
+            reference: "dinner".into(),
+            account: format!("http://accounts.example/accounts/{}", Uuid::nil()),
+        }
+    }
 }
 
 /// Top-ups: a card top-up succeeded and `account` was credited.
@@ -90,6 +179,15 @@ pub struct TopupSucceeded {
 
 impl Payload for TopupSucceeded {
     const TYPE: &'static str = "topup.succeeded";
+
+    fn example() -> Self {
+        Self {
+            topup_id: Uuid::nil(),
+            account: format!("http://accounts.example/accounts/{}", Uuid::nil()),
+            amount: Amount::gbp(2000),
+            acquirer_id: "ch_000001".into(),
+        }
+    }
 }
 
 /// The payment scheme's webhooks.
@@ -172,6 +270,23 @@ impl AcquirerWebhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn round_trips<P: Payload + PartialEq + std::fmt::Debug>() {
+        let example = P::example();
+        let back: P = serde_json::from_value(serde_json::to_value(&example).unwrap()).unwrap();
+        assert_eq!(back, example, "{}", P::TYPE);
+    }
+
+    #[test]
+    fn every_catalogued_payload_has_an_example_that_reads_back() {
+        round_trips::<PaymentCreated>();
+        round_trips::<PaymentCompleted>();
+        round_trips::<PaymentReceived>();
+        round_trips::<TopupSucceeded>();
+        let types: Vec<&str> = CATALOGUE.iter().map(|p| p.event_type).collect();
+        assert_eq!(types, ["payment.created", "payment.completed", "payment.received", "topup.succeeded"]);
+        assert_eq!(CATALOGUE[1].rust_type, "PaymentCompleted");
+    }
 
     #[test]
     fn webhooks_read_back_as_what_was_sent() {
