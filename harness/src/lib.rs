@@ -26,6 +26,7 @@ pub mod process;
 pub mod progress;
 pub mod providers;
 pub mod sandbox;
+pub mod scaffold;
 pub mod signals;
 pub mod supervisor;
 pub mod target;

@@ -114,6 +114,20 @@ enum ImagesWhat {
 }
 
 #[derive(Debug, Subcommand)]
+enum NewWhat {
+    /// A service of the bank from the service template, wired into the `bank` binary,
+    /// compose/bank.yaml (database, gateway route, connector source), the API tests and
+    /// the scenarios. Nothing is written unless all of it can be.
+    Service {
+        /// Its name: a Rust module and a DNS label (a-z, 0-9), e.g. roundups
+        name: String,
+        /// An event it consumes, e.g. payments.events:payment.completed (repeatable)
+        #[arg(long, value_name = "TOPIC:EVENT_TYPE")]
+        consumes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Bring the bank up. In the foreground Ctrl-C tears it down; with --detach it
     /// keeps running until `sandbox down`.
@@ -205,6 +219,11 @@ enum Command {
     Images {
         #[command(subcommand)]
         what: ImagesWhat,
+    },
+    /// Generate something new in the workspace from its template: `new service NAME`.
+    New {
+        #[command(subcommand)]
+        what: NewWhat,
     },
     /// Measure the sandbox and the bank (prints Markdown for docs/PERFORMANCE.md).
     Bench {
@@ -395,6 +414,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if removed == 0 {
                 outln!("nothing to prune");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New { what: NewWhat::Service { name, consumes } } => {
+            let workspace = workspace()?;
+            let plan = harness::scaffold::plan(&workspace, &name, &consumes)?;
+            plan.apply(&workspace)?;
+            for change in &plan.changes {
+                let verb = if change.before.is_some() { "changed" } else { "created" };
+                outln!("{verb:<8} {}", change.path.display());
+            }
+            outln!(
+                "\nservice `{name}` is part of the bank. Next:\n  cargo test -p bank --test api {name}      # its API tests\n  \
+                 cargo sandbox up                         # the whole bank, {name} in it\n  \
+                 cargo sandbox test scenarios/{name}.feature   # its scenario, against the running sandbox\n\
+                 docs/ONBOARDING.md walks through the rest."
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Images { what } => {

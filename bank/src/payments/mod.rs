@@ -26,7 +26,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
-use wire::payloads::{Amount, Details, InboundPayment, PaymentCompleted, PaymentCreated, PaymentReceived, SchemeWebhook};
+use wire::payloads::{
+    Amount, Details, InboundPayment, PaymentCompleted, PaymentCreated, PaymentReceived, SchemeWebhook,
+};
 
 use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
 use crate::kit::client::{self, Client, Reply, link};
@@ -475,7 +477,10 @@ async fn outcome(
             payment: base.url(&format!("/payments/{id}")),
             payment_id: id,
             debtor_account: row.try_get("debtor_account")?,
-            amount: Amount { amount: row.try_get("amount")?, currency: row.try_get::<String, _>("currency")?.trim().into() },
+            amount: Amount {
+                amount: row.try_get("amount")?,
+                currency: row.try_get::<String, _>("currency")?.trim().into(),
+            },
             to: Details {
                 name: row.try_get("creditor_name")?,
                 sort_code: row.try_get("creditor_sort_code")?,

@@ -195,6 +195,20 @@ pub fn broker() -> String {
         .clone()
 }
 
+/// Publish `event` to `topic` on the test broker (the topic created first if
+/// need be), keyed by its aggregate as the connector keys it.
+pub async fn publish(topic: &str, event: &wire::Envelope) {
+    use rdkafka::producer::FutureRecord;
+    let brokers = broker();
+    bank::kit::kafka::ensure_topics(&brokers, &[topic.to_string()]).await.unwrap();
+    let producer = bank::kit::kafka::producer(&brokers).unwrap();
+    let payload = serde_json::to_vec(event).unwrap();
+    producer
+        .send(FutureRecord::to(topic).key(&event.aggregate_id).payload(&payload), Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
 /// Read `topic` from the beginning until `done` says enough, or panic at the deadline.
 pub async fn read_topic(brokers: &str, topic: &str, done: impl Fn(&[Message]) -> bool) -> Vec<Message> {
     use rdkafka::Message as _;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use wire::payloads::{Amount, Details, Payload, PaymentCreated};
 
@@ -14,7 +13,6 @@ struct Monitor {
     app: TestApp,
     vendor: harness::providers::Running,
     topic: String,
-    producer: rdkafka::producer::FutureProducer,
 }
 
 impl Monitor {
@@ -50,8 +48,7 @@ impl Monitor {
             None,
         )
         .await;
-        let producer = bank::kit::kafka::producer(&brokers).unwrap();
-        Self { app, vendor, topic, producer }
+        Self { app, vendor, topic }
     }
 
     /// Publish a `payment.created` as the connector would; returns the payment URL.
@@ -77,12 +74,7 @@ impl Monitor {
     }
 
     async fn publish(&self, envelope: wire::Envelope) {
-        let payload = serde_json::to_vec(&envelope).unwrap();
-        let account = envelope.data["debtor_account"].as_str().unwrap_or("x").to_string();
-        self.producer
-            .send(FutureRecord::to(&self.topic).key(&account).payload(&payload), Duration::from_secs(10))
-            .await
-            .unwrap();
+        crate::helpers::publish(&self.topic, &envelope).await;
     }
 
     async fn alerts_for(&self, transaction: &str) -> Vec<Value> {

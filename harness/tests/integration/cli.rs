@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use harness::sandbox::Record;
 
+#[path = "scaffold.rs"]
+mod scaffold;
 #[path = "../common/tmux.rs"]
 mod tmux;
 use tmux::Tmux;

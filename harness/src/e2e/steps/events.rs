@@ -50,3 +50,31 @@ async fn for_inbound(w: &mut BankWorld, kind: String) -> Step {
     })
     .await
 }
+
+/// A service made by `sandbox new service` keeps a record of each event it
+/// consumes (`/records?subject=<the event's aggregate id>`): through the
+/// gateway, until a record from an event of `kind` is there, and then only one.
+async fn recorded(w: &BankWorld, service: &str, kind: &str, subject: &str) -> Step {
+    let url = format!("{}/{service}/records?subject={subject}", w.api().gateway());
+    let of_kind = |page: &serde_json::Value| {
+        page["_embedded"]["records"].as_array().into_iter().flatten().filter(|r| r["source"] == kind).count()
+    };
+    let what = format!("`{service}` to record the `{kind}` event about {subject}");
+    let page = w.or_trail(w.api().wait_until(&url, &what, SETTLE, |p| of_kind(p) > 0).await).await?;
+    match of_kind(&page) {
+        1 => Ok(()),
+        n => Err(w.failed(format!("`{service}` recorded the `{kind}` event about {subject} {n} times: {page}")).await),
+    }
+}
+
+#[then(expr = "the `{word}` service records the `{word}` event for that payment")]
+async fn recorded_for_payment(w: &mut BankWorld, service: String, kind: String) -> Step {
+    let id = w.last(Flow::Payment)?.id.clone();
+    recorded(w, &service, &kind, &id).await
+}
+
+#[then(expr = "the `{word}` service records the `{word}` event for that top-up")]
+async fn recorded_for_topup(w: &mut BankWorld, service: String, kind: String) -> Step {
+    let id = w.last(Flow::TopUp)?.id.clone();
+    recorded(w, &service, &kind, &id).await
+}
