@@ -271,7 +271,9 @@ impl Client {
     /// Restart a component; returns once it is healthy again.
     pub async fn restart(&self, component: &str) -> Result<crate::engine::Component> {
         let url = format!("{}/components/{component}/restart", self.base);
-        let wait = crate::engine::START_DEADLINE + std::time::Duration::from_secs(30);
+        // A restart of a bank service may rebuild the bank first (minutes on a
+        // cold cache); the engine bounds the wait for health itself.
+        let wait = crate::engine::START_DEADLINE + std::time::Duration::from_secs(600);
         let resp = self.send(self.http.post(url).timeout(wait)).await?;
         resp.json().await.map_err(|e| self.error(e))
     }

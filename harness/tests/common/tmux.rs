@@ -36,7 +36,12 @@ impl Tmux {
     }
 
     pub fn wait_for(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_for_within(text, Duration::from_secs(60));
+    }
+
+    /// `wait_for` with a deadline of the caller's (a screen that follows a build).
+    pub fn wait_for_within(&self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
         loop {
             let screen = self.screen();
             if screen.contains(text) {

@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use super::{Home, workspace};
+use super::tmux::Tmux;
+use super::{Home, status_json, workspace};
 
 /// A copy of the workspace's tracked files, removed on drop.
 struct Copy(PathBuf);
@@ -118,9 +120,52 @@ fn a_refused_generation_leaves_the_workspace_untouched() {
     assert!(copy.snapshot() == after, "the second refusal changed the workspace");
 }
 
+/// A step of the tutorial: shell lines run in order, or the dashboard.
+enum Step {
+    Shell(Vec<String>),
+    Dashboard(String),
+}
+
+/// docs/ONBOARDING.md's shell blocks in order: each line a command, a here
+/// document with its body, and `sandbox tui` a step of its own (it needs a
+/// terminal).
+fn tutorial_steps(doc: &str) -> Vec<Step> {
+    let mut steps = vec![Step::Shell(Vec::new())];
+    for block in doc.split("```sh\n").skip(1) {
+        // Blank lines separate commands, but a here document keeps its own.
+        let mut lines = block.split("```").next().unwrap().lines();
+        while let Some(line) = lines.next() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut command = line.to_string();
+            if let Some((_, tag)) = line.split_once("<<'") {
+                let tag = tag.trim_end_matches('\'');
+                for body in lines.by_ref() {
+                    command.push('\n');
+                    command.push_str(body);
+                    if body == tag {
+                        break;
+                    }
+                }
+            }
+            if line.contains(" tui ") {
+                steps.push(Step::Dashboard(command));
+                steps.push(Step::Shell(Vec::new()));
+            } else if let Some(Step::Shell(commands)) = steps.last_mut() {
+                commands.push(command);
+            }
+        }
+    }
+    steps
+}
+
 /// docs/ONBOARDING.md's shell blocks, every line, in a copy of the workspace
 /// whose target directory starts from this build's compiled dependencies
-/// (hard links, so only the workspace's own crates are compiled again).
+/// (hard links, so only the workspace's own crates are compiled again). The
+/// dashboard runs in tmux, where the test does what the tutorial says to look
+/// at: round-ups in Services, its event in Events, and `r` on it after an edit
+/// rebuilding the bank and restarting it.
 #[test]
 fn onboarding_runs_line_by_line_in_a_copy_of_the_workspace() {
     let home = Home::new();
@@ -133,31 +178,86 @@ fn onboarding_runs_line_by_line_in_a_copy_of_the_workspace() {
         assert!(out.status.success(), "linking {dir}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let doc = std::fs::read_to_string(workspace().join("docs/ONBOARDING.md")).unwrap();
-    let mut script = String::from("set -euo pipefail\n");
-    let mut lines = Vec::new();
-    for block in doc.split("```sh\n").skip(1) {
-        for line in block.split("```").next().unwrap().lines().filter(|l| !l.trim().is_empty()) {
-            script.push_str(&format!("echo '+ {line}' >&2\n{line}\n"));
-            lines.push(line.to_string());
+    let steps = tutorial_steps(&doc);
+    let (mut stdout, mut stderr, mut ran) = (String::new(), String::new(), Vec::new());
+    for step in &steps {
+        match step {
+            Step::Shell(commands) => {
+                let mut script = String::from("set -euo pipefail\n");
+                for command in commands {
+                    let shown = command.lines().next().unwrap_or_default().replace('\'', "'\\''");
+                    script.push_str(&format!("echo '+ {shown}' >&2\n{command}\n"));
+                    ran.push(command.clone());
+                }
+                let out = Command::new("bash")
+                    .args(["-c", &script])
+                    .current_dir(&copy.0)
+                    .env("CARGO_TARGET_DIR", &target)
+                    .env("SANDBOX_HOME", &home.root)
+                    .env_remove("SANDBOX_E2E_BACKEND")
+                    .output()
+                    .unwrap();
+                stdout.push_str(&String::from_utf8_lossy(&out.stdout));
+                stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+                assert!(out.status.success(), "the tutorial failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+            }
+            Step::Dashboard(command) => {
+                dashboard(&copy.0, &target, &home, command);
+                ran.push(command.clone());
+            }
         }
     }
-    assert!(lines.iter().any(|l| l.contains("new service roundups")), "the tutorial generates a service: {lines:?}");
-    let out = Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(&copy.0)
-        .env("CARGO_TARGET_DIR", &target)
-        .env("SANDBOX_HOME", &home.root)
-        .env_remove("SANDBOX_E2E_BACKEND")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the tutorial failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(ran.iter().any(|l| l.contains("new service roundups")), "the tutorial generates a service: {ran:?}");
+    assert!(ran.iter().any(|l| l.starts_with("git apply")), "the tutorial changes the service: {ran:?}");
     let status = stdout.lines().find(|l| l.starts_with("roundups")).unwrap_or_default();
     assert!(status.contains("healthy"), "`sandbox status` shows roundups healthy: {stdout}");
+    assert!(stdout.contains("roundups restarted: healthy"), "`sandbox restart roundups`: {stdout}");
     let runs: Vec<&str> = stderr.lines().filter(|l| l.starts_with("e2e: ")).collect();
     assert!(
-        matches!(runs[..], [one, all] if one.starts_with("e2e: 1 scenarios passed") && all.contains(" scenarios passed")),
-        "its scenario against the sandbox, then the whole suite: {runs:?}"
+        matches!(runs[..], [generated, changed, all]
+            if generated.starts_with("e2e: 1 scenarios passed")
+                && changed.starts_with("e2e: 2 scenarios passed")
+                && all.contains(" scenarios passed")),
+        "its scenario against the sandbox as generated, then with the change, then the whole suite: {runs:?}"
     );
     assert!(home.dirs().is_empty(), "the tutorial's `down` left {:?}", home.dirs());
+}
+
+/// The dashboard, as the tutorial has the reader use it: round-ups healthy in
+/// Services, its event in Events; then an edit (a newer source file) and `r`
+/// on round-ups: the bank is rebuilt and round-ups is healthy again; `q`
+/// leaves the sandbox running.
+fn dashboard(copy: &Path, target: &Path, home: &Home, command: &str) {
+    let tmux = Tmux::new("onboarding");
+    let line = format!(
+        "CARGO_TARGET_DIR={} SANDBOX_HOME={} {command}; echo exited-$?; sleep 60",
+        target.display(),
+        home.root.display()
+    );
+    tmux.start(copy, 160, 45, &line);
+    tmux.wait_for_within("roundups", Duration::from_secs(300));
+    tmux.wait_for("healthy");
+    tmux.keys("3");
+    tmux.wait_for("roundups.recorded");
+    tmux.keys("1");
+    let state = status_json(home, "onboarding");
+    let names: Vec<&str> = state["components"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    let index = names.iter().position(|n| *n == "roundups").expect("roundups is a component");
+    let source = copy.join("bank/src/roundups/mod.rs");
+    let file = std::fs::File::options().append(true).open(&source).unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
+    for _ in 0..index {
+        tmux.keys("j");
+    }
+    tmux.keys("r");
+    tmux.wait_for("restarting roundups");
+    tmux.wait_for_within("roundups: healthy", Duration::from_secs(600));
+    let logs = home.ok(&["logs", "roundups", "--name", "onboarding"]);
+    assert!(
+        logs.contains("bank/src/roundups/mod.rs changed since `bank` was built"),
+        "the restart rebuilt the bank first: {logs}"
+    );
+    tmux.keys("q");
+    tmux.wait_for("exited-0");
+    assert!(tmux.screen().contains("sandbox onboarding is still running"), "{}", tmux.screen());
 }

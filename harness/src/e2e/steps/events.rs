@@ -67,6 +67,24 @@ async fn recorded(w: &BankWorld, service: &str, kind: &str, subject: &str) -> St
     }
 }
 
+/// The record a generated service keeps of the last payment: once there is
+/// one, its `data.<field>` must be `value` (a number).
+#[then(expr = "the `{word}` service's record of that payment has a `{word}` of {int}")]
+async fn recorded_value(w: &mut BankWorld, service: String, field: String, value: i64) -> Step {
+    let id = w.last(Flow::Payment)?.id.clone();
+    let url = format!("{}/{service}/records?subject={id}", w.api().gateway());
+    let what = format!("`{service}` to keep a record of payment {id}");
+    let page = w.or_trail(w.api().wait_until(&url, &what, SETTLE, |p| p["count"].as_i64() > Some(0)).await).await?;
+    let data = &page["_embedded"]["records"][0]["data"];
+    if data[&field] == value {
+        Ok(())
+    } else {
+        Err(w
+            .failed(format!("`{service}`'s record of payment {id} has `{field}` {}, not {value}: {data}", data[&field]))
+            .await)
+    }
+}
+
 #[then(expr = "the `{word}` service records the `{word}` event for that payment")]
 async fn recorded_for_payment(w: &mut BankWorld, service: String, kind: String) -> Step {
     let id = w.last(Flow::Payment)?.id.clone();
