@@ -120,6 +120,24 @@ fn is_broker(service: &Service) -> bool {
     service.x_sandbox.as_ref().is_some_and(|x| x.run == "kafka")
 }
 
+/// Where a PostgreSQL service's cluster lives in its container: a tmpfs at a
+/// path no image has (a mount over an image's directory takes that directory's
+/// mode, and the image's user could not write it).
+const PG_MEMORY: &str = "/run/sandbox-pgdata";
+
+/// The tmpfs mounts of `service` and the settings they need. A sandbox's
+/// database is disposable, as on the local backend: a PostgreSQL service
+/// (`x-sandbox: { run: postgres }`) keeps its cluster in memory, unless its
+/// environment chooses a `PGDATA` of its own. Making the cluster on the
+/// container's overlay layer took 3.7-6.9 s to ready here; in memory 2.1-2.5 s.
+fn in_memory(service: &Service) -> (HashMap<String, String>, Vec<String>) {
+    let postgres = service.x_sandbox.as_ref().is_some_and(|x| x.run == "postgres");
+    if !postgres || service.environment.contains_key("PGDATA") {
+        return (HashMap::new(), Vec::new());
+    }
+    (HashMap::from([(PG_MEMORY.to_string(), "mode=1777".to_string())]), vec![format!("PGDATA={PG_MEMORY}/data")])
+}
+
 fn is_status(e: &DockerError, code: u16) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
@@ -302,7 +320,10 @@ impl Backend for DockerBackend {
         }
         let mut labels = self.labels();
         labels.insert(LABEL_COMPONENT.into(), service.name.clone());
-        let env = plan.env.get(&service.name).into_iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+        let (tmpfs, memory_env) = in_memory(service);
+        let mut env: Vec<String> =
+            plan.env.get(&service.name).into_iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend(memory_env);
         let body = ContainerCreateBody {
             image: service.image.clone(),
             cmd: (!service.command.is_empty()).then(|| service.command.clone()),
@@ -314,6 +335,7 @@ impl Backend for DockerBackend {
             host_config: Some(HostConfig {
                 port_bindings: Some(port_bindings),
                 binds: Some(binds),
+                tmpfs: Some(tmpfs),
                 network_mode: Some(network.clone()),
                 ..Default::default()
             }),
@@ -543,6 +565,21 @@ pub async fn sweep(record: &Record) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(yaml: &str) -> Service {
+        let text = format!("services:\n  svc:\n    image: example/x:1\n{yaml}");
+        Topology::parse(Path::new("compose/t.yaml"), &text).unwrap().services.remove(0)
+    }
+
+    #[test]
+    fn a_postgres_service_keeps_its_cluster_in_memory_unless_it_chooses_pgdata() {
+        let (tmpfs, env) = in_memory(&service("    x-sandbox: { run: postgres }\n"));
+        assert_eq!(tmpfs, HashMap::from([(PG_MEMORY.to_string(), "mode=1777".to_string())]));
+        assert_eq!(env, [format!("PGDATA={PG_MEMORY}/data")]);
+        let chosen = service("    environment: { PGDATA: /data/pg }\n    x-sandbox: { run: postgres }\n");
+        assert_eq!(in_memory(&chosen), (HashMap::new(), Vec::new()), "its own PGDATA is left alone");
+        assert_eq!(in_memory(&service("    ports: [\"8080\"]\n")), (HashMap::new(), Vec::new()));
+    }
 
     #[test]
     fn names_differ_by_home_and_fit_docker() {
