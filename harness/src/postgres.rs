@@ -16,6 +16,10 @@ pub const DISPOSABLE: &[&str] = &[
     "fsync=off",
     "synchronous_commit=off",
     "full_page_writes=off",
+    // Parallel queries' shared memory as files in the data directory, not in
+    // /dev/shm: a server killed with SIGKILL (a crash test, `prune` of a dead
+    // sandbox) cannot clean up after itself, and its directory goes anyway.
+    "dynamic_shared_memory_type=mmap",
 ];
 
 /// How clients prove who they are.

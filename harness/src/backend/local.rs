@@ -128,7 +128,8 @@ impl LocalBackend {
         postgres::hand_over(&root).map_err(|e| Error::component(&service.name, e.to_string()))?;
         if !data.join("PG_VERSION").exists() {
             let template = self.cluster_template(&bin, &user, &password, &logs).await?;
-            copy_dir(&template, &data)
+            let place = cluster_place(&root).map_err(|e| Error::component(&service.name, e.to_string()))?;
+            copy_dir(&template, &place)
                 .await
                 .map_err(|e| Error::component(&service.name, format!("cannot copy the cluster template: {e}")))?;
         }
@@ -279,11 +280,82 @@ pub fn sweep(record: &crate::sandbox::Record) -> Vec<String> {
             killed.push(format!("killed {} (pid {pid})", child.component));
         }
     }
+    killed.extend(forget_clusters(&record.dir));
+    killed.extend(sweep_memory());
     killed
+}
+
+/// Where clusters live when the machine has room in memory (a sandbox's data
+/// is disposable): on this machine's ext4 six `CREATE DATABASE`s took 1.4 s,
+/// on tmpfs 0.13 s.
+const MEMORY: &str = "/dev/shm";
+/// Below this much free in memory, clusters stay on disk (a container's
+/// /dev/shm is often 64 MB; a cluster with the bank's databases is ~90 MB).
+const MEMORY_NEEDED: u64 = 512 << 20;
+const MEMORY_PREFIX: &str = "bank-sandbox-pg-";
+
+/// The data directory for a new cluster at `root` (`<sandbox>/pg-<name>`): in
+/// memory when there is room, `root/data` then a link to it, and the directory
+/// in memory names `root` in its `owner` file, so a sweep finds the clusters
+/// whose sandbox is gone. Otherwise `root/data` itself.
+fn cluster_place(root: &Path) -> Result<PathBuf> {
+    let data = root.join("data");
+    if data.is_symlink() {
+        // Its cluster is gone (memory cleared by a reboot): start afresh.
+        forget_cluster(&data);
+    }
+    let free = nix::sys::statvfs::statvfs(MEMORY).map(|s| s.blocks_available() * s.fragment_size());
+    if free.is_err() || free.is_ok_and(|free| free < MEMORY_NEEDED) {
+        return Ok(data);
+    }
+    let memory = Path::new(MEMORY).join(format!("{MEMORY_PREFIX}{:016x}", fnv1a(root.to_string_lossy().as_bytes())));
+    let made = (|| {
+        let _ = std::fs::remove_dir_all(&memory);
+        std::fs::create_dir_all(&memory)?;
+        std::fs::write(memory.join("owner"), root.to_string_lossy().as_bytes())?;
+        std::os::unix::fs::symlink(memory.join("data"), &data)
+    })();
+    made.map_err(Error::io(format!("cannot make {} for the cluster", memory.display())))?;
+    postgres::hand_over(&memory)?;
+    Ok(memory.join("data"))
+}
+
+/// Remove the cluster in memory that `data` links to, if it does.
+fn forget_cluster(data: &Path) -> Option<String> {
+    let target = std::fs::read_link(data).ok()?;
+    let _ = std::fs::remove_file(data);
+    let memory = target.parent()?;
+    let ours = memory.starts_with(MEMORY)
+        && memory.file_name().is_some_and(|n| n.to_string_lossy().starts_with(MEMORY_PREFIX));
+    (ours && std::fs::remove_dir_all(memory).is_ok()).then(|| format!("removed {}", memory.display()))
+}
+
+/// Remove the clusters in memory of the sandbox at `dir`.
+fn forget_clusters(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pg-"))
+        .filter_map(|e| forget_cluster(&e.path().join("data")))
+        .collect()
+}
+
+/// Remove the clusters in memory whose sandbox directory is gone (a sandbox
+/// removed by hand, or its directory lost with its record).
+fn sweep_memory() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(MEMORY) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(MEMORY_PREFIX))
+        .filter(|e| std::fs::read_to_string(e.path().join("owner")).is_ok_and(|owner| !Path::new(&owner).exists()))
+        .filter_map(|e| std::fs::remove_dir_all(e.path()).ok().map(|()| format!("removed {}", e.path().display())))
+        .collect()
 }
 
 impl Backend for LocalBackend {
     async fn plan(&self, topology: &Topology) -> Result<Plan> {
+        // What a sandbox removed by hand left in memory.
+        sweep_memory();
         // Refuse what this backend cannot run before anything is reserved.
         let runs =
             topology.services.iter().map(|s| Ok((s.name.clone(), run_of(s)?))).collect::<Result<BTreeMap<_, _>>>()?;
@@ -325,6 +397,7 @@ impl Backend for LocalBackend {
     }
 
     async fn cleanup(&self, _plan: &Plan) -> Result<()> {
+        forget_clusters(&self.dir);
         let entries = std::fs::read_dir(&self.dir).map_err(Error::io(format!("cannot read {}", self.dir.display())))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
@@ -428,6 +501,31 @@ mod tests {
     fn service(yaml: &str) -> Service {
         let text = format!("services:\n  svc:\n{yaml}");
         Topology::parse(Path::new("compose/t.yaml"), &text).unwrap().services.remove(0)
+    }
+
+    #[test]
+    fn a_cluster_in_memory_is_swept_once_its_sandbox_is_gone() {
+        if std::fs::metadata(MEMORY).is_err() {
+            return;
+        }
+        let sandbox = std::env::temp_dir().join(format!("sbx-memory-{}", std::process::id()));
+        std::fs::create_dir_all(sandbox.join("pg-postgres")).unwrap();
+        let root = sandbox.join("pg-postgres");
+        let place = cluster_place(&root).unwrap();
+        if place == root.join("data") {
+            // No room in memory here: the cluster stays on disk.
+            std::fs::remove_dir_all(&sandbox).unwrap();
+            return;
+        }
+        std::fs::create_dir_all(&place).unwrap();
+        std::fs::write(place.join("PG_VERSION"), "15").unwrap();
+        assert!(root.join("data").join("PG_VERSION").exists(), "root/data leads to the cluster");
+        let memory = place.parent().unwrap().to_path_buf();
+        sweep_memory();
+        assert!(memory.exists(), "its sandbox is there: kept");
+        std::fs::remove_dir_all(&sandbox).unwrap();
+        let swept = sweep_memory();
+        assert!(!memory.exists() && swept.iter().any(|s| s.contains(&*memory.to_string_lossy())), "{swept:?}");
     }
 
     #[test]

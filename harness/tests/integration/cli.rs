@@ -65,6 +65,19 @@ impl Home {
         Record::read(&self.root.join(name)).expect("sandbox record")
     }
 
+    /// The clusters the local backend keeps in memory for this home's sandboxes
+    /// (their `owner` file names the sandbox's directory).
+    fn clusters_in_memory(&self) -> Vec<PathBuf> {
+        let ours = format!("{}/", self.root.display());
+        std::fs::read_dir("/dev/shm")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| std::fs::read_to_string(e.path().join("owner")).is_ok_and(|o| o.starts_with(&ours)))
+            .map(|e| e.path())
+            .collect()
+    }
+
     /// Supervisor logs (`.<name>.log`) left in the home.
     fn logs(&self) -> Vec<String> {
         std::fs::read_dir(&self.root)
@@ -157,6 +170,7 @@ fn up_detach_status_logs_down_leaves_nothing() {
     for c in state["components"].as_array().unwrap() {
         assert_eq!(c["status"]["state"], "healthy", "{c}");
     }
+    assert_eq!(home.clusters_in_memory().len(), 1, "PostgreSQL's cluster is in memory on this machine");
     let table = home.ok(&["status", "one"]);
     assert!(table.contains("postgres") && table.contains("kafka") && table.contains("accounts"), "{table}");
     let accounts = state["components"].as_array().unwrap().iter().find(|c| c["name"] == "accounts").unwrap();
@@ -216,6 +230,7 @@ fn up_detach_status_logs_down_leaves_nothing() {
         assert!(!listening(port), "port {port} still open after `down`");
     }
     assert!(home.dirs().is_empty(), "directories left: {:?}", home.dirs());
+    assert!(home.clusters_in_memory().is_empty(), "`down` removes the cluster in memory");
     assert!(home.logs().is_empty(), "supervisor logs left: {:?}", home.logs());
 }
 
@@ -271,6 +286,7 @@ fn a_killed_supervisor_leaves_a_sandbox_that_prune_removes() {
         wait_until(&format!("pid {pid} is gone"), || !running(pid));
     }
     assert!(home.dirs().is_empty());
+    assert!(home.clusters_in_memory().is_empty(), "prune removes the cluster in memory too");
     assert!(home.logs().is_empty(), "the dead supervisor's log goes too: {:?}", home.logs());
     assert!(home.ok(&["prune"]).contains("nothing to prune"));
 }
