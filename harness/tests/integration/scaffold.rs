@@ -224,7 +224,7 @@ fn onboarding_runs_line_by_line_in_a_copy_of_the_workspace() {
 }
 
 /// The dashboard, as the tutorial has the reader use it: round-ups healthy in
-/// Services, its event in Events; then an edit (a newer source file) and `r`
+/// Services, its event in Events, that event's trace in Follow; then an edit (a newer source file) and `r`
 /// on round-ups: the bank is rebuilt and round-ups is healthy again; `q`
 /// leaves the sandbox running.
 fn dashboard(copy: &Path, target: &Path, home: &Home, command: &str) {
@@ -239,6 +239,15 @@ fn dashboard(copy: &Path, target: &Path, home: &Home, command: &str) {
     tmux.wait_for("healthy");
     tmux.keys("3");
     tmux.wait_for("roundups.recorded");
+    // Only round-ups' events, then Enter on the newest: Follow shows its trace,
+    // the payment from payments to round-ups.
+    tmux.keys("/");
+    tmux.keys("roundups.recorded");
+    tmux.keys("Enter");
+    tmux.keys("Enter");
+    tmux.wait_for("sightings");
+    let screen = tmux.screen();
+    assert!(screen.contains("Follow `") && screen.contains("roundups"), "the trace reaches round-ups:\n{screen}");
     tmux.keys("1");
     let state = status_json(home, "onboarding");
     let names: Vec<&str> = state["components"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
