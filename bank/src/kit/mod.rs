@@ -339,7 +339,10 @@ async fn health(State(kit): State<Kit>) -> impl IntoResponse {
     let database = match db {
         Ok(Ok(_)) => Check::Ok,
         Ok(Err(e)) => Check::Down(format!("database query failed: {e}")),
-        Err(_) => Check::Down("database did not answer within 1s".into()),
+        // Slow (its pool busy, the machine loaded) is degraded, not dead: a
+        // 503 would have the supervisor and the gateway treat a busy service
+        // as gone. A database that refuses or errs is down.
+        Err(_) => Check::Degraded("database did not answer within 1s".into()),
     };
     let mut all = kit.checks.snapshot();
     all.insert("database", database);
