@@ -57,7 +57,17 @@ fn build(workspace: &Path, dir: &Path, why: &str) -> Result<(), ExitCode> {
     }
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
     match Command::new(&cargo).current_dir(workspace).args(&args).status() {
-        Ok(status) if status.success() => Ok(()),
+        Ok(status) if status.success() => {
+            // Cargo leaves a binary it judged up to date as it was: sources only
+            // touched would otherwise send every later command through cargo.
+            for (bin, sources) in [("sandbox", fresh::SANDBOX_SOURCES), ("bank", fresh::BANK_SOURCES)] {
+                let bin = dir.join(bin);
+                if fresh::stale(&bin, workspace, sources).is_some() {
+                    let _ = fresh::mark_built(&bin);
+                }
+            }
+            Ok(())
+        }
         Ok(status) => {
             eprintln!("sandbox: the build failed (cargo's errors are above); fix them and run the command again");
             Err(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(101)))
