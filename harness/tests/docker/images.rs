@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use harness::images::{self, Kind, Options, Outcome};
 
@@ -116,5 +117,74 @@ pub fn errors_say_what_to_do_and_change_nothing() {
     assert!(err.contains("install it with `apt-get install -y debootstrap`"), "{err}");
     for kind in Kind::ALL {
         assert_eq!(label(&no_debootstrap.tag(kind)), "", "{} was made after all", no_debootstrap.tag(kind));
+    }
+}
+
+/// A container of this test's, removed on drop (also when the test panics).
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.0]).output();
+    }
+}
+
+/// The postgres image keeps the official image's contract whether its first
+/// start unpacks the cluster made at build time (the settings the bank's file
+/// asks for) or runs initdb (any others): POSTGRES_USER is the superuser and no
+/// one else is, its password is asked over TCP, POSTGRES_DB exists and the init
+/// scripts ran in it.
+pub fn postgres_makes_its_cluster_as_the_official_image_does() {
+    let opts = repository();
+    images::build(opts, &mut progress).unwrap();
+    let init = Scratch::new("pg-init");
+    std::fs::write(init.0.join("seed.sql"), "CREATE TABLE seeded (n int); INSERT INTO seeded VALUES (42);\n").unwrap();
+    let password = "it's \"secret\"";
+    for (case, settings, checksums) in [
+        ("made at build time", ["POSTGRES_INITDB_ARGS=--no-sync --wal-segsize=1", "TZ=UTC"], "off"),
+        ("initdb", ["POSTGRES_INITDB_ARGS=--no-sync --data-checksums", "TZ=UTC"], "on"),
+    ] {
+        let c = Container(format!("bank-sandbox-test-pg-{}-{}", std::process::id(), checksums));
+        let mut run = Command::new("docker");
+        run.args(["run", "-d", "--name", &c.0, "-e", "POSTGRES_USER=alice", "-e", "POSTGRES_DB=shop"])
+            .args(["-e", &format!("POSTGRES_PASSWORD={password}")])
+            .args(["-v", &format!("{}:/docker-entrypoint-initdb.d:ro", init.0.display())]);
+        for s in settings {
+            run.args(["-e", s]);
+        }
+        let out = run.arg(opts.tag(Kind::Postgres)).output().unwrap();
+        assert!(out.status.success(), "{case}: {out:?}");
+        // Over TCP, as a client on the network would, with the password.
+        let query = |password: &str| {
+            Command::new("docker")
+                .args(["exec", "-e", &format!("PGPASSWORD={password}"), &c.0])
+                .args(["psql", "-h", "127.0.0.1", "-U", "alice", "-d", "shop", "-Atc"])
+                .arg(
+                    "SELECT (SELECT n FROM seeded), current_user, \
+                     (SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname NOT LIKE 'pg\\_%' OR rolsuper), \
+                     current_setting('data_checksums'), current_setting('TimeZone')",
+                )
+                .output()
+                .unwrap()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let answer = loop {
+            let out = query(password);
+            if out.status.success() {
+                break String::from_utf8_lossy(&out.stdout).trim().to_string();
+            }
+            let logs = Command::new("docker").args(["logs", &c.0]).output().unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "{case}: not ready in 60 s: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(answer, format!("42|alice|alice|{checksums}|UTC"), "{case}");
+        let wrong = query("wrong");
+        assert!(!wrong.status.success(), "{case}: a wrong password was let in");
+        assert!(String::from_utf8_lossy(&wrong.stderr).contains("password authentication failed"), "{wrong:?}");
     }
 }

@@ -26,6 +26,10 @@ const TESTS: &[Test] = &[
         images::build_from_nothing_then_skip_then_only_the_bank,
     ),
     ("images::errors_say_what_to_do_and_change_nothing", images::errors_say_what_to_do_and_change_nothing),
+    (
+        "images::postgres_makes_its_cluster_as_the_official_image_does",
+        images::postgres_makes_its_cluster_as_the_official_image_does,
+    ),
     ("compose::the_bank_runs_and_pays_under_plain_compose", compose::the_bank_runs_and_pays_under_plain_compose),
     (
         "backend::errors_name_the_missing_image_and_change_nothing",
