@@ -432,9 +432,9 @@ struct Parts<B: Backend> {
 }
 
 impl<B: Backend> Parts<B> {
-    async fn start_one(&self, name: &str) -> Result<()> {
-        let service = self.topology.service(name).ok_or_else(|| Error::component(name, "not in the topology"))?;
-        // Wait for each dependency's condition.
+    /// Wait for each of `service`'s dependencies' conditions.
+    async fn wait_for_dependencies(&self, service: &Service) -> Result<()> {
+        let name = service.name.as_str();
         let mut state = self.bus.watch();
         for dep in &service.depends_on {
             loop {
@@ -460,6 +460,21 @@ impl<B: Backend> Parts<B> {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn start_one(&self, name: &str) -> Result<()> {
+        let service = self.topology.service(name).ok_or_else(|| Error::component(name, "not in the topology"))?;
+        // Prepared while its dependencies come up (off the critical path).
+        let prepared = {
+            let (backend, service, plan) = (self.backend.clone(), service.clone(), self.plan.clone());
+            tokio::spawn(async move { backend.prepare(&service, &plan).await })
+        };
+        // Its dependencies' conditions; what was prepared is finished either
+        // way, so nothing it makes outlives a failed start (the clean-up).
+        let waited = self.wait_for_dependencies(service).await;
+        let _ = prepared.await;
+        waited?;
         let started = tokio::time::Instant::now();
         let handle = match self.backend.start(service, &self.plan, self.bus.logs.sink(name)).await {
             Ok(h) => h,

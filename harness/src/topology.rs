@@ -122,6 +122,24 @@ impl Topology {
         order
     }
 
+    /// How many components wait, directly or through others, on each one: a
+    /// start-up's critical path runs through the ones with the most.
+    pub fn dependents(&self) -> BTreeMap<String, usize> {
+        let mut waiting: BTreeMap<String, BTreeSet<&str>> =
+            self.services.iter().map(|s| (s.name.clone(), BTreeSet::new())).collect();
+        // Dependencies first, so each one's set is complete when a dependent reads it.
+        for s in self.start_order().into_iter().rev() {
+            let mine = waiting.get(&s.name).cloned().unwrap_or_default();
+            for d in &s.depends_on {
+                if let Some(theirs) = waiting.get_mut(&d.service) {
+                    theirs.insert(&s.name);
+                    theirs.extend(mine.iter().copied());
+                }
+            }
+        }
+        waiting.into_iter().map(|(name, set)| (name, set.len())).collect()
+    }
+
     pub fn parse(file: &Path, text: &str) -> Result<Self> {
         Self::parse_all(&[(file.to_path_buf(), text.to_string())])
     }
@@ -841,6 +859,23 @@ services:
         let t = parse(GOOD).unwrap();
         let order: Vec<_> = t.start_order().iter().map(|s| s.name.as_str()).collect();
         assert_eq!(order, ["postgres", "kafka", "accounts"]);
+    }
+
+    #[test]
+    fn the_bank_waits_most_on_postgresql() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/bank.yaml");
+        let t = Topology::parse(&file, &std::fs::read_to_string(&file).unwrap()).unwrap();
+        let d = t.dependents();
+        // Every bank service waits on PostgreSQL; monitoring and the connector on the broker.
+        assert_eq!((d["postgres"], d["kafka"], d["payment-scheme"], d["payments"]), (6, 2, 1, 0));
+
+        // Through others too: PostgreSQL <- accounts <- gateway.
+        let chained = format!(
+            "{GOOD}  gateway:\n    image: bank-sandbox/bank\n    command: [\"gateway\"]\n    ports: [\"8080\"]\n    \
+             depends_on:\n      accounts: {{ condition: service_healthy }}\n    x-sandbox:\n      run: bank\n      health: /health\n"
+        );
+        let d = parse(&chained).unwrap().dependents();
+        assert_eq!((d["postgres"], d["accounts"], d["gateway"], d["kafka"]), (2, 1, 0, 0));
     }
 
     fn parse_pair(over: &str) -> Result<Topology> {

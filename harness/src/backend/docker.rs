@@ -157,6 +157,14 @@ pub struct DockerBackend {
     relays: std::sync::Mutex<BTreeMap<String, u16>>,
     /// Stops the relays.
     relaying: tokio_util::sync::CancellationToken,
+    /// Containers created while their dependencies came up, by component.
+    prepared: std::sync::Mutex<HashMap<String, String>>,
+    /// Components with nothing to wait for start one after another, those most
+    /// waited on first (see `start_turn`): the components started so far.
+    started: tokio::sync::watch::Sender<std::collections::BTreeSet<String>>,
+    /// Who goes before whom at start-up: the components with no dependencies,
+    /// each with how many wait on it.
+    first_starts: std::sync::Mutex<Vec<(String, usize)>>,
 }
 
 impl DockerBackend {
@@ -173,6 +181,9 @@ impl DockerBackend {
             prober: Prober::proxied(),
             relays: std::sync::Mutex::default(),
             relaying: tokio_util::sync::CancellationToken::new(),
+            prepared: std::sync::Mutex::default(),
+            started: tokio::sync::watch::Sender::new(Default::default()),
+            first_starts: std::sync::Mutex::default(),
         })
     }
 
@@ -236,6 +247,91 @@ impl DockerBackend {
         Ok(())
     }
 
+    /// Wait for this component's turn to start. The engine starts a
+    /// container in about a quarter of a second and, on two cores, hardly two
+    /// at once, so when five ask together the last waits a second; the one the
+    /// whole bank waits on (PostgreSQL, whose initialisation then overlaps the
+    /// others' starts) goes first. Only among the components with no
+    /// dependencies: the rest start as their dependencies allow.
+    async fn start_turn(&self, name: &str) {
+        let before: Vec<String> = {
+            let first = self.first_starts.lock().expect("first starts");
+            let Some(mine) = first.iter().find(|(n, _)| n == name).map(|(_, d)| *d) else { return };
+            first.iter().filter(|(n, d)| *d > mine && n != name).map(|(n, _)| n.clone()).collect()
+        };
+        let mut started = self.started.subscribe();
+        let _ = started.wait_for(|s| before.iter().all(|b| s.contains(b))).await;
+    }
+
+    /// Its container, created (not started); a crashed predecessor's removed first.
+    async fn create(&self, service: &Service, plan: &Plan) -> Result<String> {
+        let network = self.network().await?.clone();
+        let name = self.container_name(&service.name);
+        // A crashed predecessor keeps the name until it is removed.
+        remove_container(&self.docker, &name).await;
+        let mut binds = Vec::new();
+        for v in &service.volumes {
+            binds.push(self.bind(service, v).await?);
+        }
+        let mut port_bindings = HashMap::new();
+        let mut exposed = HashMap::new();
+        for port in &service.ports {
+            let host = plan
+                .host_port(&service.name, *port)
+                .ok_or_else(|| Error::component(&service.name, format!("no host port was planned for port {port}")))?;
+            let key = format!("{port}/tcp");
+            exposed.insert(key.clone(), HashMap::new());
+            port_bindings.insert(
+                key,
+                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(host.to_string()) }]),
+            );
+        }
+        let mut labels = self.labels();
+        labels.insert(LABEL_COMPONENT.into(), service.name.clone());
+        let (tmpfs, memory_env) = in_memory(service);
+        let mut env: Vec<String> =
+            plan.env.get(&service.name).into_iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend(memory_env);
+        let body = ContainerCreateBody {
+            image: service.image.clone(),
+            cmd: (!service.command.is_empty()).then(|| service.command.clone()),
+            env: Some(env),
+            hostname: Some(service.name.clone()),
+            labels: Some(labels),
+            exposed_ports: Some(exposed),
+            stop_signal: Some(service.stop_signal.clone()),
+            host_config: Some(HostConfig {
+                port_bindings: Some(port_bindings),
+                binds: Some(binds),
+                tmpfs: Some(tmpfs),
+                network_mode: Some(network.clone()),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network,
+                    EndpointSettings { aliases: Some(vec![service.name.clone()]), ..Default::default() },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions { name: Some(name), ..Default::default() };
+        let created = self.docker.create_container(Some(options), body).await.map_err(|e| {
+            if is_status(&e, 404) {
+                Error::component(
+                    &service.name,
+                    format!(
+                        "image {} is not on this engine: `sandbox images build`",
+                        service.image.as_deref().unwrap_or("?")
+                    ),
+                )
+            } else {
+                Error::component(&service.name, format!("cannot create its container: {e}"))
+            }
+        })?;
+        Ok(created.id)
+    }
+
     fn container_name(&self, service: &str) -> String {
         format!("{}-{service}", self.prefix)
     }
@@ -293,77 +389,35 @@ impl Backend for DockerBackend {
             plan.endpoints.insert(s.name.clone(), endpoint.into_iter().collect());
         }
         *self.relays.lock().expect("relays") = relays;
+        let dependents = topology.dependents();
+        *self.first_starts.lock().expect("first starts") = topology
+            .services
+            .iter()
+            .filter(|s| s.depends_on.is_empty())
+            .map(|s| (s.name.clone(), dependents.get(&s.name).copied().unwrap_or(0)))
+            .collect();
         Ok(plan)
     }
 
+    async fn prepare(&self, service: &Service, plan: &Plan) {
+        // A failure here is met again, and reported, by `start`.
+        if let Ok(id) = self.create(service, plan).await {
+            self.prepared.lock().expect("prepared").insert(service.name.clone(), id);
+        }
+    }
+
     async fn start(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
-        let network = self.network().await?.clone();
-        let name = self.container_name(&service.name);
-        // A crashed predecessor keeps the name until it is removed.
-        remove_container(&self.docker, &name).await;
-        let mut binds = Vec::new();
-        for v in &service.volumes {
-            binds.push(self.bind(service, v).await?);
-        }
-        let mut port_bindings = HashMap::new();
-        let mut exposed = HashMap::new();
-        for port in &service.ports {
-            let host = plan
-                .host_port(&service.name, *port)
-                .ok_or_else(|| Error::component(&service.name, format!("no host port was planned for port {port}")))?;
-            let key = format!("{port}/tcp");
-            exposed.insert(key.clone(), HashMap::new());
-            port_bindings.insert(
-                key,
-                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(host.to_string()) }]),
-            );
-        }
-        let mut labels = self.labels();
-        labels.insert(LABEL_COMPONENT.into(), service.name.clone());
-        let (tmpfs, memory_env) = in_memory(service);
-        let mut env: Vec<String> =
-            plan.env.get(&service.name).into_iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
-        env.extend(memory_env);
-        let body = ContainerCreateBody {
-            image: service.image.clone(),
-            cmd: (!service.command.is_empty()).then(|| service.command.clone()),
-            env: Some(env),
-            hostname: Some(service.name.clone()),
-            labels: Some(labels),
-            exposed_ports: Some(exposed),
-            stop_signal: Some(service.stop_signal.clone()),
-            host_config: Some(HostConfig {
-                port_bindings: Some(port_bindings),
-                binds: Some(binds),
-                tmpfs: Some(tmpfs),
-                network_mode: Some(network.clone()),
-                ..Default::default()
-            }),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    network,
-                    EndpointSettings { aliases: Some(vec![service.name.clone()]), ..Default::default() },
-                )])),
-            }),
-            ..Default::default()
+        let prepared = self.prepared.lock().expect("prepared").remove(&service.name);
+        let id = match prepared {
+            Some(id) => id,
+            None => self.create(service, plan).await?,
         };
-        let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
-        let created = self.docker.create_container(Some(options), body).await.map_err(|e| {
-            if is_status(&e, 404) {
-                Error::component(
-                    &service.name,
-                    format!(
-                        "image {} is not on this engine: `sandbox images build`",
-                        service.image.as_deref().unwrap_or("?")
-                    ),
-                )
-            } else {
-                Error::component(&service.name, format!("cannot create its container: {e}"))
-            }
-        })?;
-        let id = created.id;
-        if let Err(e) = self.docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await
-        {
+        self.start_turn(&service.name).await;
+        let started = self.docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await;
+        self.started.send_modify(|s| {
+            s.insert(service.name.clone());
+        });
+        if let Err(e) = started {
             remove_container(&self.docker, &id).await;
             let text = e.to_string();
             let why = if text.contains("port is already allocated") || text.contains("address already in use") {

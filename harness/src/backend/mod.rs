@@ -196,6 +196,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Allocate ports and compute every component's wiring. Changes nothing
     /// outside the sandbox's own state.
     fn plan(&self, topology: &Topology) -> impl Future<Output = Result<Plan>> + Send;
+    /// Get ready to start one component while its dependencies come up
+    /// (the Docker backend creates its container); [`Backend::start`] still
+    /// works without it, and does what it left undone.
+    fn prepare(&self, _service: &Service, _plan: &Plan) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// Start one component; returns once it is spawned (not ready).
     fn start(&self, service: &Service, plan: &Plan, logs: LogSink) -> impl Future<Output = Result<Handle>> + Send;
     /// One readiness check.
