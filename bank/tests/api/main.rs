@@ -56,6 +56,57 @@ async fn health_ping_and_discovery_answer() {
     assert_eq!(status, 200, "every plain link answers GET: {customers}");
 }
 
+/// The service's database backends, stopped (SIGSTOP) as a stalled server
+/// would be, and started again when dropped (also when the test fails).
+struct Stalled(Vec<nix::unistd::Pid>);
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_stops_answering_makes_health_degraded_not_down() {
+    let app = TestApp::spawn(&SPEC).await;
+    assert_eq!(app.get("/health").await.0, 200);
+    let db = app.database_url.rsplit('/').next().unwrap().to_string();
+    let admin = sqlx::PgPool::connect(&app.database_url.replace(&format!("/{db}"), "/postgres")).await.unwrap();
+    let pids: Vec<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+        .bind(&db)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+    assert!(!pids.is_empty(), "the service holds connections to {db}");
+    let stalled = Stalled(pids.into_iter().map(nix::unistd::Pid::from_raw).collect());
+    for pid in &stalled.0 {
+        nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    }
+
+    // Busy is not dead: 200, and the check says what is wrong.
+    let started = std::time::Instant::now();
+    let (status, health) = app.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["checks"]["database"]["status"], "degraded", "{health}");
+    assert!(health["checks"]["database"]["reason"].as_str().unwrap().contains("did not answer within 1s"), "{health}");
+    assert!(started.elapsed() < Duration::from_secs(3), "health answers in about its timeout");
+
+    drop(stalled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, health) = app.get("/health").await;
+        if status == 200 && health["status"] == "ok" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still not ok once the database answers: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.close().await;
+}
+
 #[tokio::test]
 async fn resources_are_hal_and_link_to_each_other() {
     let app = TestApp::spawn(&SPEC).await;
