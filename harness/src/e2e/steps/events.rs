@@ -51,11 +51,16 @@ async fn for_inbound(w: &mut BankWorld, kind: String) -> Step {
     .await
 }
 
+/// A generated service's records about `subject`, through the gateway.
+fn records_url(w: &BankWorld, service: &str, subject: &str) -> String {
+    format!("{}/{service}/records?subject={subject}", w.api().gateway())
+}
+
 /// A service made by `sandbox new service` keeps a record of each event it
 /// consumes (`/records?subject=<the event's aggregate id>`): through the
 /// gateway, until a record from an event of `kind` is there, and then only one.
 async fn recorded(w: &BankWorld, service: &str, kind: &str, subject: &str) -> Step {
-    let url = format!("{}/{service}/records?subject={subject}", w.api().gateway());
+    let url = records_url(w, service, subject);
     let of_kind = |page: &serde_json::Value| {
         page["_embedded"]["records"].as_array().into_iter().flatten().filter(|r| r["source"] == kind).count()
     };
@@ -72,7 +77,7 @@ async fn recorded(w: &BankWorld, service: &str, kind: &str, subject: &str) -> St
 #[then(expr = "the `{word}` service's record of that payment has a `{word}` of {int}")]
 async fn recorded_value(w: &mut BankWorld, service: String, field: String, value: i64) -> Step {
     let id = w.last(Flow::Payment)?.id.clone();
-    let url = format!("{}/{service}/records?subject={id}", w.api().gateway());
+    let url = records_url(w, &service, &id);
     let what = format!("`{service}` to keep a record of payment {id}");
     let page = w.or_trail(w.api().wait_until(&url, &what, SETTLE, |p| p["count"].as_i64() > Some(0)).await).await?;
     let data = &page["_embedded"]["records"][0]["data"];
