@@ -1,9 +1,13 @@
 //! The service's own append-only event log, served at `GET /events`.
 //!
-//! A state change and its event are written in one transaction. Appends take a
-//! transaction-scoped advisory lock so that sequence numbers become visible in
-//! commit order: a reader paging by cursor can never skip an event that committed
-//! late with a lower number (the classic outbox gap).
+//! A state change and its event are written in one transaction, and appends
+//! never wait for each other. Readers page by an event's *position*, which a
+//! sequencer gives only to committed events, in the order they were written,
+//! one sequencer at a time: a reader can never skip an event that committed
+//! late (the classic outbox gap, where numbers taken at insert become visible
+//! out of order). Until 2026-12-03 every append took a per-service lock held
+//! to commit instead, and a service's writers queued on it
+//! (docs/PERFORMANCE.md, "Money flows").
 
 use std::time::Duration;
 
@@ -22,9 +26,11 @@ use super::error::{ApiError, ApiResult};
 use super::hal::{BaseUrl, Hal};
 use super::http::{ApiQuery, TraceId};
 
-/// Advisory lock key that serialises appends to `events` (any constant works: the
+/// Advisory lock key that serialises the sequencer (any constant works: the
 /// database is the service's own).
-const APPEND_LOCK: i64 = 0x6576_656e_7473;
+const SEQUENCER_LOCK: i64 = 0x6576_656e_7473;
+/// Events positioned by one run of the sequencer, at most.
+const SEQUENCER_BATCH: i64 = 5000;
 const MAX_PAGE: i64 = 1000;
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -48,9 +54,8 @@ impl NewEvent<'static> {
 }
 
 /// Append `event` inside the caller's transaction; it becomes visible when that
-/// transaction commits. Append last in a transaction: the lock is held until commit.
+/// transaction commits, and readers see it once the sequencer has positioned it.
 pub async fn append(conn: &mut PgConnection, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<Envelope> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK).execute(&mut *conn).await?;
     let id = Uuid::now_v7();
     let occurred_at: OffsetDateTime = sqlx::query_scalar(
         "INSERT INTO events (id, type, aggregate_id, trace_id, data) VALUES ($1, $2, $3, $4, $5) RETURNING occurred_at",
@@ -131,6 +136,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
     let mut appended = kit.appended.subscribe();
     let page = loop {
         appended.borrow_and_update();
+        position(&kit).await?;
         let page = read_page(&kit, after, limit).await?;
         if !page.is_empty() || tokio::time::Instant::now() >= deadline {
             break page;
@@ -143,7 +149,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
     };
     let last = page.last().map_or(after, |(seq, _)| *seq);
     // The newest event's cursor: readers (the connector) report their lag from it.
-    let head: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM events").fetch_one(&kit.pool).await?;
+    let head: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events").fetch_one(&kit.pool).await?;
     let items = page
         .into_iter()
         .map(|(seq, e)| {
@@ -159,9 +165,38 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
         .embed("events", items))
 }
 
+/// The sequencer: give every committed event without a position the next
+/// ones, in the order the events were written. One run at a time (a lock held
+/// to its commit), so positions become visible in increasing order: an event
+/// committed later gets a later position, never one a reader has passed.
+pub async fn position(kit: &Kit) -> ApiResult<()> {
+    let pending: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE position IS NULL)").fetch_one(&kit.pool).await?;
+    if !pending {
+        return Ok(());
+    }
+    let mut tx = kit.pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
+    // nextval after the sort (PostgreSQL evaluates a volatile select list after
+    // ORDER BY and LIMIT), so positions follow `seq`.
+    sqlx::query(
+        "WITH next AS (
+             SELECT seq, nextval('events_position_seq') AS position
+             FROM events WHERE position IS NULL ORDER BY seq LIMIT $1
+         )
+         UPDATE events SET position = next.position FROM next WHERE events.seq = next.seq",
+    )
+    .bind(SEQUENCER_BATCH)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn read_page(kit: &Kit, after: i64, limit: i64) -> ApiResult<Vec<(i64, Envelope)>> {
     let rows = sqlx::query(
-        "SELECT seq, id, type, aggregate_id, occurred_at, trace_id, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT position, id, type, aggregate_id, occurred_at, trace_id, data FROM events
+         WHERE position > $1 ORDER BY position LIMIT $2",
     )
     .bind(after)
     .bind(limit)
@@ -170,7 +205,7 @@ async fn read_page(kit: &Kit, after: i64, limit: i64) -> ApiResult<Vec<(i64, Env
     rows.iter()
         .map(|row| {
             Ok((
-                row.try_get("seq")?,
+                row.try_get("position")?,
                 Envelope {
                     id: row.try_get("id")?,
                     kind: row.try_get("type")?,

@@ -41,6 +41,7 @@ const KIT_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "kit event log and idempotency", include_str!("migrations/0001_kit.sql")),
     (2, "kit processed events", include_str!("migrations/0002_processed_events.sql")),
     (3, "kit consumer positions", include_str!("migrations/0003_consumer_positions.sql")),
+    (4, "kit event positions", include_str!("migrations/0004_event_positions.sql")),
 ];
 
 /// What a service is, to the kit.

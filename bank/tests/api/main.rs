@@ -107,6 +107,39 @@ async fn a_database_that_stops_answering_makes_health_degraded_not_down() {
     admin.close().await;
 }
 
+/// The outbox gap: an event whose transaction commits after a later-written
+/// one is already read must still reach a reader paging by cursor, after it.
+#[tokio::test]
+async fn an_event_committed_late_is_not_skipped_by_a_reader() {
+    let app = TestApp::spawn(&SPEC).await;
+    let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+    // A writer (another instance, say) appends first but commits last.
+    let mut late = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, type, aggregate_id, trace_id, data) VALUES ($1, 'test.late', 'late', 'trace', '{}')",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .execute(&mut *late)
+    .await
+    .unwrap();
+    let (status, _) = app.post("/customers", json!({ "name": "Early" }), None).await;
+    assert_eq!(status, 201);
+    let kinds = |page: &Value| -> Vec<String> {
+        page["_embedded"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().into()).collect()
+    };
+    let (_, first) = app.get("/events?after=0").await;
+    assert_eq!(kinds(&first), ["customer.created"], "only what committed: {first}");
+    let cursor = first["cursor"].as_i64().unwrap();
+
+    late.commit().await.unwrap();
+    let (_, next) = app.get(&format!("/events?after={cursor}")).await;
+    assert_eq!(kinds(&next), ["test.late"], "the late event comes after the cursor: {next}");
+    assert!(next["cursor"].as_i64().unwrap() > cursor);
+    let (_, all) = app.get("/events?after=0").await;
+    assert_eq!(kinds(&all), ["customer.created", "test.late"], "in the order readers saw them: {all}");
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn resources_are_hal_and_link_to_each_other() {
     let app = TestApp::spawn(&SPEC).await;
