@@ -44,6 +44,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     migrations: &[
         (100, "payments", include_str!("migrations/0100_payments.sql")),
         (101, "inbound claims", include_str!("migrations/0101_inbound_claims.sql")),
+        (102, "hold actions", include_str!("migrations/0102_hold_actions.sql")),
     ],
     links: &[("payments", "/payments")],
     actions: &[("create-payment", "/payments")],
@@ -188,8 +189,8 @@ async fn create(
     let response = once_calling(&kit, &key, fp, reserve, async |conn, hold| {
         let row = sqlx::query(
             "INSERT INTO payments (id, debtor_account, creditor_name, creditor_sort_code, creditor_account_number,
-                                   amount, currency, reference, status, hold, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'reserved', $9, $10) RETURNING *",
+                                   amount, currency, reference, status, hold, hold_capture, hold_release, trace_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'reserved', $9, $10, $11, $12) RETURNING *",
         )
         .bind(id)
         .bind(&input.from)
@@ -199,7 +200,9 @@ async fn create(
         .bind(money.amount)
         .bind(money.currency.code())
         .bind(&input.reference)
-        .bind(&hold)
+        .bind(&hold.url)
+        .bind(&hold.capture)
+        .bind(&hold.release)
         .bind(&trace.0)
         .fetch_one(&mut *conn)
         .await?;
@@ -222,8 +225,15 @@ async fn create(
     Ok(response)
 }
 
+/// A hold placed for a payment: its URL and the links that settle it.
+struct Hold {
+    url: String,
+    capture: Option<String>,
+    release: Option<String>,
+}
+
 /// Place a hold for the payment on the debtor's account, following the
-/// account's `place-hold` link. Returns the hold's URL.
+/// account's `place-hold` link.
 async fn reserve(
     own: &Payments,
     trace: &TraceId,
@@ -231,7 +241,7 @@ async fn reserve(
     id: Uuid,
     money: Money,
     reference: &str,
-) -> ApiResult<String> {
+) -> ApiResult<Hold> {
     let account = match own.client.get(account_url, trace).await {
         Reply::Answered(200, account) => account,
         Reply::Answered(404, _) => {
@@ -246,9 +256,12 @@ async fn reserve(
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("account {account_url} advertises no place-hold link")))?;
     let body = json!({ "amount": money.amount, "currency": money.currency.code(), "reference": format!("payment {reference}") });
     match own.client.post(&place, trace, &format!("payment-{id}"), &body).await {
-        Reply::Answered(201, hold) => {
-            link(&hold, "self").ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a hold without a self link")))
-        }
+        Reply::Answered(201, hold) => Ok(Hold {
+            url: link(&hold, "self")
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a hold without a self link")))?,
+            capture: link(&hold, "capture"),
+            release: link(&hold, "release"),
+        }),
         Reply::Answered(422, problem) => {
             let kind = problem["type"].as_str().unwrap_or_default().rsplit(':').next().unwrap_or("refused").to_string();
             let detail = problem["detail"].as_str().unwrap_or("the accounts service refused the hold").to_string();
@@ -328,7 +341,7 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
         Reply::Answered(status, problem) if client::refused(status) => {
             // The scheme refused the request itself: it will never take it.
             let description = format!("the scheme refused the payment ({status}): {problem}");
-            release_hold(own, &trace, &row.try_get::<String, _>("hold")?, id).await?;
+            settle_hold(own, &trace, &row, id, Settle::Release).await?;
             let mut tx = kit.begin().await?;
             fail(&mut tx, &trace, id, "SCHEME_REFUSED", &description).await?;
             kit.commit(tx).await?;
@@ -385,26 +398,43 @@ async fn fail(conn: &mut PgConnection, trace: &TraceId, id: Uuid, reason: &str, 
     Ok(())
 }
 
-/// Settle the hold the payment made, through the hold's own `capture` or
-/// `release` link, under a key per payment so that a repeat is a no-op.
-async fn settle_hold(own: &Payments, trace: &TraceId, hold_url: &str, id: Uuid, rel: &str) -> ApiResult<()> {
-    let hold = own.client.get(hold_url, trace).await.expect_status(200, &format!("hold {hold_url}"))?;
-    let wanted = if rel == "capture" { "captured" } else { "released" };
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Capture,
+    Release,
+}
+
+/// Settle the hold of the payment `row`, through the hold's own `capture` or
+/// `release` link, under a key per payment so that a repeat is a no-op. The
+/// link kept when the hold was placed is called at once; the hold is read
+/// first only when there is none kept, or when the call finds it settled
+/// already (then it must be settled the way asked).
+async fn settle_hold(own: &Payments, trace: &TraceId, row: &PgRow, id: Uuid, how: Settle) -> ApiResult<()> {
+    let (rel, wanted, kept) = match how {
+        Settle::Capture => ("capture", "captured", row.try_get::<Option<String>, _>("hold_capture")?),
+        Settle::Release => ("release", "released", row.try_get::<Option<String>, _>("hold_release")?),
+    };
+    let hold_url: String = row.try_get("hold")?;
+    let key = format!("{rel}-{id}");
+    if let Some(action) = kept {
+        match own.client.post(&action, trace, &key, &Value::Null).await {
+            Reply::Answered(200, _) => return Ok(()),
+            // Settled already: by whom is read below.
+            Reply::Answered(409, _) => {}
+            other => {
+                other.expect_status(200, &format!("{rel} of {hold_url}"))?;
+            }
+        }
+    }
+    let hold = own.client.get(&hold_url, trace).await.expect_status(200, &format!("hold {hold_url}"))?;
     if hold["status"] == wanted {
         return Ok(());
     }
     let action = link(&hold, rel).ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!("hold {hold_url} is {} and cannot be {wanted}", hold["status"]))
     })?;
-    own.client
-        .post(&action, trace, &format!("{rel}-{id}"), &Value::Null)
-        .await
-        .expect_status(200, &format!("{rel} of {hold_url}"))?;
+    own.client.post(&action, trace, &key, &Value::Null).await.expect_status(200, &format!("{rel} of {hold_url}"))?;
     Ok(())
-}
-
-async fn release_hold(own: &Payments, trace: &TraceId, hold_url: &str, id: Uuid) -> ApiResult<()> {
-    settle_hold(own, trace, hold_url, id, "release").await
 }
 
 // ---- the scheme's webhooks (routed by the gateway, which checked the signature) ----
@@ -454,10 +484,9 @@ async fn outcome(
         // A duplicate or late webhook changes nothing.
         return Ok(duplicate(&status));
     }
-    let hold: String = row.try_get("hold")?;
     let trace = TraceId(row.try_get("trace_id").unwrap_or_else(|_| trace.0.clone()));
     let settled = rejected.is_none();
-    settle_hold(own, &trace, &hold, id, if settled { "capture" } else { "release" }).await?;
+    settle_hold(own, &trace, &row, id, if settled { Settle::Capture } else { Settle::Release }).await?;
     let mut tx = kit.begin().await?;
     let status: String =
         sqlx::query_scalar("SELECT status FROM payments WHERE id = $1 FOR UPDATE").bind(id).fetch_one(&mut *tx).await?;

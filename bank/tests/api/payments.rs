@@ -75,6 +75,31 @@ async fn a_scheme_outage_delays_the_payment_but_it_is_sent_once() {
     assert_eq!(bank.balance(&alice).await, (7_500, 7_500));
 }
 
+/// A payment kept from before the hold's links were (no `hold_capture`): its
+/// hold is read first and then captured, once.
+#[tokio::test]
+async fn a_payment_without_kept_hold_links_reads_its_hold_to_settle_it() {
+    let bank = Bank::start().await;
+    let alice = bank.customer_with("Alice", 10_000).await;
+    // The scheme refuses for a while, so that the payment waits in `reserved`.
+    bank.fault(json!({ "kind": "unavailable", "scope": link(&alice, "self"), "remaining": 3 })).await;
+    let (_, payment) = bank.pay(&alice, 2_500, "12345678", "pay-1").await;
+    let db = sqlx::PgPool::connect(&bank.payments.database_url).await.unwrap();
+    let kept = sqlx::query("UPDATE payments SET hold_capture = NULL, hold_release = NULL WHERE id = $1::uuid")
+        .bind(payment["id"].as_str().unwrap())
+        .execute(&db)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(kept, 1);
+    let done = bank.finished(&payment).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(bank.balance(&alice).await, (7_500, 7_500), "debited once");
+    let (_, hold) = bank.accounts.get(&link(&done, "hold")).await;
+    assert_eq!(hold["status"], "captured");
+    db.close().await;
+}
+
 #[tokio::test]
 async fn a_scheme_that_times_out_is_retried_under_the_same_payment_id() {
     let bank = Bank::start().await;
