@@ -407,6 +407,9 @@ impl Backend for DockerBackend {
     }
 
     async fn start(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
+        // Its turn is over however this ends, a failure to create included:
+        // the components waiting for it then go on (and hear of the failure).
+        let turn = TurnOver(&self.started, &service.name);
         let prepared = self.prepared.lock().expect("prepared").remove(&service.name);
         let id = match prepared {
             Some(id) => id,
@@ -414,9 +417,7 @@ impl Backend for DockerBackend {
         };
         self.start_turn(&service.name).await;
         let started = self.docker.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>).await;
-        self.started.send_modify(|s| {
-            s.insert(service.name.clone());
-        });
+        drop(turn);
         if let Err(e) = started {
             remove_container(&self.docker, &id).await;
             let text = e.to_string();
@@ -461,6 +462,17 @@ impl Backend for DockerBackend {
         let removed = remove_labelled(&self.docker, &self.home, &self.sandbox).await;
         crate::ports::release(&self.dir);
         removed.map(drop)
+    }
+}
+
+/// Marks a component's turn to start as over when dropped (see `start_turn`).
+struct TurnOver<'a>(&'a tokio::sync::watch::Sender<std::collections::BTreeSet<String>>, &'a str);
+
+impl Drop for TurnOver<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|s| {
+            s.insert(self.1.to_string());
+        });
     }
 }
 

@@ -277,6 +277,27 @@ pub fn any_compose_service_runs_and_one_that_exits_shows_why() {
     assert!(stderr.contains("DATABASE_URL is not set"), "its last lines are quoted: {stderr}");
     assert!(!bench.home().join("exits").exists());
     assert_eq!(labelled(&bench.home(), None), Vec::<(String, String)>::new(), "left after a failed start");
+
+    // A container that cannot even be made (its volume's source is missing),
+    // one that others wait on: the others, started after it, hear of it too.
+    std::fs::write(
+        &file,
+        format!(
+            "{any}  store:\n    image: {repo}/sandbox:0.1.0\n    command: [\"broker\", \"--listen\", \"0.0.0.0:9098\"]\n    \
+             volumes: [\"./no-such-dir:/data:ro\"]\n  app:\n    image: {repo}/sandbox:0.1.0\n    \
+             command: [\"broker\", \"--listen\", \"0.0.0.0:9097\"]\n    depends_on: [store]\n"
+        ),
+    )
+    .unwrap();
+    let out = up("unmade");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("store") && stderr.contains("no-such-dir") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(!bench.home().join("unmade").exists());
+    assert_eq!(labelled(&bench.home(), None), Vec::<(String, String)>::new(), "left after a container not made");
 }
 
 /// The dashboard on a Docker sandbox (`sandbox up --backend docker` in a
