@@ -299,16 +299,21 @@ const MEMORY_PREFIX: &str = "bank-sandbox-pg-";
 /// in memory names `root` in its `owner` file, so a sweep finds the clusters
 /// whose sandbox is gone. Otherwise `root/data` itself.
 fn cluster_place(root: &Path) -> Result<PathBuf> {
+    cluster_place_needing(root, MEMORY_NEEDED)
+}
+
+/// [`cluster_place`], in memory only when `needed` bytes are free there.
+fn cluster_place_needing(root: &Path, needed: u64) -> Result<PathBuf> {
     let data = root.join("data");
     if data.is_symlink() {
         // Its cluster is gone (memory cleared by a reboot): start afresh.
         forget_cluster(&data);
     }
     let free = nix::sys::statvfs::statvfs(MEMORY).map(|s| s.blocks_available() * s.fragment_size());
-    if free.is_err() || free.is_ok_and(|free| free < MEMORY_NEEDED) {
+    if free.is_err() || free.is_ok_and(|free| free < needed) {
         return Ok(data);
     }
-    let memory = Path::new(MEMORY).join(format!("{MEMORY_PREFIX}{:016x}", fnv1a(root.to_string_lossy().as_bytes())));
+    let memory = memory_dir(root);
     let made = (|| {
         let _ = std::fs::remove_dir_all(&memory);
         std::fs::create_dir_all(&memory)?;
@@ -318,6 +323,11 @@ fn cluster_place(root: &Path) -> Result<PathBuf> {
     made.map_err(Error::io(format!("cannot make {} for the cluster", memory.display())))?;
     postgres::hand_over(&memory)?;
     Ok(memory.join("data"))
+}
+
+/// Where the cluster of `root` goes when it goes in memory.
+fn memory_dir(root: &Path) -> PathBuf {
+    Path::new(MEMORY).join(format!("{MEMORY_PREFIX}{:016x}", fnv1a(root.to_string_lossy().as_bytes())))
 }
 
 /// Remove the cluster in memory that `data` links to, if it does.
@@ -532,6 +542,20 @@ mod tests {
         std::fs::remove_dir_all(&sandbox).unwrap();
         let swept = sweep_memory();
         assert!(!memory.exists() && swept.iter().any(|s| s.contains(&*memory.to_string_lossy())), "{swept:?}");
+    }
+
+    #[test]
+    fn a_cluster_stays_on_disk_when_memory_is_short_and_a_lost_one_is_forgotten() {
+        let sandbox = std::env::temp_dir().join(format!("sbx-disk-{}", std::process::id()));
+        let root = sandbox.join("pg-postgres");
+        std::fs::create_dir_all(&root).unwrap();
+        // Its cluster in memory is gone (a reboot cleared it): the link dangles.
+        std::os::unix::fs::symlink(sandbox.join("gone/data"), root.join("data")).unwrap();
+        let place = cluster_place_needing(&root, u64::MAX).unwrap();
+        assert_eq!(place, root.join("data"), "no room in memory: the cluster goes in the sandbox's directory");
+        assert!(!place.is_symlink() && !place.exists(), "the dangling link is gone; initdb or the copy makes it");
+        assert!(!memory_dir(&root).exists(), "nothing made in memory");
+        std::fs::remove_dir_all(&sandbox).unwrap();
     }
 
     #[test]
