@@ -55,9 +55,14 @@ pub fn stale(bin: &Path, workspace: &Path, sources: &[&str]) -> Option<String> {
     })
 }
 
-/// Record that `bin` was built now: cargo found it up to date (its inputs only
-/// touched) and left its time as it was.
-pub fn mark_built(bin: &Path) -> std::io::Result<()> {
+/// After a successful build of `bin`: cargo leaves a binary it judged up to
+/// date as it was, so one whose sources were only touched (a checkout, a
+/// comment in Cargo.toml) would look stale to every later check and send it
+/// through cargo again. Such a binary is marked as built now.
+pub fn mark_built(bin: &Path, workspace: &Path, sources: &[&str]) -> std::io::Result<()> {
+    if stale(bin, workspace, sources).is_none() {
+        return Ok(());
+    }
     // Read-only: a binary some process runs cannot be opened for writing.
     std::fs::File::open(bin)?.set_modified(std::time::SystemTime::now())
 }
@@ -122,7 +127,7 @@ mod tests {
             .unwrap();
         file.set_modified(std::time::SystemTime::now()).unwrap();
         assert!(stale(&bin, &root, &["src"]).is_some());
-        mark_built(&bin).unwrap();
+        mark_built(&bin, &root, &["src"]).unwrap();
         assert_eq!(stale(&bin, &root, &["src"]), None);
 
         let why = stale(&bin, &root, &["src", "missing"]).unwrap();

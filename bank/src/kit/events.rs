@@ -169,7 +169,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
 /// ones, in the order the events were written. One run at a time (a lock held
 /// to its commit), so positions become visible in increasing order: an event
 /// committed later gets a later position, never one a reader has passed.
-pub async fn position(kit: &Kit) -> ApiResult<()> {
+async fn position(kit: &Kit) -> ApiResult<()> {
     let pending: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE position IS NULL)").fetch_one(&kit.pool).await?;
     if !pending {

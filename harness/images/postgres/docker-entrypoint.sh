@@ -6,8 +6,8 @@
 # socket only, then start the server for real on every address.
 #
 # When the image holds a cluster made with the initdb settings asked for
-# (SANDBOX_PG_TEMPLATE, see the Dockerfile), it is copied instead of running
-# initdb (unpacked), and its superuser renamed and given the password: the same cluster.
+# (SANDBOX_PG_TEMPLATE, see the Dockerfile), it is unpacked instead of running
+# initdb, and its superuser renamed and given the password: the same cluster.
 set -eu
 
 if [ "${1#-}" != "$1" ]; then

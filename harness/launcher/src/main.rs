@@ -58,13 +58,9 @@ fn build(workspace: &Path, dir: &Path, why: &str) -> Result<(), ExitCode> {
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
     match Command::new(&cargo).current_dir(workspace).args(&args).status() {
         Ok(status) if status.success() => {
-            // Cargo leaves a binary it judged up to date as it was: sources only
-            // touched would otherwise send every later command through cargo.
+            // Else sources only touched send every later command through cargo.
             for (bin, sources) in [("sandbox", fresh::SANDBOX_SOURCES), ("bank", fresh::BANK_SOURCES)] {
-                let bin = dir.join(bin);
-                if fresh::stale(&bin, workspace, sources).is_some() {
-                    let _ = fresh::mark_built(&bin);
-                }
+                let _ = fresh::mark_built(&dir.join(bin), workspace, sources);
             }
             Ok(())
         }
