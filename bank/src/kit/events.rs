@@ -26,9 +26,6 @@ use super::error::{ApiError, ApiResult};
 use super::hal::{BaseUrl, Hal};
 use super::http::{ApiQuery, TraceId};
 
-/// Advisory lock key that serialises the sequencer (any constant works: the
-/// database is the service's own).
-const SEQUENCER_LOCK: i64 = 0x6576_656e_7473;
 /// Events positioned by one run of the sequencer, at most.
 const SEQUENCER_BATCH: i64 = 5000;
 const MAX_PAGE: i64 = 1000;
@@ -134,22 +131,21 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
     };
     let deadline = tokio::time::Instant::now() + wait;
     let mut appended = kit.appended.subscribe();
-    let page = loop {
+    let (page, head) = loop {
         appended.borrow_and_update();
-        position(&kit).await?;
+        // The newest event's cursor: readers (the connector) report their lag from it.
+        let head = position(&kit).await?;
         let page = read_page(&kit, after, limit).await?;
         if !page.is_empty() || tokio::time::Instant::now() >= deadline {
-            break page;
+            break (page, head);
         }
         tokio::select! {
-            changed = appended.changed() => if changed.is_err() { break page },
+            changed = appended.changed() => if changed.is_err() { break (page, head) },
             () = tokio::time::sleep_until(deadline) => {}
-            () = kit.shutdown.cancelled() => break page,
+            () = kit.shutdown.cancelled() => break (page, head),
         }
     };
     let last = page.last().map_or(after, |(seq, _)| *seq);
-    // The newest event's cursor: readers (the connector) report their lag from it.
-    let head: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events").fetch_one(&kit.pool).await?;
     let items = page
         .into_iter()
         .map(|(seq, e)| {
@@ -160,7 +156,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
         .collect::<Vec<_>>();
     let count = items.len();
     let self_path = format!("/events?after={after}&limit={limit}");
-    Ok(Hal::new(&base, &self_path, json!({ "count": count, "cursor": last, "head": head.unwrap_or(0) }))
+    Ok(Hal::new(&base, &self_path, json!({ "count": count, "cursor": last, "head": head.max(last) }))
         .link("next", &format!("/events?after={last}&limit={limit}"))
         .embed("events", items))
 }
@@ -168,29 +164,11 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
 /// The sequencer: give every committed event without a position the next
 /// ones, in the order the events were written. One run at a time (a lock held
 /// to its commit), so positions become visible in increasing order: an event
-/// committed later gets a later position, never one a reader has passed.
-async fn position(kit: &Kit) -> ApiResult<()> {
-    let pending: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE position IS NULL)").fetch_one(&kit.pool).await?;
-    if !pending {
-        return Ok(());
-    }
-    let mut tx = kit.pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
-    // nextval after the sort (PostgreSQL evaluates a volatile select list after
-    // ORDER BY and LIMIT), so positions follow `seq`.
-    sqlx::query(
-        "WITH next AS (
-             SELECT seq, nextval('events_position_seq') AS position
-             FROM events WHERE position IS NULL ORDER BY seq LIMIT $1
-         )
-         UPDATE events SET position = next.position FROM next WHERE events.seq = next.seq",
-    )
-    .bind(SEQUENCER_BATCH)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
+/// committed later gets a later position, never one a reader has passed. One
+/// round trip: the function (migration 0005) checks, locks and positions.
+/// Returns the newest position.
+async fn position(kit: &Kit) -> ApiResult<i64> {
+    Ok(sqlx::query_scalar("SELECT position_events($1)").bind(SEQUENCER_BATCH).fetch_one(&kit.pool).await?)
 }
 
 async fn read_page(kit: &Kit, after: i64, limit: i64) -> ApiResult<Vec<(i64, Envelope)>> {
