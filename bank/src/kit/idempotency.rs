@@ -1,10 +1,10 @@
 //! Idempotency keys: the first answer to a (scope, key) is stored in the same
 //! transaction as the change it describes; a repeat gets that answer back and
-//! changes nothing. A concurrent repeat blocks on the first one's row until it
-//! commits, then replays it.
+//! changes nothing. A concurrent repeat waits on the first one's key until it
+//! commits, then rolls its own work back and replays the first answer.
 
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
@@ -26,23 +26,6 @@ impl Fingerprint {
     pub fn new(scope: impl Into<String>, request: &impl serde::Serialize) -> Self {
         Self { scope: scope.into(), request: serde_json::to_string(request).unwrap_or_default() }
     }
-}
-
-/// Claim `key` for this request. `Ok(Some(response))` is the stored answer to
-/// replay; `Ok(None)` means go ahead, then [`remember`] the answer before commit.
-pub async fn claim(conn: &mut PgConnection, key: &IdempotencyKey, fp: &Fingerprint) -> ApiResult<Option<Response>> {
-    let inserted =
-        sqlx::query("INSERT INTO idempotency_keys (scope, key, request) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(&fp.scope)
-            .bind(key.as_str())
-            .bind(&fp.request)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-    if inserted == 1 {
-        return Ok(None);
-    }
-    stored(conn, key, fp).await
 }
 
 /// The stored answer to `key`, if the key was used: the same request gets it
@@ -75,42 +58,65 @@ where
     Ok(Some(response))
 }
 
-/// Store the answer to a claimed key, in the same transaction as the change.
-pub async fn remember(
+/// Store the answer to `key` with the change it describes, in the caller's
+/// transaction. `false` when the key is taken already: another request with
+/// it committed first (a concurrent repeat waits here for that one to end),
+/// and this transaction must be rolled back.
+async fn remember(
     conn: &mut PgConnection,
     key: &IdempotencyKey,
     fp: &Fingerprint,
     status: StatusCode,
     body: &Value,
-) -> ApiResult<()> {
-    sqlx::query("UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2")
-        .bind(&fp.scope)
-        .bind(key.as_str())
-        .bind(status.as_u16() as i16)
-        .bind(body)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+) -> ApiResult<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request, status, body) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&fp.scope)
+    .bind(key.as_str())
+    .bind(&fp.request)
+    .bind(status.as_u16() as i16)
+    .bind(body)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// Run `work` once per idempotency key, in one transaction: a repeat gets the
 /// stored answer and changes nothing; otherwise the work's answer is stored with
 /// its changes. Without a key the work simply runs.
+///
+/// The key is written last, with the answer (one statement, not a claim first
+/// and the answer later): a repeat does the work again in a transaction of its
+/// own, finds the key taken, rolls all of it back and replays the first answer.
+/// A repeat whose work fails because the first one's changes are in (the hold
+/// is captured already, say) replays that answer too.
 pub async fn once<F>(kit: &Kit, key: Option<&IdempotencyKey>, fp: Fingerprint, work: F) -> ApiResult<Response>
 where
     F: AsyncFnOnce(&mut PgConnection) -> ApiResult<Hal>,
 {
     let mut tx = kit.begin().await?;
-    if let Some(key) = key
-        && let Some(replay) = claim(&mut tx, key, &fp).await?
-    {
-        return Ok(replay);
-    }
-    let hal = work(&mut tx).await?;
-    let status = hal.status_code();
-    let body = hal.into_value();
-    if let Some(key) = key {
-        remember(&mut tx, key, &fp, status, &body).await?;
+    let Some(key) = key else {
+        let hal = work(&mut tx).await?;
+        kit.commit(tx).await?;
+        return Ok(hal.into_response());
+    };
+    let done = match work(&mut tx).await {
+        Ok(hal) => hal,
+        Err(e) => {
+            tx.rollback().await?;
+            return stored(&kit.pool, key, &fp).await?.ok_or(e);
+        }
+    };
+    let status = done.status_code();
+    let body = done.into_value();
+    if !remember(&mut tx, key, &fp, status, &body).await? {
+        tx.rollback().await?;
+        return stored(&kit.pool, key, &fp).await?.ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("idempotency key `{}` taken but not stored", key.as_str()))
+        });
     }
     kit.commit(tx).await?;
     Ok(hal_response(status, body))
