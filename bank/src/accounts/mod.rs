@@ -274,7 +274,8 @@ fn collection(
 }
 
 /// Lock the account row for the rest of the transaction: every balance change
-/// goes through here, so concurrent postings to one account serialise.
+/// locks it first (here, or with the hold it settles in `settle`), so
+/// concurrent postings to one account serialise.
 async fn lock_account(conn: &mut PgConnection, id: Uuid) -> ApiResult<(Currency, i64, i64)> {
     let row = sqlx::query("SELECT currency, balance, held FROM accounts WHERE id = $1 FOR UPDATE")
         .bind(id)
@@ -473,13 +474,10 @@ async fn place_hold(
                 ),
             ));
         }
-        sqlx::query("UPDATE accounts SET held = held + $2 WHERE id = $1")
-            .bind(account)
-            .bind(money.amount)
-            .execute(&mut *conn)
-            .await?;
+        // The reservation and the hold in one statement.
         let row = sqlx::query(
-            "INSERT INTO holds (id, account_id, amount, status, reference) VALUES ($1, $2, $3, 'held', $4) RETURNING *",
+            "WITH reserve AS (UPDATE accounts SET held = held + $3 WHERE id = $2)
+             INSERT INTO holds (id, account_id, amount, status, reference) VALUES ($1, $2, $3, 'held', $4) RETURNING *",
         )
         .bind(Uuid::now_v7())
         .bind(account)
@@ -580,13 +578,20 @@ async fn settle(
     };
     let fp = Fingerprint::new(format!("POST /holds/{id}/{verb}"), &Value::Null);
     once(&kit, Some(&key), fp, async |conn| {
-        let account: Uuid = sqlx::query_scalar("SELECT account_id FROM holds WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
-        let (currency, balance, _) = lock_account(conn, account).await?;
-        let hold = sqlx::query("SELECT * FROM holds WHERE id = $1 FOR UPDATE").bind(id).fetch_one(&mut *conn).await?;
+        // The hold and its account, both locked for the rest of the
+        // transaction (every settle locks them in this one statement's order).
+        let hold = sqlx::query(
+            "SELECT h.account_id, h.status, h.amount, h.reference, a.currency, a.balance
+             FROM holds h JOIN accounts a ON a.id = h.account_id WHERE h.id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
+        let account: Uuid = hold.try_get("account_id")?;
+        let currency = Currency::parse(hold.try_get::<String, _>("currency")?.as_str())
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let balance: i64 = hold.try_get("balance")?;
         let status: String = hold.try_get("status")?;
         if status != "held" {
             return Err(ApiError::conflict(
@@ -596,9 +601,9 @@ async fn settle(
         }
         let amount: i64 = hold.try_get("amount")?;
         let reference: String = hold.try_get("reference")?;
-        let (new_status, event) = match how {
-            Settle::Capture => ("captured", "hold.captured"),
-            Settle::Release => ("released", "hold.released"),
+        let event = match how {
+            Settle::Capture => "hold.captured",
+            Settle::Release => "hold.released",
         };
         let mut data = json!({
             "account": base.url(&format!("/accounts/{account}")),
@@ -606,43 +611,43 @@ async fn settle(
             "amount": money_json(amount, currency),
             "reference": reference,
         });
-        match how {
+        // The account, the posting and the hold change in one statement.
+        let row = match how {
             Settle::Capture => {
                 let balance_after = balance - amount;
-                sqlx::query("UPDATE accounts SET balance = balance - $2, held = held - $2 WHERE id = $1")
-                    .bind(account)
-                    .bind(amount)
-                    .execute(&mut *conn)
-                    .await?;
                 let tx_id = Uuid::now_v7();
-                sqlx::query(
-                    "INSERT INTO transactions (id, account_id, kind, amount, balance_after, reference, hold_id)
-                     VALUES ($1, $2, 'debit', $3, $4, $5, $6)",
-                )
-                .bind(tx_id)
-                .bind(account)
-                .bind(amount)
-                .bind(balance_after)
-                .bind(&reference)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
                 data["transaction"] = json!(tx_id);
                 data["balance_after"] = money_json(balance_after, currency);
+                sqlx::query(
+                    "WITH debit AS (
+                         UPDATE accounts SET balance = balance - $3, held = held - $3 WHERE id = $2
+                     ), posting AS (
+                         INSERT INTO transactions (id, account_id, kind, amount, balance_after, reference, hold_id)
+                         VALUES ($4, $2, 'debit', $3, $5, $6, $1)
+                     )
+                     UPDATE holds SET status = 'captured', updated_at = now() WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .bind(account)
+                .bind(amount)
+                .bind(tx_id)
+                .bind(balance_after)
+                .bind(&reference)
+                .fetch_one(&mut *conn)
+                .await?
             }
             Settle::Release => {
-                sqlx::query("UPDATE accounts SET held = held - $2 WHERE id = $1")
-                    .bind(account)
-                    .bind(amount)
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "WITH freed AS (UPDATE accounts SET held = held - $3 WHERE id = $2)
+                     UPDATE holds SET status = 'released', updated_at = now() WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .bind(account)
+                .bind(amount)
+                .fetch_one(&mut *conn)
+                .await?
             }
-        }
-        let row = sqlx::query("UPDATE holds SET status = $2, updated_at = now() WHERE id = $1 RETURNING *")
-            .bind(id)
-            .bind(new_status)
-            .fetch_one(&mut *conn)
-            .await?;
+        };
         let hal = hold_hal(&base, &row, currency)?;
         events::append(conn, &trace, NewEvent { kind: event, aggregate_id: account.to_string(), data }).await?;
         Ok(hal)

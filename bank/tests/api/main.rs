@@ -306,6 +306,24 @@ async fn concurrent_holds_never_overdraw() {
 }
 
 #[tokio::test]
+async fn concurrent_repeats_of_a_capture_all_get_its_answer() {
+    // The repeats find the hold captured (their own work would be a 409
+    // conflict) and the key taken: each replays the first answer instead.
+    let app = TestApp::spawn(&SPEC).await;
+    let account = customer_with_account(&app, "Alice").await;
+    credit(&app, &account, 10_000, "c").await;
+    let (_, hold) =
+        app.post(&link(&account, "place-hold"), json!({ "amount": 2_500, "currency": "GBP" }), Some("h")).await;
+    let capture = link(&hold, "capture");
+    let attempts = (0..8).map(|_| app.post(&capture, json!(null), Some("cap")));
+    let results = futures::future::join_all(attempts).await;
+    assert!(results.iter().all(|(s, b)| *s == 200 && b["status"] == "captured"), "{results:?}");
+    assert_eq!(balance(&app, &account).await, (7_500, 7_500), "debited once");
+    let (_, txs) = app.get(&link(&account, "transactions")).await;
+    assert_eq!(txs["count"], 2, "the credit and one debit");
+}
+
+#[tokio::test]
 async fn the_event_log_pages_by_cursor_and_long_polls() {
     let app = TestApp::spawn(&SPEC).await;
     let account = customer_with_account(&app, "Alice").await;
