@@ -333,7 +333,7 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
         Reply::Answered(202, accepted) => {
             let scheme_id = accepted["scheme_id"].as_str().unwrap_or_default();
             let mut tx = kit.begin().await?;
-            if submitted(&mut tx, &trace, id, scheme_id, Some(attempts)).await? {
+            if submitted(&mut tx, &trace, id, scheme_id, attempts).await? {
                 tracing::info!(trace_id = %trace.0, payment = %id, attempt = attempts, %scheme_id, "submitted to the scheme");
             }
             kit.commit(tx).await?;
@@ -354,29 +354,40 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
     Ok(true)
 }
 
-/// Record that the scheme took the payment, if it is still reserved (and, for
-/// the submitter, still under its claim `attempt`). `false` when nothing changed.
+/// Record that the scheme took the payment, if it is still reserved and
+/// still under the submitter's claim `attempt`. `false` when nothing changed.
 async fn submitted(
     conn: &mut PgConnection,
     trace: &TraceId,
     id: Uuid,
     scheme_id: &str,
-    attempt: Option<i32>,
+    attempt: i32,
 ) -> ApiResult<bool> {
-    let row = sqlx::query(
+    let updated = sqlx::query(
         "UPDATE payments SET status = 'submitted', scheme_id = $2, last_error = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'reserved' AND ($3::int IS NULL OR attempts = $3) RETURNING attempts",
+         WHERE id = $1 AND status = 'reserved' AND attempts = $3",
     )
     .bind(id)
     .bind(scheme_id)
     .bind(attempt)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(false) };
-    let attempts: i32 = row.try_get("attempts")?;
-    let data = json!({ "payment_id": id, "scheme_id": scheme_id, "attempts": attempts });
-    events::append(conn, trace, NewEvent { kind: "payment.submitted", aggregate_id: id.to_string(), data }).await?;
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Ok(false);
+    }
+    events::append(conn, trace, submitted_event(id, scheme_id, attempt)).await?;
     Ok(true)
+}
+
+fn submitted_event(id: Uuid, scheme_id: &str, attempts: i32) -> NewEvent<'static> {
+    let data = json!({ "payment_id": id, "scheme_id": scheme_id, "attempts": attempts });
+    NewEvent { kind: "payment.submitted", aggregate_id: id.to_string(), data }
+}
+
+fn failed_event(id: Uuid, reason: &str, description: &str) -> NewEvent<'static> {
+    let data = json!({ "payment_id": id, "reason": reason, "description": description });
+    NewEvent { kind: "payment.failed", aggregate_id: id.to_string(), data }
 }
 
 /// Fail a payment that is not final yet; a final one is left as it is.
@@ -392,8 +403,7 @@ async fn fail(conn: &mut PgConnection, trace: &TraceId, id: Uuid, reason: &str, 
     .await?
     .rows_affected();
     if failed == 1 {
-        let data = json!({ "payment_id": id, "reason": reason, "description": description });
-        events::append(conn, trace, NewEvent { kind: "payment.failed", aggregate_id: id.to_string(), data }).await?;
+        events::append(conn, trace, failed_event(id, reason, description)).await?;
     }
     Ok(())
 }
@@ -487,21 +497,39 @@ async fn outcome(
     let trace = TraceId(row.try_get("trace_id").unwrap_or_else(|_| trace.0.clone()));
     let settled = rejected.is_none();
     settle_hold(own, &trace, &row, id, if settled { Settle::Capture } else { Settle::Release }).await?;
+    // The payment finished in one statement: its row locked, its status before
+    // read, and the outcome written, unless it is final already.
+    let (status, reason, description) = match rejected {
+        None => ("completed", None, None),
+        Some((reason, description)) => ("failed", Some(reason), Some(description)),
+    };
     let mut tx = kit.begin().await?;
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM payments WHERE id = $1 FOR UPDATE").bind(id).fetch_one(&mut *tx).await?;
-    if status == "completed" || status == "failed" {
+    let finished = sqlx::query(
+        "UPDATE payments p SET status = $3, scheme_id = $2, failure_reason = $4, failure_description = $5,
+                               last_error = NULL, updated_at = now()
+         FROM (SELECT id, status FROM payments WHERE id = $1 FOR UPDATE) before
+         WHERE p.id = before.id AND before.status IN ('reserved', 'submitted')
+         RETURNING before.status AS before, p.attempts",
+    )
+    .bind(id)
+    .bind(scheme_id)
+    .bind(status)
+    .bind(reason)
+    .bind(description)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(finished) = finished else {
+        tx.rollback().await?;
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM payments WHERE id = $1").bind(id).fetch_one(&kit.pool).await?;
         return Ok(duplicate(&status));
-    }
+    };
     // The scheme may call back before the submitter has recorded its answer:
-    // the callback proves the submission, so it is recorded here first.
-    submitted(&mut tx, &trace, id, scheme_id, None).await?;
+    // the callback proves the submission, so it is recorded first.
+    if finished.try_get::<String, _>("before")? == "reserved" {
+        events::append(&mut tx, &trace, submitted_event(id, scheme_id, finished.try_get("attempts")?)).await?;
+    }
     if settled {
-        sqlx::query("UPDATE payments SET status = 'completed', scheme_id = $2, updated_at = now() WHERE id = $1")
-            .bind(id)
-            .bind(scheme_id)
-            .execute(&mut *tx)
-            .await?;
         let completed = PaymentCompleted {
             payment: base.url(&format!("/payments/{id}")),
             payment_id: id,
@@ -519,7 +547,7 @@ async fn outcome(
         };
         events::append(&mut tx, &trace, NewEvent::of(id.to_string(), &completed)?).await?;
     } else if let Some((reason, description)) = rejected {
-        fail(&mut tx, &trace, id, reason, description).await?;
+        events::append(&mut tx, &trace, failed_event(id, reason, description)).await?;
     }
     kit.commit(tx).await?;
     Ok(hal_response(StatusCode::OK, json!({ "payment": id, "status": "processed" })))
