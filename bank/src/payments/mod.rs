@@ -81,9 +81,10 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     kit.set_own(Payments { accounts, scheme, client, scheme_client, lease, wake: Notify::new() });
     // Several submitters: each claims a different due payment, so a slow scheme
     // call holds up one payment, not the queue (and no database connection).
-    for _ in 0..submitters.max(1) {
+    let of = submitters.max(1) as u32;
+    for index in 0..of {
         let k = kit.clone();
-        kit.tasks.spawn(async move { submitter(k).await });
+        kit.tasks.spawn(async move { submitter(k, worker::Turn { index, of }).await });
     }
     Ok(())
 }
@@ -299,9 +300,9 @@ async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> 
 
 // ---- the submitter ----
 
-async fn submitter(kit: Kit) {
+async fn submitter(kit: Kit, turn: worker::Turn) {
     let Ok(own) = kit.own::<Payments>() else { return };
-    worker::drain(&kit, &own.wake, "the payment submitter", || submit_next(&kit, &own)).await;
+    worker::drain(&kit, &own.wake, "the payment submitter", turn, || submit_next(&kit, &own)).await;
 }
 
 /// Submit one due payment. `Ok(false)` when none is due.

@@ -61,11 +61,13 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     let lease = worker::lease(kit, timeout)?;
     kit.set_own(Topups { acquirer, acquirer_client, client, lease, wake: Notify::new() });
     // Several chargers, each claiming a different due top-up.
-    for _ in 0..4 {
+    const CHARGERS: u32 = 4;
+    for index in 0..CHARGERS {
         let k = kit.clone();
         kit.tasks.spawn(async move {
             let Ok(own) = k.own::<Topups>() else { return };
-            worker::drain(&k, &own.wake, "the top-up charger", || charge_next(&k, &own)).await;
+            let turn = worker::Turn { index, of: CHARGERS };
+            worker::drain(&k, &own.wake, "the top-up charger", turn, || charge_next(&k, &own)).await;
         });
     }
     Ok(())
