@@ -146,22 +146,27 @@ async fn publish(kit: Kit, source: Source, producer: FutureProducer, http: reqwe
                 continue;
             }
         };
-        let mut sent = 0;
-        for event in &page.embedded.events {
-            // Retry one event until the broker takes it: skipping would lose it.
-            loop {
-                match send(&producer, &topic, event).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        record_error(&kit, &source.name, &e).await;
-                        if wait(&mut retries, &kit).await.is_err() {
-                            return;
-                        }
+        // The page's events go to the broker together (each its own produce
+        // request, in order: the producer is idempotent), not one ack at a
+        // time. Until the broker has taken all of them the page is retried
+        // from the first it refused: skipping would lose it, and a repeat of
+        // one it took is a duplicate consumers drop by event id.
+        let events = &page.embedded.events;
+        let mut from = 0;
+        while from < events.len() {
+            let sends = futures::future::join_all(events[from..].iter().map(|e| send(&producer, &topic, e))).await;
+            match sends.into_iter().enumerate().find_map(|(i, r)| r.err().map(|e| (i, e))) {
+                None => from = events.len(),
+                Some((i, e)) => {
+                    from += i;
+                    record_error(&kit, &source.name, &e).await;
+                    if wait(&mut retries, &kit).await.is_err() {
+                        return;
                     }
                 }
             }
-            sent += 1;
         }
+        let sent = events.len() as u64;
         retries.reset();
         cursor = page.cursor;
         metrics::counter!("connector_published_total", "source" => source.name.clone()).increment(sent);
