@@ -2,7 +2,9 @@
 //! event type, act. Each event is acted on once (its id is recorded in the same
 //! transaction as the action), a failing action is retried with backoff until
 //! it succeeds (nothing is skipped), and the position is stored only after the
-//! action.
+//! action: every [`SAVE_EVERY`] at most, not after each message (a restart
+//! may read the last fraction of a second again; the events acted on are
+//! recorded, so they are not acted on twice).
 //!
 //! Positions live in the service's own database (`consumer_positions`), and the
 //! consumer is assigned every partition of its topics instead of joining a
@@ -11,6 +13,7 @@
 //! partitions. One consumer per service is what the sandbox runs; Apache Kafka
 //! serves assigned partitions the same way.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -22,6 +25,9 @@ use sqlx::{PgConnection, Row};
 use super::error::ApiResult;
 use super::events::Envelope;
 use super::{Check, Kit, kafka, worker};
+
+/// How often the consumer stores its positions, at most.
+pub const SAVE_EVERY: Duration = Duration::from_millis(250);
 
 pub type Action = fn(Kit, Envelope) -> Pin<Box<dyn Future<Output = ApiResult<()>> + Send>>;
 
@@ -85,9 +91,19 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
     consumer.assign(&assignment)?;
     kit.set_check("consumer", Check::Ok);
     tracing::info!(?topics, group, partitions = assignment.count(), "consuming");
+    // Positions acted past and not stored yet.
+    let mut unsaved: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut saves = tokio::time::interval(SAVE_EVERY);
+    saves.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
             m = consumer.recv() => m,
+            _ = saves.tick() => {
+                if let Err(e) = save_positions(kit, &mut unsaved).await {
+                    tracing::warn!(error = format!("{e:#}"), "cannot store the consumer's positions; will try again");
+                }
+                continue;
+            }
             () = kit.shutdown.cancelled() => break,
         };
         let message = match message {
@@ -127,9 +143,9 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
                 "not an event envelope; skipped"
             ),
         }
-        store_position(kit, message.topic(), message.partition(), message.offset() + 1).await?;
+        unsaved.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
     }
-    Ok(())
+    save_positions(kit, &mut unsaved).await
 }
 
 /// Every partition of `topics`, each from its stored position (or the beginning).
@@ -156,15 +172,23 @@ async fn positions(
     Ok(list)
 }
 
-async fn store_position(kit: &Kit, topic: &str, partition: i32, next: i64) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO consumer_positions (topic, partition, next_offset) VALUES ($1, $2, $3)
-         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = $3, updated_at = now()",
-    )
-    .bind(topic)
-    .bind(partition)
-    .bind(next)
-    .execute(&kit.pool)
-    .await?;
+/// Store the positions acted past since the last save; those it could not
+/// store stay for the next.
+async fn save_positions(kit: &Kit, unsaved: &mut BTreeMap<(String, i32), i64>) -> anyhow::Result<()> {
+    while let Some(((topic, partition), next)) = unsaved.pop_first() {
+        let stored = sqlx::query(
+            "INSERT INTO consumer_positions (topic, partition, next_offset) VALUES ($1, $2, $3)
+             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = $3, updated_at = now()",
+        )
+        .bind(&topic)
+        .bind(partition)
+        .bind(next)
+        .execute(&kit.pool)
+        .await;
+        if let Err(e) = stored {
+            unsaved.insert((topic, partition), next);
+            return Err(e.into());
+        }
+    }
     Ok(())
 }
