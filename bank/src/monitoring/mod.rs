@@ -182,15 +182,20 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
     }
     if t.kind == "outbound payment" {
         let window_ms = r.velocity_window.as_millis() as f64;
-        let recent: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM transactions WHERE account = $1 AND kind = 'outbound payment'
-               AND happened_at > $3 - $2 * interval '1 millisecond'",
+        // The account's recent payments and its payments to this payee, in one read.
+        let history = sqlx::query(
+            "SELECT (SELECT count(*) FROM transactions WHERE account = $1 AND kind = 'outbound payment'
+                       AND happened_at > $3 - $2 * interval '1 millisecond') AS recent,
+                    EXISTS (SELECT 1 FROM transactions WHERE account = $1 AND payee = $4) AS paid_before",
         )
         .bind(&t.account)
         .bind(window_ms)
         .bind(event.occurred_at)
+        .bind(&t.payee)
         .fetch_one(&mut *tx)
         .await?;
+        let recent: i64 = history.try_get("recent")?;
+        let paid_before: bool = history.try_get("paid_before")?;
         if recent + 1 >= r.velocity_count {
             reasons.push(format!(
                 "velocity: {} payments from this account within {} s",
@@ -198,13 +203,7 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
                 r.velocity_window.as_secs()
             ));
         }
-        let paid_before: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM transactions WHERE account = $1 AND payee = $2")
-                .bind(&t.account)
-                .bind(&t.payee)
-                .fetch_one(&mut *tx)
-                .await?;
-        if paid_before == 0 && t.amount >= r.new_payee_amount {
+        if !paid_before && t.amount >= r.new_payee_amount {
             reasons.push(format!("new payee: first payment to this payee is {}", pounds(t.amount)));
         }
     }
