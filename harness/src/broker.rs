@@ -5,8 +5,10 @@
 //! Memory storage, not PostgreSQL storage: a sandbox's topics are as ephemeral
 //! as the sandbox; it costs less CPU per idle consumer (shared/KAFKA.md measured
 //! ~5 % against ~12 % of a core) and needs no schema the crate does not ship.
-//! Its one caveat (resume in the middle of a batch) is why producers send one
-//! message per batch (KAFKA.md rule 3).
+//! Its caveats: a fetch lists every batch of the partition (so producers batch:
+//! one message per batch, KAFKA.md rule 3, made the broker's work grow with
+//! every event published), and a fetch from inside a batch skips the rest of
+//! it (so consumers resume up to a batch early: `bank::kit::kafka::resume_from`).
 
 use std::net::SocketAddr;
 

@@ -87,7 +87,7 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
         }
     }
     let consumer = kafka::consumer(brokers, group)?;
-    let assignment = positions(kit, &consumer, &topics).await?;
+    let (assignment, resume) = positions(kit, &consumer, &topics).await?;
     consumer.assign(&assignment)?;
     kit.set_check("consumer", Check::Ok);
     tracing::info!(?topics, group, partitions = assignment.count(), "consuming");
@@ -114,6 +114,11 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
                 continue;
             }
         };
+        // Read again only to reach the stored position (see `kafka::resume_from`).
+        if resume.get(&(message.topic().to_string(), message.partition())).is_some_and(|&next| message.offset() < next)
+        {
+            continue;
+        }
         let envelope = message.payload().map(serde_json::from_slice::<Envelope>);
         match envelope {
             Some(Ok(envelope)) => {
@@ -148,28 +153,38 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
     save_positions(kit, &mut unsaved).await
 }
 
-/// Every partition of `topics`, each from its stored position (or the beginning).
+/// Every partition of `topics`, each from its stored position (or the
+/// beginning), and those positions: the fetch starts up to a batch earlier
+/// (`kafka::resume_from`), and what comes before a position is skipped.
 async fn positions(
     kit: &Kit,
     consumer: &rdkafka::consumer::StreamConsumer,
     topics: &[String],
-) -> anyhow::Result<TopicPartitionList> {
+) -> anyhow::Result<(TopicPartitionList, BTreeMap<(String, i32), i64>)> {
     let stored =
         sqlx::query("SELECT topic, partition, next_offset FROM consumer_positions").fetch_all(&kit.pool).await?;
     let mut list = TopicPartitionList::new();
+    let mut resume = BTreeMap::new();
     for topic in topics {
         let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for t in meta.topics() {
             for p in t.partitions() {
-                let at = stored
+                let next = stored
                     .iter()
                     .find(|r| r.get::<String, _>("topic") == *topic && r.get::<i32, _>("partition") == p.id())
-                    .map_or(Offset::Beginning, |r| Offset::Offset(r.get("next_offset")));
+                    .map(|r| r.get::<i64, _>("next_offset"));
+                let at = match next {
+                    Some(next) => {
+                        resume.insert((topic.clone(), p.id()), next);
+                        Offset::Offset(kafka::resume_from(next))
+                    }
+                    None => Offset::Beginning,
+                };
                 list.add_partition_offset(topic, p.id(), at)?;
             }
         }
     }
-    Ok(list)
+    Ok((list, resume))
 }
 
 /// Store the positions acted past since the last save; those it could not

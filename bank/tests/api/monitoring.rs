@@ -22,6 +22,11 @@ impl Monitor {
 
     /// With `settings` beyond the test's own.
     async fn start_with(settings: &[(&str, String)]) -> Self {
+        Self::start_on(settings, None, &uuid::Uuid::new_v4().simple().to_string()).await
+    }
+
+    /// On `database_url` (a restart on its data), reading the topics named by `unique`.
+    async fn start_on(settings: &[(&str, String)], database_url: Option<String>, unique: &str) -> Self {
         let brokers = broker();
         let spec = harness::providers::Spec::load(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/providers/screening-vendor.yaml"),
@@ -30,7 +35,6 @@ impl Monitor {
         let vendor = harness::providers::serve(spec, std::net::TcpListener::bind("127.0.0.1:0").unwrap(), None, b"")
             .await
             .unwrap();
-        let unique = uuid::Uuid::new_v4().simple().to_string();
         let topic = format!("payments-{unique}.events");
         let app = TestApp::spawn_with(
             &bank::monitoring::SPEC,
@@ -45,7 +49,7 @@ impl Monitor {
                 settings,
             ]
             .concat(),
-            None,
+            database_url,
         )
         .await;
         Self { app, vendor, topic }
@@ -75,6 +79,27 @@ impl Monitor {
 
     async fn publish(&self, envelope: wire::Envelope) {
         crate::helpers::publish(&self.topic, &envelope).await;
+    }
+
+    /// A `payment.created` envelope for a large payment (it raises an alert).
+    fn large_payment() -> (String, wire::Envelope) {
+        let payment = format!("http://payments.test/payments/{}", uuid::Uuid::new_v4());
+        let data = PaymentCreated {
+            payment: payment.clone(),
+            debtor_account: account(),
+            to: Details { name: "Bob".into(), sort_code: "20-00-00".into(), account_number: "12345678".into() },
+            amount: Amount { amount: 900_000, currency: "GBP".into() },
+            reference: String::new(),
+        };
+        let envelope = wire::Envelope {
+            id: uuid::Uuid::now_v7(),
+            kind: PaymentCreated::TYPE.into(),
+            aggregate_id: payment.clone(),
+            occurred_at: time::OffsetDateTime::now_utc(),
+            trace_id: "trace-monitoring-test".into(),
+            data: serde_json::to_value(data).unwrap(),
+        };
+        (payment, envelope)
     }
 
     async fn alerts_for(&self, transaction: &str) -> Vec<Value> {
@@ -180,6 +205,48 @@ async fn a_redelivered_event_is_screened_once() {
     let marker = m.payment(&alice, "66666660", 900_000, "Dan").await;
     m.alert(&marker).await;
     assert_eq!(m.alerts_for(&payment).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_consumer_resuming_inside_a_batch_acts_on_the_rest_of_it() {
+    // The embedded broker serves a fetch from the first batch starting at or
+    // after the offset asked for: a consumer resuming at offset 5 of a batch
+    // of ten would skip 5 to 9 unless it asks from earlier and skips instead.
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let first = Monitor::start_on(&[], None, &unique).await;
+    let (database_url, topic) = (first.app.database_url.clone(), first.topic.clone());
+    first.app.stop().await;
+    let payments: Vec<(String, wire::Envelope)> = (0..10).map(|_| Monitor::large_payment()).collect();
+    // All ten in one produce batch (offsets 0 to 9).
+    let producer: rdkafka::producer::FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", broker()).set("linger.ms", "200").create().unwrap();
+    let sends = payments.iter().map(|(_, e)| {
+        let payload = serde_json::to_vec(e).unwrap();
+        let producer = producer.clone();
+        let (topic, key) = (topic.clone(), e.aggregate_id.clone());
+        async move {
+            let record = rdkafka::producer::FutureRecord::to(&topic).key(&key).payload(&payload);
+            producer.send(record, Duration::from_secs(10)).await.map(|d| d.offset).unwrap()
+        }
+    });
+    let offsets = futures::future::join_all(sends).await;
+    assert_eq!(offsets, (0..10).collect::<Vec<i64>>());
+    // As if the service had acted on the first five and stopped.
+    let db = sqlx::PgPool::connect(&database_url).await.unwrap();
+    sqlx::query("INSERT INTO consumer_positions (topic, partition, next_offset) VALUES ($1, 0, 5)")
+        .bind(&topic)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let m = Monitor::start_on(&[], Some(database_url), &unique).await;
+    let (marker, envelope) = Monitor::large_payment();
+    m.publish(envelope).await;
+    m.alert(&marker).await;
+    for (i, (payment, _)) in payments.iter().enumerate() {
+        let alerts = m.alerts_for(payment).await.len();
+        assert_eq!(alerts, usize::from(i >= 5), "payment {i}: acted on from the stored position on, not before");
+    }
 }
 
 #[tokio::test]
