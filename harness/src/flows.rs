@@ -44,6 +44,17 @@ fn spawn_reader(brokers: &str, topics: &[&str], seen: Seen) -> Result<tokio::tas
     }))
 }
 
+/// Milliseconds of CPU the machine has spent busy (user, nice, system, irq,
+/// softirq; not idle, iowait or steal), from Linux's `/proc/stat`.
+fn cpu_busy() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).map_while(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: ticks of USER_HZ, which
+    // Linux fixes at 100 a second for this file.
+    let busy = fields.first()? + fields.get(1)? + fields.get(2)? + fields.get(5)? + fields.get(6)?;
+    Some(busy * 10.0)
+}
+
 async fn wait_seen(seen: &Seen, kind: &str, id: &str, deadline: Instant) -> Result<Instant> {
     Ok(wait_event(seen, kind, id, deadline).await?.0)
 }
@@ -177,6 +188,7 @@ pub async fn measure(
     let window = Duration::from_secs(seconds);
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
+    let cpu_before = cpu_busy();
     let mut tasks = tokio::task::JoinSet::new();
     for (w, payer) in payers.iter().cloned().enumerate() {
         let (api, url) = (api.clone(), payments_url.clone());
@@ -201,6 +213,10 @@ pub async fn measure(
         let (seen_at, occurred_at) = wait_event(&seen, "payment.completed", id, deadline).await?;
         (last, written) = (last.max(seen_at), written.max(occurred_at));
     }
+    // The whole machine's CPU from the first payment to the last seen
+    // completed: a cost per payment that other tenants of the machine (steal)
+    // and the run's timing move less than they move the rate.
+    let cpu_per_payment = cpu_before.zip(cpu_busy()).map(|(a, b)| (b - a) / ids.len().max(1) as f64);
     let rate = ids.len() as f64 / (last - started).as_secs_f64();
     // The same payments by when the bank completed them (the event's time):
     // the bank's own rate, without the connector, the broker and the reader.
@@ -250,6 +266,10 @@ pub async fn measure(
     ));
     out.push_str(&format!(
         "| the same, completed in the bank (by the events' time, before Kafka) | {bank_rate:.0} |\n"
+    ));
+    out.push_str(&format!(
+        "| CPU per payment, the whole machine, throughput phase | {} |\n",
+        cpu_per_payment.map_or("n/a (no /proc/stat)".to_string(), |ms| format!("{ms:.1} ms"))
     ));
     out.push_str(&format!(
         "| audit: {} payments, {} debit postings, {} pence debited (expected {}) | {} |\n",
