@@ -180,11 +180,9 @@ async fn webhook(
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("malformed-json", format!("the webhook body is not JSON: {e}")))?;
     let kind = payload["type"].as_str().unwrap_or("unknown").to_string();
-    let mut tx = kit.begin().await?;
     let data = json!({ "provider": provider, "type": kind, "body": payload });
-    events::append(&mut tx, &trace, NewEvent { kind: "webhook.received", aggregate_id: provider.clone(), data })
+    events::append_alone(&kit, &trace, NewEvent { kind: "webhook.received", aggregate_id: provider.clone(), data })
         .await?;
-    kit.commit(tx).await?;
     let base = routes.services.get(service).cloned().unwrap_or_default();
     let url = format!("{base}/webhooks/{provider}");
     let upstream = routes

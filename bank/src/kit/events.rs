@@ -75,6 +75,50 @@ pub async fn append(conn: &mut PgConnection, trace: &TraceId, event: NewEvent<'_
     })
 }
 
+/// Append `event` as a change of its own: one statement outside any
+/// transaction (one round trip, no BEGIN or COMMIT).
+pub async fn append_alone(kit: &Kit, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<Envelope> {
+    let mut conn = kit.pool.acquire().await?;
+    let envelope = append(&mut conn, trace, event).await?;
+    kit.appended.bump();
+    Ok(envelope)
+}
+
+/// Make `change` (an `UPDATE … RETURNING` of at most one row, with its own
+/// parameters from `$6` on, bound by `bind`) and append `event` only if it
+/// changed a row: one statement outside any transaction, so the change and
+/// its event commit together in one round trip. `false` when nothing changed.
+pub async fn append_on_change<'q>(
+    kit: &Kit,
+    trace: &TraceId,
+    event: NewEvent<'q>,
+    change: &'static str,
+    bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q>,
+) -> ApiResult<bool> {
+    let id = Uuid::now_v7();
+    // `change` is compile-time text, never input.
+    let sql = format!(
+        "WITH change AS ({change})
+         INSERT INTO events (id, type, aggregate_id, trace_id, data)
+         SELECT $1, $2, $3, $4, $5 FROM change RETURNING occurred_at"
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(event.kind)
+        .bind(event.aggregate_id.clone())
+        .bind(trace.0.clone())
+        .bind(event.data);
+    let appended = bind(query).fetch_optional(&kit.pool).await?.is_some();
+    if appended {
+        kit.appended.bump();
+        tracing::info!(event_id = %id, event_type = event.kind, aggregate_id = %event.aggregate_id, "event appended");
+    }
+    Ok(appended)
+}
+
+/// A query of [`append_on_change`], its change's parameters still to bind.
+pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 /// Wakes long-polling readers when something was committed.
 #[derive(Debug, Clone)]
 pub struct Appended(watch::Sender<u64>);

@@ -333,11 +333,9 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
     match own.scheme_client.post(&format!("{}/payments", own.scheme), &trace, &id.to_string(), &body).await {
         Reply::Answered(202, accepted) => {
             let scheme_id = accepted["scheme_id"].as_str().unwrap_or_default();
-            let mut tx = kit.begin().await?;
-            if submitted(&mut tx, &trace, id, scheme_id, attempts).await? {
+            if submitted(kit, &trace, id, scheme_id, attempts).await? {
                 tracing::info!(trace_id = %trace.0, payment = %id, attempt = attempts, %scheme_id, "submitted to the scheme");
             }
-            kit.commit(tx).await?;
         }
         Reply::Answered(status, problem) if client::refused(status) => {
             // The scheme refused the request itself: it will never take it.
@@ -356,29 +354,18 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
 }
 
 /// Record that the scheme took the payment, if it is still reserved and
-/// still under the submitter's claim `attempt`. `false` when nothing changed.
-async fn submitted(
-    conn: &mut PgConnection,
-    trace: &TraceId,
-    id: Uuid,
-    scheme_id: &str,
-    attempt: i32,
-) -> ApiResult<bool> {
-    let updated = sqlx::query(
-        "UPDATE payments SET status = 'submitted', scheme_id = $2, last_error = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'reserved' AND attempts = $3",
+/// still under the submitter's claim `attempt`, with its event, in one
+/// statement. `false` when nothing changed.
+async fn submitted(kit: &Kit, trace: &TraceId, id: Uuid, scheme_id: &str, attempt: i32) -> ApiResult<bool> {
+    events::append_on_change(
+        kit,
+        trace,
+        submitted_event(id, scheme_id, attempt),
+        "UPDATE payments SET status = 'submitted', scheme_id = $7, last_error = NULL, updated_at = now()
+         WHERE id = $6 AND status = 'reserved' AND attempts = $8 RETURNING id",
+        |q| q.bind(id).bind(scheme_id.to_string()).bind(attempt),
     )
-    .bind(id)
-    .bind(scheme_id)
-    .bind(attempt)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Ok(false);
-    }
-    events::append(conn, trace, submitted_event(id, scheme_id, attempt)).await?;
-    Ok(true)
+    .await
 }
 
 fn submitted_event(id: Uuid, scheme_id: &str, attempts: i32) -> NewEvent<'static> {
