@@ -54,17 +54,8 @@ impl NewEvent<'static> {
 /// transaction commits, and readers see it once the sequencer has positioned it.
 pub async fn append(conn: &mut PgConnection, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<Envelope> {
     let id = Uuid::now_v7();
-    let occurred_at: OffsetDateTime = sqlx::query_scalar(
-        "INSERT INTO events (id, type, aggregate_id, trace_id, data) VALUES ($1, $2, $3, $4, $5) RETURNING occurred_at",
-    )
-    .bind(id)
-    .bind(event.kind)
-    .bind(&event.aggregate_id)
-    .bind(&trace.0)
-    .bind(&event.data)
-    .fetch_one(&mut *conn)
-    .await?;
-    tracing::info!(event_id = %id, event_type = event.kind, aggregate_id = %event.aggregate_id, "event appended");
+    let occurred_at: OffsetDateTime = statement(None, id, trace, &event).fetch_one(&mut *conn).await?.try_get(0)?;
+    logged(id, &event);
     Ok(Envelope {
         id,
         kind: event.kind.to_string(),
@@ -96,24 +87,33 @@ pub async fn append_on_change<'q>(
     bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q>,
 ) -> ApiResult<bool> {
     let id = Uuid::now_v7();
+    let appended = bind(statement(Some(change), id, trace, &event)).fetch_optional(&kit.pool).await?.is_some();
+    if appended {
+        kit.appended.bump();
+        logged(id, &event);
+    }
+    Ok(appended)
+}
+
+/// The statement appending `event` as `id` (its columns are `$1` to `$5`),
+/// alone or, after `change`, once per row the change returns.
+fn statement<'q>(change: Option<&str>, id: Uuid, trace: &TraceId, event: &NewEvent<'q>) -> PgQuery<'q> {
+    let (with, from) = change.map_or((String::new(), ""), |c| (format!("WITH change AS ({c}) "), " FROM change"));
     // `change` is compile-time text, never input.
     let sql = format!(
-        "WITH change AS ({change})
-         INSERT INTO events (id, type, aggregate_id, trace_id, data)
-         SELECT $1, $2, $3, $4, $5 FROM change RETURNING occurred_at"
+        "{with}INSERT INTO events (id, type, aggregate_id, trace_id, data)
+         SELECT $1, $2, $3, $4, $5{from} RETURNING occurred_at"
     );
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(event.kind)
         .bind(event.aggregate_id.clone())
         .bind(trace.0.clone())
-        .bind(event.data);
-    let appended = bind(query).fetch_optional(&kit.pool).await?.is_some();
-    if appended {
-        kit.appended.bump();
-        tracing::info!(event_id = %id, event_type = event.kind, aggregate_id = %event.aggregate_id, "event appended");
-    }
-    Ok(appended)
+        .bind(event.data.clone())
+}
+
+fn logged(id: Uuid, event: &NewEvent<'_>) {
+    tracing::info!(event_id = %id, event_type = event.kind, aggregate_id = %event.aggregate_id, "event appended");
 }
 
 /// A query of [`append_on_change`], its change's parameters still to bind.
