@@ -79,12 +79,12 @@ pub async fn append_alone(kit: &Kit, trace: &TraceId, event: NewEvent<'_>) -> Ap
 /// parameters from `$6` on, bound by `bind`) and append `event` only if it
 /// changed a row: one statement outside any transaction, so the change and
 /// its event commit together in one round trip. `false` when nothing changed.
-pub async fn append_on_change<'q>(
+pub async fn append_on_change(
     kit: &Kit,
     trace: &TraceId,
-    event: NewEvent<'q>,
+    event: NewEvent<'_>,
     change: &'static str,
-    bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q>,
+    bind: impl for<'q> FnOnce(PgQuery<'q>) -> PgQuery<'q>,
 ) -> ApiResult<bool> {
     let id = Uuid::now_v7();
     let appended = bind(statement(Some(change), id, trace, &event)).fetch_optional(&kit.pool).await?.is_some();
@@ -97,7 +97,7 @@ pub async fn append_on_change<'q>(
 
 /// The statement appending `event` as `id` (its columns are `$1` to `$5`),
 /// alone or, after `change`, once per row the change returns.
-fn statement<'q>(change: Option<&str>, id: Uuid, trace: &TraceId, event: &NewEvent<'q>) -> PgQuery<'q> {
+fn statement<'q>(change: Option<&str>, id: Uuid, trace: &'q TraceId, event: &'q NewEvent<'_>) -> PgQuery<'q> {
     let (with, from) = change.map_or((String::new(), ""), |c| (format!("WITH change AS ({c}) "), " FROM change"));
     // `change` is compile-time text, never input.
     let sql = format!(
@@ -107,9 +107,9 @@ fn statement<'q>(change: Option<&str>, id: Uuid, trace: &TraceId, event: &NewEve
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(event.kind)
-        .bind(event.aggregate_id.clone())
-        .bind(trace.0.clone())
-        .bind(event.data.clone())
+        .bind(&event.aggregate_id)
+        .bind(&trace.0)
+        .bind(&event.data)
 }
 
 fn logged(id: Uuid, event: &NewEvent<'_>) {
