@@ -87,7 +87,7 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
         }
     }
     let consumer = kafka::consumer(brokers, group)?;
-    let (assignment, resume) = positions(kit, &consumer, &topics).await?;
+    let (assignment, mut resume) = positions(kit, &consumer, &topics).await?;
     consumer.assign(&assignment)?;
     kit.set_check("consumer", Check::Ok);
     tracing::info!(?topics, group, partitions = assignment.count(), "consuming");
@@ -114,10 +114,15 @@ async fn run(kit: &Kit, brokers: &str, group: &str, rules: &[Rule]) -> anyhow::R
                 continue;
             }
         };
-        // Read again only to reach the stored position (see `kafka::resume_from`).
-        if resume.get(&(message.topic().to_string(), message.partition())).is_some_and(|&next| message.offset() < next)
-        {
-            continue;
+        // Read again only to reach the stored position (see `kafka::resume_from`);
+        // a partition past it is dropped from `resume`, so once caught up this costs nothing.
+        if !resume.is_empty() {
+            let at = (message.topic().to_string(), message.partition());
+            match resume.get(&at) {
+                Some(&next) if message.offset() < next => continue,
+                Some(_) => _ = resume.remove(&at),
+                None => {}
+            }
         }
         let envelope = message.payload().map(serde_json::from_slice::<Envelope>);
         match envelope {
