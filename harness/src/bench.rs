@@ -155,6 +155,7 @@ pub fn flows(exe: &Path, workspace: &Path, payments: usize, workers: usize, seco
                 &url("gateway")?,
                 &url("kafka")?,
                 &url("payment-scheme")?,
+                &url("postgres")?,
                 payments,
                 workers,
                 seconds,

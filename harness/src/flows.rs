@@ -55,6 +55,123 @@ fn cpu_busy() -> Option<f64> {
     Some(busy * 10.0)
 }
 
+/// Milliseconds of CPU each process has spent (user and system), by what it
+/// is: `postgres` (every backend together), a bank service by its command
+/// (`bank payments`), a sandbox process by its subcommand (`sandbox broker`,
+/// the providers by their spec), this bench itself; from Linux's
+/// `/proc/<pid>/stat`. A process that exits in between is not counted.
+fn cpu_by_process() -> HashMap<String, f64> {
+    let mut by = HashMap::new();
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return by };
+    for entry in dir.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let (Ok(stat), Ok(cmdline)) =
+            (std::fs::read_to_string(entry.path().join("stat")), std::fs::read(entry.path().join("cmdline")))
+        else {
+            continue;
+        };
+        // After the command's name in parentheses: state is field 3, utime 14, stime 15.
+        let Some((comm, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let ms = (ticks(11) + ticks(12)) * 10.0;
+        if ms == 0.0 {
+            continue;
+        }
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let program = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default();
+        let label = if pid == me {
+            "this bench (load and Kafka reader)".to_string()
+        } else if comm.ends_with("(postgres") || program == "postgres" {
+            "postgres".to_string()
+        } else if program.starts_with("bank") {
+            // `bank`, or a copy of it named in SANDBOX_BANK_BIN.
+            format!("bank {}", args[1..].join(" "))
+        } else if program == "sandbox" && args.iter().any(|a| a == "provider") {
+            let spec = args.iter().skip_while(|a| *a != "--spec").nth(1).map(std::path::Path::new);
+            format!("sandbox provider {}", spec.and_then(|s| s.file_stem()).map_or("?".into(), |s| s.to_string_lossy()))
+        } else if program == "sandbox" && args.iter().any(|a| a == "broker") {
+            "sandbox broker".to_string()
+        } else if program == "sandbox" {
+            "sandbox (the supervisor)".to_string()
+        } else {
+            "other processes".to_string()
+        };
+        *by.entry(label).or_insert(0.0) += ms;
+    }
+    by
+}
+
+/// The CPU per payment of each process between two [`cpu_by_process`]
+/// readings, the largest first, as table rows.
+fn cpu_rows(before: &HashMap<String, f64>, after: &HashMap<String, f64>, payments: usize) -> String {
+    let mut rows: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - before.get(k).copied().unwrap_or(0.0)) / payments.max(1) as f64))
+        .filter(|(_, ms)| *ms >= 0.05)
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    rows.iter().map(|(k, ms)| format!("| CPU per payment: `{k}` | {ms:.2} ms |\n")).collect()
+}
+
+/// Statements PostgreSQL has run, by database: (all, of which `BEGIN`,
+/// `COMMIT` or `ROLLBACK`, milliseconds in them), from pg_stat_statements
+/// (which the local backend preloads). Empty when the server cannot say.
+async fn statement_calls(server: &str) -> HashMap<String, (f64, f64, f64)> {
+    use sqlx::{Connection, Row};
+    let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await else {
+        return HashMap::new();
+    };
+    let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn).await;
+    let rows = sqlx::query(
+        "SELECT d.datname, sum(s.calls)::float8, \
+                coalesce(sum(s.calls) FILTER (WHERE upper(s.query) IN ('BEGIN', 'COMMIT', 'ROLLBACK')), 0)::float8, \
+                sum(s.total_exec_time)::float8 \
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid GROUP BY d.datname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    rows.iter()
+        .filter_map(|r| Some((r.try_get(0).ok()?, (r.try_get(1).ok()?, r.try_get(2).ok()?, r.try_get(3).ok()?))))
+        .collect()
+}
+
+/// Statements per payment of each database between two [`statement_calls`]
+/// readings, the most first, as table rows.
+fn statement_rows(
+    before: &HashMap<String, (f64, f64, f64)>,
+    after: &HashMap<String, (f64, f64, f64)>,
+    payments: usize,
+) -> String {
+    let n = payments.max(1) as f64;
+    let mut rows: Vec<(String, f64, f64, f64)> = after
+        .iter()
+        .map(|(db, (calls, tx, ms))| {
+            let (c0, t0, m0) = before.get(db).copied().unwrap_or_default();
+            (db.clone(), (calls - c0) / n, (tx - t0) / n, (ms - m0) / n)
+        })
+        .filter(|r| r.1 >= 0.05)
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    let mut out = format!("| PostgreSQL statements per payment, all databases | {total:.1} |\n");
+    for (db, calls, tx, ms) in rows {
+        out.push_str(&format!(
+            "| PostgreSQL statements per payment: `{db}` (of which BEGIN/COMMIT; time in them) | {calls:.1} ({tx:.1}; {ms:.2} ms) |\n"
+        ));
+    }
+    out
+}
+
 async fn wait_seen(seen: &Seen, kind: &str, id: &str, deadline: Instant) -> Result<Instant> {
     Ok(wait_event(seen, kind, id, deadline).await?.0)
 }
@@ -139,6 +256,7 @@ pub async fn measure(
     gateway: &str,
     brokers: &str,
     scheme: &str,
+    postgres: &str,
     payments: usize,
     workers: usize,
     seconds: u64,
@@ -189,6 +307,8 @@ pub async fn measure(
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
     let cpu_before = cpu_busy();
+    let processes_before = cpu_by_process();
+    let statements_before = statement_calls(postgres).await;
     let mut tasks = tokio::task::JoinSet::new();
     for (w, payer) in payers.iter().cloned().enumerate() {
         let (api, url) = (api.clone(), payments_url.clone());
@@ -217,6 +337,8 @@ pub async fn measure(
     // completed: a cost per payment that other tenants of the machine (steal)
     // and the run's timing move less than they move the rate.
     let cpu_per_payment = cpu_before.zip(cpu_busy()).map(|(a, b)| (b - a) / ids.len().max(1) as f64);
+    let per_process = cpu_rows(&processes_before, &cpu_by_process(), ids.len());
+    let per_database = statement_rows(&statements_before, &statement_calls(postgres).await, ids.len());
     let rate = ids.len() as f64 / (last - started).as_secs_f64();
     // The same payments by when the bank completed them (the event's time):
     // the bank's own rate, without the connector, the broker and the reader.
@@ -271,6 +393,8 @@ pub async fn measure(
         "| CPU per payment, the whole machine, throughput phase | {} |\n",
         cpu_per_payment.map_or("n/a (no /proc/stat)".to_string(), |ms| format!("{ms:.1} ms"))
     ));
+    out.push_str(&per_process);
+    out.push_str(&per_database);
     out.push_str(&format!(
         "| audit: {} payments, {} debit postings, {} pence debited (expected {}) | {} |\n",
         per_payer,
