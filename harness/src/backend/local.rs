@@ -141,6 +141,9 @@ impl LocalBackend {
         if postgres::has_library(&bin, "pg_stat_statements") {
             settings.push("shared_preload_libraries=pg_stat_statements");
         }
+        let socket =
+            socket_dir(&self.dir, &service.name, port).map(|d| format!("unix_socket_directories={}", d.display()));
+        settings.extend(socket.as_deref());
         let cmd = postgres::server(&bin, &data, port, &settings)?;
         process::spawn(&service.name, Command::from(cmd), logs)
     }
@@ -370,8 +373,23 @@ impl Backend for LocalBackend {
         let runs =
             topology.services.iter().map(|s| Ok((s.name.clone(), run_of(s)?))).collect::<Result<BTreeMap<_, _>>>()?;
         let (mut plan, _) = Plan::reserve(&self.dir, topology, 0).await?;
+        // The clusters' Unix sockets, by TCP port: local clients connect
+        // through them.
+        let sockets: BTreeMap<u16, PathBuf> = topology
+            .services
+            .iter()
+            .filter(|s| matches!(runs[&s.name], Run::Postgres))
+            .filter_map(|s| {
+                let port = s.ports.first().and_then(|p| plan.host_port(&s.name, *p))?;
+                Some((port, socket_dir(&self.dir, &s.name, port)?))
+            })
+            .collect();
         for s in &topology.services {
-            let env = s.environment.iter().map(|(k, v)| (k.clone(), rewrite(v, &s.name, &plan.ports))).collect();
+            let env = s
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), through_socket(&rewrite(v, &s.name, &plan.ports), &sockets)))
+                .collect();
             plan.env.insert(s.name.clone(), env);
             let port = s.ports.first().and_then(|p| plan.host_port(&s.name, *p));
             let endpoint = port.map(|port| match &runs[&s.name] {
@@ -438,6 +456,42 @@ fn first_port(service: &Service, plan: &Plan) -> Result<u16> {
         .first()
         .and_then(|p| plan.host_port(&service.name, *p))
         .ok_or_else(|| Error::component(&service.name, "no port was planned for it"))
+}
+
+/// Where the cluster of the postgres service `name` listening on `port` keeps
+/// its Unix socket (`<sandbox>/pg-<name>`, the directory that holds its data),
+/// or `None` when that path is too long for a socket's address (108 bytes on
+/// Linux) or holds a character a URL would need to escape: its clients then
+/// use TCP.
+fn socket_dir(sandbox: &Path, name: &str, port: u16) -> Option<PathBuf> {
+    let dir = sandbox.join(format!("pg-{name}"));
+    let file = format!("/.s.PGSQL.{port}");
+    let plain = dir.to_str()?.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+    (plain && dir.as_os_str().len() + file.len() < 108).then_some(dir)
+}
+
+/// A PostgreSQL URL naming `127.0.0.1:<port>` of a cluster in `sockets`
+/// gains libpq's `host=<socket directory>`: the same server, user and
+/// database over its Unix socket, which costs a round trip a third less CPU
+/// than loopback TCP (docs/PERFORMANCE.md). Any other value is left as it is.
+fn through_socket(value: &str, sockets: &BTreeMap<u16, PathBuf>) -> String {
+    let is_url = value.starts_with("postgres://") || value.starts_with("postgresql://");
+    let Some(authority) = value.split_once("://").map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(rest)) else {
+        return value.to_string();
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let socket = host_port
+        .strip_prefix("127.0.0.1:")
+        .and_then(|p| p.parse::<u16>().ok())
+        .and_then(|port| sockets.get(&port))
+        .and_then(|d| d.to_str());
+    match socket {
+        Some(dir) if is_url && !value.contains("host=") => {
+            let joiner = if value.contains('?') { '&' } else { '?' };
+            format!("{value}{joiner}host={dir}")
+        }
+        _ => value.to_string(),
+    }
 }
 
 /// Rewrite Compose addresses for processes on 127.0.0.1: `<service>:<port>`
@@ -580,6 +634,35 @@ mod tests {
         let svc = service("    ports: [\"8080\"]\n    x-sandbox: { run: bank, health: /health }\n");
         let err = run_of(&svc).unwrap_err().to_string();
         assert!(err.contains("runs the bank binary but has no `command`"), "{err}");
+    }
+
+    #[test]
+    fn local_postgres_urls_go_through_the_clusters_socket() {
+        let dir = socket_dir(Path::new("/tmp/bank-sandbox-0/dev"), "postgres", 41001).unwrap();
+        assert_eq!(dir, Path::new("/tmp/bank-sandbox-0/dev/pg-postgres"));
+        let sockets = BTreeMap::from([(41001, dir)]);
+        let via = |v: &str| through_socket(v, &sockets);
+        assert_eq!(
+            via("postgres://bank:bank@127.0.0.1:41001/accounts"),
+            "postgres://bank:bank@127.0.0.1:41001/accounts?host=/tmp/bank-sandbox-0/dev/pg-postgres"
+        );
+        assert_eq!(
+            via("postgresql://127.0.0.1:41001/a?sslmode=disable"),
+            "postgresql://127.0.0.1:41001/a?sslmode=disable&host=/tmp/bank-sandbox-0/dev/pg-postgres"
+        );
+        // Another server, another port, a URL that names its host already, not a URL.
+        for same in [
+            "postgres://bank:bank@db.example:41001/accounts",
+            "postgres://bank:bank@127.0.0.1:41002/accounts",
+            "postgres://u@127.0.0.1:41001/a?host=/elsewhere",
+            "http://127.0.0.1:41001/",
+            "127.0.0.1:41001",
+        ] {
+            assert_eq!(via(same), same);
+        }
+        // A path a socket's address cannot hold, or a URL would have to escape: TCP.
+        assert_eq!(socket_dir(&Path::new("/tmp").join("x".repeat(90)), "postgres", 41001), None);
+        assert_eq!(socket_dir(Path::new("/home/a b/sandbox"), "postgres", 41001), None);
     }
 
     #[test]
