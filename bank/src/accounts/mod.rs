@@ -474,27 +474,29 @@ async fn place_hold(
                 ),
             ));
         }
-        // The reservation and the hold in one statement.
-        let row = sqlx::query(
-            "WITH reserve AS (UPDATE accounts SET held = held + $3 WHERE id = $2)
-             INSERT INTO holds (id, account_id, amount, status, reference) VALUES ($1, $2, $3, 'held', $4) RETURNING *",
-        )
-        .bind(Uuid::now_v7())
-        .bind(account)
-        .bind(money.amount)
-        .bind(&reference)
-        .fetch_one(&mut *conn)
-        .await?;
-        let id: Uuid = row.try_get("id")?;
-        let hal = hold_hal(&base, &row, currency)?.status(StatusCode::CREATED);
+        // The reservation, the hold and its event in one statement.
+        let id = Uuid::now_v7();
         let data = json!({
             "account": base.url(&format!("/accounts/{account}")),
             "hold": base.url(&format!("/holds/{id}")),
             "amount": money_json(money.amount, currency),
             "reference": reference,
         });
-        events::append(conn, &trace, NewEvent { kind: "hold.placed", aggregate_id: account.to_string(), data }).await?;
-        Ok(hal)
+        let placed = NewEvent { kind: "hold.placed", aggregate_id: account.to_string(), data };
+        let row = events::append_with(
+            &mut *conn,
+            &trace,
+            &[&placed],
+            "reserve AS (UPDATE accounts SET held = held + $8 WHERE id = $7),
+             change AS (
+                 INSERT INTO holds (id, account_id, amount, status, reference) VALUES ($6, $7, $8, 'held', $9)
+                 RETURNING *
+             )",
+            |q| q.bind(id).bind(account).bind(money.amount).bind(&reference),
+        )
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("hold {id} was not recorded")))?;
+        Ok(hold_hal(&base, &row, currency)?.status(StatusCode::CREATED))
     })
     .await
 }
@@ -611,46 +613,40 @@ async fn settle(
             "amount": money_json(amount, currency),
             "reference": reference,
         });
-        // The account, the posting and the hold change in one statement.
-        let row = match how {
+        // The account, the posting, the hold and the event in one statement.
+        let (change, tx_id) = match how {
             Settle::Capture => {
                 let balance_after = balance - amount;
                 let tx_id = Uuid::now_v7();
                 data["transaction"] = json!(tx_id);
                 data["balance_after"] = money_json(balance_after, currency);
-                sqlx::query(
-                    "WITH debit AS (
-                         UPDATE accounts SET balance = balance - $3, held = held - $3 WHERE id = $2
-                     ), posting AS (
+                (
+                    "debit AS (UPDATE accounts SET balance = balance - $8, held = held - $8 WHERE id = $7),
+                     posting AS (
                          INSERT INTO transactions (id, account_id, kind, amount, balance_after, reference, hold_id)
-                         VALUES ($4, $2, 'debit', $3, $5, $6, $1)
-                     )
-                     UPDATE holds SET status = 'captured', updated_at = now() WHERE id = $1 RETURNING *",
+                         VALUES ($9, $7, 'debit', $8, $10, $11, $6)
+                     ),
+                     change AS (UPDATE holds SET status = 'captured', updated_at = now() WHERE id = $6 RETURNING *)",
+                    Some((tx_id, balance_after)),
                 )
-                .bind(id)
-                .bind(account)
-                .bind(amount)
-                .bind(tx_id)
-                .bind(balance_after)
-                .bind(&reference)
-                .fetch_one(&mut *conn)
-                .await?
             }
-            Settle::Release => {
-                sqlx::query(
-                    "WITH freed AS (UPDATE accounts SET held = held - $3 WHERE id = $2)
-                     UPDATE holds SET status = 'released', updated_at = now() WHERE id = $1 RETURNING *",
-                )
-                .bind(id)
-                .bind(account)
-                .bind(amount)
-                .fetch_one(&mut *conn)
-                .await?
-            }
+            Settle::Release => (
+                "freed AS (UPDATE accounts SET held = held - $8 WHERE id = $7),
+                 change AS (UPDATE holds SET status = 'released', updated_at = now() WHERE id = $6 RETURNING *)",
+                None,
+            ),
         };
-        let hal = hold_hal(&base, &row, currency)?;
-        events::append(conn, &trace, NewEvent { kind: event, aggregate_id: account.to_string(), data }).await?;
-        Ok(hal)
+        let settled = NewEvent { kind: event, aggregate_id: account.to_string(), data };
+        let row = events::append_with(&mut *conn, &trace, &[&settled], change, |q| {
+            let q = q.bind(id).bind(account).bind(amount);
+            match tx_id {
+                Some((tx_id, balance_after)) => q.bind(tx_id).bind(balance_after).bind(&reference),
+                None => q,
+            }
+        })
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("hold {id} was not settled")))?;
+        hold_hal(&base, &row, currency)
     })
     .await
 }

@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -54,7 +55,7 @@ impl NewEvent<'static> {
 /// transaction commits, and readers see it once the sequencer has positioned it.
 pub async fn append(conn: &mut PgConnection, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<Envelope> {
     let id = Uuid::now_v7();
-    let occurred_at: OffsetDateTime = statement(None, id, trace, &event).fetch_one(&mut *conn).await?.try_get(0)?;
+    let occurred_at: OffsetDateTime = statement(id, trace, &event).fetch_one(&mut *conn).await?.try_get(0)?;
     logged(id, &event);
     Ok(Envelope {
         id,
@@ -75,48 +76,85 @@ pub async fn append_alone(kit: &Kit, trace: &TraceId, event: NewEvent<'_>) -> Ap
     Ok(envelope)
 }
 
-/// Make `change` (an `UPDATE … RETURNING` of at most one row, with its own
-/// parameters from `$6` on, bound by `bind`) and append `event` only if it
-/// changed a row: one statement outside any transaction, so the change and
-/// its event commit together in one round trip. `false` when nothing changed.
-pub async fn append_on_change(
-    kit: &Kit,
-    trace: &TraceId,
-    event: NewEvent<'_>,
+/// Make `change` and append `events`, in order, only if it returned a row:
+/// one statement, one round trip, in the caller's transaction or, on the
+/// pool, a transaction of its own (then the change and its events commit
+/// together without BEGIN and COMMIT). Returns the change's row; `None` when
+/// it changed nothing.
+///
+/// `change` is the statement's common table expressions, the last one named
+/// `change` and returning at most one row (`change AS (UPDATE … RETURNING
+/// *)`, or `debit AS (…), change AS (…)`); its parameters are `$6` on, bound
+/// by `bind`.
+pub async fn append_with<'q, 'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    trace: &'q TraceId,
+    events: &'q [&'q NewEvent<'q>],
     change: &'static str,
-    bind: impl for<'q> FnOnce(PgQuery<'q>) -> PgQuery<'q>,
-) -> ApiResult<bool> {
-    let id = Uuid::now_v7();
-    let appended = bind(statement(Some(change), id, trace, &event)).fetch_optional(&kit.pool).await?.is_some();
-    if appended {
-        kit.appended.bump();
-        logged(id, &event);
-    }
-    Ok(appended)
-}
-
-/// The statement appending `event` as `id` (its columns are `$1` to `$5`),
-/// alone or, after `change`, once per row the change returns.
-fn statement<'q>(change: Option<&str>, id: Uuid, trace: &'q TraceId, event: &'q NewEvent<'_>) -> PgQuery<'q> {
-    let (with, from) = change.map_or((String::new(), ""), |c| (format!("WITH change AS ({c}) "), " FROM change"));
+    bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q>,
+) -> ApiResult<Option<PgRow>> {
+    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     // `change` is compile-time text, never input.
     let sql = format!(
-        "{with}INSERT INTO events (id, type, aggregate_id, trace_id, data)
-         SELECT $1, $2, $3, $4, $5{from} RETURNING occurred_at"
+        "WITH {change},
+         appended AS (
+             INSERT INTO events (id, type, aggregate_id, trace_id, data)
+             SELECT e.id, e.type, e.aggregate_id, $4, e.data
+             FROM change, unnest($1::uuid[], $2::text[], $3::text[], $5::jsonb[])
+                  WITH ORDINALITY AS e(id, type, aggregate_id, data, n)
+             ORDER BY e.n
+         )
+         SELECT * FROM change"
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(event.kind)
-        .bind(&event.aggregate_id)
-        .bind(&trace.0)
-        .bind(&event.data)
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ids.clone())
+        .bind(events.iter().map(|e| e.kind).collect::<Vec<&str>>())
+        .bind(events.iter().map(|e| e.aggregate_id.as_str()).collect::<Vec<&str>>())
+        .bind(trace.0.as_str())
+        .bind(events.iter().map(|e| &e.data).collect::<Vec<&Value>>());
+    let row = bind(query).fetch_optional(conn).await?;
+    if row.is_some() {
+        for (id, event) in ids.into_iter().zip(events.iter().copied()) {
+            logged(id, event);
+        }
+    }
+    Ok(row)
+}
+
+/// [`append_with`] on the pool: the change and its events are a transaction
+/// of their own, and the service's event readers are woken. `None` when
+/// nothing changed.
+pub async fn append_on_change<'q>(
+    kit: &Kit,
+    trace: &'q TraceId,
+    events: &'q [&'q NewEvent<'q>],
+    change: &'static str,
+    bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q>,
+) -> ApiResult<Option<PgRow>> {
+    let row = append_with(&kit.pool, trace, events, change, bind).await?;
+    if row.is_some() {
+        kit.appended.bump();
+    }
+    Ok(row)
+}
+
+/// The statement appending `event` as `id`.
+fn statement<'q>(id: Uuid, trace: &'q TraceId, event: &'q NewEvent<'_>) -> PgQuery<'q> {
+    sqlx::query(
+        "INSERT INTO events (id, type, aggregate_id, trace_id, data) VALUES ($1, $2, $3, $4, $5) RETURNING occurred_at",
+    )
+    .bind(id)
+    .bind(event.kind)
+    .bind(&event.aggregate_id)
+    .bind(&trace.0)
+    .bind(&event.data)
 }
 
 fn logged(id: Uuid, event: &NewEvent<'_>) {
     tracing::info!(event_id = %id, event_type = event.kind, aggregate_id = %event.aggregate_id, "event appended");
 }
 
-/// A query of [`append_on_change`], its change's parameters still to bind.
+/// A query of [`append_with`], its change's parameters still to bind.
 pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Wakes long-polling readers when something was committed.

@@ -207,39 +207,12 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
             reasons.push(format!("new payee: first payment to this payee is {}", pounds(t.amount)));
         }
     }
-    // Remembered with the screening's outcome, so a retried screening sees the same history.
-    sqlx::query(
-        "INSERT INTO transactions (id, kind, account, payee, amount, currency, event_id, trace_id, score, happened_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&t.id)
-    .bind(t.kind)
-    .bind(&t.account)
-    .bind(&t.payee)
-    .bind(t.amount)
-    .bind(&t.currency)
-    .bind(event.id)
-    .bind(&event.trace_id)
-    .bind(score as i32)
-    .bind(event.occurred_at)
-    .execute(&mut *tx)
-    .await?;
     if score >= r.vendor_threshold {
         reasons.push(format!("screening vendor scored the transaction {score}"));
     }
-    let mut alert = None;
-    if !reasons.is_empty() {
-        let id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO alerts (id, transaction_id, account, reasons, score, status) VALUES ($1, $2, $3, $4, $5, 'open')",
-        )
-        .bind(id)
-        .bind(&t.id)
-        .bind(&t.account)
-        .bind(json!(reasons))
-        .bind(score as i32)
-        .execute(&mut *tx)
-        .await?;
+    let alert = (!reasons.is_empty()).then(Uuid::now_v7);
+    let mut raised = None;
+    if let Some(id) = alert {
         let data = json!({
             "alert_id": id,
             "transaction": t.id,
@@ -249,15 +222,47 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
             "reasons": reasons,
             "score": score,
         });
-        events::append(&mut tx, &trace, NewEvent { kind: "alert.raised", aggregate_id: id.to_string(), data }).await?;
-        tracing::info!(trace_id = %trace.0, transaction = %t.id, ?reasons, "suspicious-transaction alert raised");
-        alert = Some(id);
+        raised = Some(NewEvent { kind: "alert.raised", aggregate_id: id.to_string(), data });
     }
     // Every screening is on record, alert or not: "screened, nothing found" is
     // an outcome a reader (an auditor, a test) can wait for.
     let data = json!({ "transaction": t.id, "kind": t.kind, "account": t.account, "score": score, "alert_id": alert });
-    events::append(&mut tx, &trace, NewEvent { kind: "transaction.screened", aggregate_id: t.id.clone(), data })
-        .await?;
+    let screened = NewEvent { kind: "transaction.screened", aggregate_id: t.id.clone(), data };
+    let events: Vec<&NewEvent<'_>> = raised.iter().chain([&screened]).collect();
+    // The transaction remembered with the screening's outcome (so a retried
+    // screening sees the same history), the alert and the events: one statement.
+    events::append_with(
+        &mut *tx,
+        &trace,
+        &events,
+        "remembered AS (
+             INSERT INTO transactions (id, kind, account, payee, amount, currency, event_id, trace_id, score, happened_at)
+             VALUES ($6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (id) DO NOTHING
+         ),
+         alerted AS (
+             INSERT INTO alerts (id, transaction_id, account, reasons, score, status)
+             SELECT $16, $6, $8, $17, $14, 'open' WHERE $16 IS NOT NULL
+         ),
+         change AS (SELECT $6 AS transaction)",
+        |q| {
+            q.bind(&t.id)
+                .bind(t.kind)
+                .bind(&t.account)
+                .bind(&t.payee)
+                .bind(t.amount)
+                .bind(&t.currency)
+                .bind(event.id)
+                .bind(&event.trace_id)
+                .bind(score as i32)
+                .bind(event.occurred_at)
+                .bind(alert)
+                .bind(json!(reasons))
+        },
+    )
+    .await?;
+    if alert.is_some() {
+        tracing::info!(trace_id = %trace.0, transaction = %t.id, ?reasons, "suspicious-transaction alert raised");
+    }
     kit.commit(tx).await
 }
 

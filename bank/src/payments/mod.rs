@@ -188,25 +188,6 @@ async fn create(
     // retried request places it once), then the payment is recorded.
     let reserve = async || reserve(&own, &trace, &input.from, id, money, &input.reference).await;
     let response = once_calling(&kit, &key, fp, reserve, async |conn, hold| {
-        let row = sqlx::query(
-            "INSERT INTO payments (id, debtor_account, creditor_name, creditor_sort_code, creditor_account_number,
-                                   amount, currency, reference, status, hold, hold_capture, hold_release, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'reserved', $9, $10, $11, $12) RETURNING *",
-        )
-        .bind(id)
-        .bind(&input.from)
-        .bind(name)
-        .bind(sort_code.digits())
-        .bind(account_number.as_str())
-        .bind(money.amount)
-        .bind(money.currency.code())
-        .bind(&input.reference)
-        .bind(&hold.url)
-        .bind(&hold.capture)
-        .bind(&hold.release)
-        .bind(&trace.0)
-        .fetch_one(&mut *conn)
-        .await?;
         let created = PaymentCreated {
             payment: base.url(&format!("/payments/{id}")),
             debtor_account: input.from.clone(),
@@ -218,7 +199,33 @@ async fn create(
             amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
             reference: input.reference.clone(),
         };
-        events::append(conn, &trace, NewEvent::of(id.to_string(), &created)?).await?;
+        let created = NewEvent::of(id.to_string(), &created)?;
+        let row = events::append_with(
+            &mut *conn,
+            &trace,
+            &[&created],
+            "change AS (
+                 INSERT INTO payments (id, debtor_account, creditor_name, creditor_sort_code, creditor_account_number,
+                                       amount, currency, reference, status, hold, hold_capture, hold_release, trace_id)
+                 VALUES ($6, $7, $8, $9, $10, $11, $12, $13, 'reserved', $14, $15, $16, $17) RETURNING *
+             )",
+            |q| {
+                q.bind(id)
+                    .bind(&input.from)
+                    .bind(name)
+                    .bind(sort_code.digits())
+                    .bind(account_number.as_str())
+                    .bind(money.amount)
+                    .bind(money.currency.code())
+                    .bind(&input.reference)
+                    .bind(hold.url)
+                    .bind(hold.capture)
+                    .bind(hold.release)
+                    .bind(&trace.0)
+            },
+        )
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("payment {id} was not recorded")))?;
         Ok(payment_hal(&base, &row)?.status(StatusCode::ACCEPTED))
     })
     .await?;
@@ -357,15 +364,18 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
 /// still under the submitter's claim `attempt`, with its event, in one
 /// statement. `false` when nothing changed.
 async fn submitted(kit: &Kit, trace: &TraceId, id: Uuid, scheme_id: &str, attempt: i32) -> ApiResult<bool> {
-    events::append_on_change(
+    let change = events::append_on_change(
         kit,
         trace,
-        submitted_event(id, scheme_id, attempt),
-        "UPDATE payments SET status = 'submitted', scheme_id = $7, last_error = NULL, updated_at = now()
-         WHERE id = $6 AND status = 'reserved' AND attempts = $8 RETURNING id",
-        |q| q.bind(id).bind(scheme_id.to_string()).bind(attempt),
+        &[&submitted_event(id, scheme_id, attempt)],
+        "change AS (
+             UPDATE payments SET status = 'submitted', scheme_id = $7, last_error = NULL, updated_at = now()
+             WHERE id = $6 AND status = 'reserved' AND attempts = $8 RETURNING id
+         )",
+        |q| q.bind(id).bind(scheme_id).bind(attempt),
     )
-    .await
+    .await?;
+    Ok(change.is_some())
 }
 
 fn submitted_event(id: Uuid, scheme_id: &str, attempts: i32) -> NewEvent<'static> {
@@ -485,60 +495,61 @@ async fn outcome(
     let trace = TraceId(row.try_get("trace_id").unwrap_or_else(|_| trace.0.clone()));
     let settled = rejected.is_none();
     settle_hold(own, &trace, &row, id, if settled { Settle::Capture } else { Settle::Release }).await?;
-    // The payment finished in one statement: its row locked, its status before
-    // read, and the outcome written, unless it is final already.
-    let (status, reason, description) = match rejected {
-        None => ("completed", None, None),
-        Some((reason, description)) => ("failed", Some(reason), Some(description)),
+    let (status, reason, description, last) = match rejected {
+        None => {
+            let completed = PaymentCompleted {
+                payment: base.url(&format!("/payments/{id}")),
+                payment_id: id,
+                debtor_account: row.try_get("debtor_account")?,
+                amount: Amount {
+                    amount: row.try_get("amount")?,
+                    currency: row.try_get::<String, _>("currency")?.trim().into(),
+                },
+                to: Details {
+                    name: row.try_get("creditor_name")?,
+                    sort_code: row.try_get("creditor_sort_code")?,
+                    account_number: row.try_get("creditor_account_number")?,
+                },
+                scheme_id: scheme_id.to_string(),
+            };
+            ("completed", None, None, NewEvent::of(id.to_string(), &completed)?)
+        }
+        Some((reason, description)) => {
+            ("failed", Some(reason), Some(description), failed_event(id, reason, description))
+        }
     };
-    let mut tx = kit.begin().await?;
-    let finished = sqlx::query(
-        "UPDATE payments p SET status = $3, scheme_id = $2, failure_reason = $4, failure_description = $5,
-                               last_error = NULL, updated_at = now()
-         FROM (SELECT id, status FROM payments WHERE id = $1 FOR UPDATE) before
-         WHERE p.id = before.id AND before.status IN ('reserved', 'submitted')
-         RETURNING before.status AS before, p.attempts",
-    )
-    .bind(id)
-    .bind(scheme_id)
-    .bind(status)
-    .bind(reason)
-    .bind(description)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(finished) = finished else {
-        tx.rollback().await?;
-        let status: String =
-            sqlx::query_scalar("SELECT status FROM payments WHERE id = $1").bind(id).fetch_one(&kit.pool).await?;
-        return Ok(duplicate(&status));
-    };
-    // The scheme may call back before the submitter has recorded its answer:
-    // the callback proves the submission, so it is recorded first.
-    if finished.try_get::<String, _>("before")? == "reserved" {
-        events::append(&mut tx, &trace, submitted_event(id, scheme_id, finished.try_get("attempts")?)).await?;
+    // The payment finished in one statement, guarded by the status and
+    // attempt it was read with; when either moved meanwhile (the submitter
+    // recorded the scheme's answer, or another webhook finished it), it is
+    // read again.
+    let mut row = row;
+    loop {
+        let before: String = row.try_get("status")?;
+        if before == "completed" || before == "failed" {
+            return Ok(duplicate(&before));
+        }
+        let attempts: i32 = row.try_get("attempts")?;
+        // The scheme may call back before the submitter has recorded its
+        // answer: the callback proves the submission, so it is recorded first.
+        let submitted = (before == "reserved").then(|| submitted_event(id, scheme_id, attempts));
+        let events: Vec<&NewEvent<'_>> = submitted.iter().chain([&last]).collect();
+        let finished = events::append_on_change(
+            kit,
+            &trace,
+            &events,
+            "change AS (
+                 UPDATE payments SET status = $8, scheme_id = $7, failure_reason = $9, failure_description = $10,
+                                     last_error = NULL, updated_at = now()
+                 WHERE id = $6 AND status = $11 AND attempts = $12 RETURNING id
+             )",
+            |q| q.bind(id).bind(scheme_id).bind(status).bind(reason).bind(description).bind(&before).bind(attempts),
+        )
+        .await?;
+        if finished.is_some() {
+            return Ok(hal_response(StatusCode::OK, json!({ "payment": id, "status": "processed" })));
+        }
+        row = sqlx::query("SELECT * FROM payments WHERE id = $1").bind(id).fetch_one(&kit.pool).await?;
     }
-    if settled {
-        let completed = PaymentCompleted {
-            payment: base.url(&format!("/payments/{id}")),
-            payment_id: id,
-            debtor_account: row.try_get("debtor_account")?,
-            amount: Amount {
-                amount: row.try_get("amount")?,
-                currency: row.try_get::<String, _>("currency")?.trim().into(),
-            },
-            to: Details {
-                name: row.try_get("creditor_name")?,
-                sort_code: row.try_get("creditor_sort_code")?,
-                account_number: row.try_get("creditor_account_number")?,
-            },
-            scheme_id: scheme_id.to_string(),
-        };
-        events::append(&mut tx, &trace, NewEvent::of(id.to_string(), &completed)?).await?;
-    } else if let Some((reason, description)) = rejected {
-        events::append(&mut tx, &trace, failed_event(id, reason, description)).await?;
-    }
-    kit.commit(tx).await?;
-    Ok(hal_response(StatusCode::OK, json!({ "payment": id, "status": "processed" })))
 }
 
 /// A payment the scheme delivers: recorded as `receiving` first (a claim on its
