@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        kit::init_logging();
+        let _logging = kit::init_logging();
         let run = async {
             let config = Config::from_env()?;
             let app = Application::build(spec, config, kit::shutdown_on_signal()).await?;

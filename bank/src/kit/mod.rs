@@ -406,17 +406,35 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// JSON logs on stdout, one object a line, with the span stack (service, trace id).
-pub fn init_logging() {
+///
+/// Lines are written to stdout by a thread of their own, in batches: whatever
+/// was logged while the last batch was written goes out in one write, so a
+/// busy service makes a few writes a second instead of one per line (each a
+/// system call on the request's thread and a wake-up of whatever reads the
+/// other end: the sandbox's supervisor, Docker's log driver). Nothing is
+/// dropped: a full queue makes the logging thread wait. Keep the guard until
+/// the process ends; dropping it writes what is left.
+#[must_use = "dropping the guard stops logging; keep it until the process ends"]
+pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let (stdout, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(LOG_BATCH, std::io::stdout()));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
         .with_current_span(false)
         .with_span_list(true)
         .with_target(false)
+        .with_writer(stdout)
         .try_init();
+    guard
 }
+
+/// Bytes of log lines written to stdout at most at once.
+const LOG_BATCH: usize = 64 * 1024;
 
 /// A token cancelled on SIGTERM or SIGINT.
 pub fn shutdown_on_signal() -> CancellationToken {
