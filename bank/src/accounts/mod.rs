@@ -459,22 +459,11 @@ async fn place_hold(
     let account = parse_id(&account, "account")?;
     let fp = Fingerprint::new(format!("POST /accounts/{account}/holds"), &input);
     once(&kit, Some(&key), fp, async |conn| {
-        let (currency, balance, held) = lock_account(conn, account).await?;
+        // In the request's currency: the account must hold it, which the
+        // reservation checks with the funds.
+        let currency =
+            Currency::parse(&input.currency).map_err(|e| ApiError::unprocessable("invalid-amount", e.to_string()))?;
         let (money, reference) = input.parse(currency)?;
-        let available = balance - held;
-        if money.amount > available {
-            return Err(ApiError::unprocessable(
-                "insufficient-funds",
-                format!(
-                    "insufficient funds: {} {} requested, {} {} available",
-                    pence(money.amount),
-                    currency,
-                    pence(available),
-                    currency
-                ),
-            ));
-        }
-        // The reservation, the hold and its event in one statement.
         let id = Uuid::now_v7();
         let data = json!({
             "account": base.url(&format!("/accounts/{account}")),
@@ -483,20 +472,45 @@ async fn place_hold(
             "reference": reference,
         });
         let placed = NewEvent { kind: "hold.placed", aggregate_id: account.to_string(), data };
-        let row = events::append_with(
-            &mut *conn,
-            &trace,
-            &[&placed],
-            "reserve AS (UPDATE accounts SET held = held + $8 WHERE id = $7),
-             change AS (
-                 INSERT INTO holds (id, account_id, amount, status, reference) VALUES ($6, $7, $8, 'held', $9)
-                 RETURNING *
-             )",
-            |q| q.bind(id).bind(account).bind(money.amount).bind(&reference),
-        )
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("hold {id} was not recorded")))?;
-        Ok(hold_hal(&base, &row, currency)?.status(StatusCode::CREATED))
+        loop {
+            // The reservation (if the account holds the currency and the
+            // funds), the hold and its event in one statement.
+            let row = events::append_with(
+                &mut *conn,
+                &trace,
+                &[&placed],
+                "reserve AS (
+                     UPDATE accounts SET held = held + $8
+                     WHERE id = $7 AND currency = $10 AND balance - held >= $8 RETURNING id
+                 ),
+                 change AS (
+                     INSERT INTO holds (id, account_id, amount, status, reference)
+                     SELECT $6, id, $8, 'held', $9 FROM reserve RETURNING *
+                 )",
+                |q| q.bind(id).bind(account).bind(money.amount).bind(&reference).bind(currency.code()),
+            )
+            .await?;
+            if let Some(row) = row {
+                return Ok(hold_hal(&base, &row, currency)?.status(StatusCode::CREATED));
+            }
+            // Refused: why, read with the account locked (so a second try,
+            // when it changed in between, is the last).
+            let (held_currency, balance, held) = lock_account(conn, account).await?;
+            input.parse(held_currency)?;
+            let available = balance - held;
+            if money.amount > available {
+                return Err(ApiError::unprocessable(
+                    "insufficient-funds",
+                    format!(
+                        "insufficient funds: {} {} requested, {} {} available",
+                        pence(money.amount),
+                        currency,
+                        pence(available),
+                        currency
+                    ),
+                ));
+            }
+        }
     })
     .await
 }

@@ -12,6 +12,7 @@
 //! Inbound: the scheme's `payment.received` credits the named account, or, when
 //! no account has those details, returns the payment to the scheme.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Router;
@@ -67,7 +68,14 @@ struct Payments {
     lease: Duration,
     /// Wakes the submitter when a payment is created.
     wake: Notify,
+    /// Each debtor account's `place-hold` link, as the account gave it: read
+    /// once per account, not before every payment.
+    place_hold: std::sync::Mutex<HashMap<String, String>>,
 }
+
+/// Accounts whose `place-hold` link is kept, at most; past that the links
+/// are forgotten and read again.
+const KEPT_LINKS: usize = 10_000;
 
 fn start(kit: &Kit) -> anyhow::Result<()> {
     let accounts = kit.require("ACCOUNTS_URL", "point it at the accounts service")?.trim_end_matches('/').to_string();
@@ -78,7 +86,8 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
         .watched(kit.checks(), "accounts");
     let submitters: usize = kit.setting("SUBMITTERS", 8)?;
     let lease = worker::lease(kit, timeout)?;
-    kit.set_own(Payments { accounts, scheme, client, scheme_client, lease, wake: Notify::new() });
+    let place_hold = std::sync::Mutex::default();
+    kit.set_own(Payments { accounts, scheme, client, scheme_client, lease, wake: Notify::new(), place_hold });
     // Several submitters: each claims a different due payment, so a slow scheme
     // call holds up one payment, not the queue (and no database connection).
     let of = submitters.max(1) as u32;
@@ -241,7 +250,8 @@ struct Hold {
 }
 
 /// Place a hold for the payment on the debtor's account, following the
-/// account's `place-hold` link.
+/// account's `place-hold` link (kept from the account's last read; read again
+/// when the link is no longer there).
 async fn reserve(
     own: &Payments,
     trace: &TraceId,
@@ -250,20 +260,26 @@ async fn reserve(
     money: Money,
     reference: &str,
 ) -> ApiResult<Hold> {
-    let account = match own.client.get(account_url, trace).await {
-        Reply::Answered(200, account) => account,
-        Reply::Answered(404, _) => {
-            return Err(ApiError::unprocessable("unknown-account", format!("no account at {account_url}")));
-        }
-        Reply::Answered(status, body) => {
-            return Err(ApiError::Unavailable(format!("accounts answered {status} for {account_url}: {body}")));
-        }
-        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
-    };
-    let place = link(&account, "place-hold")
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("account {account_url} advertises no place-hold link")))?;
     let body = json!({ "amount": money.amount, "currency": money.currency.code(), "reference": format!("payment {reference}") });
-    match own.client.post(&place, trace, &format!("payment-{id}"), &body).await {
+    let kept = own.place_hold.lock().unwrap_or_else(|e| e.into_inner()).get(account_url).cloned();
+    let answer = match kept {
+        Some(place) => match own.client.post(&place, trace, &format!("payment-{id}"), &body).await {
+            Reply::Answered(404 | 405 | 410, _) => {
+                own.place_hold.lock().unwrap_or_else(|e| e.into_inner()).remove(account_url);
+                None
+            }
+            answer => Some(answer),
+        },
+        None => None,
+    };
+    let answer = match answer {
+        Some(answer) => answer,
+        None => {
+            let place = place_hold_link(own, trace, account_url).await?;
+            own.client.post(&place, trace, &format!("payment-{id}"), &body).await
+        }
+    };
+    match answer {
         Reply::Answered(201, hold) => Ok(Hold {
             url: link(&hold, "self")
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a hold without a self link")))?,
@@ -285,6 +301,28 @@ async fn reserve(
         }
         Reply::Unreachable(e) => Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
     }
+}
+
+/// The account's `place-hold` link, read from the account and kept.
+async fn place_hold_link(own: &Payments, trace: &TraceId, account_url: &str) -> ApiResult<String> {
+    let account = match own.client.get(account_url, trace).await {
+        Reply::Answered(200, account) => account,
+        Reply::Answered(404, _) => {
+            return Err(ApiError::unprocessable("unknown-account", format!("no account at {account_url}")));
+        }
+        Reply::Answered(status, body) => {
+            return Err(ApiError::Unavailable(format!("accounts answered {status} for {account_url}: {body}")));
+        }
+        Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the accounts service: {e}"))),
+    };
+    let place = link(&account, "place-hold")
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("account {account_url} advertises no place-hold link")))?;
+    let mut kept = own.place_hold.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.len() >= KEPT_LINKS {
+        kept.clear();
+    }
+    kept.insert(account_url.to_string(), place.clone());
+    Ok(place)
 }
 
 const PAYMENTS: listing::Collection = listing::Collection {
