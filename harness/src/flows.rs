@@ -316,8 +316,9 @@ pub async fn measure(
             let mut ids = Vec::new();
             let mut n = 0;
             while started.elapsed() < window {
+                let sent = Instant::now();
                 let p = api.pay(&url, &payer, 100, &format!("{:08}", 30_000_000 + w * 10_000 + n % 50)).await?;
-                ids.push(p["id"].as_str().unwrap_or_default().to_string());
+                ids.push((p["id"].as_str().unwrap_or_default().to_string(), sent));
                 n += 1;
             }
             Ok::<_, Error>(ids)
@@ -329,10 +330,13 @@ pub async fn measure(
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut last, mut written) = (started, started_at);
-    for id in &ids {
+    let mut under_load = Vec::new();
+    for (id, sent) in &ids {
         let (seen_at, occurred_at) = wait_event(&seen, "payment.completed", id, deadline).await?;
         (last, written) = (last.max(seen_at), written.max(occurred_at));
+        under_load.push(seen_at.saturating_duration_since(*sent));
     }
+    under_load.sort();
     // The whole machine's CPU from the first payment to the last seen
     // completed: a cost per payment that other tenants of the machine (steal)
     // and the run's timing move less than they move the rate.
@@ -388,6 +392,11 @@ pub async fn measure(
     ));
     out.push_str(&format!(
         "| the same, completed in the bank (by the events' time, before Kafka) | {bank_rate:.0} |\n"
+    ));
+    out.push_str(&format!(
+        "| at that load, `POST /payments` to `payment.completed` on Kafka, p50 / p99 | {} / {} |\n",
+        pct(&under_load, 0.5),
+        pct(&under_load, 0.99)
     ));
     out.push_str(&format!(
         "| CPU per payment, the whole machine, throughput phase | {} |\n",
