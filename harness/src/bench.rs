@@ -134,7 +134,7 @@ fn measure(bench: &Bench, runs: usize) -> Result<String> {
 }
 
 /// Start a sandbox under a temporary home, measure its money flows, remove it.
-pub fn flows(exe: &Path, workspace: &Path, payments: usize, workers: usize, seconds: u64) -> Result<String> {
+pub fn flows(exe: &Path, workspace: &Path, load: crate::flows::Load) -> Result<String> {
     let home = std::env::temp_dir().join(format!("sbx-bench-flows-{}", std::process::id()));
     std::fs::create_dir_all(&home).map_err(Error::io("cannot create the bench home"))?;
     let bench = Bench { exe: exe.to_path_buf(), home: home.clone(), workspace: workspace.to_path_buf() };
@@ -156,9 +156,7 @@ pub fn flows(exe: &Path, workspace: &Path, payments: usize, workers: usize, seco
                 &url("kafka")?,
                 &url("payment-scheme")?,
                 &url("postgres")?,
-                payments,
-                workers,
-                seconds,
+                load,
             )
             .await?;
             let statements = statements(&url("postgres")?)

@@ -251,16 +251,23 @@ fn pct(sorted: &[Duration], p: f64) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// What the bench sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Sequential payments for the latency figures.
+    pub payments: usize,
+    /// Concurrent payers for the throughput figure.
+    pub workers: usize,
+    /// How long the payers send payments.
+    pub seconds: u64,
+    /// Payments a second the payers are paced to together; `None`: each sends
+    /// as soon as its last payment was accepted.
+    pub rate: Option<f64>,
+}
+
 /// Measure against the sandbox whose gateway and broker are given.
-pub async fn measure(
-    gateway: &str,
-    brokers: &str,
-    scheme: &str,
-    postgres: &str,
-    payments: usize,
-    workers: usize,
-    seconds: u64,
-) -> Result<String> {
+pub async fn measure(gateway: &str, brokers: &str, scheme: &str, postgres: &str, load: Load) -> Result<String> {
+    let Load { payments, workers, seconds, rate } = load;
     let seen: Seen = Arc::default();
     let reader = spawn_reader(brokers, &["payments.events", "monitoring.events"], seen.clone())?;
     let http =
@@ -315,7 +322,18 @@ pub async fn measure(
         tasks.spawn(async move {
             let mut ids = Vec::new();
             let mut n = 0;
+            // Paced: each payer one payment every `workers / rate` seconds,
+            // the payers spread over that interval.
+            let pace = rate.map(|r| Duration::from_secs_f64(workers as f64 / r));
+            let mut due = started + pace.map_or(Duration::ZERO, |p| p.mul_f64(w as f64 / workers as f64));
             while started.elapsed() < window {
+                if let Some(pace) = pace {
+                    tokio::time::sleep_until(due.into()).await;
+                    due += pace;
+                    if started.elapsed() >= window {
+                        break;
+                    }
+                }
                 let sent = Instant::now();
                 let p = api.pay(&url, &payer, 100, &format!("{:08}", 30_000_000 + w * 10_000 + n % 50)).await?;
                 ids.push((p["id"].as_str().unwrap_or_default().to_string(), sent));
@@ -343,7 +361,7 @@ pub async fn measure(
     let cpu_per_payment = cpu_before.zip(cpu_busy()).map(|(a, b)| (b - a) / ids.len().max(1) as f64);
     let per_process = cpu_rows(&processes_before, &cpu_by_process(), ids.len());
     let per_database = statement_rows(&statements_before, &statement_calls(postgres).await, ids.len());
-    let rate = ids.len() as f64 / (last - started).as_secs_f64();
+    let sustained = ids.len() as f64 / (last - started).as_secs_f64();
     // The same payments by when the bank completed them (the event's time):
     // the bank's own rate, without the connector, the broker and the reader.
     let bank_rate = ids.len() as f64 / (written - started_at).as_seconds_f64().max(0.001);
@@ -387,8 +405,9 @@ pub async fn measure(
         pct(&alerting, 0.5)
     ));
     out.push_str(&format!("| `payment.created` to `alert.raised` on Kafka, p99 | {} |\n", pct(&alerting, 0.99)));
+    let offered = rate.map_or(String::new(), |r| format!(", paced to {r:.0}/s"));
     out.push_str(&format!(
-        "| sustained payments/s, {workers} concurrent payers, {seconds} s, to completion | {rate:.0} |\n"
+        "| sustained payments/s, {workers} concurrent payers{offered}, {seconds} s, to completion | {sustained:.0} |\n"
     ));
     out.push_str(&format!(
         "| the same, completed in the bank (by the events' time, before Kafka) | {bank_rate:.0} |\n"

@@ -101,7 +101,20 @@ enum BenchWhat {
         /// How long to send payments for the throughput figure.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Pace the payers to this many payments a second together, so the
+        /// latency is measured at a given load; by default each sends its next
+        /// payment as soon as the last is accepted (the bank's capacity).
+        #[arg(long, value_parser = positive_rate)]
+        rate: Option<f64>,
     },
+}
+
+/// A `--rate`: a positive number of payments a second.
+fn positive_rate(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a rate: give payments a second, a number above 0 (e.g. 150)")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -463,8 +476,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The flows bench runs its own runtime: leave this one's thread.
             let table = tokio::task::spawn_blocking(move || match what {
                 BenchWhat::Up { runs } => harness::bench::run(&exe, &workspace, runs),
-                BenchWhat::Flows { payments, workers, seconds } => {
-                    harness::bench::flows(&exe, &workspace, payments, workers, seconds)
+                BenchWhat::Flows { payments, workers, seconds, rate } => {
+                    let load = harness::flows::Load { payments, workers, seconds, rate };
+                    harness::bench::flows(&exe, &workspace, load)
                 }
                 BenchWhat::Clone => harness::bench::clone(&workspace),
                 BenchWhat::E2e { runs } => harness::bench::e2e(&exe, &workspace, runs),
