@@ -174,10 +174,9 @@ pub fn flows(exe: &Path, workspace: &Path, load: crate::flows::Load) -> Result<S
 /// (which the local backend preloads): the statements that took the most, of
 /// every database, with their share of all statements' time.
 async fn statements(server: &str) -> Result<String> {
-    use sqlx::{Connection, Row};
+    use sqlx::Row;
     let fail = |e: sqlx::Error| Error::Other(e.to_string());
-    let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.map_err(fail)?;
-    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn).await.map_err(fail)?;
+    let mut conn = crate::flows::statements_view(server).await.map_err(fail)?;
     let total: f64 = sqlx::query_scalar("SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements")
         .fetch_one(&mut conn)
         .await

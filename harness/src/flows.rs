@@ -122,15 +122,23 @@ fn cpu_rows(before: &HashMap<String, f64>, after: &HashMap<String, f64>, payment
     rows.iter().map(|(k, ms)| format!("| CPU per payment: `{k}` | {ms:.2} ms |\n")).collect()
 }
 
+/// A connection to `server`'s `postgres` database, where pg_stat_statements'
+/// view is installed (the local backend preloads the module).
+pub(crate) async fn statements_view(server: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn).await?;
+    Ok(conn)
+}
+
 /// Statements PostgreSQL has run, by database: (all, of which `BEGIN`,
 /// `COMMIT` or `ROLLBACK`, milliseconds in them), from pg_stat_statements
 /// (which the local backend preloads). Empty when the server cannot say.
 async fn statement_calls(server: &str) -> HashMap<String, (f64, f64, f64)> {
-    use sqlx::{Connection, Row};
-    let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await else {
+    use sqlx::Row;
+    let Ok(mut conn) = statements_view(server).await else {
         return HashMap::new();
     };
-    let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn).await;
     let rows = sqlx::query(
         "SELECT d.datname, sum(s.calls)::float8, \
                 coalesce(sum(s.calls) FILTER (WHERE upper(s.query) IN ('BEGIN', 'COMMIT', 'ROLLBACK')), 0)::float8, \
