@@ -17,9 +17,9 @@ use uuid::Uuid;
 use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
-use crate::kit::hal::{BaseUrl, Hal, rfc3339};
+use crate::kit::hal::{self, BaseUrl, Hal, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId, parse_id};
-use crate::kit::idempotency::{Fingerprint, once};
+use crate::kit::idempotency::{Fingerprint, once, once_stored};
 use crate::kit::{Kit, ServiceSpec, listing};
 
 /// This bank's sort code: every account it opens has it.
@@ -100,7 +100,8 @@ async fn create_customer(
         let hal = customer_hal(&base, &row)?.status(StatusCode::CREATED);
         let id: Uuid = row.try_get("id")?;
         let data = json!({ "customer": base.url(&format!("/customers/{id}")), "name": name });
-        events::append(conn, &trace, NewEvent { kind: "customer.created", aggregate_id: id.to_string(), data }).await?;
+        events::append(&mut *conn, &trace, NewEvent { kind: "customer.created", aggregate_id: id.to_string(), data })
+            .await?;
         Ok(hal)
     })
     .await
@@ -209,7 +210,8 @@ async fn open_account(
             "account_number": row.try_get::<String, _>("account_number")?,
             "currency": currency.code(),
         });
-        events::append(conn, &trace, NewEvent { kind: "account.opened", aggregate_id: id.to_string(), data }).await?;
+        events::append(&mut *conn, &trace, NewEvent { kind: "account.opened", aggregate_id: id.to_string(), data })
+            .await?;
         Ok(hal)
     })
     .await
@@ -374,8 +376,12 @@ async fn credit(
             "balance_after": money_json(balance_after, currency),
             "reference": reference,
         });
-        events::append(conn, &trace, NewEvent { kind: "account.credited", aggregate_id: account.to_string(), data })
-            .await?;
+        events::append(
+            &mut *conn,
+            &trace,
+            NewEvent { kind: "account.credited", aggregate_id: account.to_string(), data },
+        )
+        .await?;
         Ok(hal)
     })
     .await
@@ -425,29 +431,76 @@ async fn list_transactions(
 
 // ---- holds ----
 
-fn hold_hal(base: &BaseUrl, row: &PgRow, currency: Currency) -> ApiResult<Hal> {
-    let id: Uuid = row.try_get("id")?;
-    let account: Uuid = row.try_get("account_id")?;
-    let status: String = row.try_get("status")?;
+/// A hold as its resource shows it.
+struct HoldView {
+    id: Uuid,
+    account: Uuid,
+    status: String,
+    amount: i64,
+    reference: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl HoldView {
+    fn of(row: &PgRow) -> ApiResult<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            account: row.try_get("account_id")?,
+            status: row.try_get("status")?,
+            amount: row.try_get("amount")?,
+            reference: row.try_get("reference")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+fn hold_hal(base: &BaseUrl, hold: &HoldView, currency: Currency) -> Hal {
+    let id = hold.id;
     let state = json!({
         "id": id,
-        "status": status,
-        "amount": money_json(row.try_get("amount")?, currency),
-        "reference": row.try_get::<String, _>("reference")?,
-        "created_at": rfc3339(row.try_get("created_at")?),
-        "updated_at": rfc3339(row.try_get("updated_at")?),
+        "status": hold.status,
+        "amount": money_json(hold.amount, currency),
+        "reference": hold.reference,
+        "created_at": rfc3339(hold.created_at),
+        "updated_at": rfc3339(hold.updated_at),
     });
-    let mut hal = Hal::new(base, &format!("/holds/{id}"), state).link("account", &format!("/accounts/{account}"));
-    if status == "held" {
+    let mut hal =
+        Hal::new(base, &format!("/holds/{id}"), state).link("account", &format!("/accounts/{}", hold.account));
+    if hold.status == "held" {
         hal = hal.action("capture", "POST", &format!("/holds/{id}/capture")).action(
             "release",
             "POST",
             &format!("/holds/{id}/release"),
         );
     }
-    Ok(hal)
+    hal
 }
 
+/// The reservation (if the account holds the currency and the funds), the
+/// hold and its event: one statement.
+const PLACE_HOLD: &str = "reserve AS (
+         UPDATE accounts SET held = held + $13
+         WHERE id = $12 AND currency = $15 AND balance - held >= $13 RETURNING id
+     ),
+     change AS (
+         INSERT INTO holds (id, account_id, amount, status, reference, created_at, updated_at)
+         SELECT $11, id, $13, 'held', $14, $16, $16 FROM reserve RETURNING id
+     )";
+
+fn bind_hold<'q>(q: events::PgQuery<'q>, hold: &'q HoldView, currency: Currency) -> events::PgQuery<'q> {
+    q.bind(hold.id)
+        .bind(hold.account)
+        .bind(hold.amount)
+        .bind(&hold.reference)
+        .bind(currency.code())
+        .bind(hold.created_at)
+}
+
+/// Place a hold: one statement with its answer when the account has the
+/// currency and the funds; otherwise the reasons are read with the account
+/// locked, and the hold placed after all if the account changed in between.
 async fn place_hold(
     State(kit): State<Kit>,
     base: BaseUrl,
@@ -458,59 +511,59 @@ async fn place_hold(
 ) -> ApiResult<Response> {
     let account = parse_id(&account, "account")?;
     let fp = Fingerprint::new(format!("POST /accounts/{account}/holds"), &input);
-    once(&kit, Some(&key), fp, async |conn| {
+    once_stored(&kit, &key, fp, async |remember| {
         // In the request's currency: the account must hold it, which the
         // reservation checks with the funds.
         let currency =
             Currency::parse(&input.currency).map_err(|e| ApiError::unprocessable("invalid-amount", e.to_string()))?;
         let (money, reference) = input.parse(currency)?;
-        let id = Uuid::now_v7();
+        let now = hal::now();
+        let hold = HoldView {
+            id: Uuid::now_v7(),
+            account,
+            status: "held".into(),
+            amount: money.amount,
+            reference,
+            created_at: now,
+            updated_at: now,
+        };
         let data = json!({
             "account": base.url(&format!("/accounts/{account}")),
-            "hold": base.url(&format!("/holds/{id}")),
+            "hold": base.url(&format!("/holds/{}", hold.id)),
             "amount": money_json(money.amount, currency),
-            "reference": reference,
+            "reference": hold.reference,
         });
         let placed = NewEvent { kind: "hold.placed", aggregate_id: account.to_string(), data };
-        loop {
-            // The reservation (if the account holds the currency and the
-            // funds), the hold and its event in one statement.
-            let row = events::append_with(
-                &mut *conn,
-                &trace,
-                &[&placed],
-                "reserve AS (
-                     UPDATE accounts SET held = held + $8
-                     WHERE id = $7 AND currency = $10 AND balance - held >= $8 RETURNING id
-                 ),
-                 change AS (
-                     INSERT INTO holds (id, account_id, amount, status, reference)
-                     SELECT $6, id, $8, 'held', $9 FROM reserve RETURNING *
-                 )",
-                |q| q.bind(id).bind(account).bind(money.amount).bind(&reference).bind(currency.code()),
-            )
-            .await?;
-            if let Some(row) = row {
-                return Ok(hold_hal(&base, &row, currency)?.status(StatusCode::CREATED));
-            }
-            // Refused: why, read with the account locked (so a second try,
-            // when it changed in between, is the last).
-            let (held_currency, balance, held) = lock_account(conn, account).await?;
-            input.parse(held_currency)?;
-            let available = balance - held;
-            if money.amount > available {
-                return Err(ApiError::unprocessable(
-                    "insufficient-funds",
-                    format!(
-                        "insufficient funds: {} {} requested, {} {} available",
-                        pence(money.amount),
-                        currency,
-                        pence(available),
-                        currency
-                    ),
-                ));
-            }
+        let answer = remember.answer(hold_hal(&base, &hold, currency).status(StatusCode::CREATED));
+        let bind = |q| bind_hold(q, &hold, currency);
+        if events::append_with(&kit.pool, &trace, &[&placed], Some(&answer), PLACE_HOLD, bind).await?.is_some() {
+            return Ok(answer);
         }
+        // Refused, or the key answered already (replayed then): why, read
+        // with the account locked, so that the hold is placed after all if
+        // the account changed in between.
+        let mut tx = kit.begin().await?;
+        let (held_currency, balance, held) = lock_account(&mut tx, account).await?;
+        input.parse(held_currency)?;
+        let available = balance - held;
+        if money.amount > available {
+            return Err(ApiError::unprocessable(
+                "insufficient-funds",
+                format!(
+                    "insufficient funds: {} {} requested, {} {} available",
+                    pence(money.amount),
+                    currency,
+                    pence(available),
+                    currency
+                ),
+            ));
+        }
+        let bind = |q| bind_hold(q, &hold, currency);
+        events::append_with(&mut *tx, &trace, &[&placed], Some(&answer), PLACE_HOLD, bind)
+            .await?
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("hold {} was not placed", hold.id)))?;
+        tx.commit().await?;
+        Ok(answer)
     })
     .await
 }
@@ -532,8 +585,10 @@ async fn list_holds(State(kit): State<Kit>, base: BaseUrl, Path(account): Path<S
         .bind(account)
         .fetch_all(&mut *conn)
         .await?;
-    let items =
-        rows.iter().map(|r| hold_hal(&base, r, currency).map(Hal::into_value)).collect::<ApiResult<Vec<_>>>()?;
+    let items = rows
+        .iter()
+        .map(|r| Ok(hold_hal(&base, &HoldView::of(r)?, currency).into_value()))
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(Hal::new(&base, &format!("/accounts/{account}/holds"), json!({ "count": items.len() }))
         .link("account", &format!("/accounts/{account}"))
         .embed("holds", items))
@@ -548,7 +603,7 @@ async fn get_hold(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>)
         .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
     let currency =
         Currency::parse(row.try_get::<String, _>("currency")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
-    hold_hal(&base, &row, currency)
+    Ok(hold_hal(&base, &HoldView::of(&row)?, currency))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -593,74 +648,91 @@ async fn settle(
         Settle::Release => "release",
     };
     let fp = Fingerprint::new(format!("POST /holds/{id}/{verb}"), &Value::Null);
-    once(&kit, Some(&key), fp, async |conn| {
-        // The hold and its account, both locked for the rest of the
-        // transaction (every settle locks them in this one statement's order).
-        let hold = sqlx::query(
-            "SELECT h.account_id, h.status, h.amount, h.reference, a.currency, a.balance
-             FROM holds h JOIN accounts a ON a.id = h.account_id WHERE h.id = $1 FOR UPDATE",
-        )
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
-        let account: Uuid = hold.try_get("account_id")?;
-        let currency = Currency::parse(hold.try_get::<String, _>("currency")?.as_str())
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        let balance: i64 = hold.try_get("balance")?;
-        let status: String = hold.try_get("status")?;
-        if status != "held" {
-            return Err(ApiError::conflict(
-                "hold-settled",
-                format!("hold `{id}` is already {status}; only a held hold can be captured or released"),
-            ));
-        }
-        let amount: i64 = hold.try_get("amount")?;
-        let reference: String = hold.try_get("reference")?;
-        let event = match how {
-            Settle::Capture => "hold.captured",
-            Settle::Release => "hold.released",
+    once_stored(&kit, &key, fp, async |remember| {
+        // The hold as it is: what it settles (its amount, account and
+        // reference never change) and whether it still can be.
+        let read = async || -> ApiResult<(HoldView, Currency)> {
+            let row = sqlx::query(
+                "SELECT h.*, a.currency FROM holds h JOIN accounts a ON a.id = h.account_id WHERE h.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&kit.pool)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
+            let currency = Currency::parse(row.try_get::<String, _>("currency")?.as_str())
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            let hold = HoldView::of(&row)?;
+            if hold.status != "held" {
+                return Err(ApiError::conflict(
+                    "hold-settled",
+                    format!("hold `{id}` is already {}; only a held hold can be captured or released", hold.status),
+                ));
+            }
+            Ok((hold, currency))
+        };
+        let (hold, currency) = read().await?;
+        let account = hold.account;
+        let (event, status) = match how {
+            Settle::Capture => ("hold.captured", "captured"),
+            Settle::Release => ("hold.released", "released"),
         };
         let mut data = json!({
             "account": base.url(&format!("/accounts/{account}")),
             "hold": base.url(&format!("/holds/{id}")),
-            "amount": money_json(amount, currency),
-            "reference": reference,
+            "amount": money_json(hold.amount, currency),
+            "reference": hold.reference,
         });
-        // The account, the posting, the hold and the event in one statement.
-        let (change, tx_id) = match how {
+        // The hold settled if it is still held, the account, the posting
+        // (with the balance after it, which only the statement knows, as the
+        // event's is), the event and the answer: one statement.
+        let tx_id = Uuid::now_v7();
+        let change = match how {
             Settle::Capture => {
-                let balance_after = balance - amount;
-                let tx_id = Uuid::now_v7();
                 data["transaction"] = json!(tx_id);
-                data["balance_after"] = money_json(balance_after, currency);
-                (
-                    "debit AS (UPDATE accounts SET balance = balance - $8, held = held - $8 WHERE id = $7),
-                     posting AS (
-                         INSERT INTO transactions (id, account_id, kind, amount, balance_after, reference, hold_id)
-                         VALUES ($9, $7, 'debit', $8, $10, $11, $6)
-                     ),
-                     change AS (UPDATE holds SET status = 'captured', updated_at = now() WHERE id = $6 RETURNING *)",
-                    Some((tx_id, balance_after)),
-                )
+                "settled AS (
+                     UPDATE holds SET status = 'captured', updated_at = $12 WHERE id = $11 AND status = 'held'
+                     RETURNING id, account_id, amount, reference
+                 ),
+                 debit AS (
+                     UPDATE accounts a SET balance = a.balance - s.amount, held = a.held - s.amount
+                     FROM settled s WHERE a.id = s.account_id RETURNING a.balance, a.currency
+                 ),
+                 posting AS (
+                     INSERT INTO transactions (id, account_id, kind, amount, balance_after, reference, hold_id)
+                     SELECT $13, s.account_id, 'debit', s.amount, d.balance, s.reference, s.id FROM settled s, debit d
+                 ),
+                 change AS (
+                     SELECT s.id, jsonb_build_object('balance_after',
+                                  jsonb_build_object('amount', d.balance, 'currency', d.currency)) AS event_data
+                     FROM settled s, debit d
+                 )"
             }
-            Settle::Release => (
-                "freed AS (UPDATE accounts SET held = held - $8 WHERE id = $7),
-                 change AS (UPDATE holds SET status = 'released', updated_at = now() WHERE id = $6 RETURNING *)",
-                None,
-            ),
+            Settle::Release => {
+                "settled AS (
+                     UPDATE holds SET status = 'released', updated_at = $12 WHERE id = $11 AND status = 'held'
+                     RETURNING id, account_id, amount
+                 ),
+                 freed AS (
+                     UPDATE accounts a SET held = a.held - s.amount FROM settled s WHERE a.id = s.account_id
+                 ),
+                 change AS (SELECT id FROM settled)"
+            }
         };
         let settled = NewEvent { kind: event, aggregate_id: account.to_string(), data };
-        let row = events::append_with(&mut *conn, &trace, &[&settled], change, |q| {
-            let q = q.bind(id).bind(account).bind(amount);
-            match tx_id {
-                Some((tx_id, balance_after)) => q.bind(tx_id).bind(balance_after).bind(&reference),
-                None => q,
-            }
-        })
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("hold {id} was not settled")))?;
-        hold_hal(&base, &row, currency)
+        let after = HoldView { status: status.into(), updated_at: hal::now(), ..hold };
+        let answer = remember.answer(hold_hal(&base, &after, currency));
+        let events = [&settled];
+        let settle = events::append_with(&kit.pool, &trace, &events, Some(&answer), change, |q| match how {
+            Settle::Capture => q.bind(id).bind(after.updated_at).bind(tx_id),
+            Settle::Release => q.bind(id).bind(after.updated_at),
+        });
+        if settle.await?.is_none() {
+            // Settled meanwhile, by a repeat of this request (then replayed)
+            // or another: the hold as it is now says.
+            read().await?;
+            return Err(ApiError::Internal(anyhow::anyhow!("hold {id} is held but was not settled")));
+        }
+        Ok(answer)
     })
     .await
 }

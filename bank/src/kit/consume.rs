@@ -39,16 +39,6 @@ pub struct Rule {
     pub act: Action,
 }
 
-/// Whether `event_id` was acted on already (a redelivery), checked before an
-/// action calls out; [`first_time`] in the action's transaction still decides.
-pub async fn processed(kit: &Kit, event_id: uuid::Uuid) -> ApiResult<bool> {
-    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM processed_events WHERE event_id = $1")
-        .bind(event_id)
-        .fetch_optional(&kit.pool)
-        .await?;
-    Ok(found.is_some())
-}
-
 /// Record `event_id` as processed in the caller's transaction; `false` when it
 /// already was (a redelivery: do nothing).
 pub async fn first_time(conn: &mut PgConnection, event_id: uuid::Uuid) -> ApiResult<bool> {

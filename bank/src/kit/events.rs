@@ -16,9 +16,8 @@ use axum::extract::State;
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::Row;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
-use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -26,6 +25,7 @@ use super::Kit;
 use super::error::{ApiError, ApiResult};
 use super::hal::{BaseUrl, Hal};
 use super::http::{ApiQuery, TraceId};
+use super::idempotency::Answer;
 
 /// Events positioned by one run of the sequencer, at most.
 const SEQUENCER_BATCH: i64 = 5000;
@@ -53,43 +53,38 @@ impl NewEvent<'static> {
 
 /// Append `event` inside the caller's transaction; it becomes visible when that
 /// transaction commits, and readers see it once the sequencer has positioned it.
-pub async fn append(conn: &mut PgConnection, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<Envelope> {
-    let id = Uuid::now_v7();
-    let occurred_at: OffsetDateTime = statement(id, trace, &event).fetch_one(&mut *conn).await?.try_get(0)?;
-    logged(id, &event);
-    Ok(Envelope {
-        id,
-        kind: event.kind.to_string(),
-        aggregate_id: event.aggregate_id,
-        occurred_at,
-        trace_id: trace.0.clone(),
-        data: event.data,
-    })
+pub async fn append<'c>(conn: impl sqlx::PgExecutor<'c>, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<()> {
+    append_with(conn, trace, &[&event], None, "change AS (SELECT 1 AS appended)", |q| q).await?;
+    Ok(())
 }
 
 /// Append `event` as a change of its own: one statement outside any
 /// transaction (one round trip, no BEGIN or COMMIT).
-pub async fn append_alone(kit: &Kit, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<Envelope> {
-    let mut conn = kit.pool.acquire().await?;
-    let envelope = append(&mut conn, trace, event).await?;
+pub async fn append_alone(kit: &Kit, trace: &TraceId, event: NewEvent<'_>) -> ApiResult<()> {
+    append(&kit.pool, trace, event).await?;
     kit.appended.bump();
-    Ok(envelope)
+    Ok(())
 }
 
 /// Make `change` and append `events`, in order, only if it returned a row:
 /// one statement, one round trip, in the caller's transaction or, on the
 /// pool, a transaction of its own (then the change and its events commit
-/// together without BEGIN and COMMIT). Returns the change's row; `None` when
-/// it changed nothing.
+/// together without BEGIN and COMMIT). With `answer`, the keyed request's
+/// answer is stored in the same statement, with the change (a repeat fails on
+/// the key and changes nothing: `idempotency::once_stored`). Returns the
+/// change's row; `None` when it changed nothing.
 ///
 /// `change` is the statement's common table expressions, the last one named
 /// `change` and returning at most one row (`change AS (UPDATE … RETURNING
-/// *)`, or `debit AS (…), change AS (…)`); its parameters are `$6` on, bound
-/// by `bind`.
+/// *)`, or `debit AS (…), change AS (…)`); its parameters are `$11` on, bound
+/// by `bind` (`$1` to `$10` are the events' and the answer's). A column
+/// `event_data` of the change (a JSON object) is merged into every event's
+/// data: what only the statement knows, such as a balance after a debit.
 pub async fn append_with<'q, 'c>(
     conn: impl sqlx::PgExecutor<'c>,
     trace: &'q TraceId,
     events: &'q [&'q NewEvent<'q>],
+    answer: Option<&'q Answer>,
     change: &'static str,
     bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q>,
 ) -> ApiResult<Option<PgRow>> {
@@ -99,10 +94,14 @@ pub async fn append_with<'q, 'c>(
         "WITH {change},
          appended AS (
              INSERT INTO events (id, type, aggregate_id, trace_id, data)
-             SELECT e.id, e.type, e.aggregate_id, $4, e.data
+             SELECT e.id, e.type, e.aggregate_id, $4, e.data || coalesce(to_jsonb(change) -> 'event_data', '{{}}')
              FROM change, unnest($1::uuid[], $2::text[], $3::text[], $5::jsonb[])
                   WITH ORDINALITY AS e(id, type, aggregate_id, data, n)
              ORDER BY e.n
+         ),
+         answered AS (
+             INSERT INTO idempotency_keys (scope, key, request, status, body)
+             SELECT $6, $7, $8, $9, $10 FROM change WHERE $6::text IS NOT NULL
          )
          SELECT * FROM change"
     );
@@ -111,7 +110,12 @@ pub async fn append_with<'q, 'c>(
         .bind(events.iter().map(|e| e.kind).collect::<Vec<&str>>())
         .bind(events.iter().map(|e| e.aggregate_id.as_str()).collect::<Vec<&str>>())
         .bind(trace.0.as_str())
-        .bind(events.iter().map(|e| &e.data).collect::<Vec<&Value>>());
+        .bind(events.iter().map(|e| &e.data).collect::<Vec<&Value>>())
+        .bind(answer.map(|a| a.scope.as_str()))
+        .bind(answer.map(|a| a.key.as_str()))
+        .bind(answer.map(|a| a.request.as_str()))
+        .bind(answer.map(Answer::status))
+        .bind(answer.map(|a| &a.body));
     let row = bind(query).fetch_optional(conn).await?;
     if row.is_some() {
         for (id, event) in ids.into_iter().zip(events.iter().copied()) {
@@ -131,23 +135,11 @@ pub async fn append_on_change<'q>(
     change: &'static str,
     bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q>,
 ) -> ApiResult<Option<PgRow>> {
-    let row = append_with(&kit.pool, trace, events, change, bind).await?;
+    let row = append_with(&kit.pool, trace, events, None, change, bind).await?;
     if row.is_some() {
         kit.appended.bump();
     }
     Ok(row)
-}
-
-/// The statement appending `event` as `id`.
-fn statement<'q>(id: Uuid, trace: &'q TraceId, event: &'q NewEvent<'_>) -> PgQuery<'q> {
-    sqlx::query(
-        "INSERT INTO events (id, type, aggregate_id, trace_id, data) VALUES ($1, $2, $3, $4, $5) RETURNING occurred_at",
-    )
-    .bind(id)
-    .bind(event.kind)
-    .bind(&event.aggregate_id)
-    .bind(&trace.0)
-    .bind(&event.data)
 }
 
 fn logged(id: Uuid, event: &NewEvent<'_>) {

@@ -122,11 +122,71 @@ where
     Ok(hal_response(status, body))
 }
 
-/// [`once`] for work that must call another service first (place a hold, say):
-/// a key already answered is replayed without the call; otherwise `call` runs
-/// with no database connection held (it must be idempotent itself: a request
-/// retried after a crash calls again), then `record` stores its result and the
-/// answer in one transaction.
+/// A keyed request whose answer the work's own statement stores, with the
+/// change it describes (`events::append_with` takes it): no transaction of
+/// `once`'s, no statement for the key alone.
+pub struct Remember<'a> {
+    key: &'a IdempotencyKey,
+    fp: &'a Fingerprint,
+}
+
+impl Remember<'_> {
+    /// The answer `hal` will be, to store under the key: the work knows it
+    /// before its statement runs.
+    pub fn answer(&self, hal: Hal) -> Answer {
+        Answer {
+            scope: self.fp.scope.clone(),
+            key: self.key.as_str().to_string(),
+            request: self.fp.request.clone(),
+            status: hal.status_code(),
+            body: hal.into_value(),
+        }
+    }
+}
+
+/// The answer to a keyed request, stored by the statement that makes the change.
+#[derive(Debug)]
+pub struct Answer {
+    pub scope: String,
+    pub key: String,
+    pub request: String,
+    status: StatusCode,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn status(&self) -> i16 {
+        self.status.as_u16() as i16
+    }
+}
+
+/// Run `work` once per idempotency key, where the work's one writing
+/// statement stores its answer (through [`Remember::answer`] and
+/// `events::append_with`), in whatever transaction the work chose, or none:
+/// a keyed change in one round trip. A repeat finds the key taken (its
+/// statement fails on the key, having waited for the first to commit, or
+/// changes nothing) and gets the first answer back; so does a repeat whose
+/// work fails because the first one's changes are in.
+pub async fn once_stored<F>(kit: &Kit, key: &IdempotencyKey, fp: Fingerprint, work: F) -> ApiResult<Response>
+where
+    F: AsyncFnOnce(&Remember<'_>) -> ApiResult<Answer>,
+{
+    let remember = Remember { key, fp: &fp };
+    match work(&remember).await {
+        Ok(answer) => {
+            kit.appended.bump();
+            Ok(hal_response(answer.status, answer.body))
+        }
+        Err(e) => stored(&kit.pool, key, &fp).await?.ok_or(e),
+    }
+}
+
+/// [`once_stored`] for work that must call another service first (place a
+/// hold, say): a key already answered is replayed without the call (a
+/// different request under it is refused before it changes anything
+/// anywhere); otherwise `call` runs with no database connection held (it must
+/// be idempotent itself: a request retried after a crash calls again), then
+/// `record` stores its result and the answer in one statement.
 pub async fn once_calling<T, C, F>(
     kit: &Kit,
     key: &IdempotencyKey,
@@ -136,11 +196,11 @@ pub async fn once_calling<T, C, F>(
 ) -> ApiResult<Response>
 where
     C: AsyncFnOnce() -> ApiResult<T>,
-    F: AsyncFnOnce(&mut PgConnection, T) -> ApiResult<Hal>,
+    F: AsyncFnOnce(&Remember<'_>, T) -> ApiResult<Answer>,
 {
     if let Some(replay) = stored(&kit.pool, key, &fp).await? {
         return Ok(replay);
     }
     let made = call().await?;
-    once(kit, Some(key), fp, async |conn| record(conn, made).await).await
+    once_stored(kit, key, fp, async |remember| record(remember, made).await).await
 }

@@ -155,10 +155,27 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
         }
     };
     let trace = TraceId(event.trace_id.clone());
-    if consume::processed(&kit, event.id).await? {
+    // Whether this event was screened already (a redelivery), and the
+    // account's recent payments and its payments to this payee: one read.
+    let r = &own.rules;
+    let window_ms = r.velocity_window.as_millis() as f64;
+    let history = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $5) AS processed,
+                (SELECT count(*) FROM transactions WHERE account = $1 AND kind = 'outbound payment'
+                   AND happened_at > $3 - $2 * interval '1 millisecond') AS recent,
+                EXISTS (SELECT 1 FROM transactions WHERE account = $1 AND payee = $4) AS paid_before",
+    )
+    .bind(&t.account)
+    .bind(window_ms)
+    .bind(event.occurred_at)
+    .bind(&t.payee)
+    .bind(event.id)
+    .fetch_one(&kit.pool)
+    .await?;
+    if history.try_get("processed")? {
         return Ok(());
     }
-    // The vendor's view first, with no connection held. Unreachable or failing:
+    // The vendor's view, with no connection held. Unreachable or failing:
     // the whole screening is retried, so no transaction goes unscreened; the
     // vendor answers a repeat (same event id) the same.
     let request = json!({
@@ -171,29 +188,11 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
     let screening =
         own.client.post(&format!("{}/screenings", own.vendor), &trace, &event.id.to_string(), &request).await;
     let score = screening.expect_status(200, "the screening vendor")?["score"].as_i64().unwrap_or(0);
-    let mut tx = kit.begin().await?;
-    if !consume::first_time(&mut tx, event.id).await? {
-        return Ok(());
-    }
-    let r = &own.rules;
     let mut reasons: Vec<String> = Vec::new();
     if t.amount >= r.large_amount {
         reasons.push(format!("large amount: {} is at or over {}", pounds(t.amount), pounds(r.large_amount)));
     }
     if t.kind == "outbound payment" {
-        let window_ms = r.velocity_window.as_millis() as f64;
-        // The account's recent payments and its payments to this payee, in one read.
-        let history = sqlx::query(
-            "SELECT (SELECT count(*) FROM transactions WHERE account = $1 AND kind = 'outbound payment'
-                       AND happened_at > $3 - $2 * interval '1 millisecond') AS recent,
-                    EXISTS (SELECT 1 FROM transactions WHERE account = $1 AND payee = $4) AS paid_before",
-        )
-        .bind(&t.account)
-        .bind(window_ms)
-        .bind(event.occurred_at)
-        .bind(&t.payee)
-        .fetch_one(&mut *tx)
-        .await?;
         let recent: i64 = history.try_get("recent")?;
         let paid_before: bool = history.try_get("paid_before")?;
         if recent + 1 >= r.velocity_count {
@@ -229,21 +228,26 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
     let data = json!({ "transaction": t.id, "kind": t.kind, "account": t.account, "score": score, "alert_id": alert });
     let screened = NewEvent { kind: "transaction.screened", aggregate_id: t.id.clone(), data };
     let events: Vec<&NewEvent<'_>> = raised.iter().chain([&screened]).collect();
-    // The transaction remembered with the screening's outcome (so a retried
-    // screening sees the same history), the alert and the events: one statement.
-    events::append_with(
-        &mut *tx,
+    // The event marked screened (unless a redelivery got there first), the
+    // transaction remembered with the screening's outcome (so a retried
+    // screening sees the same history), the alert and the events: one
+    // statement, no transaction around it.
+    let screened = events::append_on_change(
+        &kit,
         &trace,
         &events,
-        "remembered AS (
+        "first AS (
+             INSERT INTO processed_events (event_id) VALUES ($17) ON CONFLICT DO NOTHING RETURNING event_id
+         ),
+         remembered AS (
              INSERT INTO transactions (id, kind, account, payee, amount, currency, event_id, trace_id, score, happened_at)
-             VALUES ($6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (id) DO NOTHING
+             SELECT $11, $12, $13, $14, $15, $16, $17, $18, $19, $20 FROM first ON CONFLICT (id) DO NOTHING
          ),
          alerted AS (
              INSERT INTO alerts (id, transaction_id, account, reasons, score, status)
-             SELECT $16, $6, $8, $17, $14, 'open' WHERE $16 IS NOT NULL
+             SELECT $21, $11, $13, $22, $19, 'open' FROM first WHERE $21 IS NOT NULL
          ),
-         change AS (SELECT $6 AS transaction)",
+         change AS (SELECT $11 AS transaction FROM first)",
         |q| {
             q.bind(&t.id)
                 .bind(t.kind)
@@ -260,10 +264,10 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
         },
     )
     .await?;
-    if alert.is_some() {
+    if screened.is_some() && alert.is_some() {
         tracing::info!(trace_id = %trace.0, transaction = %t.id, ?reasons, "suspicious-transaction alert raised");
     }
-    kit.commit(tx).await
+    Ok(())
 }
 
 fn alert_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
@@ -377,7 +381,8 @@ async fn close(
             .fetch_one(&mut *conn)
             .await?;
         let data = json!({ "alert_id": id, "outcome": outcome });
-        events::append(conn, &trace, NewEvent { kind: "alert.closed", aggregate_id: id.to_string(), data }).await?;
+        events::append(&mut *conn, &trace, NewEvent { kind: "alert.closed", aggregate_id: id.to_string(), data })
+            .await?;
         alert_hal(&base, &row)
     })
     .await

@@ -35,7 +35,7 @@ use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, 
 use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
-use crate::kit::hal::{BaseUrl, Hal, hal_response, rfc3339};
+use crate::kit::hal::{self, BaseUrl, Hal, hal_response, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
 use crate::kit::idempotency::{Fingerprint, once_calling};
 use crate::kit::{Kit, ServiceSpec, listing, worker};
@@ -124,41 +124,86 @@ struct NewPayment {
     reference: String,
 }
 
+/// A payment as its resource shows it.
+struct PaymentView {
+    id: Uuid,
+    status: String,
+    amount: i64,
+    currency: Currency,
+    creditor_name: String,
+    sort_code: SortCode,
+    account_number: String,
+    reference: String,
+    scheme_id: Option<String>,
+    attempts: i32,
+    failure: Option<(String, Option<String>)>,
+    last_error: Option<String>,
+    debtor_account: String,
+    hold: String,
+    created_at: time::OffsetDateTime,
+    updated_at: time::OffsetDateTime,
+}
+
+impl PaymentView {
+    fn of(row: &PgRow) -> ApiResult<Self> {
+        let internal = |e: crate::domain::DomainError| ApiError::Internal(e.into());
+        let reason: Option<String> = row.try_get("failure_reason")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            status: row.try_get("status")?,
+            amount: row.try_get("amount")?,
+            currency: Currency::parse(row.try_get::<String, _>("currency")?.as_str()).map_err(internal)?,
+            creditor_name: row.try_get("creditor_name")?,
+            sort_code: SortCode::parse(row.try_get::<String, _>("creditor_sort_code")?.as_str()).map_err(internal)?,
+            account_number: row.try_get("creditor_account_number")?,
+            reference: row.try_get("reference")?,
+            scheme_id: row.try_get("scheme_id")?,
+            attempts: row.try_get("attempts")?,
+            failure: match reason {
+                Some(reason) => Some((reason, row.try_get("failure_description")?)),
+                None => None,
+            },
+            last_error: row.try_get("last_error")?,
+            debtor_account: row.try_get("debtor_account")?,
+            hold: row.try_get("hold")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    fn hal(&self, base: &BaseUrl) -> Hal {
+        let id = self.id;
+        let mut state = json!({
+            "id": id,
+            "status": self.status,
+            "amount": money_json(self.amount, self.currency),
+            "to": {
+                "name": self.creditor_name,
+                "sort_code": self.sort_code.display(),
+                "account_number": self.account_number,
+            },
+            "reference": self.reference,
+            "scheme_id": self.scheme_id,
+            "attempts": self.attempts,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        });
+        if let Some((reason, description)) = &self.failure {
+            state["failure"] = json!({ "reason": reason, "description": description });
+        }
+        if let Some(error) = &self.last_error
+            && self.status == "reserved"
+        {
+            state["last_error"] = json!(error);
+        }
+        Hal::new(base, &format!("/payments/{id}"), state)
+            .link_url("debtor-account", &self.debtor_account)
+            .link_url("hold", &self.hold)
+    }
+}
+
 fn payment_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
-    let id: Uuid = row.try_get("id")?;
-    let currency =
-        Currency::parse(row.try_get::<String, _>("currency")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
-    let sort_code = SortCode::parse(row.try_get::<String, _>("creditor_sort_code")?.as_str())
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let status: String = row.try_get("status")?;
-    let reason: Option<String> = row.try_get("failure_reason")?;
-    let mut state = json!({
-        "id": id,
-        "status": status,
-        "amount": money_json(row.try_get("amount")?, currency),
-        "to": {
-            "name": row.try_get::<String, _>("creditor_name")?,
-            "sort_code": sort_code.display(),
-            "account_number": row.try_get::<String, _>("creditor_account_number")?,
-        },
-        "reference": row.try_get::<String, _>("reference")?,
-        "scheme_id": row.try_get::<Option<String>, _>("scheme_id")?,
-        "attempts": row.try_get::<i32, _>("attempts")?,
-        "created_at": rfc3339(row.try_get("created_at")?),
-        "updated_at": rfc3339(row.try_get("updated_at")?),
-    });
-    if let Some(reason) = reason {
-        state["failure"] =
-            json!({ "reason": reason, "description": row.try_get::<Option<String>, _>("failure_description")? });
-    }
-    if let Some(error) = row.try_get::<Option<String>, _>("last_error")?
-        && status == "reserved"
-    {
-        state["last_error"] = json!(error);
-    }
-    Ok(Hal::new(base, &format!("/payments/{id}"), state)
-        .link_url("debtor-account", &row.try_get::<String, _>("debtor_account")?)
-        .link_url("hold", &row.try_get::<String, _>("hold")?))
+    Ok(PaymentView::of(row)?.hal(base))
 }
 
 async fn create(
@@ -196,46 +241,72 @@ async fn create(
     // The hold is placed with no connection held (under a key per payment, so a
     // retried request places it once), then the payment is recorded.
     let reserve = async || reserve(&own, &trace, &input.from, id, money, &input.reference).await;
-    let response = once_calling(&kit, &key, fp, reserve, async |conn, hold| {
+    let response = once_calling(&kit, &key, fp, reserve, async |remember, hold| {
+        let now = hal::now();
+        let payment = PaymentView {
+            id,
+            status: "reserved".into(),
+            amount: money.amount,
+            currency: money.currency,
+            creditor_name: name.to_string(),
+            sort_code: sort_code.clone(),
+            account_number: account_number.as_str().to_string(),
+            reference: input.reference.clone(),
+            scheme_id: None,
+            attempts: 0,
+            failure: None,
+            last_error: None,
+            debtor_account: input.from.clone(),
+            hold: hold.url,
+            created_at: now,
+            updated_at: now,
+        };
         let created = PaymentCreated {
             payment: base.url(&format!("/payments/{id}")),
             debtor_account: input.from.clone(),
             to: Details {
                 name: name.to_string(),
-                sort_code: sort_code.display(),
-                account_number: account_number.as_str().to_string(),
+                sort_code: payment.sort_code.display(),
+                account_number: payment.account_number.clone(),
             },
             amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
             reference: input.reference.clone(),
         };
         let created = NewEvent::of(id.to_string(), &created)?;
-        let row = events::append_with(
-            &mut *conn,
+        let answer = remember.answer(payment.hal(&base).status(StatusCode::ACCEPTED));
+        // The payment, its event and the answer: one statement (a repeat
+        // fails on the payment's id or the key, and is answered the same).
+        events::append_with(
+            &kit.pool,
             &trace,
             &[&created],
+            Some(&answer),
             "change AS (
                  INSERT INTO payments (id, debtor_account, creditor_name, creditor_sort_code, creditor_account_number,
-                                       amount, currency, reference, status, hold, hold_capture, hold_release, trace_id)
-                 VALUES ($6, $7, $8, $9, $10, $11, $12, $13, 'reserved', $14, $15, $16, $17) RETURNING *
+                                       amount, currency, reference, status, hold, hold_capture, hold_release, trace_id,
+                                       created_at, updated_at)
+                 VALUES ($11, $12, $13, $14, $15, $16, $17, $18, 'reserved', $19, $20, $21, $22, $23, $23)
+                 RETURNING id
              )",
             |q| {
                 q.bind(id)
-                    .bind(&input.from)
-                    .bind(name)
-                    .bind(sort_code.digits())
-                    .bind(account_number.as_str())
+                    .bind(&payment.debtor_account)
+                    .bind(&payment.creditor_name)
+                    .bind(payment.sort_code.digits())
+                    .bind(&payment.account_number)
                     .bind(money.amount)
                     .bind(money.currency.code())
-                    .bind(&input.reference)
-                    .bind(hold.url)
+                    .bind(&payment.reference)
+                    .bind(&payment.hold)
                     .bind(hold.capture)
                     .bind(hold.release)
                     .bind(&trace.0)
+                    .bind(now)
             },
         )
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("payment {id} was not recorded")))?;
-        Ok(payment_hal(&base, &row)?.status(StatusCode::ACCEPTED))
+        Ok(answer)
     })
     .await?;
     own.wake.notify_one();
@@ -261,24 +332,22 @@ async fn reserve(
     reference: &str,
 ) -> ApiResult<Hold> {
     let body = json!({ "amount": money.amount, "currency": money.currency.code(), "reference": format!("payment {reference}") });
+    let key = format!("payment-{id}");
     let kept = own.place_hold.lock().unwrap_or_else(|e| e.into_inner()).get(account_url).cloned();
-    let answer = match kept {
-        Some(place) => match own.client.post(&place, trace, &format!("payment-{id}"), &body).await {
+    if let Some(place) = kept {
+        match own.client.post(&place, trace, &key, &body).await {
             Reply::Answered(404 | 405 | 410, _) => {
                 own.place_hold.lock().unwrap_or_else(|e| e.into_inner()).remove(account_url);
-                None
             }
-            answer => Some(answer),
-        },
-        None => None,
-    };
-    let answer = match answer {
-        Some(answer) => answer,
-        None => {
-            let place = place_hold_link(own, trace, account_url).await?;
-            own.client.post(&place, trace, &format!("payment-{id}"), &body).await
+            answer => return hold_placed(answer),
         }
-    };
+    }
+    let place = place_hold_link(own, trace, account_url).await?;
+    hold_placed(own.client.post(&place, trace, &key, &body).await)
+}
+
+/// The hold the accounts service placed, or why it did not.
+fn hold_placed(answer: Reply) -> ApiResult<Hold> {
     match answer {
         Reply::Answered(201, hold) => Ok(Hold {
             url: link(&hold, "self")
@@ -407,8 +476,8 @@ async fn submitted(kit: &Kit, trace: &TraceId, id: Uuid, scheme_id: &str, attemp
         trace,
         &[&submitted_event(id, scheme_id, attempt)],
         "change AS (
-             UPDATE payments SET status = 'submitted', scheme_id = $7, last_error = NULL, updated_at = now()
-             WHERE id = $6 AND status = 'reserved' AND attempts = $8 RETURNING id
+             UPDATE payments SET status = 'submitted', scheme_id = $12, last_error = NULL, updated_at = now()
+             WHERE id = $11 AND status = 'reserved' AND attempts = $13 RETURNING id
          )",
         |q| q.bind(id).bind(scheme_id).bind(attempt),
     )
@@ -439,7 +508,7 @@ async fn fail(conn: &mut PgConnection, trace: &TraceId, id: Uuid, reason: &str, 
     .await?
     .rows_affected();
     if failed == 1 {
-        events::append(conn, trace, failed_event(id, reason, description)).await?;
+        events::append(&mut *conn, trace, failed_event(id, reason, description)).await?;
     }
     Ok(())
 }
@@ -576,9 +645,9 @@ async fn outcome(
             &trace,
             &events,
             "change AS (
-                 UPDATE payments SET status = $8, scheme_id = $7, failure_reason = $9, failure_description = $10,
+                 UPDATE payments SET status = $13, scheme_id = $12, failure_reason = $14, failure_description = $15,
                                      last_error = NULL, updated_at = now()
-                 WHERE id = $6 AND status = $11 AND attempts = $12 RETURNING id
+                 WHERE id = $11 AND status = $16 AND attempts = $17 RETURNING id
              )",
             |q| q.bind(id).bind(scheme_id).bind(status).bind(reason).bind(description).bind(&before).bind(attempts),
         )
@@ -670,7 +739,7 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &InboundPayme
     .await?
     .rows_affected();
     if recorded == 1 {
-        events::append(&mut tx, trace, event).await?;
+        events::append(&mut *tx, trace, event).await?;
     }
     kit.commit(tx).await?;
     Ok(hal_response(StatusCode::OK, json!({ "scheme_id": scheme_id, "status": "processed" })))

@@ -164,7 +164,8 @@ async fn create(
         .await?;
         let data =
             json!({ "topup_id": id, "account": input.account, "amount": money_json(money.amount, money.currency) });
-        events::append(conn, &trace, NewEvent { kind: "topup.created", aggregate_id: id.to_string(), data }).await?;
+        events::append(&mut *conn, &trace, NewEvent { kind: "topup.created", aggregate_id: id.to_string(), data })
+            .await?;
         Ok(topup_hal(&base, &row)?.status(StatusCode::ACCEPTED))
     })
     .await?;
@@ -287,7 +288,7 @@ async fn succeed(
             amount: Amount { amount, currency: currency.code().to_string() },
             acquirer_id: acquirer_id.to_string(),
         };
-        events::append(&mut tx, trace, NewEvent::of(id.to_string(), &succeeded)?).await?;
+        events::append(&mut *tx, trace, NewEvent::of(id.to_string(), &succeeded)?).await?;
     }
     Ok(tx)
 }
@@ -302,7 +303,8 @@ async fn decline(
     let id: Uuid = row.try_get("id")?;
     if finish(conn, id, "failed", None, Some(reason), attempt).await? {
         let data = json!({ "topup_id": id, "account": row.try_get::<String, _>("account")?, "reason": reason });
-        events::append(conn, trace, NewEvent { kind: "topup.failed", aggregate_id: id.to_string(), data }).await?;
+        events::append(&mut *conn, trace, NewEvent { kind: "topup.failed", aggregate_id: id.to_string(), data })
+            .await?;
     }
     Ok(())
 }

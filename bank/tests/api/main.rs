@@ -324,6 +324,62 @@ async fn concurrent_repeats_of_a_capture_all_get_its_answer() {
 }
 
 #[tokio::test]
+async fn concurrent_repeats_of_a_hold_place_it_once() {
+    // A hold and its answer are one statement: the repeats fail on the key
+    // (having waited for the first) or find the funds reserved, and replay.
+    let app = TestApp::spawn(&SPEC).await;
+    let account = customer_with_account(&app, "Alice").await;
+    credit(&app, &account, 1_000, "c").await;
+    let url = link(&account, "place-hold");
+    let attempts = (0..8).map(|_| app.post(&url, json!({ "amount": 600, "currency": "GBP" }), Some("same-hold")));
+    let results = futures::future::join_all(attempts).await;
+    assert!(results.iter().all(|(s, _)| *s == 201), "{results:?}");
+    let ids: std::collections::BTreeSet<String> = results.iter().map(|(_, b)| b["id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "every repeat got the first hold");
+    assert_eq!(balance(&app, &account).await, (1_000, 400), "reserved once");
+    let (_, holds) = app.get(&link(&account, "holds")).await;
+    assert_eq!(holds["count"], 1);
+}
+
+#[tokio::test]
+async fn a_holds_answers_are_what_it_reads_and_its_capture_event_tells_the_balance_after() {
+    // The answers are made before the statement that stores them: they must
+    // read back the same, to the microsecond.
+    let app = TestApp::spawn(&SPEC).await;
+    let account = customer_with_account(&app, "Alice").await;
+    credit(&app, &account, 10_000, "c").await;
+    let (_, placed) =
+        app.post(&link(&account, "place-hold"), json!({ "amount": 2_500, "currency": "GBP" }), Some("h")).await;
+    let (_, read) = app.get(&link(&placed, "self")).await;
+    assert_eq!(read, placed);
+    let (_, captured) = app.post(&link(&placed, "capture"), json!(null), Some("cap")).await;
+    let (_, read) = app.get(&link(&placed, "self")).await;
+    assert_eq!(read, captured);
+    assert_ne!(captured["updated_at"], placed["updated_at"]);
+    let (_, txs) = app.get(&link(&account, "transactions")).await;
+    let debit = &txs["_embedded"]["transactions"].as_array().unwrap().iter().find(|t| t["kind"] == "debit").unwrap();
+    assert_eq!(debit["balance_after"], json!({ "amount": 7_500, "currency": "GBP" }));
+    let (_, events) = app.get("/events").await;
+    let event =
+        events["_embedded"]["events"].as_array().unwrap().iter().find(|e| e["type"] == "hold.captured").unwrap();
+    assert_eq!(event["data"]["balance_after"], debit["balance_after"], "{event}");
+    assert_eq!(event["data"]["transaction"], debit["id"], "{event}");
+}
+
+#[tokio::test]
+async fn a_hold_in_another_currency_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn(&SPEC).await;
+    let account = customer_with_account(&app, "Alice").await;
+    credit(&app, &account, 10_000, "c").await;
+    let (status, problem) =
+        app.post(&link(&account, "place-hold"), json!({ "amount": 100, "currency": "EUR" }), Some("h")).await;
+    assert_eq!((status, problem["type"].as_str()), (422, Some("urn:problem:bank:currency-mismatch")), "{problem}");
+    assert_eq!(balance(&app, &account).await, (10_000, 10_000));
+    let (_, holds) = app.get(&link(&account, "holds")).await;
+    assert_eq!(holds["count"], 0);
+}
+
+#[tokio::test]
 async fn the_event_log_pages_by_cursor_and_long_polls() {
     let app = TestApp::spawn(&SPEC).await;
     let account = customer_with_account(&app, "Alice").await;

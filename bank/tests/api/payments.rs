@@ -18,6 +18,11 @@ async fn a_settled_payment_moves_the_money_once() {
     assert_eq!(bank.balance(&alice).await, (10_000, 7_500), "reserved at once");
     let done = bank.finished(&payment).await;
     assert_eq!(done["status"], "completed", "{done}");
+    // The answer was made before the statement that stored it: what never
+    // changes reads back the same, to the microsecond.
+    for field in ["id", "amount", "to", "reference", "created_at", "_links"] {
+        assert_eq!(done[field], payment[field], "{field}: {payment} then {done}");
+    }
     assert_eq!(bank.balance(&alice).await, (7_500, 7_500));
     let id = payment["id"].as_str().unwrap();
     assert_eq!(bank.event_types(id).await, ["payment.created", "payment.submitted", "payment.completed"]);
@@ -131,6 +136,21 @@ async fn a_repeated_request_returns_the_first_payment_and_moves_nothing() {
     assert_eq!(first["id"], again["id"]);
     bank.finished(&first).await;
     assert_eq!(bank.balance(&alice).await, (7_500, 7_500));
+    let (_, holds) = bank.accounts.get(&link(&alice, "holds")).await;
+    assert_eq!(holds["count"], 1);
+}
+
+#[tokio::test]
+async fn concurrent_repeats_of_a_payment_make_it_once() {
+    let bank = Bank::start().await;
+    let alice = bank.customer_with("Alice", 10_000).await;
+    let attempts = (0..8).map(|_| bank.pay(&alice, 2_500, "12345678", "same"));
+    let results = futures::future::join_all(attempts).await;
+    assert!(results.iter().all(|(s, _)| *s == 202), "{results:?}");
+    let ids: std::collections::BTreeSet<String> = results.iter().map(|(_, b)| b["id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "every repeat got the first payment");
+    bank.finished(&results[0].1).await;
+    assert_eq!(bank.balance(&alice).await, (7_500, 7_500), "debited once");
     let (_, holds) = bank.accounts.get(&link(&alice, "holds")).await;
     assert_eq!(holds["count"], 1);
 }
