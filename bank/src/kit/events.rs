@@ -207,9 +207,9 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
     let mut appended = kit.appended.subscribe();
     let (page, head) = loop {
         appended.borrow_and_update();
-        // The newest event's cursor: readers (the connector) report their lag from it.
-        let head = position(&kit).await?;
-        let page = read_page(&kit, after, limit).await?;
+        // The page, and the newest event's cursor: readers (the connector)
+        // report their lag from it.
+        let (head, page) = read_page(&kit, after, limit).await?;
         if !page.is_empty() || tokio::time::Instant::now() >= deadline {
             break (page, head);
         }
@@ -235,39 +235,42 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
         .embed("events", items))
 }
 
-/// The sequencer: give every committed event without a position the next
-/// ones, in the order the events were written. One run at a time (a lock held
-/// to its commit), so positions become visible in increasing order: an event
-/// committed later gets a later position, never one a reader has passed. One
-/// round trip: the function (migration 0005) checks, locks and positions.
-/// Returns the newest position.
-async fn position(kit: &Kit) -> ApiResult<i64> {
-    Ok(sqlx::query_scalar("SELECT position_events($1)").bind(SEQUENCER_BATCH).fetch_one(&kit.pool).await?)
+/// The sequencer, then the page after `after`: one round trip (the function,
+/// migration 0006, runs `position_events`, migration 0005). The sequencer
+/// gives every committed event without a position the next ones, in the
+/// order the events were written, one run at a time (a lock held to its
+/// commit), so positions become visible in increasing order: an event
+/// committed later gets a later position, never one a reader has passed.
+/// Returns the newest position and the page.
+async fn read_page(kit: &Kit, after: i64, limit: i64) -> ApiResult<(i64, Vec<(i64, Envelope)>)> {
+    let rows = sqlx::query("SELECT * FROM events_after($1, $2, $3)")
+        .bind(after)
+        .bind(limit)
+        .bind(SEQUENCER_BATCH)
+        .fetch_all(&kit.pool)
+        .await?;
+    let head = match rows.first() {
+        Some(row) => row.try_get("head")?,
+        None => 0,
+    };
+    let page = rows
+        .iter()
+        .filter_map(|row| match row.try_get::<Option<i64>, _>("event_position") {
+            Ok(Some(position)) => Some(envelope(row).map(|e| (position, e))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok((head, page))
 }
 
-async fn read_page(kit: &Kit, after: i64, limit: i64) -> ApiResult<Vec<(i64, Envelope)>> {
-    let rows = sqlx::query(
-        "SELECT position, id, type, aggregate_id, occurred_at, trace_id, data FROM events
-         WHERE position > $1 ORDER BY position LIMIT $2",
-    )
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&kit.pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("position")?,
-                Envelope {
-                    id: row.try_get("id")?,
-                    kind: row.try_get("type")?,
-                    aggregate_id: row.try_get("aggregate_id")?,
-                    occurred_at: row.try_get("occurred_at")?,
-                    trace_id: row.try_get("trace_id")?,
-                    data: row.try_get("data")?,
-                },
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+fn envelope(row: &PgRow) -> Result<Envelope, sqlx::Error> {
+    Ok(Envelope {
+        id: row.try_get("event_id")?,
+        kind: row.try_get("event_type")?,
+        aggregate_id: row.try_get("event_aggregate_id")?,
+        occurred_at: row.try_get("event_occurred_at")?,
+        trace_id: row.try_get("event_trace_id")?,
+        data: row.try_get("event_data")?,
+    })
 }

@@ -43,6 +43,7 @@ const KIT_MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "kit consumer positions", include_str!("migrations/0003_consumer_positions.sql")),
     (4, "kit event positions", include_str!("migrations/0004_event_positions.sql")),
     (5, "kit sequencer function", include_str!("migrations/0005_sequencer_function.sql")),
+    (6, "kit events after a cursor", include_str!("migrations/0006_events_after.sql")),
 ];
 
 /// What a service is, to the kit.
