@@ -71,6 +71,7 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
         .context("cannot build the HTTP client")?;
     kit.set_check("kafka", Check::Down("topics not created yet".into()));
     let topics: Vec<String> = sources.iter().map(Source::topic).collect();
+    let linger = Duration::from_millis(kit.setting("CONNECT_LINGER_MS", 10)?);
     let k = kit.clone();
     kit.tasks.spawn(async move {
         // Topics first (rule 1 of KAFKA.md), retried until the broker answers.
@@ -89,7 +90,7 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
         k.set_check("kafka", Check::Ok);
         for source in sources {
             let (k, producer, http) = (k.clone(), producer.clone(), http.clone());
-            k.tasks.clone().spawn(async move { publish(k, source, producer, http).await });
+            k.tasks.clone().spawn(async move { publish(k, source, producer, http, linger).await });
         }
     });
     Ok(())
@@ -119,7 +120,12 @@ struct Embedded {
     events: Vec<Envelope>,
 }
 
-async fn publish(kit: Kit, source: Source, producer: FutureProducer, http: reqwest::Client) {
+/// Publish `source`'s events from the stored position on, a page at a time.
+/// After a page that was not full, the next is asked for `linger` later, so
+/// that events written meanwhile go to the broker together: fewer, larger
+/// batches (the embedded broker's work grows with the number of batches a
+/// topic holds: docs/PERFORMANCE.md), for at most `linger` more latency.
+async fn publish(kit: Kit, source: Source, producer: FutureProducer, http: reqwest::Client, linger: Duration) {
     let topic = source.topic();
     let mut retries = RETRY.retries();
     let mut cursor = match load_cursor(&kit, &source.name).await {
@@ -174,6 +180,12 @@ async fn publish(kit: Kit, source: Source, producer: FutureProducer, http: reqwe
             .set((page.head - cursor).max(0) as f64);
         if let Err(e) = store_cursor(&kit, &source.name, cursor, sent, page.head).await {
             tracing::error!(source = %source.name, error = %e, "cannot store the position; will publish this page again");
+        }
+        if !events.is_empty() && events.len() < PAGE && !linger.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(linger) => {}
+                () = kit.shutdown.cancelled() => break,
+            }
         }
     }
 }
