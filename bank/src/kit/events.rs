@@ -114,7 +114,7 @@ pub async fn append_with<'q, 'c>(
         .bind(answer.map(|a| a.scope.as_str()))
         .bind(answer.map(|a| a.key.as_str()))
         .bind(answer.map(|a| a.request.as_str()))
-        .bind(answer.map(Answer::status))
+        .bind(answer.map(|a| a.status.as_u16() as i16))
         .bind(answer.map(|a| &a.body));
     let row = bind(query).fetch_optional(conn).await?;
     if row.is_some() {

@@ -148,7 +148,6 @@ pub fn hal_response(status: StatusCode, body: Value) -> Response {
     response
 }
 
-/// A timestamp as resources show it (RFC 3339).
 /// Now, to the microsecond, as PostgreSQL keeps a timestamp: a time given to
 /// a statement shows the same in an answer made before it and in every read after.
 pub fn now() -> time::OffsetDateTime {
@@ -156,6 +155,7 @@ pub fn now() -> time::OffsetDateTime {
     now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
 }
 
+/// A timestamp as resources show it (RFC 3339).
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

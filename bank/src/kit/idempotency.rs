@@ -144,20 +144,15 @@ impl Remember<'_> {
     }
 }
 
-/// The answer to a keyed request, stored by the statement that makes the change.
+/// The answer to a keyed request, stored by the statement that makes the
+/// change (`events::append_with` binds it).
 #[derive(Debug)]
 pub struct Answer {
-    pub scope: String,
-    pub key: String,
-    pub request: String,
-    status: StatusCode,
-    pub body: Value,
-}
-
-impl Answer {
-    pub fn status(&self) -> i16 {
-        self.status.as_u16() as i16
-    }
+    pub(super) scope: String,
+    pub(super) key: String,
+    pub(super) request: String,
+    pub(super) status: StatusCode,
+    pub(super) body: Value,
 }
 
 /// Run `work` once per idempotency key, where the work's one writing
