@@ -596,6 +596,13 @@ async fn list_holds(State(kit): State<Kit>, base: BaseUrl, Path(account): Path<S
 
 async fn get_hold(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
     let id = parse_id(&id, "hold")?;
+    let (hold, currency) = read_hold(&kit, id).await?;
+    Ok(hold_hal(&base, &hold, currency))
+}
+
+/// The hold `id` as it is, in its account's currency; a 404 naming it when
+/// there is none.
+async fn read_hold(kit: &Kit, id: Uuid) -> ApiResult<(HoldView, Currency)> {
     let row = sqlx::query("SELECT h.*, a.currency FROM holds h JOIN accounts a ON a.id = h.account_id WHERE h.id = $1")
         .bind(id)
         .fetch_optional(&kit.pool)
@@ -603,7 +610,7 @@ async fn get_hold(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>)
         .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
     let currency =
         Currency::parse(row.try_get::<String, _>("currency")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(hold_hal(&base, &HoldView::of(&row)?, currency))
+    Ok((HoldView::of(&row)?, currency))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -652,16 +659,7 @@ async fn settle(
         // The hold as it is: what it settles (its amount, account and
         // reference never change) and whether it still can be.
         let read = async || -> ApiResult<(HoldView, Currency)> {
-            let row = sqlx::query(
-                "SELECT h.*, a.currency FROM holds h JOIN accounts a ON a.id = h.account_id WHERE h.id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&kit.pool)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("hold `{id}`")))?;
-            let currency = Currency::parse(row.try_get::<String, _>("currency")?.as_str())
-                .map_err(|e| ApiError::Internal(e.into()))?;
-            let hold = HoldView::of(&row)?;
+            let (hold, currency) = read_hold(&kit, id).await?;
             if hold.status != "held" {
                 return Err(ApiError::conflict(
                     "hold-settled",
