@@ -20,6 +20,13 @@ pub enum DomainError {
     BadSortCode(String),
     #[error("account number must be eight digits, got `{0}`")]
     BadAccountNumber(String),
+    #[error(
+        "must be the URL of an account of this bank, as the accounts service gives it \
+         (`{accounts}/accounts/<id>`, or through the gateway `<gateway>/accounts/accounts/<id>`); got {got}"
+    )]
+    ForeignAccount { accounts: String, got: String },
+    #[error("amount must be at most {MAX_AMOUNT} minor units, got {0}")]
+    AmountTooLarge(i64),
 }
 
 /// The currencies this bank knows. Accounts are opened in GBP; the others exist so
@@ -77,10 +84,18 @@ pub struct Money {
     pub currency: Currency,
 }
 
+/// The largest amount one request may move: £10bn in pence. Far beyond any
+/// real payment, and small enough that no sum of them a sandbox could make
+/// overflows a balance.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
 impl Money {
     pub fn new(amount: i64, currency: Currency) -> Result<Self, DomainError> {
         if amount <= 0 {
             return Err(DomainError::NonPositiveAmount(amount));
+        }
+        if amount > MAX_AMOUNT {
+            return Err(DomainError::AmountTooLarge(amount));
         }
         Ok(Self { amount, currency })
     }
@@ -161,6 +176,50 @@ impl AccountNumber {
     }
 }
 
+/// A URL naming an account of this bank, and nothing else: a URL a client
+/// sends is never fetched unless it is the bank's own. Two forms are the
+/// bank's: the accounts service's own (`<accounts>/accounts/<id>`, its
+/// configured base URL) and the one the gateway the client came through gives
+/// (`<that gateway's origin>/accounts/accounts/<id>`), which the kit's client
+/// calls at the accounts service directly. No query, fragment, credentials,
+/// other path or other host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRef {
+    url: String,
+    id: uuid::Uuid,
+}
+
+impl AccountRef {
+    /// `raw`, if it names an account of this bank: `accounts` is the accounts
+    /// service's base URL, `origin` the scheme and host the request came in by.
+    pub fn parse(raw: &str, accounts: &str, origin: &str) -> Result<Self, DomainError> {
+        let bases = [format!("{}/accounts/", accounts.trim_end_matches('/')), format!("{origin}/accounts/accounts/")];
+        let id = bases
+            .iter()
+            .filter_map(|base| raw.strip_prefix(base.as_str()))
+            .find(|id| id.len() == 36)
+            .and_then(|id| uuid::Uuid::parse_str(id).ok());
+        match id {
+            Some(id) => Ok(Self { url: raw.to_string(), id }),
+            None => {
+                let mut got: String = format!("{raw:?}").chars().take(200).collect();
+                if got.len() < format!("{raw:?}").len() {
+                    got.push_str("...");
+                }
+                Err(DomainError::ForeignAccount { accounts: accounts.trim_end_matches('/').to_string(), got })
+            }
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    pub fn id(&self) -> uuid::Uuid {
+        self.id
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +244,36 @@ mod tests {
         assert!(SortCode::parse("04-00-4").is_err());
         assert!(AccountNumber::parse("1234567").is_err());
         assert!(AccountNumber::parse("12345678").is_ok());
+    }
+
+    #[test]
+    fn an_account_ref_is_only_ever_one_of_this_banks_accounts() {
+        let accounts = "http://127.0.0.1:4001";
+        let origin = "http://127.0.0.1:4000";
+        let id = "0190a0b2-7c3e-7d1a-9f00-5d2b8c1e4f60";
+        for ok in [format!("{accounts}/accounts/{id}"), format!("{origin}/accounts/accounts/{id}")] {
+            assert_eq!(AccountRef::parse(&ok, accounts, origin).unwrap().as_str(), ok);
+        }
+        for bad in [
+            format!("http://evil.example/accounts/{id}"),
+            format!("http://evil.example/accounts/accounts/{id}"),
+            format!("{accounts}/metrics"),
+            format!("{accounts}/accounts/{id}/../../metrics"),
+            format!("{accounts}/accounts/{id}?x=1"),
+            format!("{accounts}@evil.example/accounts/{id}"),
+            format!("{origin}/accounts/{id}"),
+            "file:///etc/passwd".to_string(),
+            String::new(),
+        ] {
+            let err = AccountRef::parse(&bad, accounts, origin).unwrap_err().to_string();
+            assert!(err.contains("must be the URL of an account of this bank"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn amounts_are_bounded() {
+        assert!(Money::new(MAX_AMOUNT, Currency::Gbp).is_ok());
+        assert_eq!(Money::new(MAX_AMOUNT + 1, Currency::Gbp), Err(DomainError::AmountTooLarge(MAX_AMOUNT + 1)));
     }
 
     #[test]

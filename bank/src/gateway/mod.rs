@@ -3,7 +3,10 @@
 //! services build points back through the gateway), serves a discovery resource
 //! linking every service, and receives provider webhooks at
 //! `/webhooks/{provider}`: a bad or missing signature is 401 and goes no
-//! further; a good one is logged as an event and routed to its service.
+//! further (the kit's guard, `kit::webhooks`); a good one is logged as an
+//! event and routed to its service with its signature, which the service
+//! checks again. A service's own webhook routes are never proxied: a provider's
+//! word reaches a service only through `/webhooks/{provider}`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,7 +34,6 @@ struct Routes {
     services: BTreeMap<String, String>,
     /// provider -> service that handles its webhooks
     webhooks: BTreeMap<String, String>,
-    secret: Vec<u8>,
     http: reqwest::Client,
 }
 
@@ -57,7 +59,9 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
             "WEBHOOKS routes {provider} to `{service}`, which is not in ROUTES"
         );
     }
-    let secret = kit.require("WEBHOOK_SECRET", "the secret providers sign their webhooks with")?;
+    // Checked by the kit's guard on /webhooks/*; required here so that a
+    // gateway without it does not start.
+    kit.require("WEBHOOK_SECRET", "the secret providers sign their webhooks with")?;
     for service in services.keys() {
         kit.add_link(service, &format!("/{service}/"));
     }
@@ -66,7 +70,7 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("cannot build the HTTP client")?;
-    kit.set_own(Routes { services, webhooks, secret: secret.into_bytes(), http });
+    kit.set_own(Routes { services, webhooks, http });
     Ok(())
 }
 
@@ -117,6 +121,10 @@ struct Request {
 async fn forward(kit: &Kit, service: &str, rest: &str, request: Request, trace: TraceId) -> ApiResult<Response> {
     let Request { method, uri, headers, body } = request;
     let routes = kit.own::<Routes>()?;
+    // The path as the client sent it, not as decoded: an encoded `/` or `..`
+    // must not become a step out of the service's path on the way through.
+    let rest = raw_rest(uri.path()).unwrap_or(rest);
+    check_path(service, rest)?;
     let base = routes.services.get(service).ok_or_else(|| {
         ApiError::not_found(format!(
             "service `{service}` (the gateway routes {})",
@@ -157,7 +165,40 @@ async fn forward(kit: &Kit, service: &str, rest: &str, request: Request, trace: 
     Ok(response)
 }
 
-/// A provider's webhook: verified, recorded, routed.
+/// What follows `/{service}/` in the raw (still percent-encoded) path.
+fn raw_rest(path: &str) -> Option<&str> {
+    path.strip_prefix('/')?.split_once('/').map(|(_, rest)| rest)
+}
+
+/// Refuse a proxied path that steps out of its place: a segment that is, or
+/// decodes to, `.` or `..`, or that hides a `/`, `\` or NUL in an escape; and
+/// any path under the service's webhook routes.
+fn check_path(service: &str, rest: &str) -> ApiResult<()> {
+    for segment in rest.split('/') {
+        let lower = segment.to_ascii_lowercase();
+        let dots = lower.replace("%2e", ".");
+        if dots == "." || dots == ".." || ["%2f", "%5c", "%00", "\\"].iter().any(|bad| lower.contains(bad)) {
+            return Err(ApiError::bad_request(
+                "bad-path",
+                format!(
+                    "the path `/{service}/{rest}` has the segment `{segment}`: a path through the gateway may not \
+                     hold `.` or `..` segments or escaped `/`, `\\` or NUL characters"
+                ),
+            ));
+        }
+    }
+    if crate::kit::webhooks::is_webhook_path(&format!("/{rest}")) {
+        return Err(ApiError::not_found(format!(
+            "`/{service}/{rest}`: the gateway does not proxy a service's webhook routes; providers post to \
+             /webhooks/{{provider}}"
+        )));
+    }
+    Ok(())
+}
+
+/// A provider's webhook (its signature verified by the kit's guard before
+/// this runs): recorded, then routed to its service with the signature, which
+/// the service verifies again.
 async fn webhook(
     axum::extract::State(kit): State<Kit>,
     Path(provider): Path<String>,
@@ -172,11 +213,6 @@ async fn webhook(
             routes.webhooks.keys().cloned().collect::<Vec<_>>().join(", ")
         ))
     })?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let signature = headers.get(wire::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = wire::verify(&routes.secret, signature, &body, now) {
-        return Err(ApiError::Unauthorized(format!("webhook from `{provider}` refused: {e}")));
-    }
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("malformed-json", format!("the webhook body is not JSON: {e}")))?;
     let kind = payload["type"].as_str().unwrap_or("unknown").to_string();
@@ -189,7 +225,12 @@ async fn webhook(
         .http
         .post(&url)
         .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .header(TRACE_HEADER, &trace.0)
+        .header(TRACE_HEADER, &trace.0);
+    let upstream = match headers.get(wire::SIGNATURE_HEADER) {
+        Some(signature) => upstream.header(wire::SIGNATURE_HEADER, signature),
+        None => upstream,
+    };
+    let upstream = upstream
         .body(body)
         .send()
         .await

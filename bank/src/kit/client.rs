@@ -1,5 +1,11 @@
 //! Calling other services and providers: JSON over HTTP carrying the trace id
 //! and (for money) an idempotency key, with the answer read as HAL.
+//!
+//! Only the bank's own addresses and the partners it is configured for are
+//! called: a URL under a base URL the service was given (`<NAME>_URL`), or a
+//! URL written through the gateway for a service whose base is known (called
+//! at that base). Anything else, whatever stored it or sent it, is not
+//! called, and no redirect is followed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +15,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::http::{IDEMPOTENCY_HEADER, TRACE_HEADER, TraceId};
-use super::{Check, Checks};
+use super::{Check, Checks, Kit};
 
 /// What came back, or why nothing did.
 #[derive(Debug)]
@@ -37,6 +43,9 @@ pub struct Client {
     http: reqwest::Client,
     /// Bank services this one knows the address of (`<SERVICE>_URL`): name, base URL.
     direct: Arc<Vec<(String, String)>>,
+    /// Every HTTP base URL the service was configured with (`<NAME>_URL`):
+    /// the bank's services and the providers it calls.
+    known: Arc<Vec<String>>,
     /// Where each call's outcome is reported, and as what dependency.
     watch: Option<(Checks, &'static str)>,
     /// An answer slower than this makes the dependency degraded.
@@ -44,17 +53,27 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(timeout: Duration) -> anyhow::Result<Self> {
+    /// A client of the addresses in `kit`'s settings.
+    pub fn new(kit: &Kit, timeout: Duration) -> anyhow::Result<Self> {
         let direct = crate::SERVICES
             .iter()
             .filter_map(|s| {
-                let base = std::env::var(format!("{}_URL", s.name.to_uppercase())).ok()?;
+                let base = kit.vars(&format!("{}_URL", s.name.to_uppercase()))?;
                 Some((s.name.to_string(), base.trim_end_matches('/').to_string()))
             })
             .collect();
+        let known = kit
+            .var_names()
+            .filter(|name| name.ends_with("_URL"))
+            .filter_map(|name| kit.vars(name))
+            .filter(|url| url.starts_with("http://") || url.starts_with("https://"))
+            .map(|url| url.trim_end_matches('/').to_string())
+            .collect();
         Ok(Self {
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+            // A redirect would be a call to wherever the answer points.
+            http: reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).build()?,
             direct: Arc::new(direct),
+            known: Arc::new(known),
             watch: None,
             slow: timeout / 2,
         })
@@ -77,6 +96,12 @@ impl Client {
         body: Option<&Value>,
     ) -> Reply {
         let mut req = match through_gateway(&self.direct, url) {
+            None if !under_any(&self.known, url) => {
+                return Reply::Unreachable(format!(
+                    "{}: not an address of this bank or of a provider it is configured for, so not called",
+                    url.chars().take(200).collect::<String>()
+                ));
+            }
             None => self.http.request(method, url),
             Some(d) => self
                 .http
@@ -130,6 +155,13 @@ impl Client {
     pub async fn post(&self, url: &str, trace: &TraceId, key: &str, body: &Value) -> Reply {
         self.call(Method::POST, url, trace, Some(key), Some(body)).await
     }
+}
+
+/// Whether `url` is one of `bases` or under one (`<base>/...`, `<base>?...`).
+fn under_any(bases: &[String], url: &str) -> bool {
+    bases
+        .iter()
+        .any(|base| url.strip_prefix(base.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?'])))
 }
 
 /// A call to a URL written through the gateway, made to the service directly.
@@ -203,6 +235,23 @@ mod tests {
                 prefix: "/accounts".into(),
             }
         );
+    }
+
+    #[test]
+    fn only_known_bases_are_called() {
+        let known = vec!["http://accounts:8080".to_string(), "http://payment-scheme:8080".to_string()];
+        assert!(under_any(&known, "http://accounts:8080/accounts/7"));
+        assert!(under_any(&known, "http://payment-scheme:8080"));
+        assert!(under_any(&known, "http://payment-scheme:8080?x"));
+        for stranger in [
+            "http://accounts:8080.evil.example/accounts/7",
+            "http://accounts:8080@evil.example/",
+            "http://accounts:80800/",
+            "http://evil.example/accounts/7",
+            "file:///etc/passwd",
+        ] {
+            assert!(!under_any(&known, stranger), "{stranger}");
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// An upstream service did not answer (the gateway's view).
     #[error("{0}")]
     BadGateway(String),
+    /// A body larger than the resource takes.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -59,6 +62,7 @@ impl ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +75,7 @@ impl ApiError {
             Self::Unavailable(_) => "unavailable",
             Self::Unauthorized(_) => "unauthorized",
             Self::BadGateway(_) => "bad-gateway",
+            Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Internal(_) => "internal",
         }
     }
@@ -89,6 +94,16 @@ impl From<sqlx::Error> for ApiError {
                     return Self::unprocessable("rule-violated", "the request breaks a rule of this resource");
                 }
                 _ => {}
+            }
+            // Class 22, data exceptions: a value PostgreSQL cannot take (a NUL
+            // in text, a number out of range, a string too long). Only input
+            // reaches the database unchecked this way: the client's doing.
+            if db.code().is_some_and(|code| code.starts_with("22")) {
+                tracing::info!(error = %db, "a value the database refused");
+                return Self::unprocessable(
+                    "invalid-value",
+                    "a value in the request is out of range or holds characters that cannot be stored",
+                );
             }
         }
         Self::Internal(err.into())

@@ -28,6 +28,15 @@ impl BaseUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The scheme and host, without the path prefix: `http://127.0.0.1:4000`.
+    pub fn origin(&self) -> &str {
+        let after_scheme = self.0.find("://").map_or(0, |i| i + 3);
+        match self.0[after_scheme..].find('/') {
+            Some(i) => &self.0[..after_scheme + i],
+            None => &self.0,
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {

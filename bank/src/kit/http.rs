@@ -85,7 +85,8 @@ pub async fn observe(service: &'static str, mut request: Request, next: Next) ->
     response
 }
 
-/// `Json<T>` whose rejections are problem+json and name what was wrong.
+/// `Json<T>` whose rejections are problem+json and name what was wrong; a
+/// control character in any string is refused (422) before `T` sees it.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -97,14 +98,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => {
+                printable(&value, &mut String::new())?;
+                T::deserialize(value).map(Self).map_err(|e| {
+                    ApiError::unprocessable("invalid-body", format!("the JSON body does not fit this resource: {e}"))
+                })
+            }
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
                 "send the body as JSON with `Content-Type: application/json`".into(),
-            )),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::unprocessable(
-                "invalid-body",
-                format!("the JSON body does not fit this resource: {}", e.body_text()),
             )),
             Err(JsonRejection::JsonSyntaxError(e)) => {
                 Err(ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {}", e.body_text())))
@@ -186,14 +188,56 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        match T::deserialize(&mut de).and_then(|v| de.end().map(|()| v)) {
-            Ok(v) => Ok(Self(Some(v))),
-            Err(e) if e.is_data() => {
-                Err(ApiError::unprocessable("invalid-body", format!("the JSON body does not fit this resource: {e}")))
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {e}")))?;
+        printable(&value, &mut String::new())?;
+        T::deserialize(value).map(|v| Self(Some(v))).map_err(|e| {
+            ApiError::unprocessable("invalid-body", format!("the JSON body does not fit this resource: {e}"))
+        })
+    }
+}
+
+/// Refuse a body with a control character (NUL, a line break, ESC, ...) in any
+/// of its strings or keys: no field of the bank takes one, PostgreSQL cannot
+/// store a NUL, and one in a log line or terminal misleads whoever reads it.
+/// `path` is where `value` sits (`to.name`, `items[2]`), for the message.
+fn printable(value: &serde_json::Value, path: &mut String) -> Result<(), ApiError> {
+    use serde_json::Value;
+    let refuse = |path: &str, text: &str| {
+        let (at, c) = text.chars().enumerate().find(|(_, c)| c.is_control()).unwrap_or((0, '\0'));
+        let field = if path.is_empty() { "the body" } else { path };
+        ApiError::unprocessable(
+            "invalid-text",
+            format!(
+                "`{field}` holds a control character (U+{:04X}) at character {at}: text fields take printable \
+                 characters only",
+                u32::from(c)
+            ),
+        )
+    };
+    match value {
+        Value::String(text) if text.chars().any(char::is_control) => Err(refuse(path, text)),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let checked = printable(item, path);
+            path.truncate(len);
+            checked
+        }),
+        Value::Object(fields) => fields.iter().try_for_each(|(key, item)| {
+            if key.chars().any(char::is_control) {
+                return Err(refuse(path, key));
             }
-            Err(e) => Err(ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))),
-        }
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            let checked = printable(item, path);
+            path.truncate(len);
+            checked
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod http;
 pub mod idempotency;
 pub mod kafka;
 pub mod listing;
+pub mod webhooks;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -187,6 +188,11 @@ impl Kit {
         self.vars.get(name).cloned()
     }
 
+    /// The names of every setting.
+    pub fn var_names(&self) -> impl Iterator<Item = &str> {
+        self.vars.keys().map(String::as_str)
+    }
+
     /// An optional setting parsed as `T`, or `default` when unset; a value that
     /// does not parse is an error naming the setting.
     pub fn setting<T: std::str::FromStr>(&self, name: &str, default: T) -> anyhow::Result<T> {
@@ -276,6 +282,7 @@ impl Application {
         };
         (spec.start)(&kit).with_context(|| format!("{}: cannot start", spec.name))?;
         let service = spec.name;
+        let secret: Option<Arc<[u8]>> = config.vars.get("WEBHOOK_SECRET").map(|s| Arc::from(s.as_bytes()));
         let router = Router::new()
             .route("/", get(discovery))
             .route("/health", get(health))
@@ -285,6 +292,8 @@ impl Application {
             .merge((spec.router)())
             .fallback(|| async { error::ApiError::not_found("resource") })
             .with_state(kit.clone())
+            // Inside `observe`, so that a refused webhook is logged with its trace id.
+            .layer(axum::middleware::from_fn(move |req, next| webhooks::guard(secret.clone(), req, next)))
             .layer(axum::middleware::from_fn(move |req, next| http::observe(service, req, next)));
         Ok(Self { listener, router, kit, shutdown_timeout: config.shutdown_timeout })
     }

@@ -70,7 +70,7 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     let payments_topic = kit.vars("PAYMENTS_TOPIC").unwrap_or_else(|| "payments.events".into());
     let topups_topic = kit.vars("TOPUPS_TOPIC").unwrap_or_else(|| "topups.events".into());
     let group = kit.vars("CONSUMER_GROUP").unwrap_or_else(|| "monitoring".into());
-    let client = Client::new(Duration::from_millis(kit.setting("SCREENING_TIMEOUT_MS", 2000)?))?
+    let client = Client::new(kit, Duration::from_millis(kit.setting("SCREENING_TIMEOUT_MS", 2000)?))?
         .watched(kit.checks(), "screening-vendor");
     kit.set_own(Monitoring { rules, vendor, client });
     let rules = vec![

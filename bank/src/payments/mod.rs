@@ -31,7 +31,7 @@ use wire::payloads::{
     Amount, Details, InboundPayment, PaymentCompleted, PaymentCreated, PaymentReceived, SchemeWebhook,
 };
 
-use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
+use crate::domain::{AccountNumber, AccountRef, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
 use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
@@ -80,9 +80,11 @@ const KEPT_LINKS: usize = 10_000;
 fn start(kit: &Kit) -> anyhow::Result<()> {
     let accounts = kit.require("ACCOUNTS_URL", "point it at the accounts service")?.trim_end_matches('/').to_string();
     let scheme = kit.require("SCHEME_URL", "point it at the payment scheme")?.trim_end_matches('/').to_string();
+    // The kit's guard checks the scheme's webhooks with it.
+    kit.require("WEBHOOK_SECRET", "the secret the payment scheme signs its webhooks with")?;
     let timeout = Duration::from_millis(kit.setting("SCHEME_TIMEOUT_MS", 2000)?);
-    let scheme_client = Client::new(timeout)?.watched(kit.checks(), "payment-scheme");
-    let client = Client::new(Duration::from_millis(kit.setting("ACCOUNTS_TIMEOUT_MS", 2000)?))?
+    let scheme_client = Client::new(kit, timeout)?.watched(kit.checks(), "payment-scheme");
+    let client = Client::new(kit, Duration::from_millis(kit.setting("ACCOUNTS_TIMEOUT_MS", 2000)?))?
         .watched(kit.checks(), "accounts");
     let submitters: usize = kit.setting("SUBMITTERS", 8)?;
     let lease = worker::lease(kit, timeout)?;
@@ -230,12 +232,10 @@ async fn create(
             "`reference` must be at most 18 characters (a Faster Payments limit)",
         ));
     }
-    if url::Url::parse(&input.from).is_err() {
-        return Err(ApiError::unprocessable(
-            "invalid-account",
-            "`from` must be the debtor account's URL, as the accounts service gives it",
-        ));
-    }
+    // Only this bank's accounts: a stranger's server that agrees to every
+    // hold must never make a payment.
+    AccountRef::parse(&input.from, &own.accounts, base.origin())
+        .map_err(|e| ApiError::unprocessable("invalid-account", format!("`from` {e}")))?;
     let fp = Fingerprint::new("POST /payments", &input);
     let id = Uuid::new_v5(&PAYMENT_IDS, format!("{}\n{}", fp.scope, key.as_str()).as_bytes());
     // The hold is placed with no connection held (under a key per payment, so a
@@ -552,7 +552,7 @@ async fn settle_hold(own: &Payments, trace: &TraceId, row: &PgRow, id: Uuid, how
     Ok(())
 }
 
-// ---- the scheme's webhooks (routed by the gateway, which checked the signature) ----
+// ---- the scheme's webhooks (signed: checked by the kit's guard, here as at the gateway) ----
 
 async fn scheme_webhook(
     State(kit): State<Kit>,

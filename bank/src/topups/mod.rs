@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus, TopupSucceeded};
 
-use crate::domain::{Currency, IdempotencyKey, Money, MoneyInput, money_json};
+use crate::domain::{AccountRef, Currency, IdempotencyKey, Money, MoneyInput, money_json};
 use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
@@ -42,6 +42,8 @@ pub const SPEC: ServiceSpec = ServiceSpec {
 const TOPUP_IDS: Uuid = Uuid::from_u128(0x6261_6e6b_2d74_6f70_7570_732d_6964_7321);
 
 struct Topups {
+    /// The accounts service's base URL: a top-up's account must be one of its.
+    accounts: String,
     acquirer: String,
     /// Calls to the card acquirer.
     acquirer_client: Client,
@@ -53,13 +55,16 @@ struct Topups {
 }
 
 fn start(kit: &Kit) -> anyhow::Result<()> {
+    let accounts = kit.require("ACCOUNTS_URL", "point it at the accounts service")?.trim_end_matches('/').to_string();
     let acquirer = kit.require("ACQUIRER_URL", "point it at the card acquirer")?.trim_end_matches('/').to_string();
+    // The kit's guard checks the acquirer's webhooks with it.
+    kit.require("WEBHOOK_SECRET", "the secret the card acquirer signs its webhooks with")?;
     let timeout = Duration::from_millis(kit.setting("ACQUIRER_TIMEOUT_MS", 2000)?);
-    let acquirer_client = Client::new(timeout)?.watched(kit.checks(), "card-acquirer");
-    let client = Client::new(Duration::from_millis(kit.setting("ACCOUNTS_TIMEOUT_MS", 2000)?))?
+    let acquirer_client = Client::new(kit, timeout)?.watched(kit.checks(), "card-acquirer");
+    let client = Client::new(kit, Duration::from_millis(kit.setting("ACCOUNTS_TIMEOUT_MS", 2000)?))?
         .watched(kit.checks(), "accounts");
     let lease = worker::lease(kit, timeout)?;
-    kit.set_own(Topups { acquirer, acquirer_client, client, lease, wake: Notify::new() });
+    kit.set_own(Topups { accounts, acquirer, acquirer_client, client, lease, wake: Notify::new() });
     // Several chargers, each claiming a different due top-up.
     const CHARGERS: u32 = 4;
     for index in 0..CHARGERS {
@@ -126,6 +131,9 @@ async fn create(
     if token.is_empty() || token.len() > 64 {
         return Err(ApiError::unprocessable("invalid-card-token", "`card_token` must be 1 to 64 characters"));
     }
+    // Only this bank's accounts are credited, or even asked.
+    AccountRef::parse(&input.account, &own.accounts, base.origin())
+        .map_err(|e| ApiError::unprocessable("invalid-account", format!("`account` {e}")))?;
     // The account must exist and hold this currency, or nothing is charged.
     let account = match own.client.get(&input.account, &trace).await {
         Reply::Answered(200, account) => account,
@@ -335,7 +343,7 @@ async fn finish(
     Ok(changed == 1)
 }
 
-/// The acquirer's confirmation (routed by the gateway, which checked the signature).
+/// The acquirer's confirmation (signed: checked by the kit's guard, here as at the gateway).
 async fn acquirer_webhook(
     State(kit): State<Kit>,
     trace: TraceId,

@@ -63,6 +63,7 @@ impl Bank {
                     ("ACCOUNTS_URL", accounts.base.clone()),
                     ("SCHEME_URL", scheme_url),
                     ("SCHEME_TIMEOUT_MS", "500".into()),
+                    ("WEBHOOK_SECRET", SECRET.into()),
                 ],
                 settings,
             ]
@@ -72,7 +73,16 @@ impl Bank {
         .await;
         let topups = TestApp::spawn_with(
             &bank::topups::SPEC,
-            &[&[("ACQUIRER_URL", acquirer_url), ("ACQUIRER_TIMEOUT_MS", "500".into())], settings].concat(),
+            &[
+                &[
+                    ("ACCOUNTS_URL", accounts.base.clone()),
+                    ("ACQUIRER_URL", acquirer_url),
+                    ("ACQUIRER_TIMEOUT_MS", "500".into()),
+                    ("WEBHOOK_SECRET", SECRET.into()),
+                ],
+                settings,
+            ]
+            .concat(),
             None,
         )
         .await;

@@ -7,6 +7,7 @@ mod helpers;
 mod monitoring;
 mod payments;
 mod topups;
+mod trust;
 
 use std::time::Duration;
 
