@@ -88,3 +88,10 @@ Feature: Domestic payments
     Then the payments service stays healthy and answers at once
     And every payment is completed
     And Alice's balance is £95.00
+
+  Scenario: An unsigned webhook moves no money
+    When an unsigned inbound payment of £7,777.77 for Alice is posted straight to the payments service
+    Then the payments service refuses it with 401
+    When an unsigned inbound payment of £7,777.77 for Alice is posted through the gateway's proxy
+    Then the gateway refuses it with 404
+    And Alice's balance is £100.00

@@ -368,6 +368,7 @@ mod tests {
             created_at: 0,
             control: Some(crate::sandbox::Control { addr: addr.to_string(), token: token.into() }),
             children: Vec::new(),
+            postgres_password: None,
         }
     }
 

@@ -62,6 +62,20 @@ pub struct Endpoint {
     pub url: String,
 }
 
+impl Endpoint {
+    /// The URL as a table or a log shows it: a password in it masked
+    /// (`postgres://bank:***@...`); `status --json` gives the whole URL to
+    /// the sandbox's owner.
+    pub fn shown(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else { return self.url.clone() };
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        match authority.rsplit_once('@').and_then(|(userinfo, host)| Some((userinfo.split_once(':')?.0, host))) {
+            Some((user, host)) => format!("{scheme}://{user}:***@{host}{}", &rest[authority.len()..]),
+            None => self.url.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Component {
     pub name: String,

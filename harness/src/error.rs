@@ -20,6 +20,8 @@ pub enum Error {
     SandboxExists { name: String, state: String },
     #[error("invalid sandbox name `{0}`: use 1-40 characters from a-z, 0-9 and -")]
     BadName(String),
+    #[error("sandbox home {path}: {problem}; {fix}")]
+    UnsafeHome { path: PathBuf, problem: String, fix: String },
     #[error("{component}: {message}")]
     Component { component: String, message: String },
     #[error("the sandbox's supervisor at {addr} did not answer: {message}")]

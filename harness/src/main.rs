@@ -298,6 +298,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = cli.home.map(|root| Home { root }).unwrap_or_else(Home::from_env);
+    // Nothing is read from, or written to, a home another user could write in.
+    home.check()?;
     match cli.command {
         Command::Up { name, detach, file, backend } => {
             let workspace = workspace()?;
@@ -730,7 +732,8 @@ fn spawn_supervisor(
     backend: Kind,
 ) -> anyhow::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
-    let log = std::fs::File::create(home.log(name)).context("cannot create the supervisor's log")?;
+    home.ensure()?;
+    let log = sandbox::open_private(&home.log(name)).context("cannot create the supervisor's log")?;
     let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home")

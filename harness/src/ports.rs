@@ -42,15 +42,18 @@ fn lock(registry: &Path) -> Result<Flock<std::fs::File>> {
         // Every user's sandboxes share it; a racing user may have set it already.
         let _ = std::fs::set_permissions(registry, std::fs::Permissions::from_mode(0o1777));
     }
+    check_registry(registry)?;
     let path = registry.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o666)
-        .open(&path)
-        .or_else(|_| std::fs::File::open(&path))
-        .map_err(Error::io(format!("cannot open {}", path.display())))?;
+    // Never through a link another user planted in the shared directory.
+    let open = |create: bool| {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).custom_flags(nix::libc::O_NOFOLLOW);
+        if create {
+            options.create(true).truncate(false).write(true).mode(0o666);
+        }
+        options.open(&path)
+    };
+    let file = open(true).or_else(|_| open(false)).map_err(Error::io(format!("cannot open {}", path.display())))?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::Other(format!("cannot lock {}: {e}", path.display())))
 }
@@ -85,9 +88,43 @@ pub fn reserve(dir: &Path, n: usize) -> Result<Vec<u16>> {
     }
     let ports = chosen.iter().map(u16::to_string).collect::<Vec<_>>().join("\n");
     let path = entry(&registry, dir);
-    std::fs::write(&path, format!("{}\n{ports}\n", dir.display()))
+    write_entry(&path, &format!("{}\n{ports}\n", dir.display()))
         .map_err(Error::io(format!("cannot write {}", path.display())))?;
     Ok(chosen)
+}
+
+/// Write an entry of the shared registry: never through a symbolic link
+/// (another user could plant one at an entry's predictable name to have this
+/// write land on a file of yours), readable by all, writable by its owner.
+fn write_entry(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?
+        .write_all(text.as_bytes())
+}
+
+/// The registry must be a real directory that only its owner (or root) can
+/// empty of others' entries: ours, root's, or sticky as the temporary
+/// directory is.
+fn check_registry(registry: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::symlink_metadata(registry).map_err(Error::io(format!("cannot inspect {}", registry.display())))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let sticky = meta.mode() & 0o1000 != 0;
+    if meta.file_type().is_symlink() || !meta.is_dir() || !(meta.uid() == me || meta.uid() == 0 || sticky) {
+        return Err(Error::Other(format!(
+            "the port registry {} is not a directory the sandboxes can trust (a link, or another user's without \
+             the sticky bit); remove it (as its owner or root) and try again",
+            registry.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Give back the ports of the sandbox in `dir` (its components have stopped).
@@ -135,6 +172,20 @@ fn taken_ports(registry: &Path, dir: &Path) -> BTreeSet<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_not_written_through_a_planted_link() {
+        let dir = std::env::temp_dir().join(format!("ports-link-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("entry")).unwrap();
+        let written = write_entry(&dir.join("entry"), "/some/sandbox\n41000\n");
+        let kept = std::fs::read_to_string(&victim).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(written.is_err());
+        assert_eq!(kept, "precious");
+    }
 
     #[test]
     fn ports_are_below_the_ephemeral_range_and_never_shared_across_homes() {

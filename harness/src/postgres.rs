@@ -27,8 +27,9 @@ pub const DISPOSABLE: &[&str] = &[
 pub enum Auth<'a> {
     /// Anyone on 127.0.0.1 is let in (tests).
     Trust,
-    /// Over TCP, the superuser's password from this file (as a sandbox's
-    /// services connect, and as the official image sets it up).
+    /// The superuser's password from this file, over TCP and over the Unix
+    /// socket alike (as a sandbox's services connect, and as the official
+    /// image sets it up).
     Password(&'a Path),
 }
 
@@ -107,9 +108,9 @@ pub fn initdb(bin: &Path, data: &Path, user: &str, auth: Auth) -> Result<Command
     ]);
     match auth {
         Auth::Trust => cmd.args(["-A", "trust"]),
-        Auth::Password(file) => {
-            cmd.args(["--auth-host=scram-sha-256", "--auth-local=trust"]).arg(format!("--pwfile={}", file.display()))
-        }
+        Auth::Password(file) => cmd
+            .args(["--auth-host=scram-sha-256", "--auth-local=scram-sha-256"])
+            .arg(format!("--pwfile={}", file.display())),
     };
     as_unprivileged(&mut cmd)?;
     Ok(cmd)
@@ -127,7 +128,8 @@ pub fn server(bin: &Path, data: &Path, port: u16, settings: &[&str]) -> Result<C
     Ok(cmd)
 }
 
-fn as_unprivileged(cmd: &mut Command) -> Result<()> {
+/// Run `cmd` as PostgreSQL's user when we are root.
+pub fn as_unprivileged(cmd: &mut Command) -> Result<()> {
     use std::os::unix::process::CommandExt;
     if let Some((uid, gid)) = unprivileged_user()? {
         cmd.uid(uid.as_raw()).gid(gid.as_raw());

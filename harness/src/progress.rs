@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::engine::{Component, State, Status};
+use crate::engine::{Component, Endpoint, State, Status};
 
 /// Lines describing how `next` differs from `prev`.
 pub fn transitions(prev: Option<&State>, next: &State) -> Vec<String> {
@@ -40,7 +40,7 @@ pub fn table(state: &State) -> String {
     let width = name_width(state);
     let _ = writeln!(out, "{:<width$} {:<9} {:<12} {:<8} URL", "COMPONENT", "STATUS", "ID", "RESTARTS");
     for c in &state.components {
-        let url = c.endpoints.first().map_or(String::new(), |e| e.url.clone());
+        let url = c.endpoints.first().map_or(String::new(), Endpoint::shown);
         let id = c.id.as_ref().map_or("-".into(), |i| i.short());
         let _ = writeln!(out, "{:<width$} {:<9} {:<12} {:<8} {url}", c.name, c.status.label(), id, c.restarts);
     }

@@ -53,12 +53,77 @@ impl Home {
             .collect()
     }
 
+    /// Make the home if it is missing (private: 0700), and refuse one that is
+    /// not private to this user: another user's, one that group or others can
+    /// write, or a symbolic link. Whoever else could write in it could plant
+    /// a cluster template, a record or a link that this user's writes follow.
+    pub fn ensure(&self) -> Result<()> {
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(Error::io(format!("cannot create {}", parent.display())))?;
+        }
+        match private_dir(&self.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(format!("cannot create the sandbox home {}", self.root.display()))(e)),
+        }
+        self.check()
+    }
+
+    /// Refuse a home that is not private to this user (see [`Home::ensure`]);
+    /// one that is missing is fine (nothing in it to trust). A home of this
+    /// user's that others can read, but not write, is made private.
+    pub fn check(&self) -> Result<()> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let unsafe_home =
+            |problem: String, fix: &str| Error::UnsafeHome { path: self.root.clone(), problem, fix: fix.to_string() };
+        let meta = match std::fs::symlink_metadata(&self.root) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("cannot inspect the sandbox home {}", self.root.display()))(e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(unsafe_home("is a symbolic link".into(), "point SANDBOX_HOME at a real directory of your own"));
+        }
+        if !meta.is_dir() {
+            return Err(unsafe_home(
+                "is not a directory".into(),
+                "remove it, or set SANDBOX_HOME to a directory of your own",
+            ));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(unsafe_home(
+                format!(
+                    "belongs to uid {}, not to you (uid {me}): whoever made it can read and plant your sandboxes' files",
+                    meta.uid()
+                ),
+                "remove it (as its owner or root), or set SANDBOX_HOME to a directory of your own",
+            ));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(unsafe_home(
+                format!("can be written by its group or by others (mode {mode:04o})"),
+                &format!(
+                    "make it private with `chmod 700 {}`, or set SANDBOX_HOME to a private directory",
+                    self.root.display()
+                ),
+            ));
+        }
+        let wanted = private_mode();
+        if mode != wanted {
+            std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(wanted))
+                .map_err(Error::io(format!("cannot make {} private", self.root.display())))?;
+        }
+        share_with_postgres(&self.root).map_err(Error::io(format!("cannot make {} private", self.root.display())))
+    }
+
     /// Claim `name`: create its directory, failing if a sandbox already has it.
     pub fn claim(&self, name: &str) -> Result<PathBuf> {
         validate_name(name)?;
-        std::fs::create_dir_all(&self.root).map_err(Error::io(format!("cannot create {}", self.root.display())))?;
+        self.ensure()?;
         let dir = self.dir(name);
-        match std::fs::create_dir(&dir) {
+        match private_dir(&dir) {
             Ok(()) => Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let state = match Record::read(&dir) {
@@ -105,6 +170,46 @@ impl Home {
             ))),
         }
     }
+}
+
+/// The mode of the home and of each sandbox's directory: the owner's alone;
+/// when run as root, PostgreSQL runs as its own user and must pass through
+/// them to reach its data and socket, so that user's group may enter (not
+/// read, not write).
+fn private_mode() -> u32 {
+    if crate::postgres::unprivileged_user().ok().flatten().is_some() { 0o710 } else { 0o700 }
+}
+
+/// Create `path` private to its owner (see [`private_mode`]); an existing
+/// one is an `AlreadyExists` error and is left as it is.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().mode(0o700).create(path)?;
+    // The mode given at creation is cut by the umask; set it exactly.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(private_mode()))?;
+    share_with_postgres(path)
+}
+
+/// When run as root: the directory's group becomes PostgreSQL's user's, so
+/// that it may pass through (mode 0710).
+fn share_with_postgres(path: &Path) -> std::io::Result<()> {
+    if let Ok(Some((_, gid))) = crate::postgres::unprivileged_user() {
+        nix::unistd::chown(path, None, Some(gid)).map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Open `path` for writing, readable by its owner alone, without following a
+/// symbolic link at its place (one there is an error, not a redirection).
+pub fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
 }
 
 pub fn validate_name(name: &str) -> Result<()> {
@@ -155,6 +260,10 @@ pub struct Record {
     pub control: Option<Control>,
     #[serde(default)]
     pub children: Vec<ChildRecord>,
+    /// The local backend's PostgreSQL superuser password, made at random for
+    /// this sandbox (the record is readable by its owner alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_password: Option<String>,
 }
 
 impl Record {
@@ -166,20 +275,15 @@ impl Record {
     }
 
     /// Write atomically (rename), readable by this user only: it holds the
-    /// control token.
+    /// control token and the database password. Neither the scratch file nor
+    /// the record is reached through a symbolic link (the rename replaces a
+    /// link at the record's place, it does not follow it).
     pub fn write(&self) -> Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         let tmp = self.dir.join(format!(".{RECORD}.tmp"));
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::Other(e.to_string()))?;
         {
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(Error::io(format!("cannot write {}", tmp.display())))?;
+            let mut f = open_private(&tmp).map_err(Error::io(format!("cannot write {}", tmp.display())))?;
             f.write_all(text.as_bytes()).map_err(Error::io(format!("cannot write {}", tmp.display())))?;
         }
         std::fs::rename(&tmp, self.dir.join(RECORD))
@@ -211,6 +315,90 @@ pub async fn remove_dead(dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn scratch(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sbx-home-{what}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_new_home_is_private_to_its_owner() {
+        let parent = scratch("new");
+        let home = Home { root: parent.join("home") };
+        let dir = home.claim("alice").unwrap();
+        let modes: Vec<u32> =
+            [&home.root, &dir].iter().map(|p| std::fs::metadata(p).unwrap().mode() & 0o7777).collect();
+        std::fs::remove_dir_all(&parent).unwrap();
+        // Root's sandboxes let PostgreSQL's user pass through (0710), no one else.
+        assert!(modes.iter().all(|m| *m == private_mode() && m & 0o077 & !0o010 == 0), "{modes:?}");
+    }
+
+    #[test]
+    fn a_home_others_can_write_or_that_is_a_link_is_refused_and_nothing_is_made() {
+        let parent = scratch("shared");
+        let open = parent.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Home { root: open.clone() }.claim("alice").unwrap_err().to_string();
+        assert!(err.contains("can be written by its group or by others (mode 0777)"), "{err}");
+        assert!(err.contains(&format!("chmod 700 {}", open.display())), "{err}");
+        assert!(!open.join("alice").exists(), "nothing made in it");
+        let link = parent.join("link");
+        std::os::unix::fs::symlink(parent.join("elsewhere"), &link).unwrap();
+        std::fs::create_dir(parent.join("elsewhere")).unwrap();
+        let err = Home { root: link }.claim("alice").unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert!(!parent.join("elsewhere/alice").exists());
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    #[test]
+    fn a_home_another_user_made_is_refused() {
+        // Only root can make a directory that belongs to someone else.
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let parent = scratch("theirs");
+        let theirs = parent.join("home");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        nix::unistd::chown(&theirs, Some(nobody.uid), None).unwrap();
+        let err = Home { root: theirs.clone() }.claim("alice").unwrap_err().to_string();
+        let made = theirs.join("alice").exists();
+        std::fs::remove_dir_all(&parent).unwrap();
+        assert!(err.contains(&format!("belongs to uid {}, not to you", nobody.uid)), "{err}");
+        assert!(err.contains("set SANDBOX_HOME to a directory of your own"), "{err}");
+        assert!(!made);
+    }
+
+    #[test]
+    fn a_record_is_not_written_through_a_planted_link() {
+        let dir = scratch("record");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".{RECORD}.tmp"))).unwrap();
+        let record = Record {
+            name: "alice".into(),
+            dir: dir.clone(),
+            backend: Kind::Local,
+            topology: Vec::new(),
+            pid: 1,
+            pid_start_time: None,
+            created_at: 0,
+            control: None,
+            children: Vec::new(),
+            postgres_password: Some("s3cret".into()),
+        };
+        let written = record.write();
+        let kept = std::fs::read_to_string(&victim).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(written.is_err(), "a link at the scratch file's place is an error");
+        assert_eq!(kept, "precious");
+    }
 
     #[test]
     fn names_are_checked() {

@@ -68,11 +68,15 @@ async fn run_claimed(opts: &Options, topology: Topology, dir: PathBuf, observer:
         created_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         control: Some(Control { addr: addr.to_string(), token: control::random_token() }),
         children: Vec::new(),
+        // The local backend's clusters take this sandbox's own password (a
+        // container backend keeps the topology's documented credentials).
+        postgres_password: (opts.backend == Kind::Local).then(control::random_token),
     };
     record.write()?;
     match opts.backend {
         Kind::Local => {
-            let backend = LocalBackend::new(&opts.home.root, &dir, &opts.workspace, &opts.sandbox_bin);
+            let password = record.postgres_password.clone().unwrap_or_else(control::random_token);
+            let backend = LocalBackend::new(&opts.home.root, &dir, &opts.workspace, &opts.sandbox_bin, password);
             run_engine(opts, backend, topology, record, listener, observer).await
         }
         Kind::Docker => {

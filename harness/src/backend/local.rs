@@ -87,6 +87,10 @@ pub struct LocalBackend {
     /// Clusters whose databases exist already.
     databases_made: Mutex<BTreeSet<String>>,
     prober: super::Prober,
+    /// This sandbox's PostgreSQL superuser password (random, kept in its
+    /// record): the topology's documented one would let anyone on the
+    /// machine in.
+    pg_password: String,
 }
 
 impl LocalBackend {
@@ -94,7 +98,7 @@ impl LocalBackend {
     /// the bank from the cargo workspace at `workspace`.
     /// `sandbox_bin` is the `sandbox` binary, which also runs the broker and
     /// the providers (`sandbox broker`, `sandbox provider`).
-    pub fn new(home: &Path, dir: &Path, workspace: &Path, sandbox_bin: &Path) -> Self {
+    pub fn new(home: &Path, dir: &Path, workspace: &Path, sandbox_bin: &Path, pg_password: String) -> Self {
         Self {
             sandbox_bin: sandbox_bin.to_path_buf(),
             home: home.to_path_buf(),
@@ -104,6 +108,7 @@ impl LocalBackend {
             pg_bins: OnceCell::new(),
             databases_made: Mutex::default(),
             prober: super::Prober::default(),
+            pg_password,
         }
     }
 
@@ -121,17 +126,23 @@ impl LocalBackend {
     async fn start_postgres(&self, service: &Service, plan: &Plan, logs: LogSink) -> Result<Handle> {
         let bin = self.postgres_bin_dir().await?.clone();
         let port = first_port(service, plan)?;
-        let (user, password) = pg_credentials(service);
+        let (user, _) = pg_credentials(service);
         let root = self.dir.join(format!("pg-{}", service.name));
         let data = root.join("data");
         std::fs::create_dir_all(&root).map_err(Error::io(format!("cannot create {}", root.display())))?;
+        // It holds the cluster's Unix socket: its owner's alone.
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(Error::io(format!("cannot make {} private", root.display())))?;
         postgres::hand_over(&root).map_err(|e| Error::component(&service.name, e.to_string()))?;
         if !data.join("PG_VERSION").exists() {
-            let template = self.cluster_template(&bin, &user, &password, &logs).await?;
+            let template = self.cluster_template(&bin, &user, &logs).await?;
             let place = cluster_place(&root).map_err(|e| Error::component(&service.name, e.to_string()))?;
             copy_dir(&template, &place)
                 .await
                 .map_err(|e| Error::component(&service.name, format!("cannot copy the cluster template: {e}")))?;
+            set_password(&bin, &place, &user, &self.pg_password)
+                .await
+                .map_err(|e| Error::component(&service.name, e.to_string()))?;
         }
         // A sandbox's database is disposable: trade durability for speed and memory.
         let mut settings =
@@ -148,14 +159,15 @@ impl LocalBackend {
         process::spawn(&service.name, Command::from(cmd), logs)
     }
 
-    /// A freshly initialised cluster for (server version, user, password), made
-    /// once per sandbox home and copied for each sandbox: `initdb` takes over a
-    /// second, a copy a tenth of that.
-    async fn cluster_template(&self, bin: &Path, user: &str, password: &str, logs: &LogSink) -> Result<PathBuf> {
+    /// A freshly initialised cluster for (server version, user), made once per
+    /// sandbox home and copied for each sandbox: `initdb` takes over a second,
+    /// a copy a tenth of that. Its superuser's password is a random one no one
+    /// keeps: each copy is given its sandbox's own before it first starts.
+    async fn cluster_template(&self, bin: &Path, user: &str, logs: &LogSink) -> Result<PathBuf> {
         let version = bin.parent().and_then(|p| p.file_name()).map_or("pg".into(), |v| v.to_string_lossy().to_string());
         // The key names how the template was made: change that and bump the
         // suffix, or old homes keep an old template.
-        let key = format!("{version}-{user}-{:016x}-v2", fnv1a(password.as_bytes()));
+        let key = format!("{version}-{user}-v3");
         let template = self.home.join(format!(".pg-template-{key}"));
         if template.join("PG_VERSION").exists() {
             return Ok(template);
@@ -167,7 +179,12 @@ impl LocalBackend {
         std::fs::create_dir_all(&scratch).map_err(Error::io(format!("cannot create {}", scratch.display())))?;
         postgres::hand_over(&scratch)?;
         let pwfile = scratch.join("pwfile");
-        std::fs::write(&pwfile, password).map_err(Error::io("cannot write the password file"))?;
+        {
+            use std::io::Write;
+            let mut f = crate::sandbox::open_private(&pwfile).map_err(Error::io("cannot write the password file"))?;
+            f.write_all(crate::control::random_token().as_bytes())
+                .map_err(Error::io("cannot write the password file"))?;
+        }
         postgres::hand_over(&pwfile)?;
         let mut initdb = Command::from(postgres::initdb(bin, &data, user, postgres::Auth::Password(&pwfile))?);
         process::tie_to_parent(&mut initdb);
@@ -235,7 +252,8 @@ impl LocalBackend {
         let Ok(port) = first_port(service, plan) else {
             return ProbeResult::NotReady("no port".into());
         };
-        let mut conn = match self.prober.postgres(service, port).await {
+        let (user, _) = pg_credentials(service);
+        let mut conn = match self.prober.postgres(&user, &self.pg_password, port).await {
             Ok(c) => c,
             Err(not_ready) => return not_ready,
         };
@@ -318,9 +336,13 @@ fn cluster_place_needing(root: &Path, needed: u64) -> Result<PathBuf> {
     }
     let memory = memory_dir(root);
     let made = (|| {
+        use std::io::Write;
+        use std::os::unix::fs::DirBuilderExt;
         let _ = std::fs::remove_dir_all(&memory);
-        std::fs::create_dir_all(&memory)?;
-        std::fs::write(memory.join("owner"), root.to_string_lossy().as_bytes())?;
+        // Made afresh, private, here and now: one another user made first
+        // (its name is predictable) is an error, never used.
+        std::fs::DirBuilder::new().mode(0o700).create(&memory)?;
+        crate::sandbox::open_private(&memory.join("owner"))?.write_all(root.to_string_lossy().as_bytes())?;
         std::os::unix::fs::symlink(memory.join("data"), &data)
     })();
     made.map_err(Error::io(format!("cannot make {} for the cluster", memory.display())))?;
@@ -384,17 +406,28 @@ impl Backend for LocalBackend {
                 Some((port, socket_dir(&self.dir, &s.name, port)?))
             })
             .collect();
+        // The clusters' TCP ports: a URL naming one takes the sandbox's password.
+        let clusters: BTreeSet<u16> = topology
+            .services
+            .iter()
+            .filter(|s| matches!(runs[&s.name], Run::Postgres))
+            .filter_map(|s| s.ports.first().and_then(|p| plan.host_port(&s.name, *p)))
+            .collect();
         for s in &topology.services {
             let env = s
                 .environment
                 .iter()
-                .map(|(k, v)| (k.clone(), through_socket(&rewrite(v, &s.name, &plan.ports), &sockets)))
+                .map(|(k, v)| {
+                    let local = rewrite(v, &s.name, &plan.ports);
+                    (k.clone(), through_socket(&with_password(&local, &clusters, &self.pg_password), &sockets))
+                })
                 .collect();
             plan.env.insert(s.name.clone(), env);
             let port = s.ports.first().and_then(|p| plan.host_port(&s.name, *p));
             let endpoint = port.map(|port| match &runs[&s.name] {
                 Run::Postgres => {
-                    let (user, password) = pg_credentials(s);
+                    let (user, _) = pg_credentials(s);
+                    let password = &self.pg_password;
                     Endpoint { name: "postgres".into(), url: format!("postgres://{user}:{password}@127.0.0.1:{port}") }
                 }
                 Run::Kafka => Endpoint { name: "bootstrap".into(), url: format!("127.0.0.1:{port}") },
@@ -468,6 +501,56 @@ fn socket_dir(sandbox: &Path, name: &str, port: u16) -> Option<PathBuf> {
     let file = format!("/.s.PGSQL.{port}");
     let plain = dir.to_str()?.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
     (plain && dir.as_os_str().len() + file.len() < 108).then_some(dir)
+}
+
+/// Give the copy of the template at `data` its sandbox's password, before its
+/// server first starts: PostgreSQL's single-user mode, no network, ~0.05 s.
+async fn set_password(bin: &Path, data: &Path, user: &str, password: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = std::process::Command::new(bin.join("postgres"));
+    cmd.arg("--single").arg("-D").arg(data);
+    for setting in postgres::DISPOSABLE.iter().filter(|s| !s.starts_with("listen_addresses")) {
+        cmd.arg("-c").arg(setting);
+    }
+    cmd.args(["-c", "log_min_messages=warning", "postgres"]);
+    postgres::as_unprivileged(&mut cmd)?;
+    let mut cmd = Command::from(cmd);
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    process::tie_to_parent(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| Error::Other(format!("cannot run postgres --single: {e}")))?;
+    // Both are made by this program (a name from the topology, a random hex
+    // token); quoted all the same.
+    let statement =
+        format!("ALTER ROLE \"{}\" PASSWORD '{}';\n", user.replace('"', "\"\""), password.replace('\'', "''"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(statement.as_bytes()).await.map_err(Error::io("cannot talk to postgres --single"))?;
+    }
+    let out = child.wait_with_output().await.map_err(Error::io("cannot run postgres --single"))?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() || said.contains("ERROR") {
+        return Err(Error::Other(format!("cannot set the cluster's password: {}", said.trim())));
+    }
+    Ok(())
+}
+
+/// A PostgreSQL URL naming `127.0.0.1:<port>` of one of `clusters` (their
+/// TCP ports) with credentials `user:<anything>@` gets `password` instead:
+/// the topology's documented password is Compose's, a sandbox's cluster has
+/// its own. Any other value is left as it is.
+fn with_password(value: &str, clusters: &BTreeSet<u16>, password: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return value.to_string() };
+    if scheme != "postgres" && scheme != "postgresql" {
+        return value.to_string();
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let Some((userinfo, host_port)) = authority.rsplit_once('@') else { return value.to_string() };
+    let ours =
+        host_port.strip_prefix("127.0.0.1:").and_then(|p| p.parse::<u16>().ok()).is_some_and(|p| clusters.contains(&p));
+    if !ours {
+        return value.to_string();
+    }
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    format!("{scheme}://{user}:{password}@{host_port}{}", &rest[authority.len()..])
 }
 
 /// A PostgreSQL URL naming `127.0.0.1:<port>` of a cluster in `sockets`
@@ -663,6 +746,27 @@ mod tests {
         // A path a socket's address cannot hold, or a URL would have to escape: TCP.
         assert_eq!(socket_dir(&Path::new("/tmp").join("x".repeat(90)), "postgres", 41001), None);
         assert_eq!(socket_dir(Path::new("/home/a b/sandbox"), "postgres", 41001), None);
+    }
+
+    #[test]
+    fn urls_of_a_sandboxs_clusters_take_its_password() {
+        let clusters = BTreeSet::from([41001]);
+        let with = |v: &str| with_password(v, &clusters, "s3cret");
+        assert_eq!(
+            with("postgres://bank:bank@127.0.0.1:41001/accounts"),
+            "postgres://bank:s3cret@127.0.0.1:41001/accounts"
+        );
+        assert_eq!(with("postgresql://bank@127.0.0.1:41001"), "postgresql://bank:s3cret@127.0.0.1:41001");
+        // Another server, not a URL of PostgreSQL's, no credentials: as they are.
+        for same in [
+            "postgres://bank:bank@127.0.0.1:41002/accounts",
+            "postgres://bank:bank@db.example:41001/accounts",
+            "http://bank:bank@127.0.0.1:41001/",
+            "postgres://127.0.0.1:41001/a",
+            "bank:bank@127.0.0.1:41001",
+        ] {
+            assert_eq!(with(same), same);
+        }
     }
 
     #[test]

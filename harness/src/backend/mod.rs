@@ -246,13 +246,16 @@ impl Prober {
         match &service.probe {
             Probe::Started => ProbeResult::Ready,
             Probe::Postgres => match service.ports.first().copied().map(port_of) {
-                Some(Ok(port)) => match self.postgres(service, port).await {
-                    Ok(conn) => {
-                        let _ = sqlx::Connection::close(conn).await;
-                        ProbeResult::Ready
+                Some(Ok(port)) => {
+                    let (user, password) = pg_credentials(service);
+                    match self.postgres(&user, &password, port).await {
+                        Ok(conn) => {
+                            let _ = sqlx::Connection::close(conn).await;
+                            ProbeResult::Ready
+                        }
+                        Err(not_ready) => not_ready,
                     }
-                    Err(not_ready) => not_ready,
-                },
+                }
                 Some(Err(no_port)) => no_port,
                 None => ProbeResult::NotReady("no port".into()),
             },
@@ -310,13 +313,17 @@ impl Prober {
     }
 
     /// A connection to the server's `postgres` database as its superuser.
-    pub async fn postgres(&self, service: &Service, port: u16) -> std::result::Result<sqlx::PgConnection, ProbeResult> {
-        let (user, password) = pg_credentials(service);
+    pub async fn postgres(
+        &self,
+        user: &str,
+        password: &str,
+        port: u16,
+    ) -> std::result::Result<sqlx::PgConnection, ProbeResult> {
         let options = sqlx::postgres::PgConnectOptions::new()
             .host("127.0.0.1")
             .port(port)
-            .username(&user)
-            .password(&password)
+            .username(user)
+            .password(password)
             .database("postgres");
         let connect = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options);
         match tokio::time::timeout(Duration::from_secs(1), connect).await {

@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, List, ListItem, ListState, P
 
 use super::app::{App, Editing, Pane, level_of, render_log};
 use harness::backend::RunId;
-use harness::engine::Status;
+use harness::engine::{Endpoint, Status};
 
 const KEYS: &[(&str, &str)] = &[
     ("Tab / ← →, 1-7", "switch pane"),
@@ -164,7 +164,7 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
         .components
         .iter()
         .filter_map(|c| c.endpoints.first())
-        .map(|e| e.url.chars().count())
+        .map(|e| e.shown().chars().count())
         .max()
         .unwrap_or(0)
         .max(3) as u16;
@@ -185,7 +185,7 @@ fn services(app: &App, f: &mut Frame, area: Rect) {
             Cell::from(c.status.label()).style(Style::new().fg(color)),
             Cell::from(c.id.as_ref().map_or("-".into(), RunId::short)),
             Cell::from(c.restarts.to_string()),
-            Cell::from(c.endpoints.first().map(|e| e.url.clone()).unwrap_or_default()),
+            Cell::from(c.endpoints.first().map(Endpoint::shown).unwrap_or_default()),
             Cell::from(match (&c.id, c.started_at) {
                 (Some(_), Some(at)) => uptime(app.now.saturating_sub(at)),
                 _ => "-".into(),

@@ -255,3 +255,30 @@ async fn returned(w: &mut BankWorld, reason: String) -> Step {
     .await;
     w.or_trail(r).await
 }
+
+/// The scheme's `payment.received` for `who`'s account, as a forger would
+/// post it: no signature.
+async fn unsigned_inbound(w: &mut BankWorld, who: &str, money: Money, url: String) -> Step {
+    let account = w.account(who).await?;
+    let body = json!({
+        "type": "payment.received",
+        "scheme_id": format!("forged-{}", uuid::Uuid::new_v4().simple()),
+        "to": { "name": who, "sort_code": account["sort_code"], "account_number": account["account_number"] },
+        "from": { "name": "Mallory", "sort_code": "20-00-00", "account_number": "66666666" },
+        "amount": { "amount": money.0, "currency": "GBP" },
+    });
+    w.last_reply = Some(w.api().send("POST", &url, Some(&body), None).await?);
+    Ok(())
+}
+
+#[when(expr = "an unsigned inbound payment of {money} for {person} is posted straight to the payments service")]
+async fn unsigned_at_the_service(w: &mut BankWorld, money: Money, who: Name) -> Step {
+    let url = format!("{}/webhooks/{SCHEME}", w.ctx().target.url("payments")?);
+    unsigned_inbound(w, &who.0, money, url).await
+}
+
+#[when(expr = "an unsigned inbound payment of {money} for {person} is posted through the gateway's proxy")]
+async fn unsigned_through_the_proxy(w: &mut BankWorld, money: Money, who: Name) -> Step {
+    let url = format!("{}/payments/webhooks/{SCHEME}", w.api().gateway());
+    unsigned_inbound(w, &who.0, money, url).await
+}

@@ -138,9 +138,14 @@ async fn forged(w: &mut BankWorld) -> Step {
     Ok(())
 }
 
-#[then(expr = "the gateway refuses it with {int}")]
-async fn gateway_refuses(w: &mut BankWorld, status: u16) -> Step {
+#[then(regex = r"^the (gateway|payments service) refuses it with (\d+)$")]
+async fn refuses(w: &mut BankWorld, who: String, status: u16) -> Step {
     let r = w.reply()?;
-    anyhow::ensure!(r.status == status, "the gateway answered {} {}", r.status, r.body);
+    anyhow::ensure!(r.status == status, "the {who} answered {} {}", r.status, r.body);
+    anyhow::ensure!(
+        r.body["type"].as_str().is_some_and(|t| t.starts_with("urn:problem:")),
+        "not a problem: {}",
+        r.body
+    );
     Ok(())
 }
