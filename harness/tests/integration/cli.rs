@@ -173,6 +173,31 @@ fn up_detach_status_logs_down_leaves_nothing() {
     assert_eq!(home.clusters_in_memory().len(), 1, "PostgreSQL's cluster is in memory on this machine");
     let table = home.ok(&["status", "one"]);
     assert!(table.contains("postgres") && table.contains("kafka") && table.contains("accounts"), "{table}");
+    // The cluster is this sandbox's alone: its own password, given whole to
+    // its owner by `status --json` and kept in the record, masked in the table.
+    let postgres = state["components"].as_array().unwrap().iter().find(|c| c["name"] == "postgres").unwrap();
+    let server = postgres["endpoints"][0]["url"].as_str().unwrap().to_string();
+    let password = home.record("one").postgres_password.expect("the record keeps the cluster's password");
+    assert!(password.len() >= 32 && server.contains(&format!(":{password}@")), "{server}");
+    assert!(table.contains("postgres://bank:***@127.0.0.1:") && !table.contains(&password), "{table}");
+    let public = server.replace(&password, "bank");
+    let connect = |url: String| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{url}/accounts")).await.map(drop)
+        })
+    };
+    let refused = connect(public).expect_err("the topology's public password lets no one in").to_string();
+    assert!(refused.contains("password authentication failed"), "{refused}");
+    connect(server).expect("the sandbox's own password does");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mode = |p: PathBuf| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(home.root.clone()) & 0o027, 0, "the home: no one else reads or writes");
+        assert_eq!(mode(home.root.join("one")) & 0o027, 0, "nor the sandbox's directory");
+        assert_eq!(mode(home.root.join("one/pg-postgres")), 0o700, "the cluster's socket directory");
+        assert_eq!(mode(home.root.join("one/sandbox.json")), 0o600, "the record");
+    }
     let accounts = state["components"].as_array().unwrap().iter().find(|c| c["name"] == "accounts").unwrap();
     let url = accounts["endpoints"][0]["url"].as_str().unwrap();
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
@@ -367,6 +392,22 @@ fn the_docker_backend_without_an_engine_says_how_to_start_one_and_makes_nothing(
     assert!(stderr.contains("cannot reach the Docker engine") && stderr.contains("no-docker.sock"), "{stderr}");
     assert!(stderr.contains("systemctl start docker") && stderr.contains("--backend local"), "{stderr}");
     assert!(home.dirs().is_empty() && home.logs().is_empty(), "nothing was made: {:?}", home.dirs());
+}
+
+#[test]
+fn a_home_others_can_write_is_refused_and_nothing_is_made_in_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    std::fs::set_permissions(&home.root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for args in [&["up", "--detach", "--name", "open"][..], &["ls"][..]] {
+        let out = home.sandbox(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains("can be written by its group or by others (mode 0777)"), "{stderr}");
+        assert!(stderr.contains("chmod 700"), "{stderr}");
+    }
+    assert_eq!(std::fs::read_dir(&home.root).unwrap().count(), 0, "nothing was made in it");
+    std::fs::set_permissions(&home.root, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 
 #[test]
