@@ -16,6 +16,7 @@ pub mod control;
 pub mod e2e;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod flows;
 pub mod fresh;
 pub mod images;

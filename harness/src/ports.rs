@@ -98,14 +98,7 @@ pub fn reserve(dir: &Path, n: usize) -> Result<Vec<u16>> {
 /// write land on a file of yours), readable by all, writable by its owner.
 fn write_entry(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?
-        .write_all(text.as_bytes())
+    crate::files::create_no_follow(path, 0o644)?.write_all(text.as_bytes())
 }
 
 /// The registry must be a real directory that only its owner (or root) can

@@ -202,14 +202,7 @@ fn share_with_postgres(path: &Path) -> std::io::Result<()> {
 /// Open `path` for writing, readable by its owner alone, without following a
 /// symbolic link at its place (one there is an error, not a redirection).
 pub fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
+    crate::files::create_no_follow(path, 0o600)
 }
 
 pub fn validate_name(name: &str) -> Result<()> {
