@@ -67,6 +67,8 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     let producer = kafka::producer(&brokers)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(WAIT_SECS + 5))
+        // Only the event logs it was configured with: no redirect elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("cannot build the HTTP client")?;
     kit.set_check("kafka", Check::Down("topics not created yet".into()));
