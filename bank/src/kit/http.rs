@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
@@ -98,22 +97,55 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(axum::Json(value)) => {
-                printable(&value, &mut String::new())?;
-                T::deserialize(value).map(Self).map_err(|e| {
-                    ApiError::unprocessable("invalid-body", format!("the JSON body does not fit this resource: {e}"))
-                })
-            }
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
                 "send the body as JSON with `Content-Type: application/json`".into(),
-            )),
-            Err(JsonRejection::JsonSyntaxError(e)) => {
-                Err(ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {}", e.body_text())))
-            }
-            Err(other) => Err(ApiError::bad_request("bad-body", other.body_text())),
+            ));
         }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request("bad-body", e.body_text()))?;
+        parse_json(&bytes).map(Self)
     }
+}
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A JSON body as `T`: malformed JSON is 400, JSON of the wrong shape 422, a
+/// control character in any string or key 422 naming where it is.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let does_not_fit = |e: serde_json::Error| {
+        ApiError::unprocessable("invalid-body", format!("the JSON body does not fit this resource: {e}"))
+    };
+    let malformed =
+        |e: serde_json::Error| ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {e}"));
+    if may_hold_a_control_character(bytes) {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(malformed)?;
+        printable(&value, &mut String::new())?;
+        return T::deserialize(value).map_err(does_not_fit);
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match T::deserialize(&mut de).and_then(|v| de.end().map(|()| v)) {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_data() => Err(does_not_fit(e)),
+        Err(e) => Err(malformed(e)),
+    }
+}
+
+/// Whether a JSON text can hold a control character in a string at all: JSON
+/// refuses the C0 ones raw, so one is either escaped (a backslash), DEL, or a
+/// C1 character (UTF-8 `C2 80`..`C2 9F`). Most bodies have none of these, and
+/// are read straight into their type, with no tree built to look through.
+fn may_hold_a_control_character(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| *b == b'\\' || *b == 0x7f)
+        || bytes.windows(2).any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1]))
 }
 
 /// The `Idempotency-Key` header, required on every POST that moves money.
@@ -188,12 +220,7 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request("malformed-json", format!("the body is not valid JSON: {e}")))?;
-        printable(&value, &mut String::new())?;
-        T::deserialize(value).map(|v| Self(Some(v))).map_err(|e| {
-            ApiError::unprocessable("invalid-body", format!("the JSON body does not fit this resource: {e}"))
-        })
+        parse_json(&bytes).map(|v| Self(Some(v)))
     }
 }
 
@@ -245,4 +272,45 @@ fn printable(value: &serde_json::Value, path: &mut String) -> Result<(), ApiErro
 /// "not found" (naming `what`), not "bad request".
 pub fn parse_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} `{raw}`")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+
+    fn refusal(body: &str) -> String {
+        match parse_json::<Named>(body.as_bytes()) {
+            Ok(v) => panic!("{body} was taken as {:?}", v.name),
+            Err(e) => format!("{} {e}", e.status().as_u16()),
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_however_they_are_written() {
+        // Escaped (NUL, line break), raw DEL, raw C1 (U+0085, NEL), in a key.
+        for (body, says) in [
+            (r#"{"name":"a\u0000b"}"#, "`name` holds a control character (U+0000) at character 1"),
+            (r#"{"name":"a\nb"}"#, "(U+000A)"),
+            ("{\"name\":\"a\u{7f}b\"}", "(U+007F)"),
+            ("{\"name\":\"a\u{85}b\"}", "(U+0085)"),
+            (r#"{"name":"ok","x\u001b":1}"#, "control character (U+001B)"),
+        ] {
+            let refused = refusal(body);
+            assert!(refused.starts_with("422 ") && refused.contains(says), "{body}: {refused}");
+        }
+    }
+
+    #[test]
+    fn other_bodies_are_read_as_before() {
+        assert!(parse_json::<Named>(br#"{"name":"Zo\u00eb \"Z\" \u20ac"}"#).is_ok(), "escapes of printable text");
+        assert!(parse_json::<Named>("{\"name\":\"Zoë €\"}".as_bytes()).is_ok());
+        assert!(refusal(r#"{"name":1}"#).starts_with("422 "), "the wrong shape");
+        assert!(refusal(r#"{"name":"#).starts_with("400 "), "not JSON");
+        assert!(refusal(r#"{"name":"a\q"}"#).starts_with("400 "), "a bad escape");
+    }
 }
