@@ -27,9 +27,11 @@ pub const DISPOSABLE: &[&str] = &[
 pub enum Auth<'a> {
     /// Anyone on 127.0.0.1 is let in (tests).
     Trust,
-    /// The superuser's password from this file, over TCP and over the Unix
-    /// socket alike (as a sandbox's services connect, and as the official
-    /// image sets it up).
+    /// Over TCP, the superuser's password from this file (as the official
+    /// image sets it up). The Unix socket is trusted: its directory is its
+    /// owner's alone (0700), which is the check there, as peer authentication
+    /// would be; a password on it cost every service's connection a SCRAM
+    /// exchange (~0.1 s on `up`, docs/PERFORMANCE.md).
     Password(&'a Path),
 }
 
@@ -108,9 +110,9 @@ pub fn initdb(bin: &Path, data: &Path, user: &str, auth: Auth) -> Result<Command
     ]);
     match auth {
         Auth::Trust => cmd.args(["-A", "trust"]),
-        Auth::Password(file) => cmd
-            .args(["--auth-host=scram-sha-256", "--auth-local=scram-sha-256"])
-            .arg(format!("--pwfile={}", file.display())),
+        Auth::Password(file) => {
+            cmd.args(["--auth-host=scram-sha-256", "--auth-local=trust"]).arg(format!("--pwfile={}", file.display()))
+        }
     };
     as_unprivileged(&mut cmd)?;
     Ok(cmd)

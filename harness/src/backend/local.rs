@@ -166,8 +166,9 @@ impl LocalBackend {
     async fn cluster_template(&self, bin: &Path, user: &str, logs: &LogSink) -> Result<PathBuf> {
         let version = bin.parent().and_then(|p| p.file_name()).map_or("pg".into(), |v| v.to_string_lossy().to_string());
         // The key names how the template was made: change that and bump the
-        // suffix, or old homes keep an old template.
-        let key = format!("{version}-{user}-v3");
+        // suffix, or old homes keep an old template (v2 took the topology's
+        // password and trusted its socket; v3 had a password on it too).
+        let key = format!("{version}-{user}-v4");
         let template = self.home.join(format!(".pg-template-{key}"));
         if template.join("PG_VERSION").exists() {
             return Ok(template);

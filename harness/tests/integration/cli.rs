@@ -189,7 +189,7 @@ fn up_detach_status_logs_down_leaves_nothing() {
     };
     let refused = connect(public).expect_err("the topology's public password lets no one in").to_string();
     assert!(refused.contains("password authentication failed"), "{refused}");
-    connect(server).expect("the sandbox's own password does");
+    connect(server.clone()).expect("the sandbox's own password does");
     {
         use std::os::unix::fs::MetadataExt;
         let mode = |p: PathBuf| std::fs::metadata(p).unwrap().mode() & 0o777;
@@ -197,6 +197,20 @@ fn up_detach_status_logs_down_leaves_nothing() {
         assert_eq!(mode(home.root.join("one")) & 0o027, 0, "nor the sandbox's directory");
         assert_eq!(mode(home.root.join("one/pg-postgres")), 0o700, "the cluster's socket directory");
         assert_eq!(mode(home.root.join("one/sandbox.json")), 0o600, "the record");
+    }
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        let port = server.rsplit(':').next().unwrap();
+        let socket = home.root.join(format!("one/pg-postgres/.s.PGSQL.{port}"));
+        assert!(socket.exists(), "the cluster listens on {}", socket.display());
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let reached = Command::new("sh")
+            .args(["-c", &format!("test -S {}", socket.display())])
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw())
+            .status()
+            .unwrap();
+        assert!(!reached.success(), "another user cannot reach the cluster's socket");
     }
     let accounts = state["components"].as_array().unwrap().iter().find(|c| c["name"] == "accounts").unwrap();
     let url = accounts["endpoints"][0]["url"].as_str().unwrap();
