@@ -255,6 +255,49 @@ pub fn e2e(exe: &Path, workspace: &Path, runs: usize) -> Result<String> {
     Ok(out)
 }
 
+/// The README's test command (or `command`), `runs` times, warm: the first
+/// run builds what is stale and is reported apart; each run's wall time and
+/// the whole machine's busy CPU over it (every process: the tests, the
+/// sandboxes and containers they start, Docker's daemon), and whether it
+/// passed. A run that fails is reported, not hidden: its time means little.
+pub fn tests(workspace: &Path, runs: usize, command: &str) -> Result<String> {
+    let mut rows = Vec::new();
+    for i in 0..=runs {
+        let busy = crate::flows::cpu_busy().unwrap_or(0.0);
+        let started = Instant::now();
+        let status = Command::new("bash")
+            .args(["-c", command])
+            .current_dir(workspace)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(Error::io(format!("cannot run `{command}`")))?;
+        let wall = started.elapsed();
+        let cpu = (crate::flows::cpu_busy().unwrap_or(0.0) - busy) / 1000.0;
+        rows.push((i, wall, cpu, status.success()));
+    }
+    let mut out = format!("`{command}`\n\n| run | wall | machine CPU | cores busy | passed |\n|---|---|---|---|---|\n");
+    for (i, wall, cpu, ok) in &rows {
+        let run = if *i == 0 { "first (builds what is stale)".to_string() } else { format!("warm {i}") };
+        out.push_str(&format!(
+            "| {run} | {:.0} s | {cpu:.0} s | {:.2} | {} |\n",
+            wall.as_secs_f64(),
+            cpu / wall.as_secs_f64().max(0.001),
+            if *ok { "yes" } else { "no" }
+        ));
+    }
+    let mut warm: Vec<Duration> = rows.iter().skip(1).map(|r| r.1).collect();
+    warm.sort();
+    if !warm.is_empty() {
+        out.push_str(&format!(
+            "\nwarm wall time, median of {}: {:.0} s\n",
+            warm.len(),
+            percentile(&warm, 0.5).as_secs_f64()
+        ));
+    }
+    Ok(out)
+}
+
 /// CPU time (user + system) a process has used so far.
 fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(Error::io("cannot read the TUI's stat"))?;

@@ -46,7 +46,7 @@ fn spawn_reader(brokers: &str, topics: &[&str], seen: Seen) -> Result<tokio::tas
 
 /// Milliseconds of CPU the machine has spent busy (user, nice, system, irq,
 /// softirq; not idle, iowait or steal), from Linux's `/proc/stat`.
-fn cpu_busy() -> Option<f64> {
+pub(crate) fn cpu_busy() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).map_while(|f| f.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal: ticks of USER_HZ, which

@@ -61,6 +61,16 @@ enum BenchWhat {
     /// A new engineer's first minutes: `cargo sandbox up --detach` in a fresh clone
     /// of this workspace, empty target directory, to every component healthy.
     Clone,
+    /// The README's test command (or another), warm: wall time and the whole
+    /// machine's CPU per run, and whether it passed.
+    Tests {
+        /// Warm runs to measure, after a first one that builds what is stale.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// The command to measure, run by bash in the workspace.
+        #[arg(long, default_value = "cargo nextest run --workspace --features e2e")]
+        command: String,
+    },
     /// The Gherkin suite against a fresh sandbox, start to teardown, and scenarios/s.
     E2e {
         /// Whole runs to measure.
@@ -484,6 +494,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 BenchWhat::Clone => harness::bench::clone(&workspace),
                 BenchWhat::E2e { runs } => harness::bench::e2e(&exe, &workspace, runs),
+                BenchWhat::Tests { runs, command } => harness::bench::tests(&workspace, runs, &command),
                 BenchWhat::Tui { rate, seconds } => harness::bench::tui(&exe, &workspace, rate, seconds),
                 BenchWhat::Images { runs } => harness::bench::images(&workspace, &home, runs),
                 BenchWhat::Backends { runs } => harness::bench::backends(&exe, &workspace, &home, runs),

@@ -1,76 +1,124 @@
-//! A private PostgreSQL cluster for this test binary (one database per test), and
-//! a running service on a random port. The cluster's directory is removed when
-//! the binary exits; one left by a killed run is removed by the next.
+//! One PostgreSQL cluster for every API test running on this machine (a
+//! database per test), and a running service on a random port.
+//!
+//! The test runner may run each test in a process of its own (cargo-nextest
+//! does), so the cluster is shared across processes: the first process that
+//! needs it makes and starts it, each holds a shared lock on `users` while it
+//! runs, and the last to leave (at exit, under the directory's lock) stops it
+//! and removes its data. One left by a killed run is joined, or replaced if
+//! its server is gone, by the next.
 
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bank::kit::{Application, Config, ServiceSpec};
 use harness::postgres;
+use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 struct Cluster {
     port: u16,
-    dir: PathBuf,
-    child: Mutex<Option<Child>>,
+    /// This process's share of the cluster, given back at exit.
+    lease: Mutex<Option<Flock<File>>>,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
-const ROOT_PREFIX: &str = "bank-api-tests-";
-
-fn remove_stale_clusters() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if let Some(pid) = name.strip_prefix(ROOT_PREFIX).and_then(|p| p.parse::<i32>().ok())
-            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
-        {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
+/// Where the shared cluster lives: its data, and `port`, `pid`, `.lock` and
+/// `users` beside it.
+fn shared_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("bank-api-tests-{}", nix::unistd::geteuid()))
 }
 
-extern "C" fn stop_cluster() {
-    if let Some(c) = CLUSTER.get() {
-        if let Some(mut child) = c.child.lock().ok().and_then(|mut g| g.take()) {
-            let _ = child.kill();
-            let _ = child.wait();
+fn lock(path: &Path, how: FlockArg) -> Result<Flock<File>, nix::errno::Errno> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).unwrap();
+    Flock::lock(file, how).map_err(|(_, e)| e)
+}
+
+/// The port of the shared cluster if its server still answers there.
+fn running(dir: &Path) -> Option<u16> {
+    let port: u16 = std::fs::read_to_string(dir.join("port")).ok()?.trim().parse().ok()?;
+    std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| port)
+}
+
+/// A cluster made and started afresh in `dir`.
+fn start(dir: &Path) -> u16 {
+    let data = dir.join("data");
+    if let Ok(pid) = std::fs::read_to_string(dir.join("pid")) {
+        // A server that no longer answers: make sure it is gone.
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
-        let _ = std::fs::remove_dir_all(&c.dir);
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    postgres::hand_over(dir).unwrap();
+    let bin = postgres::bin_dir().unwrap();
+    let out = postgres::initdb(&bin, &data, "test", postgres::Auth::Trust).unwrap().output().unwrap();
+    assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut pg = postgres::server(&bin, &data, port, &["max_connections=300"]).unwrap();
+    // Its own process group, and no pipe of the test's held open: it outlives
+    // the process that started it.
+    std::os::unix::process::CommandExt::process_group(&mut pg, 0);
+    pg.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = pg.spawn().unwrap();
+    std::fs::write(dir.join("pid"), child.id().to_string()).unwrap();
+    // Reaped here if it ends while this process lives; by init after that.
+    std::thread::spawn(move || child.wait());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "test PostgreSQL did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(dir.join("port"), port.to_string()).unwrap();
+    port
+}
+
+/// At exit: give back this process's share; the last one out stops the
+/// server and removes the cluster.
+extern "C" fn leave_cluster() {
+    let Some(c) = CLUSTER.get() else { return };
+    let dir = shared_dir();
+    let Ok(_guard) = lock(&dir.join(".lock"), FlockArg::LockExclusive) else { return };
+    drop(c.lease.lock().ok().and_then(|mut l| l.take()));
+    if lock(&dir.join("users"), FlockArg::LockExclusiveNonblock).is_ok() {
+        if let Some(pid) = std::fs::read_to_string(dir.join("pid")).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            // A fast shutdown, then wait for it to be gone before the data goes.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            for _ in 0..500 {
+                if nix::sys::signal::kill(pid, None).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        for file in ["port", "pid"] {
+            let _ = std::fs::remove_file(dir.join(file));
+        }
+        let _ = std::fs::remove_dir_all(dir.join("data"));
     }
 }
 
 fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
-        remove_stale_clusters();
-        let dir = std::env::temp_dir().join(format!("{ROOT_PREFIX}{}", std::process::id()));
+        let dir = shared_dir();
         std::fs::create_dir_all(&dir).unwrap();
-        let data = dir.join("data");
-        postgres::hand_over(&dir).unwrap();
-        let bin = postgres::bin_dir().unwrap();
-        let out = postgres::initdb(&bin, &data, "test", postgres::Auth::Trust).unwrap().output().unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut pg = postgres::server(&bin, &data, port, &["max_connections=300"]).unwrap();
-        pg.stdout(Stdio::null()).stderr(Stdio::null());
-        let child = pg.spawn().unwrap();
+        let guard = lock(&dir.join(".lock"), FlockArg::LockExclusive).unwrap();
+        let port = running(&dir).unwrap_or_else(|| start(&dir));
+        let lease = lock(&dir.join("users"), FlockArg::LockShared).unwrap();
+        drop(guard);
         // SAFETY: registers a plain extern "C" fn; it runs once, at process exit.
         #[allow(unsafe_code)]
         unsafe {
-            nix::libc::atexit(stop_cluster);
+            nix::libc::atexit(leave_cluster);
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "test PostgreSQL did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Cluster { port, dir, child: Mutex::new(Some(child)) }
+        Cluster { port, lease: Mutex::new(Some(lease)) }
     })
 }
 

@@ -482,13 +482,37 @@ pub struct Args {
     quiet: bool,
     #[arg(long, hide = true)]
     color: Option<String>,
+    // What cargo-nextest asks of a custom test binary (its "custom test
+    // harnesses" rules): `--list --format terse [--ignored]` lists the one
+    // test this binary is, `<name> --exact --nocapture` runs it.
+    #[arg(long, hide = true)]
+    list: bool,
+    #[arg(long, hide = true)]
+    format: Option<String>,
+    #[arg(long, hide = true)]
+    ignored: bool,
+    #[arg(long, hide = true)]
+    exact: bool,
 }
+
+/// The name the suite has as one test of a runner (cargo-nextest): it runs
+/// every selected scenario against one sandbox, which is what makes it fast.
+pub const TEST_NAME: &str = "scenarios";
 
 /// The test target's `main`: run the suite, print where the time went, and
 /// exit non-zero when a scenario failed or the suite could not run.
 pub fn main(sandbox_bin: &Path) -> std::process::ExitCode {
     use clap::Parser as _;
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.list {
+        if !args.ignored {
+            println!("{TEST_NAME}: test");
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
+    if args.exact && args.filter.as_deref() == Some(TEST_NAME) {
+        args.filter = None;
+    }
     let Some(workspace) = std::env::current_dir().ok().and_then(|d| crate::find_workspace(&d)) else {
         eprintln!("e2e: not inside the bank-sandbox workspace (no compose/bank.yaml above this directory)");
         return std::process::ExitCode::FAILURE;

@@ -63,6 +63,53 @@ impl Drop for Copy {
     }
 }
 
+/// The tutorial's copy of the workspace, at one place in this build's target
+/// directory with a target directory of its own that is kept between runs:
+/// sources are copied with their times, so a warm run compiles again only
+/// what the tutorial changes (the bank), not the harness in three profiles.
+/// Its first run starts from this build's compiled dependencies (hard links).
+/// One run at a time uses it (a lock); the workspace copy goes at the end,
+/// the compiled cache stays, as `target/` does.
+struct KeptCopy {
+    workspace: PathBuf,
+    target: PathBuf,
+    _one_at_a_time: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl KeptCopy {
+    fn new() -> Self {
+        let built = Path::new(env!("CARGO_BIN_EXE_sandbox")).parent().unwrap().to_path_buf();
+        let root = built.parent().unwrap().join("onboarding");
+        std::fs::create_dir_all(&root).unwrap();
+        let lock = std::fs::File::options().create(true).truncate(false).write(true).open(root.join(".lock")).unwrap();
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+        let (workspace_copy, target) = (root.join("workspace"), root.join("target"));
+        if !target.join("debug").exists() {
+            std::fs::create_dir_all(target.join("debug")).unwrap();
+            for dir in ["deps", "build", ".fingerprint"] {
+                let out =
+                    Command::new("cp").arg("-al").arg(built.join(dir)).arg(target.join("debug")).output().unwrap();
+                assert!(out.status.success(), "linking {dir}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&workspace_copy);
+        std::fs::create_dir_all(&workspace_copy).unwrap();
+        let script = format!(
+            "git ls-files -z --cached --others --exclude-standard | xargs -0 -I{{}} cp -p --parents -- {{}} {}",
+            workspace_copy.display()
+        );
+        let out = Command::new("bash").args(["-c", &script]).current_dir(workspace()).output().unwrap();
+        assert!(out.status.success(), "copying the workspace: {}", String::from_utf8_lossy(&out.stderr));
+        Self { workspace: workspace_copy, target, _one_at_a_time: lock }
+    }
+}
+
+impl Drop for KeptCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.workspace);
+    }
+}
+
 #[test]
 fn a_refused_generation_leaves_the_workspace_untouched() {
     let copy = Copy::new("refusals");
@@ -161,22 +208,16 @@ fn tutorial_steps(doc: &str) -> Vec<Step> {
 }
 
 /// docs/ONBOARDING.md's shell blocks, every line, in a copy of the workspace
-/// whose target directory starts from this build's compiled dependencies
-/// (hard links, so only the workspace's own crates are compiled again). The
+/// (a [`KeptCopy`]: its first run compiles the workspace's own crates again,
+/// a warm one only the bank). The
 /// dashboard runs in tmux, where the test does what the tutorial says to look
 /// at: round-ups in Services, its event in Events, and `r` on it after an edit
 /// rebuilding the bank and restarting it.
 #[test]
 fn onboarding_runs_line_by_line_in_a_copy_of_the_workspace() {
     let home = Home::new();
-    let copy = Copy::new("onboarding");
-    let built = Path::new(env!("CARGO_BIN_EXE_sandbox")).parent().unwrap().to_path_buf();
-    let target = copy.0.join("target");
-    std::fs::create_dir_all(target.join("debug")).unwrap();
-    for dir in ["deps", "build", ".fingerprint"] {
-        let out = Command::new("cp").arg("-al").arg(built.join(dir)).arg(target.join("debug")).output().unwrap();
-        assert!(out.status.success(), "linking {dir}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let copy = KeptCopy::new();
+    let target = copy.target.clone();
     let doc = std::fs::read_to_string(workspace().join("docs/ONBOARDING.md")).unwrap();
     let steps = tutorial_steps(&doc);
     let (mut stdout, mut stderr, mut ran) = (String::new(), String::new(), Vec::new());
@@ -191,7 +232,7 @@ fn onboarding_runs_line_by_line_in_a_copy_of_the_workspace() {
                 }
                 let out = Command::new("bash")
                     .args(["-c", &script])
-                    .current_dir(&copy.0)
+                    .current_dir(&copy.workspace)
                     .env("CARGO_TARGET_DIR", &target)
                     .env("SANDBOX_HOME", &home.root)
                     .env_remove("SANDBOX_E2E_BACKEND")
@@ -202,7 +243,7 @@ fn onboarding_runs_line_by_line_in_a_copy_of_the_workspace() {
                 assert!(out.status.success(), "the tutorial failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
             }
             Step::Dashboard(command) => {
-                dashboard(&copy.0, &target, &home, command);
+                dashboard(&copy.workspace, &target, &home, command);
                 ran.push(command.clone());
             }
         }
