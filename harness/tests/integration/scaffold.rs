@@ -11,20 +11,26 @@ use std::time::Duration;
 use super::tmux::Tmux;
 use super::{Home, status_json, workspace};
 
+/// `to`, afresh: the workspace's tracked (and untracked, not ignored) files,
+/// with their times (so that a kept build of the copy stays fresh).
+fn copy_workspace(to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    let script = format!(
+        "git ls-files -z --cached --others --exclude-standard | xargs -0 -I{{}} cp -p --parents -- {{}} {}",
+        to.display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).current_dir(workspace()).output().unwrap();
+    assert!(out.status.success(), "copying the workspace: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A copy of the workspace's tracked files, removed on drop.
 struct Copy(PathBuf);
 
 impl Copy {
     fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("sbx-scaffold-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = format!(
-            "git ls-files -z --cached --others --exclude-standard | xargs -0 -I{{}} cp --parents -- {{}} {}",
-            dir.display()
-        );
-        let out = Command::new("bash").args(["-c", &script]).current_dir(workspace()).output().unwrap();
-        assert!(out.status.success(), "copying the workspace: {}", String::from_utf8_lossy(&out.stderr));
+        copy_workspace(&dir);
         Self(dir)
     }
 
@@ -92,14 +98,7 @@ impl KeptCopy {
                 assert!(out.status.success(), "linking {dir}: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
-        let _ = std::fs::remove_dir_all(&workspace_copy);
-        std::fs::create_dir_all(&workspace_copy).unwrap();
-        let script = format!(
-            "git ls-files -z --cached --others --exclude-standard | xargs -0 -I{{}} cp -p --parents -- {{}} {}",
-            workspace_copy.display()
-        );
-        let out = Command::new("bash").args(["-c", &script]).current_dir(workspace()).output().unwrap();
-        assert!(out.status.success(), "copying the workspace: {}", String::from_utf8_lossy(&out.stderr));
+        copy_workspace(&workspace_copy);
         Self { workspace: workspace_copy, target, _one_at_a_time: lock }
     }
 }
