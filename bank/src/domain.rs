@@ -184,39 +184,30 @@ impl AccountNumber {
 /// calls at the accounts service directly. No query, fragment, credentials,
 /// other path or other host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountRef {
-    url: String,
-    id: uuid::Uuid,
-}
+pub struct AccountRef(String);
 
 impl AccountRef {
     /// `raw`, if it names an account of this bank: `accounts` is the accounts
     /// service's base URL, `origin` the scheme and host the request came in by.
     pub fn parse(raw: &str, accounts: &str, origin: &str) -> Result<Self, DomainError> {
         let bases = [format!("{}/accounts/", accounts.trim_end_matches('/')), format!("{origin}/accounts/accounts/")];
-        let id = bases
+        let ours = bases
             .iter()
             .filter_map(|base| raw.strip_prefix(base.as_str()))
-            .find(|id| id.len() == 36)
-            .and_then(|id| uuid::Uuid::parse_str(id).ok());
-        match id {
-            Some(id) => Ok(Self { url: raw.to_string(), id }),
-            None => {
-                let mut got: String = format!("{raw:?}").chars().take(200).collect();
-                if got.len() < format!("{raw:?}").len() {
-                    got.push_str("...");
-                }
-                Err(DomainError::ForeignAccount { accounts: accounts.trim_end_matches('/').to_string(), got })
-            }
+            .any(|id| id.len() == 36 && uuid::Uuid::parse_str(id).is_ok());
+        if ours {
+            return Ok(Self(raw.to_string()));
         }
+        let quoted = format!("{raw:?}");
+        let mut got: String = quoted.chars().take(200).collect();
+        if got.len() < quoted.len() {
+            got.push_str("...");
+        }
+        Err(DomainError::ForeignAccount { accounts: accounts.trim_end_matches('/').to_string(), got })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.url
-    }
-
-    pub fn id(&self) -> uuid::Uuid {
-        self.id
+        &self.0
     }
 }
 

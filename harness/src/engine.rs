@@ -67,12 +67,43 @@ impl Endpoint {
     /// (`postgres://bank:***@...`); `status --json` gives the whole URL to
     /// the sandbox's owner.
     pub fn shown(&self) -> String {
-        let Some((scheme, rest)) = self.url.split_once("://") else { return self.url.clone() };
-        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-        match authority.rsplit_once('@').and_then(|(userinfo, host)| Some((userinfo.split_once(':')?.0, host))) {
-            Some((user, host)) => format!("{scheme}://{user}:***@{host}{}", &rest[authority.len()..]),
-            None => self.url.clone(),
+        match UrlParts::of(&self.url) {
+            Some(UrlParts { scheme, user, password: Some(_), host, tail }) => {
+                format!("{scheme}://{}:***@{host}{tail}", user.unwrap_or_default())
+            }
+            _ => self.url.clone(),
         }
+    }
+}
+
+/// A URL's parts around its authority, as written (no decoding):
+/// `<scheme>://[<user>[:<password>]@]<host>[<tail>]`, the tail starting at
+/// the first `/` or `?` after the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlParts<'a> {
+    pub scheme: &'a str,
+    pub user: Option<&'a str>,
+    pub password: Option<&'a str>,
+    /// `host:port`, or the host alone.
+    pub host: &'a str,
+    pub tail: &'a str,
+}
+
+impl<'a> UrlParts<'a> {
+    pub fn of(url: &'a str) -> Option<Self> {
+        let (scheme, rest) = url.split_once("://")?;
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        let tail = &rest[authority.len()..];
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => (Some(userinfo), host),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo.map(|u| u.split_once(':')) {
+            Some(Some((user, password))) => (Some(user), Some(password)),
+            Some(None) => (userinfo, None),
+            None => (None, None),
+        };
+        Some(Self { scheme, user, password, host, tail })
     }
 }
 

@@ -14,9 +14,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 
-/// Where webhooks are received, on every service.
-pub const PREFIX: &str = "/webhooks";
-
 /// The largest webhook body read before it is refused (a provider's
 /// notification is a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;

@@ -11,7 +11,7 @@ use tokio::process::Command;
 use tokio::sync::{Mutex, OnceCell};
 
 use super::{Backend, Handle, Plan, ProbeResult, fnv1a, pg_credentials};
-use crate::engine::Endpoint;
+use crate::engine::{Endpoint, UrlParts};
 use crate::error::{Error, Result};
 use crate::fresh;
 use crate::logs::LogSink;
@@ -396,24 +396,17 @@ impl Backend for LocalBackend {
         let runs =
             topology.services.iter().map(|s| Ok((s.name.clone(), run_of(s)?))).collect::<Result<BTreeMap<_, _>>>()?;
         let (mut plan, _) = Plan::reserve(&self.dir, topology, 0).await?;
-        // The clusters' Unix sockets, by TCP port: local clients connect
-        // through them.
-        let sockets: BTreeMap<u16, PathBuf> = topology
+        // The clusters by TCP port: a URL naming one takes the sandbox's
+        // password, and goes through the cluster's Unix socket when it has one.
+        let clusters: BTreeMap<u16, &str> = topology
             .services
             .iter()
             .filter(|s| matches!(runs[&s.name], Run::Postgres))
-            .filter_map(|s| {
-                let port = s.ports.first().and_then(|p| plan.host_port(&s.name, *p))?;
-                Some((port, socket_dir(&self.dir, &s.name, port)?))
-            })
+            .filter_map(|s| Some((s.ports.first().and_then(|p| plan.host_port(&s.name, *p))?, s.name.as_str())))
             .collect();
-        // The clusters' TCP ports: a URL naming one takes the sandbox's password.
-        let clusters: BTreeSet<u16> = topology
-            .services
-            .iter()
-            .filter(|s| matches!(runs[&s.name], Run::Postgres))
-            .filter_map(|s| s.ports.first().and_then(|p| plan.host_port(&s.name, *p)))
-            .collect();
+        let sockets: BTreeMap<u16, PathBuf> =
+            clusters.iter().filter_map(|(port, name)| Some((*port, socket_dir(&self.dir, name, *port)?))).collect();
+        let clusters: BTreeSet<u16> = clusters.into_keys().collect();
         for s in &topology.services {
             let env = s
                 .environment
@@ -534,24 +527,25 @@ async fn set_password(bin: &Path, data: &Path, user: &str, password: &str) -> Re
     Ok(())
 }
 
+/// A PostgreSQL URL (`postgres://` or `postgresql://`) naming a port on
+/// 127.0.0.1: its parts and that port.
+fn local_postgres_url(value: &str) -> Option<(UrlParts<'_>, u16)> {
+    let parts = UrlParts::of(value).filter(|p| p.scheme == "postgres" || p.scheme == "postgresql")?;
+    let port = parts.host.strip_prefix("127.0.0.1:")?.parse().ok()?;
+    Some((parts, port))
+}
+
 /// A PostgreSQL URL naming `127.0.0.1:<port>` of one of `clusters` (their
 /// TCP ports) with credentials `user:<anything>@` gets `password` instead:
 /// the topology's documented password is Compose's, a sandbox's cluster has
 /// its own. Any other value is left as it is.
 fn with_password(value: &str, clusters: &BTreeSet<u16>, password: &str) -> String {
-    let Some((scheme, rest)) = value.split_once("://") else { return value.to_string() };
-    if scheme != "postgres" && scheme != "postgresql" {
-        return value.to_string();
+    match local_postgres_url(value) {
+        Some((UrlParts { scheme, user: Some(user), host, tail, .. }, port)) if clusters.contains(&port) => {
+            format!("{scheme}://{user}:{password}@{host}{tail}")
+        }
+        _ => value.to_string(),
     }
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    let Some((userinfo, host_port)) = authority.rsplit_once('@') else { return value.to_string() };
-    let ours =
-        host_port.strip_prefix("127.0.0.1:").and_then(|p| p.parse::<u16>().ok()).is_some_and(|p| clusters.contains(&p));
-    if !ours {
-        return value.to_string();
-    }
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    format!("{scheme}://{user}:{password}@{host_port}{}", &rest[authority.len()..])
 }
 
 /// A PostgreSQL URL naming `127.0.0.1:<port>` of a cluster in `sockets`
@@ -559,18 +553,9 @@ fn with_password(value: &str, clusters: &BTreeSet<u16>, password: &str) -> Strin
 /// database over its Unix socket, which costs a round trip a third less CPU
 /// than loopback TCP (docs/PERFORMANCE.md). Any other value is left as it is.
 fn through_socket(value: &str, sockets: &BTreeMap<u16, PathBuf>) -> String {
-    let is_url = value.starts_with("postgres://") || value.starts_with("postgresql://");
-    let Some(authority) = value.split_once("://").map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(rest)) else {
-        return value.to_string();
-    };
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let socket = host_port
-        .strip_prefix("127.0.0.1:")
-        .and_then(|p| p.parse::<u16>().ok())
-        .and_then(|port| sockets.get(&port))
-        .and_then(|d| d.to_str());
+    let socket = local_postgres_url(value).and_then(|(_, port)| sockets.get(&port)).and_then(|d| d.to_str());
     match socket {
-        Some(dir) if is_url && !value.contains("host=") => {
+        Some(dir) if !value.contains("host=") => {
             let joiner = if value.contains('?') { '&' } else { '?' };
             format!("{value}{joiner}host={dir}")
         }
