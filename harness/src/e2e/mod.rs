@@ -482,15 +482,7 @@ pub struct Args {
     quiet: bool,
     #[arg(long, hide = true)]
     color: Option<String>,
-    // What cargo-nextest asks of a custom test binary (its "custom test
-    // harnesses" rules): `--list --format terse [--ignored]` lists the one
-    // test this binary is, `<name> --exact --nocapture` runs it.
-    #[arg(long, hide = true)]
-    list: bool,
-    #[arg(long, hide = true)]
-    format: Option<String>,
-    #[arg(long, hide = true)]
-    ignored: bool,
+    // cargo-nextest runs the one test this binary is as `<name> --exact`.
     #[arg(long, hide = true)]
     exact: bool,
 }
@@ -499,17 +491,29 @@ pub struct Args {
 /// every selected scenario against one sandbox, which is what makes it fast.
 pub const TEST_NAME: &str = "scenarios";
 
+/// cargo-nextest's listing of a custom test binary that is one test, `name`
+/// (its "custom test harnesses" rules): when `args` ask for it (`--list
+/// --format terse [--ignored]`), it is printed and `true` returned. The one
+/// test is then run as `<name> --exact`.
+pub fn answered_listing(args: &[String], name: &str) -> bool {
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    if !flag("--list") {
+        return false;
+    }
+    if !flag("--ignored") {
+        println!("{name}: test");
+    }
+    true
+}
+
 /// The test target's `main`: run the suite, print where the time went, and
 /// exit non-zero when a scenario failed or the suite could not run.
 pub fn main(sandbox_bin: &Path) -> std::process::ExitCode {
     use clap::Parser as _;
-    let mut args = Args::parse();
-    if args.list {
-        if !args.ignored {
-            println!("{TEST_NAME}: test");
-        }
+    if answered_listing(&std::env::args().collect::<Vec<_>>(), TEST_NAME) {
         return std::process::ExitCode::SUCCESS;
     }
+    let mut args = Args::parse();
     if args.exact && args.filter.as_deref() == Some(TEST_NAME) {
         args.filter = None;
     }

@@ -60,21 +60,12 @@ const SUITE: &str = "suite";
 fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |f: &str| args.iter().any(|a| a == f);
-    // cargo-nextest's rules for a custom harness: `--list --format terse
-    // [--ignored]` lists its tests, `<name> --exact` runs one.
-    if flag("--list") {
-        if !flag("--ignored") {
-            println!("{SUITE}: test");
-        }
+    if harness::e2e::answered_listing(&args, SUITE) {
         return std::process::ExitCode::SUCCESS;
     }
-    let filters: Vec<String> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .filter(|a| !(flag("--exact") && a.as_str() == SUITE))
-        .cloned()
-        .collect();
+    let exact = args.iter().any(|a| a == "--exact");
+    let filters: Vec<String> =
+        args.iter().filter(|a| !a.starts_with('-')).filter(|a| !(exact && a.as_str() == SUITE)).cloned().collect();
     let selected: Vec<&Test> = TESTS
         .iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
