@@ -8,6 +8,7 @@ Feature: Resilience
     Given Alice has £100.00
     And the payment scheme answers Alice's payments slowly
     When Alice pays £10.00 to Carol at 20-00-00 12345678
+    And the payment scheme has received that payment
     And the payments service is killed
     And the payments service is started again
     Then the payment is completed

@@ -73,9 +73,12 @@ enum BenchWhat {
     },
     /// The Gherkin suite against a fresh sandbox, start to teardown, and scenarios/s.
     E2e {
-        /// Whole runs to measure.
+        /// Whole runs to measure; every one runs, and a failed one is counted.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// What runs the sandboxes.
+        #[arg(long, value_enum, default_value_t)]
+        backend: harness::backend::Kind,
     },
     /// Image builds (cold, warm, after a bank change), image sizes, and plain
     /// `docker-compose up -d` to every container healthy on the images built here.
@@ -493,7 +496,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     harness::bench::flows(&exe, &workspace, load)
                 }
                 BenchWhat::Clone => harness::bench::clone(&workspace),
-                BenchWhat::E2e { runs } => harness::bench::e2e(&exe, &workspace, runs),
+                BenchWhat::E2e { runs, backend } => harness::bench::e2e(&exe, &workspace, runs, backend),
                 BenchWhat::Tests { runs, command } => harness::bench::tests(&workspace, runs, &command),
                 BenchWhat::Tui { rate, seconds } => harness::bench::tui(&exe, &workspace, rate, seconds),
                 BenchWhat::Images { runs } => harness::bench::images(&workspace, &home, runs),

@@ -9,6 +9,7 @@
 
 mod audit;
 mod params;
+mod select;
 mod steps;
 pub mod world;
 
@@ -199,13 +200,13 @@ pub async fn run(opts: Options) -> Result<Summary> {
         })
         .transpose()?;
     let scenarios = opts.workspace.join("scenarios");
-    let mut features = Vec::new();
     let root = std::fs::canonicalize(&scenarios).map_err(Error::io(format!("{}", scenarios.display())))?;
+    let mut selection = select::Selection { name: opts.name.clone(), shard: opts.shard, tags, ..Default::default() };
     for f in &opts.features {
         let path = std::fs::canonicalize(f).ok().filter(|p| p.starts_with(&root) && p.is_file()).ok_or_else(|| {
             Error::Other(format!("{} is not a feature file under {}", f.display(), scenarios.display()))
         })?;
-        features.push(path);
+        selection.features.push(path);
     }
 
     let started = Instant::now();
@@ -220,7 +221,7 @@ pub async fn run(opts: Options) -> Result<Summary> {
         Ok(ctx) => {
             let start_up = started.elapsed();
             let running = Instant::now();
-            let (scenarios, failed) = run_cucumber(Arc::new(ctx), &opts, &scenarios, features, tags).await;
+            let (scenarios, failed) = run_cucumber(Arc::new(ctx), &opts, &scenarios, selection).await;
             Ok((start_up, running.elapsed(), scenarios, failed))
         }
         Err(e) => Err(e),
@@ -239,8 +240,7 @@ async fn run_cucumber(
     ctx: Arc<Context>,
     opts: &Options,
     scenarios: &Path,
-    features: Vec<PathBuf>,
-    tags: Option<cucumber::gherkin::tagexpr::TagOperation>,
+    selection: select::Selection,
 ) -> (usize, bool) {
     if let Some(dir) = opts.junit.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -255,16 +255,17 @@ async fn run_cucumber(
     let finished = Arc::new(AtomicUsize::new(0));
     let counted = finished.clone();
     let before_ctx = ctx.clone();
+    // The whole selection, tags included, is the filter below: given a tag
+    // expression, cucumber would apply it instead of the filter, and a shard
+    // or a name would be ignored.
     let cli: cucumber::cli::Opts<_, _, _, cucumber::cli::Empty> = cucumber::cli::Opts {
         re_filter: None,
-        tags_filter: tags,
+        tags_filter: None,
         parser: Default::default(),
         runner: Default::default(),
         writer: Default::default(),
         custom: Default::default(),
     };
-    let shard = opts.shard;
-    let name = opts.name.clone();
     let writer = writer::Basic::raw(std::io::stdout(), Coloring::Auto, 0)
         .summarized()
         .tee::<BankWorld, _>(writer::JUnit::for_tee(junit, 0))
@@ -300,13 +301,7 @@ async fn run_cucumber(
             .boxed_local()
         })
         .with_cli(cli)
-        .filter_run(scenarios.to_path_buf(), move |feature, _, scenario| {
-            let path = feature.path.as_deref().and_then(|p| std::fs::canonicalize(p).ok());
-            let chosen = features.is_empty() || path.as_ref().is_some_and(|p| features.contains(p));
-            let named = name.as_deref().is_none_or(|n| scenario.name.contains(n));
-            let sharded = shard.is_none_or(|s| s.takes(&feature.name, &scenario.name));
-            chosen && named && sharded
-        })
+        .filter_run(scenarios.to_path_buf(), move |feature, rule, scenario| selection.takes(feature, rule, scenario))
         .await;
     let failed = result.execution_has_failed() || result.parsing_errors() > 0 || result.hook_errors() > 0;
     (finished.load(Ordering::Relaxed), failed)

@@ -185,6 +185,26 @@ async fn scheme_recovers(w: &mut BankWorld, who: Name) -> Step {
     recover(w, SCHEME, &scope).await
 }
 
+/// The payment is in the scheme's hands: its submission reached the scheme
+/// (which settles it, however slowly it answers), so what happens next happens
+/// mid-payment, not before the payment left the bank.
+#[when("the payment scheme has received that payment")]
+async fn scheme_received(w: &mut BankWorld) -> Step {
+    let s = w.last(Flow::Payment)?.clone();
+    let scheme = w.ctx().provider(SCHEME)?;
+    let what = format!("the payment scheme to receive payment {}", s.id);
+    let received = crate::api::wait_for(&what, SETTLE, || async {
+        let journal = scheme.journal(Some(&s.account)).await?;
+        let seen = journal.iter().any(|e| {
+            e.direction == "in" && e.path == "/payments" && e.body["payment_id"] == s.id.as_str() && e.status < 300
+        });
+        Ok(if seen { Ok(()) } else { Err(format!("{} requests from that account", journal.len())) })
+    })
+    .await;
+    w.or_trail(received).await?;
+    Ok(())
+}
+
 #[then("the payment scheme settled that payment once")]
 async fn settled_once(w: &mut BankWorld) -> Step {
     let s = w.last(Flow::Payment)?.clone();
