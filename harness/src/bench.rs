@@ -275,7 +275,7 @@ pub fn tests(workspace: &Path, runs: usize, command: &str) -> Result<String> {
     for i in 0..=runs {
         let busy = crate::flows::cpu_busy().unwrap_or(0.0);
         let started = Instant::now();
-        let status = Command::new("bash")
+        let status = crate::fresh::as_from_a_shell(&mut Command::new("bash"))
             .args(["-c", command])
             .current_dir(workspace)
             .stdout(std::process::Stdio::null())
@@ -720,7 +720,7 @@ pub fn clone(workspace: &Path) -> Result<String> {
         cmd.current_dir(&ws).env_remove("CARGO_TARGET_DIR").env_remove("SANDBOX_BANK_BIN").arg("--home").arg(&home);
     };
     let mut up = Command::new(&cargo);
-    up.arg("sandbox");
+    crate::fresh::as_from_a_shell(&mut up).arg("sandbox");
     sandbox(&mut up);
     up.args(["up", "--detach", "--name", "bench-clone"]).stdout(std::process::Stdio::null());
     up.stderr(std::process::Stdio::piped());

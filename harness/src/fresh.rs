@@ -27,6 +27,29 @@ pub const SANDBOX_SOURCES: &[&str] = &[
 /// cold target directory), so even a build of one binary names both packages.
 pub const PACKAGES: &[&str] = &["-p", "harness", "-p", "bank"];
 
+/// Take away from `cmd` what cargo tells a process it runs (`cargo run`,
+/// `cargo sandbox`, a test) about that process's own package, so that a cargo
+/// started by it builds as one started from a shell does. Build scripts read
+/// some of these and cargo reruns them when the value changes: ring's tracks
+/// `CARGO_MANIFEST_DIR`, so a build from `cargo sandbox` (the launcher's
+/// directory) after a `cargo build` (none) ran ring's build script again and
+/// compiled rustls, reqwest and everything above them again, each time one
+/// followed the other.
+pub fn as_from_a_shell(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let own = ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME"]
+            .contains(&name.as_ref())
+            || ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"]
+                .iter()
+                .any(|p| name.starts_with(p));
+        if own {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd
+}
+
 /// `cargo build` of the binaries named (`sandbox`, `bank`) with the one
 /// selection of packages: the launcher builds both, a rebuild only what is stale.
 pub fn build_args<'a>(bins: &[&'a str]) -> Vec<&'a str> {
@@ -133,6 +156,17 @@ mod tests {
         let why = stale(&bin, &root, &["src", "missing"]).unwrap();
         assert!(why.contains("missing does not exist: is") && why.contains("the bank-sandbox workspace?"), "{why}");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_cargo_started_from_a_test_or_cargo_sandbox_sees_no_package_of_its_own() {
+        // cargo tells every test it runs its package's directory and name.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some() && std::env::var_os("CARGO_PKG_NAME").is_some());
+        let out = as_from_a_shell(&mut std::process::Command::new("env")).output().unwrap();
+        let env = String::from_utf8_lossy(&out.stdout);
+        let names: Vec<&str> = env.lines().filter_map(|l| l.split_once('=').map(|(n, _)| n)).collect();
+        assert!(!names.iter().any(|n| *n == "CARGO_MANIFEST_DIR" || n.starts_with("CARGO_PKG_")), "{names:?}");
+        assert!(names.contains(&"PATH"), "the rest of the environment is kept: {names:?}");
     }
 
     #[test]

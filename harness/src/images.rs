@@ -344,7 +344,11 @@ fn cargo_build(opts: &Options, bins: &[&str], why: &str, progress: &mut dyn FnMu
     let args = fresh::build_args(bins);
     let what = format!("cargo {}", args.join(" "));
     let mut cmd = Command::new(&opts.cargo);
-    cmd.current_dir(&opts.workspace).env("CARGO_TARGET_DIR", &opts.target_dir).args(&args).arg("--locked");
+    fresh::as_from_a_shell(&mut cmd)
+        .current_dir(&opts.workspace)
+        .env("CARGO_TARGET_DIR", &opts.target_dir)
+        .args(&args)
+        .arg("--locked");
     progress(&format!("{what}: {why}"));
     run_streamed(&mut cmd, None, &what, progress).map(drop)
 }

@@ -52,12 +52,19 @@ pub fn default_topology(workspace: &Path, backend: backend::Kind) -> Vec<PathBuf
 }
 
 /// The bank-sandbox workspace: the nearest directory at or above `from` holding
-/// `compose/bank.yaml` and a `Cargo.toml`, else the one this binary was built in.
+/// `compose/bank.yaml` and a `Cargo.toml`; else the one cargo ran this binary
+/// from (`cargo sandbox`, `cargo test` set `CARGO_MANIFEST_DIR`), else the one
+/// holding this binary (`target/` inside the workspace).
+///
+/// Found at run time only: a path compiled in (`env!("CARGO_MANIFEST_DIR")`)
+/// made the library's build depend on where the workspace lies, so a copy of
+/// it (the tutorial's) compiled the harness again instead of reusing it.
 pub fn find_workspace(from: &Path) -> Option<PathBuf> {
     let is_root = |d: &Path| d.join(TOPOLOGY).is_file() && d.join("Cargo.toml").is_file();
-    if let Some(found) = from.ancestors().find(|d| is_root(d)) {
-        return Some(found.to_path_buf());
-    }
-    let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    is_root(built_in).then(|| built_in.to_path_buf())
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let exe = std::env::current_exe().ok();
+    [Some(from.to_path_buf()), manifest, exe]
+        .into_iter()
+        .flatten()
+        .find_map(|start| start.ancestors().find(|d| is_root(d)).map(Path::to_path_buf))
 }

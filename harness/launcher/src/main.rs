@@ -56,7 +56,7 @@ fn build(workspace: &Path, dir: &Path, why: &str) -> Result<(), ExitCode> {
         return Err(ExitCode::from(2));
     }
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
-    match Command::new(&cargo).current_dir(workspace).args(&args).status() {
+    match fresh::as_from_a_shell(&mut Command::new(&cargo)).current_dir(workspace).args(&args).status() {
         Ok(status) if status.success() => {
             // Else sources only touched send every later command through cargo.
             for (bin, sources) in [("sandbox", fresh::SANDBOX_SOURCES), ("bank", fresh::BANK_SOURCES)] {

@@ -613,6 +613,7 @@ async fn build_bank(workspace: &Path, logs: &LogSink) -> Result<PathBuf> {
     args.push("--quiet");
     logs.line("build", format!("cargo {} in {} ({why})", args.join(" "), workspace.display()));
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    fresh::as_from_a_shell(cmd.as_std_mut());
     cmd.current_dir(workspace).args(&args);
     process::tie_to_parent(&mut cmd);
     let out = cmd.output().await.map_err(|e| Error::Other(format!("cannot run cargo to build the bank: {e}")))?;

@@ -90,13 +90,26 @@ impl KeptCopy {
         let lock = std::fs::File::options().create(true).truncate(false).write(true).open(root.join(".lock")).unwrap();
         let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
         let (workspace_copy, target) = (root.join("workspace"), root.join("target"));
-        if !target.join("debug").exists() {
-            std::fs::create_dir_all(target.join("debug")).unwrap();
-            for dir in ["deps", "build", ".fingerprint"] {
-                let out =
-                    Command::new("cp").arg("-al").arg(built.join(dir)).arg(target.join("debug")).output().unwrap();
-                assert!(out.status.success(), "linking {dir}: {}", String::from_utf8_lossy(&out.stderr));
-            }
+        // Seeded the way below (an older seed linked files that are rewritten in place).
+        let seeded = target.join(".seeded-v2");
+        if !seeded.exists() {
+            let _ = std::fs::remove_dir_all(&target);
+            // Compiled libraries are linked (rustc replaces them whole, never
+            // writes into one), everything cargo or rustc rewrites in place
+            // (fingerprints, dep-info, build scripts' output) is copied: a
+            // link there let the copy's builds rewrite this build's records,
+            // and each then compiled the harness again after the other.
+            let debug = target.join("debug");
+            let script = format!(
+                "set -e; mkdir -p {d}/deps; cp -a {b}/.fingerprint {b}/build {d}/; \
+                 find {b}/deps -maxdepth 1 -type f \\( -name '*.rlib' -o -name '*.rmeta' -o -name '*.so' \\) \
+                   -exec cp -l -t {d}/deps {{}} +",
+                b = built.display(),
+                d = debug.display()
+            );
+            let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+            assert!(out.status.success(), "seeding the copy's target: {}", String::from_utf8_lossy(&out.stderr));
+            std::fs::write(&seeded, "").unwrap();
         }
         copy_workspace(&workspace_copy);
         Self { workspace: workspace_copy, target, _one_at_a_time: lock }
@@ -229,7 +242,9 @@ fn onboarding_runs_line_by_line_in_a_copy_of_the_workspace() {
                     script.push_str(&format!("echo '+ {shown}' >&2\n{command}\n"));
                     ran.push(command.clone());
                 }
-                let out = Command::new("bash")
+                // As a reader types them in a shell: not with this test's
+                // own package in cargo's variables.
+                let out = harness::fresh::as_from_a_shell(&mut Command::new("bash"))
                     .args(["-c", &script])
                     .current_dir(&copy.workspace)
                     .env("CARGO_TARGET_DIR", &target)
