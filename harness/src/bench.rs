@@ -717,10 +717,15 @@ pub fn clone(workspace: &Path) -> Result<String> {
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let sandbox = |cmd: &mut Command| {
-        cmd.current_dir(&ws).env_remove("CARGO_TARGET_DIR").env_remove("SANDBOX_BANK_BIN").arg("--home").arg(&home);
+        crate::fresh::as_from_a_shell(cmd)
+            .current_dir(&ws)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("SANDBOX_BANK_BIN")
+            .arg("--home")
+            .arg(&home);
     };
     let mut up = Command::new(&cargo);
-    crate::fresh::as_from_a_shell(&mut up).arg("sandbox");
+    up.arg("sandbox");
     sandbox(&mut up);
     up.args(["up", "--detach", "--name", "bench-clone"]).stdout(std::process::Stdio::null());
     up.stderr(std::process::Stdio::piped());

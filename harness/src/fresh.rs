@@ -38,11 +38,16 @@ pub const PACKAGES: &[&str] = &["-p", "harness", "-p", "bank"];
 pub fn as_from_a_shell(cmd: &mut std::process::Command) -> &mut std::process::Command {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        let own = ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME"]
-            .contains(&name.as_ref())
-            || ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"]
-                .iter()
-                .any(|p| name.starts_with(p));
+        let own = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .contains(&name.as_ref())
+            || ["CARGO_PKG_", "CARGO_BIN_EXE_"].iter().any(|p| name.starts_with(p));
         if own {
             cmd.env_remove(name.as_ref());
         }
