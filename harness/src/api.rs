@@ -26,6 +26,8 @@ pub struct Reply {
     /// `Idempotent-Replayed: true` on the answer.
     pub replayed: bool,
     pub content_type: String,
+    /// `Retry-After` in seconds, when the answer has one.
+    pub retry_after: Option<Duration>,
 }
 
 impl Reply {
@@ -103,6 +105,9 @@ pub struct Payee {
     pub account_number: String,
 }
 
+/// How many times [`Api::get`] asks again after a busy 503.
+pub const BUSY_RETRIES: u32 = 3;
+
 #[derive(Debug, Clone)]
 pub struct Api {
     http: reqwest::Client,
@@ -135,6 +140,12 @@ impl Api {
         let resp = req.send().await.map_err(|e| Error::Other(format!("{method} {url}: no answer: {e}")))?;
         let status = resp.status().as_u16();
         let replayed = resp.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let content_type = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -144,11 +155,24 @@ impl Api {
         let bytes = resp.bytes().await.map_err(|e| Error::Other(format!("{method} {url}: {e}")))?;
         let body =
             serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        Ok(Reply { method: method.into(), url: url.into(), status, body, replayed, content_type })
+        Ok(Reply { method: method.into(), url: url.into(), status, body, replayed, content_type, retry_after })
     }
 
+    /// A GET that must succeed. A 503 that says when to come back
+    /// (`Retry-After`: the service is busy, not broken) is asked again, up to
+    /// [`BUSY_RETRIES`] times, as a well-behaved client does.
     pub async fn get(&self, url: &str) -> Result<Value> {
-        self.send("GET", url, None, None).await?.ok()
+        let mut retries = 0;
+        loop {
+            let reply = self.send("GET", url, None, None).await?;
+            match reply.retry_after {
+                Some(wait) if reply.status == 503 && retries < BUSY_RETRIES => {
+                    retries += 1;
+                    tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+                }
+                _ => return reply.ok(),
+            }
+        }
     }
 
     /// A POST that must succeed.
@@ -284,6 +308,36 @@ mod tests {
         assert_eq!(pounds(5), "£0.05");
         assert_eq!(pounds(123_456_789), "£1,234,567.89");
         assert_eq!(pounds(-2_500), "-£25.00");
+    }
+
+    /// A busy service (503 with Retry-After) is asked again; a 503 without
+    /// one, or a service still busy after the retries, is the error it was.
+    #[tokio::test]
+    async fn a_get_waits_out_a_busy_service_but_not_a_broken_one() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let busy = ResponseTemplate::new(503).insert_header("retry-after", "0");
+        Mock::given(method("GET")).and(path("/busy")).respond_with(busy.clone()).up_to_n_times(2).mount(&server).await;
+        Mock::given(method("GET"))
+            .and(path("/busy"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "ok": true })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET")).and(path("/down")).respond_with(ResponseTemplate::new(503)).mount(&server).await;
+        Mock::given(method("GET")).and(path("/always-busy")).respond_with(busy).mount(&server).await;
+        let api = Api::new(&server.uri()).unwrap();
+
+        assert_eq!(api.get(&format!("{}/busy", server.uri())).await.unwrap(), json!({ "ok": true }));
+        assert!(api.get(&format!("{}/down", server.uri())).await.is_err());
+        assert!(api.get(&format!("{}/always-busy", server.uri())).await.is_err());
+        let asked = |p: &'static str| {
+            let server = &server;
+            async move { server.received_requests().await.unwrap().iter().filter(|r| r.url.path() == p).count() }
+        };
+        assert_eq!(asked("/busy").await, 3);
+        assert_eq!(asked("/down").await, 1);
+        assert_eq!(asked("/always-busy").await, 1 + BUSY_RETRIES as usize);
     }
 
     #[test]

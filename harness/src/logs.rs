@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 /// Lines kept per component.
@@ -81,6 +82,46 @@ impl LogStore {
     pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
         self.tx.subscribe()
     }
+}
+
+/// A log line's level (0 debug/other, 1 info, 2 warn, 3 error), from the
+/// bank's JSON lines or a plain line's words.
+pub fn level_of(text: &str) -> u8 {
+    let upper = |s: &str| text.contains(s);
+    if upper("\"level\":\"ERROR\"") || upper(" ERROR ") {
+        3
+    } else if upper("\"level\":\"WARN\"") || upper(" WARN ") {
+        2
+    } else if upper("\"level\":\"INFO\"") || upper(" INFO ") {
+        1
+    } else {
+        0
+    }
+}
+
+/// A short, readable form of one bank log line: `LEVEL message key=value`,
+/// or the line itself when it is not the bank's JSON.
+pub fn render_log(text: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(text) else { return text.to_string() };
+    let level = v["level"].as_str().unwrap_or("");
+    let fields = v["fields"].as_object();
+    let message = fields.and_then(|f| f.get("message")).and_then(Value::as_str).unwrap_or("");
+    let mut out = format!("{level:<5} {message}");
+    if let Some(f) = fields {
+        for (k, val) in f.iter().filter(|(k, _)| *k != "message") {
+            let val = val.as_str().map(String::from).unwrap_or_else(|| val.to_string());
+            out.push_str(&format!(" {k}={val}"));
+        }
+    }
+    if let Some(span) = v["spans"].as_array().and_then(|s| s.last()) {
+        if let Some(route) = span["route"].as_str() {
+            out.push_str(&format!(" {} {route}", span["method"].as_str().unwrap_or("")));
+        }
+        if let Some(t) = span["trace_id"].as_str() {
+            out.push_str(&format!(" trace={}", &t[..t.len().min(8)]));
+        }
+    }
+    out
 }
 
 /// Where one component's output goes.

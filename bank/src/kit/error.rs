@@ -85,6 +85,13 @@ impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         // Constraint violations are the client's doing (a race lost, a rule broken):
         // they are 409/422, never 500.
+        // Every connection of the pool stayed busy for the whole acquire
+        // timeout: the service is overloaded, not broken; the client may
+        // try again (503 with Retry-After), and the log says so.
+        if let sqlx::Error::PoolTimedOut = err {
+            tracing::warn!("no database connection came free within the acquire timeout");
+            return Self::Unavailable("all of the service's database connections are busy; try again".into());
+        }
         if let sqlx::Error::Database(db) = &err {
             match db.kind() {
                 sqlx::error::ErrorKind::UniqueViolation => {
@@ -137,8 +144,28 @@ impl IntoResponse for ApiError {
         });
         let mut response = (status, axum::Json(body)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // What it waits on (a dependency, a connection) is usually back
+            // within a second; a client may retry after it (RFC 9110 10.2.3).
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
 
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_with_no_free_connection_is_busy_not_broken() {
+        let response = ApiError::from(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let refused = ApiError::bad_request("bad", "no").into_response();
+        assert!(refused.headers().get(header::RETRY_AFTER).is_none());
+    }
+}

@@ -209,6 +209,9 @@ pub async fn run(opts: Options) -> Result<Summary> {
         selection.features.push(path);
     }
 
+    // A failed run's logs (below) are this run's or none: not an earlier run's.
+    let kept_logs = opts.junit.with_file_name("sandbox.log");
+    let _ = std::fs::remove_file(&kept_logs);
     let started = Instant::now();
     let (target, owned) = match &opts.sandbox {
         Some(name) => (Target::attach(&opts.home, Some(name)).await?, None),
@@ -217,7 +220,7 @@ pub async fn run(opts: Options) -> Result<Summary> {
             (owned.target.clone(), Some(owned))
         }
     };
-    let outcome = match Context::connect(target).await {
+    let outcome = match Context::connect(target.clone()).await {
         Ok(ctx) => {
             let start_up = started.elapsed();
             let running = Instant::now();
@@ -226,6 +229,11 @@ pub async fn run(opts: Options) -> Result<Summary> {
         }
         Err(e) => Err(e),
     };
+    // A sandbox of the run's own goes with the run: what its components said
+    // is kept first when a scenario failed, for the cause.
+    if owned.is_some() && outcome.as_ref().is_ok_and(|o| o.3) {
+        keep_logs(&target, &kept_logs).await;
+    }
     let stopping = Instant::now();
     let stopped = match owned {
         Some(o) => o.stop().await,
@@ -305,6 +313,46 @@ async fn run_cucumber(
         .await;
     let failed = result.execution_has_failed() || result.parsing_errors() > 0 || result.hook_errors() > 0;
     (finished.load(Ordering::Relaxed), failed)
+}
+
+/// Write every log line the sandbox still holds to `path` (oldest first, one
+/// `time component stream | text` line each) and print its errors, so that a
+/// failed run's cause outlives its sandbox.
+async fn keep_logs(target: &Target, path: &Path) {
+    use futures::StreamExt as _;
+    let lines: Vec<crate::logs::LogLine> = match target.control.logs(None, false, usize::MAX).await {
+        Ok(stream) => stream.filter_map(|l| async move { l.ok() }).collect().await,
+        Err(e) => {
+            eprintln!("cannot read the sandbox's logs to keep them: {e}");
+            return;
+        }
+    };
+    let first = lines.first().map_or(0, |l| l.at);
+    let mut text = String::new();
+    let mut errors = Vec::new();
+    for l in &lines {
+        let at = format!("+{:.3}s", l.at.saturating_sub(first) as f64 / 1000.0);
+        text.push_str(&format!("{at} {} {} | {}\n", l.component, l.stream, l.text));
+        if crate::logs::level_of(&l.text) == 3 {
+            errors.push(format!("{at} {}: {}", l.component, crate::logs::render_log(&l.text)));
+        }
+    }
+    let written = crate::files::create_no_follow(path, 0o600)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("cannot keep the sandbox's logs in {}: {e}", path.display());
+        return;
+    }
+    eprintln!(
+        "the run failed: the sandbox's last {} log lines are kept in {} ({} errors{})",
+        lines.len(),
+        path.display(),
+        errors.len(),
+        if errors.is_empty() { "" } else { ", below" }
+    );
+    for e in errors.iter().take(40) {
+        eprintln!("  {e}");
+    }
 }
 
 /// A sandbox started for this run only, stopped (and its directory removed)

@@ -7,9 +7,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, List, ListItem, ListState, Paragraph, Row, Table, Tabs, Wrap};
 
-use super::app::{App, Editing, Pane, level_of, render_log};
+use super::app::{App, Editing, Pane};
 use harness::backend::RunId;
 use harness::engine::{Endpoint, Status};
+use harness::logs::{level_of, render_log};
 
 const KEYS: &[(&str, &str)] = &[
     ("Tab / ← →, 1-7", "switch pane"),

@@ -133,8 +133,15 @@ async fn forged(w: &mut BankWorld) -> Step {
         .await?;
     let status = resp.status().as_u16();
     let body = resp.json().await.unwrap_or_default();
-    w.last_reply =
-        Some(api::Reply { method: "POST".into(), url, status, body, replayed: false, content_type: String::new() });
+    w.last_reply = Some(api::Reply {
+        method: "POST".into(),
+        url,
+        status,
+        body,
+        replayed: false,
+        content_type: String::new(),
+        retry_after: None,
+    });
     Ok(())
 }
 
