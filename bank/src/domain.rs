@@ -122,6 +122,11 @@ pub fn money_json(amount: i64, currency: Currency) -> serde_json::Value {
     serde_json::json!({ "amount": amount, "currency": currency.code() })
 }
 
+/// An amount as the events carry it (`wire::payloads::Amount`).
+pub fn amount(amount: i64, currency: Currency) -> wire::payloads::Amount {
+    wire::payloads::Amount { amount, currency: currency.code().to_string() }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 

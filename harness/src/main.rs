@@ -140,6 +140,18 @@ enum ImagesWhat {
 }
 
 #[derive(Debug, Subcommand)]
+enum ContractsWhat {
+    /// Every event type on Kafka: its topic, its Rust type and its payload's JSON Schema
+    /// (2020-12), as one JSON document. Each service serves its own at
+    /// `/contracts/events`; the gateway serves all of them.
+    Events {
+        /// Only the events of this topic, e.g. payments.events.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum NewWhat {
     /// A service of the bank from the service template, wired into the `bank` binary,
     /// compose/bank.yaml (database, gateway route, connector source), the API tests and
@@ -245,6 +257,12 @@ enum Command {
     Images {
         #[command(subcommand)]
         what: ImagesWhat,
+    },
+    /// The bank's published contracts: `contracts events` prints every event type on
+    /// Kafka with its topic and the JSON Schema of its payload.
+    Contracts {
+        #[command(subcommand)]
+        what: ContractsWhat,
     },
     /// Generate something new in the workspace from its template: `new service NAME`.
     New {
@@ -458,6 +476,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                  cargo sandbox test scenarios/{name}.feature   # its scenario, against the running sandbox\n\
                  docs/ONBOARDING.md walks through the rest."
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Contracts { what: ContractsWhat::Events { topic } } => {
+            let doc = wire::payloads::contracts(topic.as_deref());
+            if let Some(t) = &topic
+                && doc["events"].as_array().is_none_or(Vec::is_empty)
+            {
+                let mut topics: Vec<&str> = wire::payloads::CATALOGUE.iter().map(|p| p.topic).collect();
+                topics.dedup();
+                anyhow::bail!("no events are published to `{t}`; the topics are: {}", topics.join(", "));
+            }
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Images { what } => {

@@ -21,6 +21,9 @@ const MODULE: &str = include_str!("../templates/service/mod.rs.tmpl");
 const MIGRATION: &str = include_str!("../templates/service/migration.sql.tmpl");
 const API_TEST: &str = include_str!("../templates/service/api_test.rs.tmpl");
 const CONSUME_TEST: &str = include_str!("../templates/service/consume_test.rs.tmpl");
+/// Where the bank's event payloads (and so its event contracts) are.
+const PAYLOADS: &str = "bank/wire/src/payloads.rs";
+const PAYLOAD: &str = include_str!("../templates/service/payload.rs.tmpl");
 
 /// Names that would read as something else: Rust's keywords, the bank's own
 /// modules, and words the CLIs give a meaning (`bank probe`, `sandbox logs all`).
@@ -75,8 +78,10 @@ pub fn plan(workspace: &Path, name: &str, consumes: &[String]) -> Result<Plan> {
     let rustfmt = Rustfmt::new(workspace)?;
     let lib_path = workspace.join("bank/src/lib.rs");
     let tests_path = workspace.join("bank/tests/api/main.rs");
+    let payloads_path = workspace.join(PAYLOADS);
     let lib = read(&lib_path)?;
     let tests = read(&tests_path)?;
+    let payloads = read(&payloads_path)?;
     let new_compose = t.compose(&compose)?;
     // The topology as `sandbox up` will read it, the new service in it.
     let checked = Topology::parse(&compose_path, &new_compose)?;
@@ -99,6 +104,7 @@ pub fn plan(workspace: &Path, name: &str, consumes: &[String]) -> Result<Plan> {
             before: Some(tests),
         },
         Change { path: crate::TOPOLOGY.into(), text: new_compose, before: Some(compose) },
+        Change { path: PAYLOADS.into(), text: rustfmt.run(&t.payloads(&payloads)?)?, before: Some(payloads) },
     ];
     for c in &changes {
         if c.before.is_none() && workspace.join(&c.path).exists() {
@@ -280,11 +286,34 @@ impl Template<'_> {
         text.replace("__NAME__", self.name).replace("__TITLE__", &self.title())
     }
 
+    /// The payload types it consumes, by name.
     fn wire_types(&self) -> String {
         let mut types: Vec<&str> = self.consumed.iter().map(|p| p.rust_type).collect();
         types.sort_unstable();
         types.dedup();
         types.join(", ")
+    }
+
+    /// What the module takes from `wire::payloads`: its own event's payload,
+    /// and what it consumes with the means to read it.
+    fn module_wire_imports(&self) -> String {
+        let own = format!("{}Recorded", self.title());
+        if self.consumed.is_empty() { own } else { format!("Payload, {}, {own}, payload", self.wire_types()) }
+    }
+
+    /// `bank/wire/src/payloads.rs` with the service's event payload, before
+    /// the tests, and in the list every catalogue is made from.
+    fn payloads(&self, text: &str) -> Result<String> {
+        let missing = |what: &str| refused(format!("{PAYLOADS} has no {what} to add `{}Recorded` to", self.title()));
+        let list = text.find("macro_rules! every_payload").ok_or_else(|| missing("`every_payload` list"))?;
+        let close = text[list..]
+            .find("\n        )\n")
+            .map(|i| list + i)
+            .ok_or_else(|| missing("closed `every_payload` list"))?;
+        let mut out = format!("{}\n            {}Recorded,{}", &text[..close], self.title(), &text[close..]);
+        let at = out.find("#[cfg(test)]").unwrap_or(out.len());
+        out.insert_str(at, &self.fill(PAYLOAD));
+        Ok(out)
     }
 
     fn module(&self) -> String {
@@ -308,9 +337,7 @@ impl Template<'_> {
              use serde_json::{Value, json};\nuse sqlx::postgres::PgRow;\nuse sqlx::{PgConnection, Row};\n\
              use uuid::Uuid;\n",
         );
-        if consumes {
-            imports.push_str(&format!("use wire::payloads::{{Payload, {}, payload}};\n", self.wire_types()));
-        }
+        imports.push_str(&format!("use wire::payloads::{{{}}};\n", self.module_wire_imports()));
         imports.push('\n');
         if consumes {
             imports.push_str("use crate::kit::consume::{self, Rule};\n");

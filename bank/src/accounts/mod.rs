@@ -13,8 +13,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
+use wire::payloads::{AccountCredited, AccountOpened, CustomerCreated, HoldCaptured, HoldPlaced, HoldReleased};
 
-use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
+use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, amount, money_json};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{self, BaseUrl, Hal, rfc3339};
@@ -99,9 +100,8 @@ async fn create_customer(
             .await?;
         let hal = customer_hal(&base, &row)?.status(StatusCode::CREATED);
         let id: Uuid = row.try_get("id")?;
-        let data = json!({ "customer": base.url(&format!("/customers/{id}")), "name": name });
-        events::append(&mut *conn, &trace, NewEvent { kind: "customer.created", aggregate_id: id.to_string(), data })
-            .await?;
+        let created = CustomerCreated { customer: base.url(&format!("/customers/{id}")), name: name.into() };
+        events::append(&mut *conn, &trace, NewEvent::of(id.to_string(), &created)?).await?;
         Ok(hal)
     })
     .await
@@ -203,15 +203,14 @@ async fn open_account(
         .fetch_one(&mut *conn)
         .await?;
         let hal = account_hal(&base, &row)?.status(StatusCode::CREATED);
-        let data = json!({
-            "account": base.url(&format!("/accounts/{id}")),
-            "customer": base.url(&format!("/customers/{customer}")),
-            "sort_code": SortCode::parse(SORT_CODE).map(|s| s.display()).unwrap_or_default(),
-            "account_number": row.try_get::<String, _>("account_number")?,
-            "currency": currency.code(),
-        });
-        events::append(&mut *conn, &trace, NewEvent { kind: "account.opened", aggregate_id: id.to_string(), data })
-            .await?;
+        let opened = AccountOpened {
+            account: base.url(&format!("/accounts/{id}")),
+            customer: base.url(&format!("/customers/{customer}")),
+            sort_code: SortCode::parse(SORT_CODE).map(|s| s.display()).unwrap_or_default(),
+            account_number: row.try_get("account_number")?,
+            currency: currency.code().into(),
+        };
+        events::append(&mut *conn, &trace, NewEvent::of(id.to_string(), &opened)?).await?;
         Ok(hal)
     })
     .await
@@ -369,19 +368,14 @@ async fn credit(
         .fetch_one(&mut *conn)
         .await?;
         let hal = transaction_hal(&base, &row, currency)?.status(StatusCode::CREATED);
-        let data = json!({
-            "account": base.url(&format!("/accounts/{account}")),
-            "transaction": row.try_get::<Uuid, _>("id")?,
-            "amount": money_json(money.amount, currency),
-            "balance_after": money_json(balance_after, currency),
-            "reference": reference,
-        });
-        events::append(
-            &mut *conn,
-            &trace,
-            NewEvent { kind: "account.credited", aggregate_id: account.to_string(), data },
-        )
-        .await?;
+        let credited = AccountCredited {
+            account: base.url(&format!("/accounts/{account}")),
+            transaction: row.try_get("id")?,
+            amount: amount(money.amount, currency),
+            balance_after: amount(balance_after, currency),
+            reference,
+        };
+        events::append(&mut *conn, &trace, NewEvent::of(account.to_string(), &credited)?).await?;
         Ok(hal)
     })
     .await
@@ -527,13 +521,13 @@ async fn place_hold(
             created_at: now,
             updated_at: now,
         };
-        let data = json!({
-            "account": base.url(&format!("/accounts/{account}")),
-            "hold": base.url(&format!("/holds/{}", hold.id)),
-            "amount": money_json(money.amount, currency),
-            "reference": hold.reference,
-        });
-        let placed = NewEvent { kind: "hold.placed", aggregate_id: account.to_string(), data };
+        let placed = HoldPlaced {
+            account: base.url(&format!("/accounts/{account}")),
+            hold: base.url(&format!("/holds/{}", hold.id)),
+            amount: amount(money.amount, currency),
+            reference: hold.reference.clone(),
+        };
+        let placed = NewEvent::of(account.to_string(), &placed)?;
         let answer = remember.answer(hold_hal(&base, &hold, currency).status(StatusCode::CREATED));
         let bind = |q| bind_hold(q, &hold, currency);
         if events::append_with(&kit.pool, &trace, &[&placed], Some(&answer), PLACE_HOLD, bind).await?.is_some() {
@@ -670,23 +664,22 @@ async fn settle(
         };
         let (hold, currency) = read().await?;
         let account = hold.account;
-        let (event, status) = match how {
-            Settle::Capture => ("hold.captured", "captured"),
-            Settle::Release => ("hold.released", "released"),
+        let status = match how {
+            Settle::Capture => "captured",
+            Settle::Release => "released",
         };
-        let mut data = json!({
-            "account": base.url(&format!("/accounts/{account}")),
-            "hold": base.url(&format!("/holds/{id}")),
-            "amount": money_json(hold.amount, currency),
-            "reference": hold.reference,
-        });
+        let released = HoldReleased {
+            account: base.url(&format!("/accounts/{account}")),
+            hold: base.url(&format!("/holds/{id}")),
+            amount: amount(hold.amount, currency),
+            reference: hold.reference.clone(),
+        };
         // The hold settled if it is still held, the account, the posting
         // (with the balance after it, which only the statement knows, as the
         // event's is), the event and the answer: one statement.
         let tx_id = Uuid::now_v7();
         let change = match how {
             Settle::Capture => {
-                data["transaction"] = json!(tx_id);
                 "settled AS (
                      UPDATE holds SET status = 'captured', updated_at = $12 WHERE id = $11 AND status = 'held'
                      RETURNING id, account_id, amount, reference
@@ -716,7 +709,15 @@ async fn settle(
                  change AS (SELECT id FROM settled)"
             }
         };
-        let settled = NewEvent { kind: event, aggregate_id: account.to_string(), data };
+        let settled = match how {
+            Settle::Capture => {
+                // The balance after the debit is the statement's to add.
+                let HoldReleased { account: account_url, hold, amount, reference } = released;
+                let known = json!({ "account": account_url, "hold": hold, "amount": amount, "reference": reference, "transaction": tx_id });
+                NewEvent::completed_by_statement::<HoldCaptured>(account.to_string(), known)
+            }
+            Settle::Release => NewEvent::of(account.to_string(), &released)?,
+        };
         let after = HoldView { status: status.into(), updated_at: hal::now(), ..hold };
         let answer = remember.answer(hold_hal(&base, &after, currency));
         let events = [&settled];

@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
@@ -216,9 +216,8 @@ async fn webhook(
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("malformed-json", format!("the webhook body is not JSON: {e}")))?;
     let kind = payload["type"].as_str().unwrap_or("unknown").to_string();
-    let data = json!({ "provider": provider, "type": kind, "body": payload });
-    events::append_alone(&kit, &trace, NewEvent { kind: "webhook.received", aggregate_id: provider.clone(), data })
-        .await?;
+    let received = wire::payloads::WebhookReceived { provider: provider.clone(), kind, body: payload };
+    events::append_alone(&kit, &trace, NewEvent::of(provider.clone(), &received)?).await?;
     let base = routes.services.get(service).cloned().unwrap_or_default();
     let url = format!("{base}/webhooks/{provider}");
     let upstream = routes

@@ -49,6 +49,14 @@ impl NewEvent<'static> {
         let data = serde_json::to_value(payload).map_err(|e| super::error::ApiError::Internal(e.into()))?;
         Ok(Self { kind: P::TYPE, aggregate_id: aggregate_id.into(), data })
     }
+
+    /// An event of type `P` whose payload the appending statement completes
+    /// (its `event_data`, see [`append_with`]): `data` is what the service
+    /// knows before it runs. The e2e runner checks every event read from
+    /// Kafka against `P`'s schema, so the two parts must make a `P`.
+    pub fn completed_by_statement<P: wire::payloads::Payload>(aggregate_id: impl Into<String>, data: Value) -> Self {
+        Self { kind: P::TYPE, aggregate_id: aggregate_id.into(), data }
+    }
 }
 
 /// Append `event` inside the caller's transaction; it becomes visible when that

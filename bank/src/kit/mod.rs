@@ -288,6 +288,7 @@ impl Application {
             .route("/health", get(health))
             .route("/ping", get(|| async { "pong" }))
             .route("/metrics", get(metrics_text))
+            .route("/contracts/events", get(event_contracts))
             .merge(events::router())
             .merge((spec.router)())
             .fallback(|| async { error::ApiError::not_found("resource") })
@@ -351,6 +352,7 @@ async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
     let mut hal = Hal::new(&base, "/", json!({ "service": kit.service }))
         .link_typed("health", "/health", "application/json")
         .link("events", "/events")
+        .link_typed("event-contracts", "/contracts/events", "application/json")
         .link_typed("metrics", "/metrics", METRICS_TYPE);
     for (rel, path) in kit.spec_actions {
         hal = hal.action(rel, "POST", path);
@@ -360,6 +362,13 @@ async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
         hal = hal.link(rel, path);
     }
     hal
+}
+
+/// The JSON Schemas of the events this service publishes (`wire::payloads`);
+/// the gateway, the bank's front door, serves every service's.
+async fn event_contracts(State(kit): State<Kit>) -> axum::Json<serde_json::Value> {
+    let topic = (kit.service != "gateway").then(|| format!("{}.events", kit.service));
+    axum::Json(wire::payloads::contracts(topic.as_deref()))
 }
 
 async fn health(State(kit): State<Kit>) -> impl IntoResponse {

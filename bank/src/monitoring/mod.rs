@@ -16,7 +16,10 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
-use wire::payloads::{Payload, PaymentCreated, PaymentReceived, TopupSucceeded, payload};
+use wire::payloads::{
+    AlertClosed, AlertRaised, Amount, Payload, PaymentCreated, PaymentReceived, TopupSucceeded, TransactionScreened,
+    payload,
+};
 
 use crate::domain::money_json;
 use crate::kit::client::Client;
@@ -212,21 +215,27 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
     let alert = (!reasons.is_empty()).then(Uuid::now_v7);
     let mut raised = None;
     if let Some(id) = alert {
-        let data = json!({
-            "alert_id": id,
-            "transaction": t.id,
-            "kind": t.kind,
-            "account": t.account,
-            "amount": { "amount": t.amount, "currency": t.currency },
-            "reasons": reasons,
-            "score": score,
-        });
-        raised = Some(NewEvent { kind: "alert.raised", aggregate_id: id.to_string(), data });
+        let alert = AlertRaised {
+            alert_id: id,
+            transaction: t.id.clone(),
+            kind: t.kind.into(),
+            account: t.account.clone(),
+            amount: Amount { amount: t.amount, currency: t.currency.clone() },
+            reasons: reasons.clone(),
+            score,
+        };
+        raised = Some(NewEvent::of(id.to_string(), &alert)?);
     }
     // Every screening is on record, alert or not: "screened, nothing found" is
     // an outcome a reader (an auditor, a test) can wait for.
-    let data = json!({ "transaction": t.id, "kind": t.kind, "account": t.account, "score": score, "alert_id": alert });
-    let screened = NewEvent { kind: "transaction.screened", aggregate_id: t.id.clone(), data };
+    let screened = TransactionScreened {
+        transaction: t.id.clone(),
+        kind: t.kind.into(),
+        account: t.account.clone(),
+        score,
+        alert_id: alert,
+    };
+    let screened = NewEvent::of(t.id.clone(), &screened)?;
     let events: Vec<&NewEvent<'_>> = raised.iter().chain([&screened]).collect();
     // The event marked screened (unless a redelivery got there first), the
     // transaction remembered with the screening's outcome (so a retried
@@ -380,9 +389,8 @@ async fn close(
             .bind(id)
             .fetch_one(&mut *conn)
             .await?;
-        let data = json!({ "alert_id": id, "outcome": outcome });
-        events::append(&mut *conn, &trace, NewEvent { kind: "alert.closed", aggregate_id: id.to_string(), data })
-            .await?;
+        let closed = AlertClosed { alert_id: id, outcome: outcome.clone() };
+        events::append(&mut *conn, &trace, NewEvent::of(id.to_string(), &closed)?).await?;
         alert_hal(&base, &row)
     })
     .await

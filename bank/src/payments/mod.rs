@@ -28,7 +28,8 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
 use wire::payloads::{
-    Amount, Details, InboundPayment, PaymentCompleted, PaymentCreated, PaymentReceived, SchemeWebhook,
+    Amount, Details, InboundPayment, PaymentCompleted, PaymentCreated, PaymentFailed, PaymentReceived, PaymentReturned,
+    PaymentSubmitted, SchemeWebhook,
 };
 
 use crate::domain::{AccountNumber, AccountRef, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
@@ -474,7 +475,7 @@ async fn submitted(kit: &Kit, trace: &TraceId, id: Uuid, scheme_id: &str, attemp
     let change = events::append_on_change(
         kit,
         trace,
-        &[&submitted_event(id, scheme_id, attempt)],
+        &[&submitted_event(id, scheme_id, attempt)?],
         "change AS (
              UPDATE payments SET status = 'submitted', scheme_id = $12, last_error = NULL, updated_at = now()
              WHERE id = $11 AND status = 'reserved' AND attempts = $13 RETURNING id
@@ -485,14 +486,15 @@ async fn submitted(kit: &Kit, trace: &TraceId, id: Uuid, scheme_id: &str, attemp
     Ok(change.is_some())
 }
 
-fn submitted_event(id: Uuid, scheme_id: &str, attempts: i32) -> NewEvent<'static> {
-    let data = json!({ "payment_id": id, "scheme_id": scheme_id, "attempts": attempts });
-    NewEvent { kind: "payment.submitted", aggregate_id: id.to_string(), data }
+fn submitted_event(id: Uuid, scheme_id: &str, attempts: i32) -> ApiResult<NewEvent<'static>> {
+    NewEvent::of(id.to_string(), &PaymentSubmitted { payment_id: id, scheme_id: scheme_id.into(), attempts })
 }
 
-fn failed_event(id: Uuid, reason: &str, description: &str) -> NewEvent<'static> {
-    let data = json!({ "payment_id": id, "reason": reason, "description": description });
-    NewEvent { kind: "payment.failed", aggregate_id: id.to_string(), data }
+fn failed_event(id: Uuid, reason: &str, description: &str) -> ApiResult<NewEvent<'static>> {
+    NewEvent::of(
+        id.to_string(),
+        &PaymentFailed { payment_id: id, reason: reason.into(), description: description.into() },
+    )
 }
 
 /// Fail a payment that is not final yet; a final one is left as it is.
@@ -508,7 +510,7 @@ async fn fail(conn: &mut PgConnection, trace: &TraceId, id: Uuid, reason: &str, 
     .await?
     .rows_affected();
     if failed == 1 {
-        events::append(&mut *conn, trace, failed_event(id, reason, description)).await?;
+        events::append(&mut *conn, trace, failed_event(id, reason, description)?).await?;
     }
     Ok(())
 }
@@ -622,7 +624,7 @@ async fn outcome(
             ("completed", None, None, NewEvent::of(id.to_string(), &completed)?)
         }
         Some((reason, description)) => {
-            ("failed", Some(reason), Some(description), failed_event(id, reason, description))
+            ("failed", Some(reason), Some(description), failed_event(id, reason, description)?)
         }
     };
     // The payment finished in one statement, guarded by the status and
@@ -638,7 +640,7 @@ async fn outcome(
         let attempts: i32 = row.try_get("attempts")?;
         // The scheme may call back before the submitter has recorded its
         // answer: the callback proves the submission, so it is recorded first.
-        let submitted = (before == "reserved").then(|| submitted_event(id, scheme_id, attempts));
+        let submitted = (before == "reserved").then(|| submitted_event(id, scheme_id, attempts)).transpose()?;
         let events: Vec<&NewEvent<'_>> = submitted.iter().chain([&last]).collect();
         let finished = events::append_on_change(
             kit,
@@ -717,15 +719,15 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &InboundPayme
                 Reply::Answered(status, body) => return Err(ApiError::Unavailable(format!("return: {status} {body}"))),
                 Reply::Unreachable(e) => return Err(ApiError::Unavailable(format!("cannot reach the scheme: {e}"))),
             }
-            let data = json!({
-                "scheme_id": scheme_id,
-                "to": to,
-                "from": from,
-                "amount": money_json(money.amount, money.currency),
-                "reference": reference,
-                "reason": "AC01",
-            });
-            ("returned", None, NewEvent { kind: "payment.returned", aggregate_id: scheme_id.to_string(), data })
+            let returned = PaymentReturned {
+                scheme_id: scheme_id.to_string(),
+                to: to.clone(),
+                from: from.clone(),
+                amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
+                reference: reference.to_string(),
+                reason: "AC01".into(),
+            };
+            ("returned", None, NewEvent::of(scheme_id, &returned)?)
         }
     };
     let mut tx = kit.begin().await?;

@@ -19,7 +19,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
-use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus, TopupSucceeded};
+use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus, TopupCreated, TopupFailed, TopupSucceeded};
 
 use crate::domain::{AccountRef, Currency, IdempotencyKey, Money, MoneyInput, money_json};
 use crate::kit::client::{self, Client, Reply, link};
@@ -170,10 +170,12 @@ async fn create(
         .bind(&trace.0)
         .fetch_one(&mut *conn)
         .await?;
-        let data =
-            json!({ "topup_id": id, "account": input.account, "amount": money_json(money.amount, money.currency) });
-        events::append(&mut *conn, &trace, NewEvent { kind: "topup.created", aggregate_id: id.to_string(), data })
-            .await?;
+        let created = TopupCreated {
+            topup_id: id,
+            account: input.account.clone(),
+            amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
+        };
+        events::append(&mut *conn, &trace, NewEvent::of(id.to_string(), &created)?).await?;
         Ok(topup_hal(&base, &row)?.status(StatusCode::ACCEPTED))
     })
     .await?;
@@ -310,9 +312,8 @@ async fn decline(
 ) -> ApiResult<()> {
     let id: Uuid = row.try_get("id")?;
     if finish(conn, id, "failed", None, Some(reason), attempt).await? {
-        let data = json!({ "topup_id": id, "account": row.try_get::<String, _>("account")?, "reason": reason });
-        events::append(&mut *conn, trace, NewEvent { kind: "topup.failed", aggregate_id: id.to_string(), data })
-            .await?;
+        let failed = TopupFailed { topup_id: id, account: row.try_get("account")?, reason: reason.into() };
+        events::append(&mut *conn, trace, NewEvent::of(id.to_string(), &failed)?).await?;
     }
     Ok(())
 }

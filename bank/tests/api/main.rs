@@ -57,6 +57,39 @@ async fn health_ping_and_discovery_answer() {
     assert_eq!(status, 200, "every plain link answers GET: {customers}");
 }
 
+/// A service publishes the schemas of the events it emits, linked from its
+/// discovery resource, and an event it appended matches its schema.
+#[tokio::test]
+async fn the_service_publishes_the_contracts_of_its_events() {
+    let app = TestApp::spawn(&SPEC).await;
+    let (_, root) = app.get("/").await;
+    assert_eq!(root["_links"]["event-contracts"]["type"], "application/json");
+    let (status, contracts) = app.get(&link(&root, "event-contracts")).await;
+    assert_eq!(status, 200, "{contracts}");
+    let events = contracts["events"].as_array().unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["customer.created", "account.opened", "account.credited", "hold.placed", "hold.captured", "hold.released"]
+    );
+    assert!(events.iter().all(|e| e["topic"] == "accounts.events"));
+    // What the service appends for a new customer is what its contract says.
+    let (status, _) = app.post("/customers", json!({ "name": "Alice" }), None).await;
+    assert_eq!(status, 201);
+    let (_, page) = app.get("/events").await;
+    let created = page["_embedded"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "customer.created")
+        .cloned()
+        .unwrap();
+    let schema = &events[0]["schema"];
+    let validator = jsonschema::draft202012::new(schema).unwrap();
+    assert!(validator.is_valid(&created["data"]), "{created} against {schema}");
+    assert!(!validator.is_valid(&json!({ "customer": created["data"]["customer"], "full_name": "Alice" })));
+}
+
 /// The service's database backends, stopped (SIGSTOP) as a stalled server
 /// would be, and started again when dropped (also when the test fails).
 struct Stalled(Vec<nix::unistd::Pid>);

@@ -4,6 +4,7 @@
 //! reads the same type, so a renamed or retyped field fails to compile on both
 //! sides instead of reading as `null` at run time.
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -11,7 +12,7 @@ use uuid::Uuid;
 use crate::Envelope;
 
 /// An amount in minor units (pence), with its ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Amount {
     pub amount: i64,
     pub currency: String,
@@ -24,7 +25,7 @@ impl Amount {
 }
 
 /// UK account details (sort code as the sender wrote it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Details {
     #[serde(default)]
     pub name: String,
@@ -40,7 +41,7 @@ impl Details {
 
 /// Who sent an inbound payment: a name, and whatever else the sending bank
 /// says of it (the scheme passes it on as it came).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Sender {
     #[serde(default)]
     pub name: String,
@@ -49,8 +50,10 @@ pub struct Sender {
 }
 
 /// An event's payload: the event type it travels as.
-pub trait Payload: Serialize + DeserializeOwned {
+pub trait Payload: Serialize + DeserializeOwned + JsonSchema {
     const TYPE: &'static str;
+    /// The Kafka topic its producer's events go to (`<service>.events`).
+    const TOPIC: &'static str;
 
     /// A payload of this type as its producer would write it, for tests and
     /// documentation (a generated service's API test publishes one).
@@ -68,19 +71,119 @@ pub struct Published {
     pub rust_type: &'static str,
 }
 
-macro_rules! published {
-    ($($topic:literal: $ty:ident),* $(,)?) => {
-        &[$(Published { topic: $topic, event_type: <$ty as Payload>::TYPE, rust_type: stringify!($ty) }),*]
+/// Calls `$then!` with every published payload type, by topic: the one list
+/// the catalogue, the schemas and the examples are made from.
+macro_rules! every_payload {
+    ($then:ident) => {
+        $then!(
+            CustomerCreated,
+            AccountOpened,
+            AccountCredited,
+            HoldPlaced,
+            HoldCaptured,
+            HoldReleased,
+            PaymentCreated,
+            PaymentSubmitted,
+            PaymentCompleted,
+            PaymentFailed,
+            PaymentReceived,
+            PaymentReturned,
+            TopupCreated,
+            TopupSucceeded,
+            TopupFailed,
+            TransactionScreened,
+            AlertRaised,
+            AlertClosed,
+            WebhookReceived,
+        )
     };
 }
 
-/// Every event published with a typed payload, by topic.
-pub const CATALOGUE: &[Published] = published![
-    "payments.events": PaymentCreated,
-    "payments.events": PaymentCompleted,
-    "payments.events": PaymentReceived,
-    "topups.events": TopupSucceeded,
-];
+macro_rules! catalogue {
+    ($($ty:ident),* $(,)?) => {
+        &[$(Published { topic: <$ty as Payload>::TOPIC, event_type: <$ty as Payload>::TYPE, rust_type: stringify!($ty) }),*]
+    };
+}
+
+/// Every event the bank publishes, by topic: each has a payload type here,
+/// and so a JSON Schema ([`schema`]). An event of a type not listed here is
+/// a broken contract (the e2e runner fails the scenario that saw it).
+pub const CATALOGUE: &[Published] = every_payload!(catalogue);
+
+/// The JSON Schema (2020-12) of one event type's payload, generated from its
+/// type here; `None` for a type the bank does not publish.
+pub fn schema(event_type: &str) -> Option<serde_json::Value> {
+    macro_rules! by_type {
+        ($($ty:ident),* $(,)?) => {
+            match event_type {
+                $(<$ty as Payload>::TYPE => Some(schema_of::<$ty>()),)*
+                _ => None,
+            }
+        };
+    }
+    every_payload!(by_type)
+}
+
+/// The published event contracts, as one JSON document: every event type
+/// (of `topic` only, when given) with its topic, its Rust type and its
+/// payload's schema. Served at `/contracts/events` and printed by
+/// `sandbox contracts events`.
+pub fn contracts(topic: Option<&str>) -> serde_json::Value {
+    let events: Vec<serde_json::Value> = CATALOGUE
+        .iter()
+        .filter(|p| topic.is_none_or(|t| t == p.topic))
+        .map(|p| {
+            serde_json::json!({
+                "type": p.event_type,
+                "topic": p.topic,
+                "rust_type": format!("wire::payloads::{}", p.rust_type),
+                "schema": schema(p.event_type),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "description": "Events on Kafka: each message's value is an envelope (id, type, aggregate_id, occurred_at, trace_id, data); its `data` matches the schema of its `type`.",
+        "events": events,
+    })
+}
+
+/// The example payload of one event type, as JSON; `None` for a type the
+/// bank does not publish.
+pub fn example_of(event_type: &str) -> Option<serde_json::Value> {
+    macro_rules! by_type {
+        ($($ty:ident),* $(,)?) => {
+            match event_type {
+                $(<$ty as Payload>::TYPE => serde_json::to_value(<$ty as Payload>::example()).ok(),)*
+                _ => None,
+            }
+        };
+    }
+    every_payload!(by_type)
+}
+
+/// `P`'s schema, titled with its event type. Payloads are closed: a field the
+/// type does not name is a change of contract, not noise (a renamed field
+/// shows as one missing and one unknown).
+fn schema_of<P: Payload>() -> serde_json::Value {
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .with_transform(schemars::transform::RecursiveTransform(close_objects))
+        .into_generator()
+        .into_root_schema_for::<P>();
+    schema.insert("title".into(), P::TYPE.into());
+    schema.to_value()
+}
+
+/// Every object schema with named properties refuses others (unless it says
+/// otherwise, as a flattened map does); `unevaluatedProperties`, so that
+/// properties a composed schema names count as named.
+fn close_objects(schema: &mut schemars::Schema) {
+    if let Some(obj) = schema.as_object_mut()
+        && obj.contains_key("properties")
+        && !obj.contains_key("additionalProperties")
+    {
+        obj.insert("unevaluatedProperties".into(), false.into());
+    }
+}
 
 /// The payload of an envelope, read as `T` when the envelope carries `T`'s type.
 pub fn payload<T: Payload>(event: &Envelope) -> Result<T, String> {
@@ -91,7 +194,7 @@ pub fn payload<T: Payload>(event: &Envelope) -> Result<T, String> {
 }
 
 /// Payments: an outbound payment was accepted and its funds held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentCreated {
     /// The payment's URL.
     pub payment: String,
@@ -103,6 +206,7 @@ pub struct PaymentCreated {
 
 impl Payload for PaymentCreated {
     const TYPE: &'static str = "payment.created";
+    const TOPIC: &'static str = "payments.events";
 
     fn example() -> Self {
         Self {
@@ -116,7 +220,7 @@ impl Payload for PaymentCreated {
 }
 
 /// Payments: an outbound payment settled at the scheme; its hold was captured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentCompleted {
     /// The payment's URL.
     pub payment: String,
@@ -129,6 +233,7 @@ pub struct PaymentCompleted {
 
 impl Payload for PaymentCompleted {
     const TYPE: &'static str = "payment.completed";
+    const TOPIC: &'static str = "payments.events";
 
     fn example() -> Self {
         Self {
@@ -143,7 +248,7 @@ impl Payload for PaymentCompleted {
 }
 
 /// Payments: money from another bank was credited to `account`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentReceived {
     pub scheme_id: String,
     pub to: Details,
@@ -155,6 +260,7 @@ pub struct PaymentReceived {
 
 impl Payload for PaymentReceived {
     const TYPE: &'static str = "payment.received";
+    const TOPIC: &'static str = "payments.events";
 
     fn example() -> Self {
         Self {
@@ -169,7 +275,7 @@ impl Payload for PaymentReceived {
 }
 
 /// Top-ups: a card top-up succeeded and `account` was credited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TopupSucceeded {
     pub topup_id: Uuid,
     pub account: String,
@@ -179,6 +285,7 @@ pub struct TopupSucceeded {
 
 impl Payload for TopupSucceeded {
     const TYPE: &'static str = "topup.succeeded";
+    const TOPIC: &'static str = "topups.events";
 
     fn example() -> Self {
         Self {
@@ -190,8 +297,360 @@ impl Payload for TopupSucceeded {
     }
 }
 
+/// An account's URL, as the accounts service writes it.
+fn account_url() -> String {
+    format!("http://accounts.example/accounts/{}", Uuid::nil())
+}
+
+/// Accounts: a customer was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomerCreated {
+    /// The customer's URL.
+    pub customer: String,
+    pub name: String,
+}
+
+impl Payload for CustomerCreated {
+    const TYPE: &'static str = "customer.created";
+    const TOPIC: &'static str = "accounts.events";
+
+    fn example() -> Self {
+        Self { customer: format!("http://accounts.example/customers/{}", Uuid::nil()), name: "Alice".into() }
+    }
+}
+
+/// Accounts: an account was opened for a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AccountOpened {
+    /// The account's URL.
+    pub account: String,
+    /// The customer's URL.
+    pub customer: String,
+    /// As printed: `04-00-04`.
+    pub sort_code: String,
+    /// Eight digits.
+    pub account_number: String,
+    /// ISO 4217.
+    pub currency: String,
+}
+
+impl Payload for AccountOpened {
+    const TYPE: &'static str = "account.opened";
+    const TOPIC: &'static str = "accounts.events";
+
+    fn example() -> Self {
+        Self {
+            account: account_url(),
+            customer: format!("http://accounts.example/customers/{}", Uuid::nil()),
+            sort_code: "04-00-04".into(),
+            account_number: "12345678".into(),
+            currency: "GBP".into(),
+        }
+    }
+}
+
+/// Accounts: money was put into an account from outside the bank's flows (or
+/// by a flow that credits: an inbound payment, a top-up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AccountCredited {
+    pub account: String,
+    /// The posting's id.
+    pub transaction: Uuid,
+    pub amount: Amount,
+    pub balance_after: Amount,
+    pub reference: String,
+}
+
+impl Payload for AccountCredited {
+    const TYPE: &'static str = "account.credited";
+    const TOPIC: &'static str = "accounts.events";
+
+    fn example() -> Self {
+        Self {
+            account: account_url(),
+            transaction: Uuid::nil(),
+            amount: Amount::gbp(1000),
+            balance_after: Amount::gbp(1000),
+            reference: "deposit".into(),
+        }
+    }
+}
+
+/// Accounts: funds were reserved on an account (a payment's hold).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HoldPlaced {
+    pub account: String,
+    /// The hold's URL.
+    pub hold: String,
+    pub amount: Amount,
+    pub reference: String,
+}
+
+impl Payload for HoldPlaced {
+    const TYPE: &'static str = "hold.placed";
+    const TOPIC: &'static str = "accounts.events";
+
+    fn example() -> Self {
+        Self {
+            account: account_url(),
+            hold: format!("http://accounts.example/holds/{}", Uuid::nil()),
+            amount: Amount::gbp(1250),
+            reference: "rent".into(),
+        }
+    }
+}
+
+/// Accounts: a hold was captured: its amount left the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HoldCaptured {
+    pub account: String,
+    pub hold: String,
+    pub amount: Amount,
+    pub reference: String,
+    /// The debit's posting.
+    pub transaction: Uuid,
+    pub balance_after: Amount,
+}
+
+impl Payload for HoldCaptured {
+    const TYPE: &'static str = "hold.captured";
+    const TOPIC: &'static str = "accounts.events";
+
+    fn example() -> Self {
+        let placed = HoldPlaced::example();
+        Self {
+            account: placed.account,
+            hold: placed.hold,
+            amount: placed.amount,
+            reference: placed.reference,
+            transaction: Uuid::nil(),
+            balance_after: Amount::gbp(0),
+        }
+    }
+}
+
+/// Accounts: a hold was released: its amount is available again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HoldReleased {
+    pub account: String,
+    pub hold: String,
+    pub amount: Amount,
+    pub reference: String,
+}
+
+impl Payload for HoldReleased {
+    const TYPE: &'static str = "hold.released";
+    const TOPIC: &'static str = "accounts.events";
+
+    fn example() -> Self {
+        let HoldPlaced { account, hold, amount, reference } = HoldPlaced::example();
+        Self { account, hold, amount, reference }
+    }
+}
+
+/// Payments: a payment was handed to the scheme (an attempt's number).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentSubmitted {
+    pub payment_id: Uuid,
+    pub scheme_id: String,
+    pub attempts: i32,
+}
+
+impl Payload for PaymentSubmitted {
+    const TYPE: &'static str = "payment.submitted";
+    const TOPIC: &'static str = "payments.events";
+
+    fn example() -> Self {
+        Self { payment_id: Uuid::nil(), scheme_id: "fps_000001".into(), attempts: 1 }
+    }
+}
+
+/// Payments: a payment failed (the scheme's reason code and words); its hold
+/// was released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentFailed {
+    pub payment_id: Uuid,
+    /// The scheme's reason code, e.g. `AC01`.
+    pub reason: String,
+    pub description: String,
+}
+
+impl Payload for PaymentFailed {
+    const TYPE: &'static str = "payment.failed";
+    const TOPIC: &'static str = "payments.events";
+
+    fn example() -> Self {
+        Self { payment_id: Uuid::nil(), reason: "AC01".into(), description: "incorrect account number".into() }
+    }
+}
+
+/// Payments: money from another bank for an account this bank does not have
+/// went back to the scheme.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentReturned {
+    pub scheme_id: String,
+    pub to: Details,
+    pub from: Sender,
+    pub amount: Amount,
+    pub reference: String,
+    /// Why it went back, e.g. `AC01`.
+    pub reason: String,
+}
+
+impl Payload for PaymentReturned {
+    const TYPE: &'static str = "payment.returned";
+    const TOPIC: &'static str = "payments.events";
+
+    fn example() -> Self {
+        let received = PaymentReceived::example();
+        Self {
+            scheme_id: received.scheme_id,
+            to: received.to,
+            from: received.from,
+            amount: received.amount,
+            reference: received.reference,
+            reason: "AC01".into(),
+        }
+    }
+}
+
+/// Top-ups: a card top-up was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TopupCreated {
+    pub topup_id: Uuid,
+    pub account: String,
+    pub amount: Amount,
+}
+
+impl Payload for TopupCreated {
+    const TYPE: &'static str = "topup.created";
+    const TOPIC: &'static str = "topups.events";
+
+    fn example() -> Self {
+        Self { topup_id: Uuid::nil(), account: account_url(), amount: Amount::gbp(2000) }
+    }
+}
+
+/// Top-ups: a card top-up failed (the acquirer's reason); nothing was credited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TopupFailed {
+    pub topup_id: Uuid,
+    pub account: String,
+    pub reason: String,
+}
+
+impl Payload for TopupFailed {
+    const TYPE: &'static str = "topup.failed";
+    const TOPIC: &'static str = "topups.events";
+
+    fn example() -> Self {
+        Self { topup_id: Uuid::nil(), account: account_url(), reason: "do_not_honour".into() }
+    }
+}
+
+/// Monitoring: a transaction was screened, alert or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransactionScreened {
+    /// The transaction screened: a payment's URL, `inbound/<scheme id>` or
+    /// `topup/<id>`.
+    pub transaction: String,
+    /// `outbound payment`, `inbound payment` or `card top-up`.
+    pub kind: String,
+    pub account: String,
+    /// The screening vendor's score.
+    pub score: i64,
+    /// The alert raised for it, if one was.
+    pub alert_id: Option<Uuid>,
+}
+
+impl Payload for TransactionScreened {
+    const TYPE: &'static str = "transaction.screened";
+    const TOPIC: &'static str = "monitoring.events";
+
+    fn example() -> Self {
+        Self {
+            transaction: format!("http://payments.example/payments/{}", Uuid::nil()),
+            kind: "outbound payment".into(),
+            account: account_url(),
+            score: 10,
+            alert_id: None,
+        }
+    }
+}
+
+/// Monitoring: a suspicious-transaction alert was raised, with its reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertRaised {
+    pub alert_id: Uuid,
+    pub transaction: String,
+    pub kind: String,
+    pub account: String,
+    pub amount: Amount,
+    pub reasons: Vec<String>,
+    pub score: i64,
+}
+
+impl Payload for AlertRaised {
+    const TYPE: &'static str = "alert.raised";
+    const TOPIC: &'static str = "monitoring.events";
+
+    fn example() -> Self {
+        let screened = TransactionScreened::example();
+        Self {
+            alert_id: Uuid::nil(),
+            transaction: screened.transaction,
+            kind: screened.kind,
+            account: screened.account,
+            amount: Amount::gbp(1_000_000),
+            reasons: vec!["large amount: £10,000.00 is at or over £5,000.00".into()],
+            score: 10,
+        }
+    }
+}
+
+/// Monitoring: an alert was closed with an analyst's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertClosed {
+    pub alert_id: Uuid,
+    pub outcome: String,
+}
+
+impl Payload for AlertClosed {
+    const TYPE: &'static str = "alert.closed";
+    const TOPIC: &'static str = "monitoring.events";
+
+    fn example() -> Self {
+        Self { alert_id: Uuid::nil(), outcome: "false_positive".into() }
+    }
+}
+
+/// Gateway: a provider's webhook arrived, signed, and was passed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookReceived {
+    /// The provider, as its route names it: `payment-scheme`, `card-acquirer`.
+    pub provider: String,
+    /// The webhook's own `type` (`unknown` when it has none).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The webhook as the provider sent it.
+    pub body: serde_json::Value,
+}
+
+impl Payload for WebhookReceived {
+    const TYPE: &'static str = "webhook.received";
+    const TOPIC: &'static str = "gateway.events";
+
+    fn example() -> Self {
+        Self {
+            provider: "card-acquirer".into(),
+            kind: "charge.succeeded".into(),
+            body: serde_json::json!({ "type": "charge.succeeded" }),
+        }
+    }
+}
+
 /// The payment scheme's webhooks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type")]
 pub enum SchemeWebhook {
     /// An outbound payment reached the creditor's bank.
@@ -212,7 +671,7 @@ pub enum SchemeWebhook {
     Received(InboundPayment),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InboundPayment {
     pub scheme_id: String,
     pub to: Details,
@@ -223,7 +682,7 @@ pub struct InboundPayment {
 }
 
 /// What the card acquirer answers to a charge (and repeats in its webhook).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Charge {
     pub acquirer_id: String,
     pub charge_id: String,
@@ -235,7 +694,7 @@ pub struct Charge {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeStatus {
     Succeeded,
@@ -243,7 +702,7 @@ pub enum ChargeStatus {
 }
 
 /// The card acquirer's webhook: the charge again, under its outcome's type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type")]
 pub enum AcquirerWebhook {
     #[serde(rename = "charge.succeeded")]
@@ -279,13 +738,22 @@ mod tests {
 
     #[test]
     fn every_catalogued_payload_has_an_example_that_reads_back() {
-        round_trips::<PaymentCreated>();
-        round_trips::<PaymentCompleted>();
-        round_trips::<PaymentReceived>();
-        round_trips::<TopupSucceeded>();
+        macro_rules! all_round_trip {
+            ($($ty:ident),* $(,)?) => { $(round_trips::<$ty>();)* };
+        }
+        every_payload!(all_round_trip);
         let types: Vec<&str> = CATALOGUE.iter().map(|p| p.event_type).collect();
-        assert_eq!(types, ["payment.created", "payment.completed", "payment.received", "topup.succeeded"]);
-        assert_eq!(CATALOGUE[1].rust_type, "PaymentCompleted");
+        for t in ["payment.created", "payment.completed", "payment.received", "topup.succeeded", "hold.captured"] {
+            assert!(types.contains(&t), "{t} is not catalogued");
+        }
+        let completed = CATALOGUE.iter().find(|p| p.event_type == "payment.completed").unwrap();
+        assert_eq!((completed.topic, completed.rust_type), ("payments.events", "PaymentCompleted"));
+        // Each type is catalogued once, under its producer's topic.
+        let mut unique = types.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), types.len());
+        assert!(CATALOGUE.iter().all(|p| p.topic.ends_with(".events")));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! scenario did: every flow it started reached a final state; money is
 //! conserved (each account holds exactly what came in minus what went out, and
 //! its postings add up to its balance); no posting was applied twice; every
-//! event in each service's log is on Kafka.
+//! event in each service's log is on Kafka, and every event read from Kafka
+//! matches the schema of its type (`crate::contracts`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -109,8 +110,10 @@ pub async fn audit(w: &BankWorld) -> Vec<String> {
         problems.extend(check_account(w, url, want).await);
     }
 
-    // 3. Every event each service logged is on Kafka.
+    // 3. Every event each service logged is on Kafka, and every event read
+    // from Kafka so far matches the schema of its type.
     problems.extend(events_on_kafka(w.ctx()).await);
+    problems.extend(w.ctx().check_contracts().into_iter().map(|p| format!("broken contract: {p}")));
     problems
 }
 

@@ -26,6 +26,7 @@ use futures::FutureExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
+use crate::contracts::EventContracts;
 use crate::engine::{Phase, State};
 use crate::error::{Error, Result};
 use crate::providers::AdminClient;
@@ -46,6 +47,10 @@ pub struct Context {
     sources: Vec<(String, String)>,
     /// Per event log, the cursor up to which an audit found every event on Kafka.
     audited: Mutex<BTreeMap<String, i64>>,
+    /// The schema of every event type, and how many of the events read from
+    /// Kafka were checked against theirs.
+    contracts: EventContracts,
+    checked: Mutex<usize>,
 }
 
 impl std::fmt::Debug for Context {
@@ -63,7 +68,17 @@ impl Context {
             let service = topic.trim_end_matches(".events");
             sources.push((service.to_string(), target.url(service)?.to_string()));
         }
-        Ok(Self { target, api, topics, sources, audited: Mutex::default() })
+        let contracts = EventContracts::new().map_err(Error::Other)?;
+        Ok(Self { target, api, topics, sources, audited: Mutex::default(), contracts, checked: Mutex::default() })
+    }
+
+    /// Every event read from Kafka since the last call, checked against the
+    /// schema of its type: a line for each one that breaks its contract.
+    pub fn check_contracts(&self) -> Vec<String> {
+        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        let (seen, now) = self.topics.since(*checked);
+        *checked = now;
+        seen.iter().filter_map(|s| self.contracts.check(&s.topic, &s.event).err()).collect()
     }
 
     fn audited(&self, source: &str) -> i64 {
@@ -278,6 +293,7 @@ async fn run_cucumber(
         .summarized()
         .tee::<BankWorld, _>(writer::JUnit::for_tee(junit, 0))
         .normalized();
+    let after_ctx = ctx.clone();
     let result = BankWorld::cucumber()
         .with_writer(writer)
         .fail_on_skipped()
@@ -311,7 +327,13 @@ async fn run_cucumber(
         .with_cli(cli)
         .filter_run(scenarios.to_path_buf(), move |feature, rule, scenario| selection.takes(feature, rule, scenario))
         .await;
-    let failed = result.execution_has_failed() || result.parsing_errors() > 0 || result.hook_errors() > 0;
+    // What arrived after the last scenario's audit is held to its contract too.
+    let broken = after_ctx.check_contracts();
+    for b in &broken {
+        eprintln!("an event breaks its contract: {b}");
+    }
+    let failed =
+        result.execution_has_failed() || result.parsing_errors() > 0 || result.hook_errors() > 0 || !broken.is_empty();
     (finished.load(Ordering::Relaxed), failed)
 }
 

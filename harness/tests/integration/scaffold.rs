@@ -164,6 +164,7 @@ fn a_refused_generation_leaves_the_workspace_untouched() {
             "bank/src/pots/mod.rs",
             "bank/tests/api/main.rs",
             "bank/tests/api/pots.rs",
+            "bank/wire/src/payloads.rs",
             "compose/bank.yaml",
             "scenarios/pots.feature"
         ]

@@ -1,0 +1,111 @@
+//! The bank's event contracts: every event type on Kafka has a JSON Schema,
+//! generated from its payload type in `wire::payloads`. The e2e runner checks
+//! every event it reads against its type's schema; `sandbox contracts events`
+//! prints the set (`wire::payloads::contracts`), which every service also
+//! serves at `/contracts/events`.
+
+use std::collections::BTreeMap;
+
+use wire::payloads::{CATALOGUE, schema};
+
+/// The compiled schema of every published event type.
+pub struct EventContracts {
+    validators: BTreeMap<&'static str, jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for EventContracts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventContracts").field("types", &self.validators.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl EventContracts {
+    /// Compile every schema of the catalogue; an error names the type whose
+    /// generated schema does not compile (a bug in its type's attributes).
+    pub fn new() -> Result<Self, String> {
+        let mut validators = BTreeMap::new();
+        for p in CATALOGUE {
+            let schema =
+                schema(p.event_type).ok_or_else(|| format!("`{}` is catalogued without a schema", p.event_type))?;
+            let validator = jsonschema::draft202012::new(&schema)
+                .map_err(|e| format!("the schema of `{}` does not compile: {e}", p.event_type))?;
+            validators.insert(p.event_type, validator);
+        }
+        Ok(Self { validators })
+    }
+
+    /// `Ok` when the event's type is published and its data matches the
+    /// type's schema; else every mismatch, each naming where in the data.
+    pub fn check(&self, topic: &str, event: &wire::Envelope) -> Result<(), String> {
+        let what = format!("`{}` event {} on {topic}", event.kind, event.id);
+        let Some(validator) = self.validators.get(event.kind.as_str()) else {
+            return Err(format!(
+                "{what}: no schema for this event type; give it a payload type in bank/wire/src/payloads.rs and add it to the catalogue"
+            ));
+        };
+        let errors: Vec<String> = validator
+            .iter_errors(&event.data)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                format!("{}: {e}", if at.is_empty() { "/" } else { &at })
+            })
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(format!("{what} does not match its schema: {}", errors.join("; "))) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use wire::payloads::Payload as _;
+
+    fn envelope(kind: &str, data: Value) -> wire::Envelope {
+        wire::Envelope {
+            id: uuid::Uuid::nil(),
+            kind: kind.into(),
+            aggregate_id: "a".into(),
+            occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+            trace_id: "t".into(),
+            data,
+        }
+    }
+
+    /// Each type's own example matches its schema; a renamed field, a wrong
+    /// type, a field too many and an unknown type are each named.
+    #[test]
+    fn events_are_checked_against_the_schema_of_their_type() {
+        let contracts = EventContracts::new().unwrap();
+        for p in CATALOGUE {
+            let example = wire::payloads::example_of(p.event_type).unwrap();
+            contracts.check(p.topic, &envelope(p.event_type, example)).unwrap();
+        }
+        let mut renamed = serde_json::to_value(wire::payloads::PaymentCompleted::example()).unwrap();
+        let id = renamed.as_object_mut().unwrap().remove("payment_id").unwrap();
+        renamed["paymentId"] = id;
+        let err = contracts.check("payments.events", &envelope("payment.completed", renamed)).unwrap_err();
+        assert!(err.contains("payment_id") && err.contains("paymentId"), "{err}");
+
+        let mut retyped = serde_json::to_value(wire::payloads::HoldCaptured::example()).unwrap();
+        retyped["balance_after"]["amount"] = json!("12.50");
+        let err = contracts.check("accounts.events", &envelope("hold.captured", retyped)).unwrap_err();
+        assert!(err.contains("/balance_after/amount"), "{err}");
+
+        let err = contracts.check("accounts.events", &envelope("account.renamed", json!({}))).unwrap_err();
+        assert!(err.contains("no schema for this event type"), "{err}");
+    }
+
+    #[test]
+    fn the_published_document_lists_every_type_with_its_topic_and_schema() {
+        let doc = wire::payloads::contracts(None);
+        let events = doc["events"].as_array().unwrap();
+        assert_eq!(events.len(), CATALOGUE.len());
+        let created = events.iter().find(|e| e["type"] == "payment.created").unwrap();
+        assert_eq!(created["topic"], "payments.events");
+        assert_eq!(created["schema"]["title"], "payment.created");
+        assert!(created["schema"]["required"].as_array().unwrap().contains(&json!("debtor_account")));
+        let accounts = wire::payloads::contracts(Some("accounts.events"));
+        assert!(accounts["events"].as_array().unwrap().iter().all(|e| e["topic"] == "accounts.events"));
+        assert_eq!(accounts["events"].as_array().unwrap().len(), 6);
+    }
+}
