@@ -27,7 +27,11 @@ impl EventContracts {
         for p in CATALOGUE {
             let schema =
                 schema(p.event_type).ok_or_else(|| format!("`{}` is catalogued without a schema", p.event_type))?;
-            let validator = jsonschema::draft202012::new(&schema)
+            // Formats too (`uri` on every link): a path where a URL belongs
+            // breaks the contract.
+            let validator = jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .build(&schema)
                 .map_err(|e| format!("the schema of `{}` does not compile: {e}", p.event_type))?;
             validators.insert(p.event_type, validator);
         }
@@ -90,6 +94,12 @@ mod tests {
         retyped["balance_after"]["amount"] = json!("12.50");
         let err = contracts.check("accounts.events", &envelope("hold.captured", retyped)).unwrap_err();
         assert!(err.contains("/balance_after/amount"), "{err}");
+
+        let mut relative = serde_json::to_value(wire::payloads::HoldPlaced::example()).unwrap();
+        relative["hold"] = json!("/holds/1");
+        relative["amount"]["currency"] = json!("gbp");
+        let err = contracts.check("accounts.events", &envelope("hold.placed", relative)).unwrap_err();
+        assert!(err.contains("/hold") && err.contains("/amount/currency"), "{err}");
 
         let err = contracts.check("accounts.events", &envelope("account.renamed", json!({}))).unwrap_err();
         assert!(err.contains("no schema for this event type"), "{err}");

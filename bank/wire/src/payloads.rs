@@ -14,7 +14,11 @@ use crate::Envelope;
 /// An amount in minor units (pence), with its ISO 4217 currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Amount {
+    /// Minor units (pence for GBP); never negative.
+    #[schemars(range(min = 0))]
     pub amount: i64,
+    /// ISO 4217, e.g. `GBP`.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
 }
 
@@ -29,7 +33,11 @@ impl Amount {
 pub struct Details {
     #[serde(default)]
     pub name: String,
+    /// Six digits, with or without dashes: `20-00-00`, `200000`.
+    #[schemars(pattern(r"^[0-9]{2}-?[0-9]{2}-?[0-9]{2}$"))]
     pub sort_code: String,
+    /// Eight digits.
+    #[schemars(pattern(r"^[0-9]{8}$"))]
     pub account_number: String,
 }
 
@@ -197,7 +205,9 @@ pub fn payload<T: Payload>(event: &Envelope) -> Result<T, String> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentCreated {
     /// The payment's URL.
+    #[schemars(url)]
     pub payment: String,
+    #[schemars(url)]
     pub debtor_account: String,
     pub to: Details,
     pub amount: Amount,
@@ -223,8 +233,10 @@ impl Payload for PaymentCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentCompleted {
     /// The payment's URL.
+    #[schemars(url)]
     pub payment: String,
     pub payment_id: Uuid,
+    #[schemars(url)]
     pub debtor_account: String,
     pub amount: Amount,
     pub to: Details,
@@ -255,6 +267,7 @@ pub struct PaymentReceived {
     pub from: Sender,
     pub amount: Amount,
     pub reference: String,
+    #[schemars(url)]
     pub account: String,
 }
 
@@ -278,6 +291,7 @@ impl Payload for PaymentReceived {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TopupSucceeded {
     pub topup_id: Uuid,
+    #[schemars(url)]
     pub account: String,
     pub amount: Amount,
     pub acquirer_id: String,
@@ -306,6 +320,7 @@ fn account_url() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CustomerCreated {
     /// The customer's URL.
+    #[schemars(url)]
     pub customer: String,
     pub name: String,
 }
@@ -323,14 +338,19 @@ impl Payload for CustomerCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AccountOpened {
     /// The account's URL.
+    #[schemars(url)]
     pub account: String,
     /// The customer's URL.
+    #[schemars(url)]
     pub customer: String,
     /// As printed: `04-00-04`.
+    #[schemars(pattern(r"^[0-9]{2}-[0-9]{2}-[0-9]{2}$"))]
     pub sort_code: String,
     /// Eight digits.
+    #[schemars(pattern(r"^[0-9]{8}$"))]
     pub account_number: String,
     /// ISO 4217.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
 }
 
@@ -353,6 +373,7 @@ impl Payload for AccountOpened {
 /// by a flow that credits: an inbound payment, a top-up).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AccountCredited {
+    #[schemars(url)]
     pub account: String,
     /// The posting's id.
     pub transaction: Uuid,
@@ -379,8 +400,10 @@ impl Payload for AccountCredited {
 /// Accounts: funds were reserved on an account (a payment's hold).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HoldPlaced {
+    #[schemars(url)]
     pub account: String,
     /// The hold's URL.
+    #[schemars(url)]
     pub hold: String,
     pub amount: Amount,
     pub reference: String,
@@ -403,7 +426,9 @@ impl Payload for HoldPlaced {
 /// Accounts: a hold was captured: its amount left the account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HoldCaptured {
+    #[schemars(url)]
     pub account: String,
+    #[schemars(url)]
     pub hold: String,
     pub amount: Amount,
     pub reference: String,
@@ -432,7 +457,9 @@ impl Payload for HoldCaptured {
 /// Accounts: a hold was released: its amount is available again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HoldReleased {
+    #[schemars(url)]
     pub account: String,
+    #[schemars(url)]
     pub hold: String,
     pub amount: Amount,
     pub reference: String,
@@ -518,6 +545,7 @@ impl Payload for PaymentReturned {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TopupCreated {
     pub topup_id: Uuid,
+    #[schemars(url)]
     pub account: String,
     pub amount: Amount,
 }
@@ -535,6 +563,7 @@ impl Payload for TopupCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TopupFailed {
     pub topup_id: Uuid,
+    #[schemars(url)]
     pub account: String,
     pub reason: String,
 }
@@ -556,6 +585,7 @@ pub struct TransactionScreened {
     pub transaction: String,
     /// `outbound payment`, `inbound payment` or `card top-up`.
     pub kind: String,
+    #[schemars(url)]
     pub account: String,
     /// The screening vendor's score.
     pub score: i64,
@@ -584,6 +614,7 @@ pub struct AlertRaised {
     pub alert_id: Uuid,
     pub transaction: String,
     pub kind: String,
+    #[schemars(url)]
     pub account: String,
     pub amount: Amount,
     pub reasons: Vec<String>,
