@@ -149,6 +149,10 @@ enum ContractsWhat {
         #[arg(long)]
         topic: Option<String>,
     },
+    /// The providers' APIs as the bank uses them (the scheme, the acquirer, the screening
+    /// vendor): each operation's request and answer schemas, and the webhooks they send.
+    /// The sandbox's provider mocks refuse a request that does not match (400, naming it).
+    Providers,
 }
 
 #[derive(Debug, Subcommand)]
@@ -488,6 +492,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("no events are published to `{t}`; the topics are: {}", topics.join(", "));
             }
             outln!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Contracts { what: ContractsWhat::Providers } => {
+            outln!("{}", serde_json::to_string_pretty(&wire::providers::contracts())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Images { what } => {

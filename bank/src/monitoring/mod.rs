@@ -20,9 +20,10 @@ use wire::payloads::{
     AlertClosed, AlertRaised, Amount, Payload, PaymentCreated, PaymentReceived, TopupSucceeded, TransactionScreened,
     payload,
 };
+use wire::providers::ScreeningRequest;
 
 use crate::domain::money_json;
-use crate::kit::client::Client;
+use crate::kit::client::{Client, to_body};
 use crate::kit::consume::{self, Rule};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, Envelope, NewEvent};
@@ -181,13 +182,13 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
     // The vendor's view, with no connection held. Unreachable or failing:
     // the whole screening is retried, so no transaction goes unscreened; the
     // vendor answers a repeat (same event id) the same.
-    let request = json!({
-        "transaction_id": t.id,
-        "account": t.account,
-        "amount": { "amount": t.amount, "currency": t.currency },
-        "counterparty": t.counterparty,
-        "kind": t.kind,
-    });
+    let request = to_body(&ScreeningRequest {
+        transaction_id: t.id.clone(),
+        account: t.account.clone(),
+        amount: Amount { amount: t.amount, currency: t.currency.clone() },
+        counterparty: t.counterparty.clone(),
+        kind: t.kind.into(),
+    })?;
     let screening =
         own.client.post(&format!("{}/screenings", own.vendor), &trace, &event.id.to_string(), &request).await;
     let score = screening.expect_status(200, "the screening vendor")?["score"].as_i64().unwrap_or(0);

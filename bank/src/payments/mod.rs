@@ -31,9 +31,10 @@ use wire::payloads::{
     Amount, Details, InboundPayment, PaymentCompleted, PaymentCreated, PaymentFailed, PaymentReceived, PaymentReturned,
     PaymentSubmitted, SchemeWebhook,
 };
+use wire::providers::{SchemePayment, SchemeReturn};
 
 use crate::domain::{AccountNumber, AccountRef, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
-use crate::kit::client::{self, Client, Reply, link};
+use crate::kit::client::{self, Client, Reply, link, to_body};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{self, BaseUrl, Hal, hal_response, rfc3339};
@@ -434,17 +435,17 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
     let trace = TraceId(row.try_get("trace_id")?);
     let attempts: i32 = row.try_get("attempts")?;
     let currency: String = row.try_get("currency")?;
-    let body = json!({
-        "payment_id": id,
-        "debtor_account": row.try_get::<String, _>("debtor_account")?,
-        "creditor": {
-            "name": row.try_get::<String, _>("creditor_name")?,
-            "sort_code": row.try_get::<String, _>("creditor_sort_code")?,
-            "account_number": row.try_get::<String, _>("creditor_account_number")?,
+    let body = to_body(&SchemePayment {
+        payment_id: id.to_string(),
+        debtor_account: row.try_get("debtor_account")?,
+        creditor: Details {
+            name: row.try_get("creditor_name")?,
+            sort_code: row.try_get("creditor_sort_code")?,
+            account_number: row.try_get("creditor_account_number")?,
         },
-        "amount": { "amount": row.try_get::<i64, _>("amount")?, "currency": currency.trim() },
-        "reference": row.try_get::<String, _>("reference")?,
-    });
+        amount: Amount { amount: row.try_get("amount")?, currency: currency.trim().into() },
+        reference: row.try_get("reference")?,
+    })?;
     match own.scheme_client.post(&format!("{}/payments", own.scheme), &trace, &id.to_string(), &body).await {
         Reply::Answered(202, accepted) => {
             let scheme_id = accepted["scheme_id"].as_str().unwrap_or_default();
@@ -709,7 +710,7 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &InboundPayme
         }
         None => {
             // No such account here: hand the money back to the scheme (AC01: incorrect account number).
-            let body = json!({ "scheme_id": scheme_id, "reason": "AC01" });
+            let body = to_body(&SchemeReturn { scheme_id: scheme_id.to_string(), reason: "AC01".into() })?;
             match own
                 .scheme_client
                 .post(&format!("{}/returns", own.scheme), trace, &format!("return-{scheme_id}"), &body)

@@ -20,9 +20,10 @@ use sqlx::{PgConnection, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus, TopupCreated, TopupFailed, TopupSucceeded};
+use wire::providers::ChargeRequest;
 
 use crate::domain::{AccountRef, Currency, IdempotencyKey, Money, MoneyInput, money_json};
-use crate::kit::client::{self, Client, Reply, link};
+use crate::kit::client::{self, Client, Reply, link, to_body};
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
@@ -214,12 +215,15 @@ async fn charge_next(kit: &Kit, own: &Topups) -> ApiResult<bool> {
     let id: Uuid = row.try_get("id")?;
     let trace = TraceId(row.try_get("trace_id")?);
     let attempts: i32 = row.try_get("attempts")?;
-    let body = json!({
-        "charge_id": id,
-        "card_token": row.try_get::<String, _>("card_token")?,
-        "amount": { "amount": row.try_get::<i64, _>("amount")?, "currency": row.try_get::<String, _>("currency")?.trim() },
-        "reference": format!("top-up {id}"),
-    });
+    let body = to_body(&ChargeRequest {
+        charge_id: id.to_string(),
+        card_token: row.try_get("card_token")?,
+        amount: Amount {
+            amount: row.try_get("amount")?,
+            currency: row.try_get::<String, _>("currency")?.trim().into(),
+        },
+        reference: format!("top-up {id}"),
+    })?;
     match own.acquirer_client.post(&format!("{}/charges", own.acquirer), &trace, &id.to_string(), &body).await {
         Reply::Answered(201, answer) => {
             let charge: Charge = serde_json::from_value(answer).map_err(|e| {

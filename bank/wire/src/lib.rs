@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod payloads;
 pub mod probe;
+pub mod providers;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};

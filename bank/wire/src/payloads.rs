@@ -169,15 +169,21 @@ pub fn example_of(event_type: &str) -> Option<serde_json::Value> {
     every_payload!(by_type)
 }
 
-/// `P`'s schema, titled with its event type. Payloads are closed: a field the
-/// type does not name is a change of contract, not noise (a renamed field
-/// shows as one missing and one unknown).
+/// `P`'s schema, titled with its event type.
 fn schema_of<P: Payload>() -> serde_json::Value {
+    closed_schema::<P>(Some(P::TYPE))
+}
+
+/// `T`'s JSON Schema (2020-12) with its objects closed (below), titled when
+/// given a title: what every published contract is made of.
+fn closed_schema<T: JsonSchema>(title: Option<&str>) -> serde_json::Value {
     let mut schema = schemars::generate::SchemaSettings::draft2020_12()
         .with_transform(schemars::transform::RecursiveTransform(close_objects))
         .into_generator()
-        .into_root_schema_for::<P>();
-    schema.insert("title".into(), P::TYPE.into());
+        .into_root_schema_for::<T>();
+    if let Some(title) = title {
+        schema.insert("title".into(), title.into());
+    }
     schema.to_value()
 }
 

@@ -112,6 +112,31 @@ struct Provider {
     secret: Arc<Vec<u8>>,
     http: reqwest::Client,
     runtime: tokio::runtime::Handle,
+    /// (method, path) -> the schema its request body must match
+    /// (`wire::providers`), as the real provider's API would refuse it.
+    requests: Arc<Vec<(String, String, jsonschema::Validator)>>,
+}
+
+/// The compiled request schemas of a provider of `kind`.
+fn request_validators(kind: Kind) -> Result<Vec<(String, String, jsonschema::Validator)>> {
+    let name = kind.name();
+    let contracts = wire::providers::contracts();
+    let mut out = Vec::new();
+    for op in contracts[name]["operations"].as_array().into_iter().flatten() {
+        let validator =
+            jsonschema::draft202012::options().should_validate_formats(true).build(&op["request"]).map_err(|e| {
+                Error::Other(format!(
+                    "{name}: the request schema of {} {} does not compile: {e}",
+                    op["method"], op["path"]
+                ))
+            })?;
+        out.push((
+            op["method"].as_str().unwrap_or_default().into(),
+            op["path"].as_str().unwrap_or_default().into(),
+            validator,
+        ));
+    }
+    Ok(out)
 }
 
 fn now_ms() -> u64 {
@@ -264,6 +289,26 @@ impl Respond for Api {
             .max()
             .unwrap_or_default();
         let reject = faults.iter().find(|f| f.kind == FaultKind::Reject);
+        // A body that is not what the operation takes is refused before
+        // anything happens, naming each field and its rule.
+        let method = request.method.as_str();
+        if let Some((_, _, validator)) = p.requests.iter().find(|(m, pth, _)| m == method && *pth == path) {
+            let broken: Vec<String> = validator
+                .iter_errors(&body)
+                .map(|e| {
+                    format!(
+                        "{}: {e}",
+                        Some(e.instance_path().to_string()).filter(|s| !s.is_empty()).unwrap_or("/".into())
+                    )
+                })
+                .collect();
+            if !broken.is_empty() {
+                record(400, fault_kind);
+                return ResponseTemplate::new(400).set_body_json(json!({
+                    "error": format!("the request does not match the {} API's {method} {path}: {}", p.spec.name, broken.join("; ")),
+                }));
+            }
+        }
         let (status, response) = match (p.spec.kind, request.method.as_str(), path.as_str()) {
             (Kind::PaymentScheme, "POST", "/payments") => scheme_payment(p, &body, reject, trace_id.clone()),
             (Kind::PaymentScheme, "POST", "/returns") => {
@@ -533,6 +578,7 @@ impl Running {
 /// Serve `spec` on `listener`. Webhooks go to `webhook_base` + the spec's path,
 /// signed with `secret`.
 pub async fn serve(spec: Spec, listener: TcpListener, webhook_base: Option<String>, secret: &[u8]) -> Result<Running> {
+    let spec_kind = spec.kind;
     let provider = Provider {
         spec: Arc::new(spec),
         inner: Arc::default(),
@@ -543,6 +589,7 @@ pub async fn serve(spec: Spec, listener: TcpListener, webhook_base: Option<Strin
             .build()
             .map_err(|e| Error::Other(format!("cannot build the webhook client: {e}")))?,
         runtime: tokio::runtime::Handle::current(),
+        requests: Arc::new(request_validators(spec_kind)?),
     };
     let server = MockServer::builder().listener(listener).start().await;
     Mock::given(wiremock::matchers::path_regex("^/__admin/"))

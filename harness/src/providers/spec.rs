@@ -20,6 +20,17 @@ pub enum Kind {
     ScreeningVendor,
 }
 
+impl Kind {
+    /// As definitions and contracts name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PaymentScheme => "payment-scheme",
+            Self::CardAcquirer => "card-acquirer",
+            Self::ScreeningVendor => "screening-vendor",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {

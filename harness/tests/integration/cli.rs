@@ -435,6 +435,29 @@ fn a_name_in_use_is_refused() {
     home.ok(&["down", "taken"]);
 }
 
+/// The published contracts print as JSON a tool can read; an unknown topic
+/// is refused naming the ones there are.
+#[test]
+fn contracts_print_the_events_and_the_providers_apis() {
+    let home = Home::new();
+    let events: serde_json::Value =
+        serde_json::from_str(&home.ok(&["contracts", "events", "--topic", "topups.events"])).unwrap();
+    let types: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["topup.created", "topup.succeeded", "topup.failed"]);
+    assert_eq!(events["events"][1]["schema"]["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    let out = home.sandbox(&["contracts", "events", "--topic", "cards.events"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no events are published to `cards.events`") && stderr.contains("payments.events"),
+        "{stderr}"
+    );
+    let providers: serde_json::Value = serde_json::from_str(&home.ok(&["contracts", "providers"])).unwrap();
+    let scheme = &providers["payment-scheme"]["operations"][0];
+    assert_eq!((scheme["method"].as_str(), scheme["path"].as_str()), (Some("POST"), Some("/payments")));
+    assert!(scheme["request"]["required"].as_array().unwrap().contains(&serde_json::json!("creditor")));
+}
+
 /// The README's command table and `sandbox --help` must describe the same
 /// commands, so neither drifts from the other.
 /// The README's tour, every line of it, against a real sandbox, so the README

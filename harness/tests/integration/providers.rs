@@ -91,6 +91,19 @@ async fn the_scheme_accepts_then_calls_back_signed_with_the_outcome() {
     assert_eq!(settled["scheme_id"], accepted["scheme_id"]);
     let (rejected, _) = by_id("p2");
     assert_eq!((rejected["type"].as_str(), rejected["reason"].as_str()), (Some("payment.rejected"), Some("AC01")));
+    // Its answer and its webhooks are what its published contract says.
+    let scheme_api = &wire::providers::contracts()["payment-scheme"];
+    conforms(&scheme_api["operations"][0]["answer"]["schema"], &accepted);
+    for (hook, _) in &got {
+        conforms(&scheme_api["webhook"], hook);
+    }
+}
+
+/// `value` matches `schema`, or the test fails naming every mismatch.
+fn conforms(schema: &Value, value: &Value) {
+    let validator = jsonschema::draft202012::new(schema).unwrap();
+    let broken: Vec<String> = validator.iter_errors(value).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    assert!(broken.is_empty(), "{value} does not match its contract: {}", broken.join("; "));
 }
 
 #[tokio::test]
@@ -110,7 +123,26 @@ async fn bad_requests_name_the_missing_field() {
     let scheme = provider("payment-scheme", None).await;
     let (status, body) = post(&format!("{}/payments", scheme.uri()), json!({ "payment_id": "x" })).await;
     assert_eq!(status, 400);
-    assert_eq!(body["error"], "missing field creditor.sort_code");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.starts_with("the request does not match the payment-scheme API's POST /payments"), "{error}");
+    for field in ["debtor_account", "creditor", "amount", "reference"] {
+        assert!(error.contains(&format!("\"{field}\" is a required property")), "{error}");
+    }
+    // Each field is held to its type and rule, as the bank's calls are.
+    let mut wrong = payment("p1", "acc-a", "1234");
+    wrong["amount"]["currency"] = json!("pounds");
+    wrong["colour"] = json!("red");
+    let (status, body) = post(&format!("{}/payments", scheme.uri()), wrong).await;
+    assert_eq!(status, 400);
+    let error = body["error"].as_str().unwrap();
+    for at in ["/creditor/account_number", "/amount/currency", "colour"] {
+        assert!(error.contains(at), "{at} in {error}");
+    }
+    let acquirer = provider("card-acquirer", None).await;
+    let (status, body) =
+        post(&format!("{}/charges", acquirer.uri()), json!({ "charge_id": "c1", "card_token": "tok_ok" })).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("\"amount\" is a required property"), "{body}");
 }
 
 #[tokio::test]
@@ -164,19 +196,35 @@ async fn slow_and_reject_faults_change_timing_and_outcome() {
 async fn the_acquirer_declines_magic_tokens_and_the_vendor_scores_large_amounts_high() {
     let (hooks_url, hooks) = receiver().await;
     let acquirer = provider("card-acquirer", Some(hooks_url)).await;
-    let charge = |id: &str, token: &str| json!({ "charge_id": id, "card_token": token, "amount": { "amount": 1000, "currency": "GBP" } });
+    let charge = |id: &str, token: &str| json!({ "charge_id": id, "card_token": token, "amount": { "amount": 1000, "currency": "GBP" }, "reference": "top-up" });
     let (status, ok) = post(&format!("{}/charges", acquirer.uri()), charge("c1", "tok_visa")).await;
     assert_eq!((status, ok["status"].as_str()), (201, Some("succeeded")));
     let (_, declined) = post(&format!("{}/charges", acquirer.uri()), charge("c2", "tok_declined")).await;
     assert_eq!((declined["status"].as_str(), declined["reason"].as_str()), (Some("declined"), Some("do_not_honour")));
     let got = hooks.wait_for(2).await;
     assert!(got.iter().any(|(h, _)| h["type"] == "charge.declined" && h["charge_id"] == "c2"));
+    // What the acquirer answers and calls back with is its published contract.
+    let acquirer_api = &wire::providers::contracts()["card-acquirer"];
+    for answer in [&ok, &declined] {
+        conforms(&acquirer_api["operations"][0]["answer"]["schema"], answer);
+    }
+    for (hook, _) in &got {
+        conforms(&acquirer_api["webhook"], hook);
+    }
 
     let vendor = provider("screening-vendor", None).await;
-    let screen = |amount: i64| json!({ "transaction_id": "t", "account": "a", "amount": { "amount": amount, "currency": "GBP" } });
+    let screen = |amount: i64| {
+        json!({
+            "transaction_id": "t", "account": "a", "amount": { "amount": amount, "currency": "GBP" },
+            "counterparty": null, "kind": "card top-up",
+        })
+    };
     let (_, low) = post(&format!("{}/screenings", vendor.uri()), screen(1_000)).await;
     let (_, high) = post(&format!("{}/screenings", vendor.uri()), screen(1_500_000)).await;
     assert!(low["score"].as_u64().unwrap() < 50 && high["score"].as_u64().unwrap() >= 90, "{low} {high}");
+    let vendor_api = &wire::providers::contracts()["screening-vendor"]["operations"][0]["answer"]["schema"];
+    conforms(vendor_api, &low);
+    conforms(vendor_api, &high);
 }
 
 #[tokio::test]
@@ -197,4 +245,5 @@ async fn the_scheme_delivers_inbound_payments_on_request() {
     let got = hooks.wait_for(1).await;
     assert_eq!(got[0].0["type"], "payment.received");
     assert!(got[0].1);
+    conforms(&wire::providers::contracts()["payment-scheme"]["webhook"], &got[0].0);
 }
