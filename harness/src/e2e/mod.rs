@@ -72,6 +72,11 @@ impl Context {
         Ok(Self { target, api, topics, sources, audited: Mutex::default(), contracts, checked: Mutex::default() })
     }
 
+    /// How many of the events read from Kafka were checked against their contracts.
+    pub fn events_checked(&self) -> usize {
+        *self.checked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Every event read from Kafka since the last call, checked against the
     /// schema of its type: a line for each one that breaks its contract.
     pub fn check_contracts(&self) -> Vec<String> {
@@ -184,6 +189,9 @@ pub struct Summary {
     pub start_up: Duration,
     pub running: Duration,
     pub teardown: Duration,
+    /// Events read from Kafka during the run, each checked against the
+    /// schema of its type.
+    pub events_checked: usize,
 }
 
 impl std::fmt::Display for Summary {
@@ -191,13 +199,15 @@ impl std::fmt::Display for Summary {
         let rate = self.scenarios as f64 / self.running.as_secs_f64().max(0.001);
         write!(
             f,
-            "e2e: {} scenarios {} in {:.1} s (start-up {:.1} s, scenarios {:.1} s at {rate:.1}/s, teardown {:.1} s)",
+            "e2e: {} scenarios {} in {:.1} s (start-up {:.1} s, scenarios {:.1} s at {rate:.1}/s, teardown {:.1} s); \
+             {} events checked against their contracts",
             self.scenarios,
             if self.failed { "FAILED" } else { "passed" },
             (self.start_up + self.running + self.teardown).as_secs_f64(),
             self.start_up.as_secs_f64(),
             self.running.as_secs_f64(),
             self.teardown.as_secs_f64(),
+            self.events_checked,
         )
     }
 }
@@ -239,8 +249,9 @@ pub async fn run(opts: Options) -> Result<Summary> {
         Ok(ctx) => {
             let start_up = started.elapsed();
             let running = Instant::now();
-            let (scenarios, failed) = run_cucumber(Arc::new(ctx), &opts, &scenarios, selection).await;
-            Ok((start_up, running.elapsed(), scenarios, failed))
+            let ctx = Arc::new(ctx);
+            let (scenarios, failed) = run_cucumber(ctx.clone(), &opts, &scenarios, selection).await;
+            Ok((start_up, running.elapsed(), scenarios, failed, ctx.events_checked()))
         }
         Err(e) => Err(e),
     };
@@ -254,9 +265,9 @@ pub async fn run(opts: Options) -> Result<Summary> {
         Some(o) => o.stop().await,
         None => Ok(()),
     };
-    let (start_up, running, scenarios, failed) = outcome?;
+    let (start_up, running, scenarios, failed, events_checked) = outcome?;
     stopped?;
-    Ok(Summary { scenarios, failed, start_up, running, teardown: stopping.elapsed() })
+    Ok(Summary { scenarios, failed, start_up, running, teardown: stopping.elapsed(), events_checked })
 }
 
 async fn run_cucumber(
