@@ -227,6 +227,7 @@ pub fn e2e(exe: &Path, workspace: &Path, runs: usize, backend: crate::backend::K
             let mut opts = crate::e2e::Options::new(workspace, exe);
             opts.home = crate::sandbox::Home { root: home.clone() };
             opts.backend = backend;
+            opts.report_to_stderr = true;
             let summary = rt.block_on(crate::e2e::run(opts))?;
             eprintln!("bench e2e: run {run}: {summary}");
             summaries.push(summary);
@@ -609,6 +610,7 @@ pub fn backends(exe: &Path, workspace: &Path, images_home: &crate::sandbox::Home
             let mut opts = crate::e2e::Options::new(workspace, exe);
             opts.home = crate::sandbox::Home { root: home.clone() };
             opts.backend = kind;
+            opts.report_to_stderr = true;
             let summary = rt.block_on(crate::e2e::run(opts))?;
             if summary.failed {
                 return Err(Error::Other(format!("a scenario failed on the {kind} backend: {summary}")));

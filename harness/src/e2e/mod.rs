@@ -161,6 +161,9 @@ pub struct Options {
     pub sandbox_bin: PathBuf,
     /// What runs the sandbox this run starts.
     pub backend: crate::backend::Kind,
+    /// Cucumber's report of each scenario goes to stderr instead of stdout,
+    /// for a caller whose stdout is its own (a bench's tables).
+    pub report_to_stderr: bool,
 }
 
 impl Options {
@@ -177,6 +180,7 @@ impl Options {
             junit: workspace.join("target/cucumber/junit.xml"),
             concurrency: 16,
             backend: crate::backend::Kind::Local,
+            report_to_stderr: false,
         }
     }
 }
@@ -300,7 +304,9 @@ async fn run_cucumber(
         writer: Default::default(),
         custom: Default::default(),
     };
-    let writer = writer::Basic::raw(std::io::stdout(), Coloring::Auto, 0)
+    let console: Box<dyn std::io::Write> =
+        if opts.report_to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    let writer = writer::Basic::raw(console, Coloring::Auto, 0)
         .summarized()
         .tee::<BankWorld, _>(writer::JUnit::for_tee(junit, 0))
         .normalized();
