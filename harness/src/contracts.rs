@@ -8,6 +8,24 @@ use std::collections::BTreeMap;
 
 use wire::payloads::{CATALOGUE, schema};
 
+/// A contract's schema compiled to check values against, formats too (`uri`
+/// on every link: a path where a URL belongs breaks the contract).
+pub fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::draft202012::options().should_validate_formats(true).build(schema).map_err(|e| e.to_string())
+}
+
+/// Every way `value` breaks `validator`'s contract, each as `where: rule`
+/// (`/` for the value itself); empty when it keeps it.
+pub fn mismatches(validator: &jsonschema::Validator, value: &serde_json::Value) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            format!("{}: {e}", if at.is_empty() { "/" } else { &at })
+        })
+        .collect()
+}
+
 /// The compiled schema of every published event type.
 pub struct EventContracts {
     validators: BTreeMap<&'static str, jsonschema::Validator>,
@@ -27,12 +45,8 @@ impl EventContracts {
         for p in CATALOGUE {
             let schema =
                 schema(p.event_type).ok_or_else(|| format!("`{}` is catalogued without a schema", p.event_type))?;
-            // Formats too (`uri` on every link): a path where a URL belongs
-            // breaks the contract.
-            let validator = jsonschema::draft202012::options()
-                .should_validate_formats(true)
-                .build(&schema)
-                .map_err(|e| format!("the schema of `{}` does not compile: {e}", p.event_type))?;
+            let validator =
+                compile(&schema).map_err(|e| format!("the schema of `{}` does not compile: {e}", p.event_type))?;
             validators.insert(p.event_type, validator);
         }
         Ok(Self { validators })
@@ -47,13 +61,7 @@ impl EventContracts {
                 "{what}: no schema for this event type; give it a payload type in bank/wire/src/payloads.rs and add it to the catalogue"
             ));
         };
-        let errors: Vec<String> = validator
-            .iter_errors(&event.data)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                format!("{}: {e}", if at.is_empty() { "/" } else { &at })
-            })
-            .collect();
+        let errors = mismatches(validator, &event.data);
         if errors.is_empty() { Ok(()) } else { Err(format!("{what} does not match its schema: {}", errors.join("; "))) }
     }
 }

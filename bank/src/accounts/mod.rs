@@ -16,7 +16,7 @@ use uuid::Uuid;
 use wire::payloads::{AccountCredited, AccountOpened, CustomerCreated, HoldCaptured, HoldPlaced, HoldReleased};
 
 use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, amount, money_json};
-use crate::kit::error::{ApiError, ApiResult};
+use crate::kit::error::{ApiError, ApiResult, to_json};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{self, BaseUrl, Hal, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId, parse_id};
@@ -712,8 +712,8 @@ async fn settle(
         let settled = match how {
             Settle::Capture => {
                 // The balance after the debit is the statement's to add.
-                let HoldReleased { account: account_url, hold, amount, reference } = released;
-                let known = json!({ "account": account_url, "hold": hold, "amount": amount, "reference": reference, "transaction": tx_id });
+                let mut known = to_json(&released)?;
+                known["transaction"] = json!(tx_id);
                 NewEvent::completed_by_statement::<HoldCaptured>(account.to_string(), known)
             }
             Settle::Release => NewEvent::of(account.to_string(), &released)?,

@@ -203,11 +203,6 @@ fn through_gateway(direct: &[(String, String)], url: &str) -> Option<Direct> {
 }
 
 /// The href of link `rel` in a HAL resource.
-/// A typed request body (`wire::providers`) as the JSON the client sends.
-pub fn to_body(body: &impl serde::Serialize) -> ApiResult<Value> {
-    serde_json::to_value(body).map_err(|e| ApiError::Internal(e.into()))
-}
-
 pub fn link(resource: &Value, rel: &str) -> Option<String> {
     resource["_links"][rel]["href"].as_str().map(String::from)
 }

@@ -155,6 +155,12 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
+/// A typed body (an event's payload, a request to a provider) as JSON; one
+/// that cannot be written is the service's own fault.
+pub fn to_json(value: &impl serde::Serialize) -> ApiResult<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| ApiError::Internal(e.into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,8 +46,7 @@ impl NewEvent<'static> {
     /// An event whose payload is one of the typed bodies services consume
     /// (`wire::payloads`): its type comes with it.
     pub fn of<P: wire::payloads::Payload>(aggregate_id: impl Into<String>, payload: &P) -> ApiResult<Self> {
-        let data = serde_json::to_value(payload).map_err(|e| super::error::ApiError::Internal(e.into()))?;
-        Ok(Self { kind: P::TYPE, aggregate_id: aggregate_id.into(), data })
+        Ok(Self { kind: P::TYPE, aggregate_id: aggregate_id.into(), data: super::error::to_json(payload)? })
     }
 
     /// An event of type `P` whose payload the appending statement completes

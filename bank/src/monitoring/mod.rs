@@ -23,9 +23,9 @@ use wire::payloads::{
 use wire::providers::ScreeningRequest;
 
 use crate::domain::money_json;
-use crate::kit::client::{Client, to_body};
+use crate::kit::client::Client;
 use crate::kit::consume::{self, Rule};
-use crate::kit::error::{ApiError, ApiResult};
+use crate::kit::error::{ApiError, ApiResult, to_json};
 use crate::kit::events::{self, Envelope, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, TraceId, parse_id};
@@ -182,7 +182,7 @@ async fn screen(kit: Kit, event: Envelope) -> ApiResult<()> {
     // The vendor's view, with no connection held. Unreachable or failing:
     // the whole screening is retried, so no transaction goes unscreened; the
     // vendor answers a repeat (same event id) the same.
-    let request = to_body(&ScreeningRequest {
+    let request = to_json(&ScreeningRequest {
         transaction_id: t.id.clone(),
         account: t.account.clone(),
         amount: Amount { amount: t.amount, currency: t.currency.clone() },

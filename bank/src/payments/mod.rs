@@ -33,9 +33,11 @@ use wire::payloads::{
 };
 use wire::providers::{SchemePayment, SchemeReturn};
 
-use crate::domain::{AccountNumber, AccountRef, Currency, IdempotencyKey, Money, MoneyInput, SortCode, money_json};
-use crate::kit::client::{self, Client, Reply, link, to_body};
-use crate::kit::error::{ApiError, ApiResult};
+use crate::domain::{
+    AccountNumber, AccountRef, Currency, IdempotencyKey, Money, MoneyInput, SortCode, amount, money_json,
+};
+use crate::kit::client::{self, Client, Reply, link};
+use crate::kit::error::{ApiError, ApiResult, to_json};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{self, BaseUrl, Hal, hal_response, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
@@ -271,7 +273,7 @@ async fn create(
                 sort_code: payment.sort_code.display(),
                 account_number: payment.account_number.clone(),
             },
-            amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
+            amount: amount(money.amount, money.currency),
             reference: input.reference.clone(),
         };
         let created = NewEvent::of(id.to_string(), &created)?;
@@ -435,7 +437,7 @@ async fn submit_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
     let trace = TraceId(row.try_get("trace_id")?);
     let attempts: i32 = row.try_get("attempts")?;
     let currency: String = row.try_get("currency")?;
-    let body = to_body(&SchemePayment {
+    let body = to_json(&SchemePayment {
         payment_id: id.to_string(),
         debtor_account: row.try_get("debtor_account")?,
         creditor: Details {
@@ -702,7 +704,7 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &InboundPayme
                 scheme_id: scheme_id.to_string(),
                 to: to.clone(),
                 from: from.clone(),
-                amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
+                amount: amount(money.amount, money.currency),
                 reference: reference.to_string(),
                 account: link(&account, "self").unwrap_or_default(),
             };
@@ -710,7 +712,7 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &InboundPayme
         }
         None => {
             // No such account here: hand the money back to the scheme (AC01: incorrect account number).
-            let body = to_body(&SchemeReturn { scheme_id: scheme_id.to_string(), reason: "AC01".into() })?;
+            let body = to_json(&SchemeReturn { scheme_id: scheme_id.to_string(), reason: "AC01".into() })?;
             match own
                 .scheme_client
                 .post(&format!("{}/returns", own.scheme), trace, &format!("return-{scheme_id}"), &body)
@@ -724,7 +726,7 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &InboundPayme
                 scheme_id: scheme_id.to_string(),
                 to: to.clone(),
                 from: from.clone(),
-                amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
+                amount: amount(money.amount, money.currency),
                 reference: reference.to_string(),
                 reason: "AC01".into(),
             };

@@ -22,9 +22,9 @@ use uuid::Uuid;
 use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus, TopupCreated, TopupFailed, TopupSucceeded};
 use wire::providers::ChargeRequest;
 
-use crate::domain::{AccountRef, Currency, IdempotencyKey, Money, MoneyInput, money_json};
-use crate::kit::client::{self, Client, Reply, link, to_body};
-use crate::kit::error::{ApiError, ApiResult};
+use crate::domain::{AccountRef, Currency, IdempotencyKey, Money, MoneyInput, amount, money_json};
+use crate::kit::client::{self, Client, Reply, link};
+use crate::kit::error::{ApiError, ApiResult, to_json};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal, hal_response};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
@@ -171,11 +171,8 @@ async fn create(
         .bind(&trace.0)
         .fetch_one(&mut *conn)
         .await?;
-        let created = TopupCreated {
-            topup_id: id,
-            account: input.account.clone(),
-            amount: Amount { amount: money.amount, currency: money.currency.code().to_string() },
-        };
+        let created =
+            TopupCreated { topup_id: id, account: input.account.clone(), amount: amount(money.amount, money.currency) };
         events::append(&mut *conn, &trace, NewEvent::of(id.to_string(), &created)?).await?;
         Ok(topup_hal(&base, &row)?.status(StatusCode::ACCEPTED))
     })
@@ -215,7 +212,7 @@ async fn charge_next(kit: &Kit, own: &Topups) -> ApiResult<bool> {
     let id: Uuid = row.try_get("id")?;
     let trace = TraceId(row.try_get("trace_id")?);
     let attempts: i32 = row.try_get("attempts")?;
-    let body = to_body(&ChargeRequest {
+    let body = to_json(&ChargeRequest {
         charge_id: id.to_string(),
         card_token: row.try_get("card_token")?,
         amount: Amount {

@@ -123,13 +123,3 @@ pub fn contracts() -> serde_json::Value {
         },
     })
 }
-
-/// The schema of the request body `method path` takes at a provider of
-/// `kind` (`payment-scheme`, `card-acquirer`, `screening-vendor`).
-pub fn request_schema(kind: &str, method: &str, path: &str) -> Option<serde_json::Value> {
-    contracts()[kind]["operations"]
-        .as_array()?
-        .iter()
-        .find(|o| o["method"] == method && o["path"] == path)
-        .map(|o| o["request"].clone())
-}

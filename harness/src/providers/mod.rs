@@ -123,13 +123,9 @@ fn request_validators(kind: Kind) -> Result<Vec<(String, String, jsonschema::Val
     let contracts = wire::providers::contracts();
     let mut out = Vec::new();
     for op in contracts[name]["operations"].as_array().into_iter().flatten() {
-        let validator =
-            jsonschema::draft202012::options().should_validate_formats(true).build(&op["request"]).map_err(|e| {
-                Error::Other(format!(
-                    "{name}: the request schema of {} {} does not compile: {e}",
-                    op["method"], op["path"]
-                ))
-            })?;
+        let validator = crate::contracts::compile(&op["request"]).map_err(|e| {
+            Error::Other(format!("{name}: the request schema of {} {} does not compile: {e}", op["method"], op["path"]))
+        })?;
         out.push((
             op["method"].as_str().unwrap_or_default().into(),
             op["path"].as_str().unwrap_or_default().into(),
@@ -293,15 +289,7 @@ impl Respond for Api {
         // anything happens, naming each field and its rule.
         let method = request.method.as_str();
         if let Some((_, _, validator)) = p.requests.iter().find(|(m, pth, _)| m == method && *pth == path) {
-            let broken: Vec<String> = validator
-                .iter_errors(&body)
-                .map(|e| {
-                    format!(
-                        "{}: {e}",
-                        Some(e.instance_path().to_string()).filter(|s| !s.is_empty()).unwrap_or("/".into())
-                    )
-                })
-                .collect();
+            let broken = crate::contracts::mismatches(validator, &body);
             if !broken.is_empty() {
                 record(400, fault_kind);
                 return ResponseTemplate::new(400).set_body_json(json!({
