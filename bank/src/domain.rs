@@ -103,10 +103,14 @@ impl Money {
 
 /// The wire shape of money in requests: parsed into [`Money`] by the handler so
 /// the error names the field.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyInput {
+    /// Whole minor units (pence), 1 to 10^12.
+    #[schemars(range(min = 1, max = MAX_AMOUNT))]
     pub amount: i64,
+    /// ISO 4217, e.g. `GBP`.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
 }
 

@@ -1,8 +1,11 @@
-//! The bank's event contracts: every event type on Kafka has a JSON Schema,
+//! The bank's contracts. Events: every event type on Kafka has a JSON Schema,
 //! generated from its payload type in `wire::payloads`. The e2e runner checks
 //! every event it reads against its type's schema; `sandbox contracts events`
 //! prints the set (`wire::payloads::contracts`), which every service also
-//! serves at `/contracts/events`.
+//! serves at `/contracts/events`. HTTP: every service serves its OpenAPI
+//! document at `/openapi.json` (the gateway: the bank's); [`HttpContract`]
+//! checks answers against one, as the bank's API tests and the e2e runner do
+//! with every answer they get.
 
 use std::collections::BTreeMap;
 
@@ -63,6 +66,131 @@ impl EventContracts {
         };
         let errors = mismatches(validator, &event.data);
         if errors.is_empty() { Ok(()) } else { Err(format!("{what} does not match its schema: {}", errors.join("; "))) }
+    }
+}
+
+/// An OpenAPI document's operations, to check answers against: an answer
+/// must come from a documented operation, with a status that operation lists,
+/// and a body that matches the schema given for that status.
+pub struct HttpContract {
+    operations: Vec<Operation>,
+}
+
+struct Operation {
+    method: String,
+    template: String,
+    /// The template's segments; `None` where a parameter goes.
+    segments: Vec<Option<String>>,
+    /// Status (`"200"`, `"default"`) to the body's validator, `None` for a
+    /// status that has no JSON body to check.
+    responses: BTreeMap<String, Option<std::sync::Arc<jsonschema::Validator>>>,
+}
+
+impl std::fmt::Debug for HttpContract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpContract").field("operations", &self.operations.len()).finish()
+    }
+}
+
+impl HttpContract {
+    /// Compile every answer's schema of `document` (OpenAPI 3.1); an error
+    /// names the operation whose schema does not compile.
+    pub fn new(document: &serde_json::Value) -> Result<Self, String> {
+        let components = document.get("components").cloned().unwrap_or_default();
+        let mut compiled: BTreeMap<String, std::sync::Arc<jsonschema::Validator>> = BTreeMap::new();
+        let mut operations = Vec::new();
+        for (template, item) in document["paths"].as_object().into_iter().flatten() {
+            for (method, operation) in item.as_object().into_iter().flatten() {
+                let mut responses = BTreeMap::new();
+                for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                    let schema = response["content"]
+                        .as_object()
+                        .and_then(|c| c.iter().find(|(media, _)| media.contains("json")))
+                        .map(|(_, media)| media["schema"].clone());
+                    let validator = match schema {
+                        Some(schema) => {
+                            let key = schema.to_string();
+                            if !compiled.contains_key(&key) {
+                                let mut root = serde_json::json!({ "components": components });
+                                if let (Some(root), Some(schema)) = (root.as_object_mut(), schema.as_object()) {
+                                    root.extend(schema.clone());
+                                }
+                                let validator = compile(&root).map_err(|e| {
+                                    format!(
+                                        "{} {template}: the schema of its {status} answer does not compile: {e}",
+                                        method.to_uppercase()
+                                    )
+                                })?;
+                                compiled.insert(key.clone(), std::sync::Arc::new(validator));
+                            }
+                            compiled.get(&key).cloned()
+                        }
+                        None => None,
+                    };
+                    responses.insert(status.clone(), validator);
+                }
+                let segments = template
+                    .split('/')
+                    .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_string()))
+                    .collect();
+                operations.push(Operation {
+                    method: method.to_uppercase(),
+                    template: template.clone(),
+                    segments,
+                    responses,
+                });
+            }
+        }
+        Ok(Self { operations })
+    }
+
+    /// The documented operations, as `METHOD /template`.
+    pub fn operations(&self) -> Vec<String> {
+        self.operations.iter().map(|o| format!("{} {}", o.method, o.template)).collect()
+    }
+
+    /// `Ok` when `status` and `body` are what the document says `method
+    /// path` answers (`path` without the query; `body` the JSON answer, or
+    /// the text as a string); else what broke the contract.
+    pub fn check(&self, method: &str, path: &str, status: u16, body: &serde_json::Value) -> Result<(), String> {
+        let method = method.to_uppercase();
+        let path = path.split('?').next().unwrap_or(path);
+        let segments: Vec<&str> = path.split('/').collect();
+        let operation = self
+            .operations
+            .iter()
+            .filter(|o| o.method == method && o.segments.len() == segments.len())
+            .filter(|o| {
+                o.segments.iter().zip(&segments).all(|(t, s)| match t {
+                    Some(t) => t == s,
+                    None => !s.is_empty(),
+                })
+            })
+            // The most literal template wins (`/accounts/x` over `/{service}/x`).
+            .min_by_key(|o| o.segments.iter().filter(|s| s.is_none()).count());
+        let Some(operation) = operation else {
+            // Not found is the answer for whatever no operation describes.
+            if status == 404 {
+                return Ok(());
+            }
+            return Err(format!("{method} {path} answered {status}, but the document describes no such operation"));
+        };
+        let what = format!("{method} {} answered {status}", operation.template);
+        let Some(validator) =
+            operation.responses.get(&status.to_string()).or_else(|| operation.responses.get("default"))
+        else {
+            return Err(format!(
+                "{what}, a status its document does not list (it lists {}): {body}",
+                operation.responses.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        };
+        let Some(validator) = validator else { return Ok(()) };
+        let errors = mismatches(validator, body);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{what} with a body that does not match its schema: {}: {body}", errors.join("; ")))
+        }
     }
 }
 

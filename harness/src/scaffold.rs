@@ -332,8 +332,8 @@ impl Template<'_> {
             doc.push_str("//!   each read as its typed payload (`wire::payloads`) and recorded.\n");
         }
         let mut imports = String::from(
-            "use axum::Router;\nuse axum::extract::{Path, State};\nuse axum::http::StatusCode;\n\
-             use axum::response::Response;\nuse axum::routing::get;\nuse serde::{Deserialize, Serialize};\n\
+            "use axum::extract::{Path, State};\nuse axum::http::StatusCode;\n\
+             use axum::response::Response;\nuse schemars::JsonSchema;\nuse serde::{Deserialize, Serialize};\n\
              use serde_json::{Value, json};\nuse sqlx::postgres::PgRow;\nuse sqlx::{PgConnection, Row};\n\
              use uuid::Uuid;\n",
         );
@@ -352,7 +352,9 @@ impl Template<'_> {
             "use crate::kit::hal::{BaseUrl, Hal, rfc3339};\n\
              use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, TraceId};\n\
              use crate::kit::idempotency::{Fingerprint, once};\n\
-             use crate::kit::listing::{self, Collection};\nuse crate::kit::{Kit, ServiceSpec};\n",
+             use crate::kit::listing::{self, Collection};\n\
+             use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with};\n\
+             use crate::kit::{Kit, ServiceSpec};\n",
         );
         let start = if consumes {
             let mut rules = String::new();

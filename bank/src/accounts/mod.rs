@@ -2,25 +2,25 @@
 //! holds (reserve, capture, release) and credits. Every other service moves money
 //! only through it.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
-use wire::payloads::{AccountCredited, AccountOpened, CustomerCreated, HoldCaptured, HoldPlaced, HoldReleased};
+use wire::payloads::{AccountCredited, AccountOpened, Amount, CustomerCreated, HoldCaptured, HoldPlaced, HoldReleased};
 
-use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, amount, money_json};
+use crate::domain::{AccountNumber, Currency, IdempotencyKey, Money, MoneyInput, SortCode, amount};
 use crate::kit::error::{ApiError, ApiResult, to_json};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{self, BaseUrl, Hal, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once, once_stored};
+use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with, post_with};
 use crate::kit::{Kit, ServiceSpec, listing};
 
 /// This bank's sort code: every account it opens has it.
@@ -33,43 +33,273 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     links: &[("customers", "/customers"), ("find-account", "/accounts{?sort_code,account_number}")],
     actions: &[("create-customer", "/customers")],
     router,
+    document: crate::kit::own_document,
     start: crate::kit::no_background_work,
 };
 
-fn router() -> Router<Kit> {
-    Router::new()
-        .route("/customers", get(list_customers).post(create_customer))
-        .route("/customers/{id}", get(get_customer))
-        .route("/customers/{id}/accounts", get(list_customer_accounts).post(open_account))
-        .route("/accounts", get(find_accounts))
-        .route("/accounts/{id}", get(get_account))
-        .route("/accounts/{id}/transactions", get(list_transactions))
-        .route("/accounts/{id}/credits", post(credit))
-        .route("/accounts/{id}/holds", get(list_holds).post(place_hold))
-        .route("/holds/{id}", get(get_hold))
-        .route("/holds/{id}/capture", post(capture_hold))
-        .route("/holds/{id}/release", post(release_hold))
+fn router() -> ApiRouter<Kit> {
+    let no_account = "No account with this id";
+    ApiRouter::new()
+        .api_route(
+            "/customers",
+            get_with(list_customers, |op| {
+                op.id("listCustomers")
+                    .summary("The newest customers")
+                    .answers::<List<Customer>>(200, "Customers, the newest first, under `customers`")
+                    .refuses(400, "`limit` is not 1 to 500, or `account` was given (customers have none)")
+                    .busy()
+            })
+            .post_with(create_customer, |op| {
+                op.id("createCustomer")
+                    .summary("Take on a customer")
+                    .answers::<Resource<Customer>>(201, "The customer, with its `open-account` action")
+                    .leads_to(201, "getCustomer", "id")
+                    .leads_to(201, "openAccount", "id")
+                    .leads_to(201, "listCustomerAccounts", "id")
+                    .refuses(422, "`name` is blank or longer than 200 characters, or `email` has no `@`")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/customers/{id}",
+            get_with(get_customer, |op| {
+                op.id("getCustomer")
+                    .summary("A customer")
+                    .answers::<Resource<Customer>>(200, "The customer")
+                    .refuses(404, "No customer with this id")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/customers/{id}/accounts",
+            get_with(list_customer_accounts, |op| {
+                op.id("listCustomerAccounts")
+                    .summary("A customer's accounts, the oldest first")
+                    .answers::<List<Account>>(200, "The accounts, under `accounts`")
+                    .refuses(404, "No customer with this id")
+                    .busy()
+            })
+            .post_with(open_account, |op| {
+                op.id("openAccount")
+                    .summary("Open a GBP current account for the customer (an empty body opens one in GBP)")
+                    .answers::<Resource<Account>>(201, "The account, with its bank details and balances")
+                    .leads_to(201, "getAccount", "id")
+                    .leads_to(201, "creditAccount", "id")
+                    .leads_to(201, "placeHold", "id")
+                    .leads_to(201, "listHolds", "id")
+                    .leads_to(201, "listTransactions", "id")
+                    .refuses(404, "No customer with this id")
+                    .refuses(422, "`currency` is not GBP")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/accounts",
+            get_with(find_accounts, |op| {
+                op.id("findAccount")
+                    .summary("Find an account by its UK bank details")
+                    .answers::<List<Account>>(200, "The account with these details, or none, under `accounts`")
+                    .refuses(400, "`sort_code` or `account_number` is missing or malformed")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/accounts/{id}",
+            get_with(get_account, |op| {
+                op.id("getAccount")
+                    .summary("An account: its bank details, balance, held and available funds")
+                    .answers::<Resource<Account>>(200, "The account, with its `credit` and `place-hold` actions")
+                    .refuses(404, no_account)
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/accounts/{id}/transactions",
+            get_with(list_transactions, |op| {
+                op.id("listTransactions")
+                    .summary("The account's postings, the oldest first, a page at a time")
+                    .answers::<List<Transaction>>(200, "A page of postings under `transactions`, with a `next` link")
+                    .refuses(400, "`limit` is not 1 to 1000, or `after` is negative")
+                    .refuses(404, no_account)
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/accounts/{id}/transactions/{transaction}",
+            get_with(get_transaction, |op| {
+                op.id("getTransaction")
+                    .summary("One posting of the account")
+                    .answers::<Resource<Transaction>>(200, "The posting")
+                    .refuses(404, "No such posting on this account")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/accounts/{id}/credits",
+            post_with(credit, |op| {
+                op.id("creditAccount")
+                    .summary("Credit the account (money arriving from outside the bank)")
+                    .answers::<Resource<Transaction>>(201, "The credit's posting")
+                    .refuses(404, no_account)
+                    .refuses(422, "The amount is not 1 to 10^12 minor units, not in the account's currency, or the reference is longer than 140 characters")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/accounts/{id}/holds",
+            get_with(list_holds, |op| {
+                op.id("listHolds")
+                    .summary("The account's holds, the oldest first")
+                    .answers::<List<Hold>>(200, "The holds, under `holds`")
+                    .refuses(404, no_account)
+                    .busy()
+            })
+            .post_with(place_hold, |op| {
+                op.id("placeHold")
+                    .summary("Reserve funds on the account, to capture or release later")
+                    .answers::<Resource<Hold>>(201, "The hold, with its `capture` and `release` actions")
+                    .leads_to(201, "getHold", "id")
+                    .leads_to(201, "captureHold", "id")
+                    .leads_to(201, "releaseHold", "id")
+                    .refuses(404, no_account)
+                    .refuses(422, "Insufficient funds, or the amount is not 1 to 10^12 minor units in the account's currency, or the reference is longer than 140 characters")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/holds/{id}",
+            get_with(get_hold, |op| {
+                op.id("getHold")
+                    .summary("A hold")
+                    .answers::<Resource<Hold>>(200, "The hold; while `held`, with its `capture` and `release` actions")
+                    .refuses(404, "No hold with this id")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/holds/{id}/capture",
+            post_with(capture_hold, |op| {
+                op.id("captureHold")
+                    .summary("Capture a held hold: debit its account by its amount")
+                    .answers::<Resource<Hold>>(200, "The hold, now `captured`")
+                    .refuses(404, "No hold with this id")
+                    .refuses(409, "The hold is already captured or released")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/holds/{id}/release",
+            post_with(release_hold, |op| {
+                op.id("releaseHold")
+                    .summary("Release a held hold: its funds are available again")
+                    .answers::<Resource<Hold>>(200, "The hold, now `released`")
+                    .refuses(404, "No hold with this id")
+                    .refuses(409, "The hold is already captured or released")
+                    .busy()
+            }),
+        )
+}
+
+/// A customer of the bank.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Customer {
+    id: Uuid,
+    name: String,
+    email: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    created_at: String,
+}
+
+/// A GBP current account: its UK bank details and its money.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Account {
+    id: Uuid,
+    #[schemars(pattern(r"^[0-9]{2}-[0-9]{2}-[0-9]{2}$"))]
+    sort_code: String,
+    #[schemars(pattern(r"^[0-9]{8}$"))]
+    account_number: String,
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
+    currency: String,
+    /// Posted money: credits less captured holds.
+    balance: Amount,
+    /// What can be spent: the balance less what is held.
+    available: Amount,
+    /// Reserved by holds not yet captured or released.
+    held: Amount,
+    #[schemars(extend("format" = "date-time"))]
+    opened_at: String,
+}
+
+/// A posting: money in (`credit`) or out (`debit`, a captured hold).
+#[derive(Debug, Serialize, JsonSchema)]
+struct Transaction {
+    id: Uuid,
+    kind: PostingKind,
+    amount: Amount,
+    balance_after: Amount,
+    reference: String,
+    #[schemars(extend("format" = "date-time"))]
+    created_at: String,
+    /// Its place among the account's postings (the `after` of a page).
+    seq: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum PostingKind {
+    Credit,
+    Debit,
+}
+
+/// Funds reserved on an account until captured or released.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Hold {
+    id: Uuid,
+    status: HoldStatus,
+    amount: Amount,
+    reference: String,
+    #[schemars(extend("format" = "date-time"))]
+    created_at: String,
+    #[schemars(extend("format" = "date-time"))]
+    updated_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum HoldStatus {
+    Held,
+    Captured,
+    Released,
+}
+
+/// The transaction path: the account's id and the posting's.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct TransactionPath {
+    /// The account's id.
+    id: String,
+    /// The posting's id.
+    transaction: String,
 }
 
 // ---- customers ----
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A customer to take on.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCustomer {
+    /// 1 to 200 characters, not blank.
+    #[schemars(length(min = 1, max = 200))]
     name: String,
+    /// An email address (it must hold an `@`).
     email: Option<String>,
 }
 
 fn customer_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
     let id: Uuid = row.try_get("id")?;
     let created_at: OffsetDateTime = row.try_get("created_at")?;
-    let state = json!({
-        "id": id,
-        "name": row.try_get::<String, _>("name")?,
-        "email": row.try_get::<Option<String>, _>("email")?,
-        "created_at": rfc3339(created_at),
-    });
-    Ok(Hal::new(base, &format!("/customers/{id}"), state)
+    let state =
+        Customer { id, name: row.try_get("name")?, email: row.try_get("email")?, created_at: rfc3339(created_at) };
+    Ok(Hal::of(base, &format!("/customers/{id}"), &state)
         .link("accounts", &format!("/customers/{id}/accounts"))
         .action("open-account", "POST", &format!("/customers/{id}/accounts")))
 }
@@ -125,7 +355,7 @@ async fn list_customers(
     listing::recent(&kit, &base, &CUSTOMERS, q).await
 }
 
-async fn get_customer(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+async fn get_customer(State(kit): State<Kit>, base: BaseUrl, Path(Id { id }): Path<Id>) -> ApiResult<Hal> {
     listing::one(&kit, &base, &CUSTOMERS, &id).await
 }
 
@@ -146,17 +376,17 @@ fn account_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
     let held: i64 = row.try_get("held")?;
     let sort_code =
         SortCode::parse(row.try_get::<String, _>("sort_code")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
-    let state = json!({
-        "id": id,
-        "sort_code": sort_code.display(),
-        "account_number": row.try_get::<String, _>("account_number")?,
-        "currency": currency.code(),
-        "balance": money_json(balance, currency),
-        "available": money_json(balance - held, currency),
-        "held": money_json(held, currency),
-        "opened_at": rfc3339(row.try_get("opened_at")?),
-    });
-    Ok(Hal::new(base, &format!("/accounts/{id}"), state)
+    let state = Account {
+        id,
+        sort_code: sort_code.display(),
+        account_number: row.try_get("account_number")?,
+        currency: currency.code().into(),
+        balance: amount(balance, currency),
+        available: amount(balance - held, currency),
+        held: amount(held, currency),
+        opened_at: rfc3339(row.try_get("opened_at")?),
+    };
+    Ok(Hal::of(base, &format!("/accounts/{id}"), &state)
         .link("customer", &format!("/customers/{customer}"))
         .link("transactions", &format!("/accounts/{id}/transactions"))
         .link("holds", &format!("/accounts/{id}/holds"))
@@ -164,9 +394,12 @@ fn account_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
         .action("place-hold", "POST", &format!("/accounts/{id}/holds")))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// The account to open (the body may be left out).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewAccount {
+    /// ISO 4217; GBP (the default) is the only one this bank opens.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     currency: Option<String>,
 }
 
@@ -174,7 +407,7 @@ async fn open_account(
     State(kit): State<Kit>,
     base: BaseUrl,
     trace: TraceId,
-    Path(customer): Path<String>,
+    Path(Id { id: customer }): Path<Id>,
     MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     OptionalJson(body): OptionalJson<NewAccount>,
 ) -> ApiResult<Response> {
@@ -216,7 +449,7 @@ async fn open_account(
     .await
 }
 
-async fn get_account(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+async fn get_account(State(kit): State<Kit>, base: BaseUrl, Path(Id { id }): Path<Id>) -> ApiResult<Hal> {
     let id = parse_id(&id, "account")?;
     let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
         .bind(id)
@@ -226,7 +459,7 @@ async fn get_account(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<Strin
     account_hal(&base, &row)
 }
 
-async fn list_customer_accounts(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+async fn list_customer_accounts(State(kit): State<Kit>, base: BaseUrl, Path(Id { id }): Path<Id>) -> ApiResult<Hal> {
     let id = parse_id(&id, "customer")?;
     customer_exists(&mut *kit.pool.acquire().await?, id).await?;
     let rows = sqlx::query("SELECT * FROM accounts WHERE customer_id = $1 ORDER BY opened_at")
@@ -236,10 +469,14 @@ async fn list_customer_accounts(State(kit): State<Kit>, base: BaseUrl, Path(id):
     collection(&base, &format!("/customers/{id}/accounts"), "accounts", &rows, account_hal)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FindAccounts {
+    /// Six digits, with or without dashes (`04-00-04`, `040004`); required with `account_number`.
+    #[schemars(pattern(r"^[0-9]{2}-?[0-9]{2}-?[0-9]{2}$"))]
     sort_code: Option<String>,
+    /// Eight digits; required with `sort_code`.
+    #[schemars(pattern(r"^[0-9]{8}$"))]
     account_number: Option<String>,
 }
 
@@ -288,11 +525,18 @@ async fn lock_account(conn: &mut PgConnection, id: Uuid) -> ApiResult<(Currency,
     Ok((currency, row.try_get("balance")?, row.try_get("held")?))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// Money to credit or hold.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct MoneyMovement {
+    /// Whole minor units (pence), 1 to 10^12.
+    #[schemars(range(min = 1, max = crate::domain::MAX_AMOUNT))]
     amount: i64,
+    /// ISO 4217: the account's currency (GBP).
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     currency: String,
+    /// Shown on the account's postings; at most 140 characters.
+    #[schemars(length(max = 140))]
     reference: Option<String>,
 }
 
@@ -318,16 +562,20 @@ fn transaction_hal(base: &BaseUrl, row: &PgRow, currency: Currency) -> ApiResult
     let id: Uuid = row.try_get("id")?;
     let account: Uuid = row.try_get("account_id")?;
     let hold: Option<Uuid> = row.try_get("hold_id")?;
-    let state = json!({
-        "id": id,
-        "kind": row.try_get::<String, _>("kind")?,
-        "amount": money_json(row.try_get("amount")?, currency),
-        "balance_after": money_json(row.try_get("balance_after")?, currency),
-        "reference": row.try_get::<String, _>("reference")?,
-        "created_at": rfc3339(row.try_get("created_at")?),
-        "seq": row.try_get::<i64, _>("seq")?,
-    });
-    let mut hal = Hal::new(base, &format!("/accounts/{account}/transactions/{id}"), state)
+    let kind = match row.try_get::<String, _>("kind")?.as_str() {
+        "credit" => PostingKind::Credit,
+        _ => PostingKind::Debit,
+    };
+    let state = Transaction {
+        id,
+        kind,
+        amount: amount(row.try_get("amount")?, currency),
+        balance_after: amount(row.try_get("balance_after")?, currency),
+        reference: row.try_get("reference")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+        seq: row.try_get("seq")?,
+    };
+    let mut hal = Hal::of(base, &format!("/accounts/{account}/transactions/{id}"), &state)
         .link("account", &format!("/accounts/{account}"));
     if let Some(hold) = hold {
         hal = hal.link("hold", &format!("/holds/{hold}"));
@@ -339,7 +587,7 @@ async fn credit(
     State(kit): State<Kit>,
     base: BaseUrl,
     trace: TraceId,
-    Path(account): Path<String>,
+    Path(Id { id: account }): Path<Id>,
     key: IdempotencyKey,
     ApiJson(input): ApiJson<MoneyMovement>,
 ) -> ApiResult<Response> {
@@ -381,17 +629,21 @@ async fn credit(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Page {
+    /// The `seq` of the last posting already read (default 0: from the first).
+    #[schemars(range(min = 0))]
     after: Option<i64>,
+    /// Postings at most in the page (default 100).
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<i64>,
 }
 
 async fn list_transactions(
     State(kit): State<Kit>,
     base: BaseUrl,
-    Path(account): Path<String>,
+    Path(Id { id: account }): Path<Id>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<Hal> {
     let account = parse_id(&account, "account")?;
@@ -400,6 +652,12 @@ async fn list_transactions(
         return Err(ApiError::bad_request("bad-limit", "`limit` must be between 1 and 1000"));
     }
     let after = page.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request(
+            "bad-cursor",
+            "`after` must be the `seq` of a posting already read (0 or more)",
+        ));
+    }
     let mut conn = kit.pool.acquire().await?;
     let currency: String = sqlx::query_scalar("SELECT currency FROM accounts WHERE id = $1")
         .bind(account)
@@ -421,6 +679,27 @@ async fn list_transactions(
         .link("account", &format!("/accounts/{account}"))
         .link("next", &format!("{path}?after={last}&limit={limit}"))
         .embed("transactions", items))
+}
+
+async fn get_transaction(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    Path(TransactionPath { id, transaction }): Path<TransactionPath>,
+) -> ApiResult<Hal> {
+    let account = parse_id(&id, "account")?;
+    let transaction = parse_id(&transaction, "transaction")?;
+    let row = sqlx::query(
+        "SELECT t.*, a.currency FROM transactions t JOIN accounts a ON a.id = t.account_id
+         WHERE t.id = $1 AND t.account_id = $2",
+    )
+    .bind(transaction)
+    .bind(account)
+    .fetch_optional(&kit.pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("transaction `{transaction}` of account `{account}`")))?;
+    let currency =
+        Currency::parse(row.try_get::<String, _>("currency")?.as_str()).map_err(|e| ApiError::Internal(e.into()))?;
+    transaction_hal(&base, &row, currency)
 }
 
 // ---- holds ----
@@ -452,16 +731,21 @@ impl HoldView {
 
 fn hold_hal(base: &BaseUrl, hold: &HoldView, currency: Currency) -> Hal {
     let id = hold.id;
-    let state = json!({
-        "id": id,
-        "status": hold.status,
-        "amount": money_json(hold.amount, currency),
-        "reference": hold.reference,
-        "created_at": rfc3339(hold.created_at),
-        "updated_at": rfc3339(hold.updated_at),
-    });
+    let status = match hold.status.as_str() {
+        "held" => HoldStatus::Held,
+        "captured" => HoldStatus::Captured,
+        _ => HoldStatus::Released,
+    };
+    let state = Hold {
+        id,
+        status,
+        amount: amount(hold.amount, currency),
+        reference: hold.reference.clone(),
+        created_at: rfc3339(hold.created_at),
+        updated_at: rfc3339(hold.updated_at),
+    };
     let mut hal =
-        Hal::new(base, &format!("/holds/{id}"), state).link("account", &format!("/accounts/{}", hold.account));
+        Hal::of(base, &format!("/holds/{id}"), &state).link("account", &format!("/accounts/{}", hold.account));
     if hold.status == "held" {
         hal = hal.action("capture", "POST", &format!("/holds/{id}/capture")).action(
             "release",
@@ -499,7 +783,7 @@ async fn place_hold(
     State(kit): State<Kit>,
     base: BaseUrl,
     trace: TraceId,
-    Path(account): Path<String>,
+    Path(Id { id: account }): Path<Id>,
     key: IdempotencyKey,
     ApiJson(input): ApiJson<MoneyMovement>,
 ) -> ApiResult<Response> {
@@ -562,7 +846,7 @@ async fn place_hold(
     .await
 }
 
-async fn list_holds(State(kit): State<Kit>, base: BaseUrl, Path(account): Path<String>) -> ApiResult<Hal> {
+async fn list_holds(State(kit): State<Kit>, base: BaseUrl, Path(Id { id: account }): Path<Id>) -> ApiResult<Hal> {
     let account = parse_id(&account, "account")?;
     let mut conn = kit.pool.acquire().await?;
     let (currency, _, _) = {
@@ -588,7 +872,7 @@ async fn list_holds(State(kit): State<Kit>, base: BaseUrl, Path(account): Path<S
         .embed("holds", items))
 }
 
-async fn get_hold(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+async fn get_hold(State(kit): State<Kit>, base: BaseUrl, Path(Id { id }): Path<Id>) -> ApiResult<Hal> {
     let id = parse_id(&id, "hold")?;
     let (hold, currency) = read_hold(&kit, id).await?;
     Ok(hold_hal(&base, &hold, currency))
@@ -617,7 +901,7 @@ async fn capture_hold(
     State(kit): State<Kit>,
     base: BaseUrl,
     trace: TraceId,
-    Path(id): Path<String>,
+    Path(Id { id }): Path<Id>,
     key: IdempotencyKey,
 ) -> ApiResult<Response> {
     settle(kit, base, trace, id, key, Settle::Capture).await
@@ -627,7 +911,7 @@ async fn release_hold(
     State(kit): State<Kit>,
     base: BaseUrl,
     trace: TraceId,
-    Path(id): Path<String>,
+    Path(Id { id }): Path<Id>,
     key: IdempotencyKey,
 ) -> ApiResult<Response> {
     settle(kit, base, trace, id, key, Settle::Release).await

@@ -7,18 +7,18 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::kit::error::ApiResult;
 use crate::kit::events::Envelope;
 use crate::kit::hal::{BaseUrl, Hal};
+use crate::kit::openapi::{ApiRouter, Document, Links, get_with};
 use crate::kit::{Check, Kit, ServiceSpec, kafka};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -27,6 +27,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     links: &[("sources", "/sources")],
     actions: &[],
     router,
+    document: crate::kit::own_document,
     start,
 };
 
@@ -251,8 +252,46 @@ async fn record_error(kit: &Kit, source: &str, error: &str) {
     .await;
 }
 
-fn router() -> Router<Kit> {
-    Router::new().route("/sources", get(list_sources))
+fn router() -> ApiRouter<Kit> {
+    ApiRouter::new().api_route(
+        "/sources",
+        get_with(list_sources, |op| {
+            op.id("listSources")
+                .summary("Each service whose events the connector publishes to Kafka: how far it got and how far behind it is")
+                .answers::<SourceList>(200, "The sources, under `sources`")
+                .busy()
+        }),
+    )
+}
+
+/// The connector's sources.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct SourceList {
+    count: u64,
+    #[serde(rename = "_links")]
+    links: Links,
+    /// The sources, under `sources` (absent when there are none).
+    #[serde(rename = "_embedded")]
+    embedded: Option<std::collections::BTreeMap<String, Vec<SourceState>>>,
+}
+
+/// One service's event log, as the connector publishes it.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Source")]
+struct SourceState {
+    /// The service.
+    source: String,
+    /// The Kafka topic its events go to.
+    topic: String,
+    /// The `seq` of the last event published.
+    cursor: i64,
+    /// Events published since the connector began.
+    published: i64,
+    /// Events in the service's log not yet published.
+    lag: i64,
+    /// The last error reading the log or publishing, if the last attempt failed.
+    last_error: Option<String>,
 }
 
 /// Each source with its position, lag and last error.
@@ -260,21 +299,22 @@ async fn list_sources(State(kit): State<Kit>, base: BaseUrl) -> ApiResult<Hal> {
     let rows = sqlx::query("SELECT source, cursor, published, head, last_error FROM positions ORDER BY source")
         .fetch_all(&kit.pool)
         .await?;
-    let items: Vec<Value> = rows
+    let items = rows
         .iter()
         .map(|r| {
-            let cursor: i64 = r.try_get("cursor").unwrap_or(0);
-            let head: i64 = r.try_get("head").unwrap_or(0);
-            let source: String = r.try_get("source").unwrap_or_default();
-            json!({
-                "source": source,
-                "topic": format!("{source}.events"),
-                "cursor": cursor,
-                "published": r.try_get::<i64, _>("published").unwrap_or(0),
-                "lag": (head - cursor).max(0),
-                "last_error": r.try_get::<Option<String>, _>("last_error").unwrap_or(None),
-            })
+            let cursor: i64 = r.try_get("cursor")?;
+            let head: i64 = r.try_get("head")?;
+            let source: String = r.try_get("source")?;
+            let source = SourceState {
+                topic: format!("{source}.events"),
+                source,
+                cursor,
+                published: r.try_get("published")?,
+                lag: (head - cursor).max(0),
+                last_error: r.try_get("last_error")?,
+            };
+            crate::kit::error::to_json(&source)
         })
-        .collect();
+        .collect::<ApiResult<Vec<Value>>>()?;
     Ok(Hal::new(&base, "/sources", json!({ "count": items.len() })).embed("sources", items))
 }

@@ -12,20 +12,23 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
-use serde_json::Value;
+use axum::routing::any;
+use schemars::JsonSchema;
+use serde_json::{Value, json};
 
 use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
+use crate::kit::hal::BaseUrl;
 use crate::kit::http::{TRACE_HEADER, TraceId, Upstream};
+use crate::kit::openapi::{ApiRouter, Document, post_with};
 use crate::kit::{Kit, ServiceSpec};
 
-pub const SPEC: ServiceSpec = ServiceSpec { name: "gateway", migrations: &[], links: &[], actions: &[], router, start };
+pub const SPEC: ServiceSpec =
+    ServiceSpec { name: "gateway", migrations: &[], links: &[], actions: &[], router, document: bank_document, start };
 
 /// Where the gateway sends things, from its settings.
 #[derive(Debug)]
@@ -74,9 +77,25 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn router() -> Router<Kit> {
-    Router::new()
-        .route("/webhooks/{provider}", post(webhook))
+fn router() -> ApiRouter<Kit> {
+    ApiRouter::new()
+        .api_route(
+            "/webhooks/{provider}",
+            post_with(webhook, |op| {
+                op.id("webhook")
+                    .summary("A provider's webhook: checked, recorded as an event, and passed to the service that handles it")
+                    .description("Believed only when signed: `x-provider-signature: t=<unix>,v1=<HMAC-SHA256 of \"<t>.<body>\">`. The service's answer is passed back as it is.")
+                    .answers_as::<Value>(200, "application/json", "The service processed it (or had already)")
+                    .refuses(400, "The body is not JSON")
+                    .refuses(401, "The signature is missing, malformed, stale or does not match the body")
+                    .refuses(404, "No service takes this provider's webhooks, or the webhook names something the service does not know")
+                    .refuses(413, "The body is larger than 64 KiB")
+                    .refuses(422, "The service refused what the webhook says")
+                    .refuses(503, "The service did not take it; the provider will deliver again")
+            }),
+        )
+        // Every service's routes, under its name: described by the bank's
+        // document (`bank_document`), made from the services' own.
         .route("/{service}", any(proxy_root))
         .route("/{service}/", any(proxy_root))
         .route("/{service}/{*rest}", any(proxy))
@@ -201,7 +220,7 @@ fn check_path(service: &str, rest: &str) -> ApiResult<()> {
 /// the service verifies again.
 async fn webhook(
     axum::extract::State(kit): State<Kit>,
-    Path(provider): Path<String>,
+    Path(Provider { provider }): Path<Provider>,
     headers: HeaderMap,
     trace: TraceId,
     body: Bytes,
@@ -240,4 +259,127 @@ async fn webhook(
     let mut response = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
     response.extensions_mut().insert(Upstream(format!("{service} {url}")));
     Ok(response)
+}
+
+/// The provider in a webhook's path.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+struct Provider {
+    /// The provider's name, as the gateway's `WEBHOOKS` setting knows it (`payment-scheme`, `card-acquirer`, ...).
+    provider: String,
+}
+
+/// The bank's OpenAPI document: the gateway's own routes, and every service's
+/// as seen through the gateway (under `/<service>`, its operations tagged and
+/// their ids prefixed with its name). A service's webhook routes are left
+/// out: the gateway does not proxy them (providers post to `/webhooks/{provider}`).
+fn bank_document(
+    kit: Kit,
+    _: BaseUrl,
+    own: std::sync::Arc<Value>,
+) -> futures::future::BoxFuture<'static, ApiResult<Value>> {
+    Box::pin(async move {
+        let routes = kit.own::<Routes>()?;
+        let reads = routes.services.iter().map(|(service, url)| {
+            let routes = routes.clone();
+            async move {
+                let read = async {
+                    let answer = routes.http.get(format!("{url}/openapi.json")).send().await?.error_for_status()?;
+                    answer.json::<Value>().await
+                };
+                read.await.map(|doc| (service.clone(), doc)).map_err(|e| {
+                    ApiError::BadGateway(format!("cannot read `{service}`'s OpenAPI document: {}", e.without_url()))
+                })
+            }
+        });
+        let documents = futures::future::try_join_all(reads).await?;
+        let mut bank = own.as_ref().clone();
+        bank["info"]["title"] = json!("bank-sandbox: the bank, through its gateway");
+        for (service, document) in documents {
+            merge(&mut bank, &service, document);
+        }
+        Ok(bank)
+    })
+}
+
+/// Add `service`'s document to the bank's: its paths under `/<service>`, its
+/// schemas beside the others' (renamed `<service>.<name>` where another
+/// service's schema of that name differs).
+fn merge(bank: &mut Value, service: &str, document: Value) {
+    let problem = json!({ "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } });
+    let schemas = document["components"]["schemas"].as_object().cloned().unwrap_or_default();
+    let mut text = document["paths"].to_string();
+    let mut renamed = serde_json::Map::new();
+    for (name, schema) in schemas {
+        let known = &bank["components"]["schemas"][&name];
+        if known.is_null() || *known == schema {
+            renamed.insert(name, schema);
+        } else {
+            let new = format!("{service}.{name}");
+            let from = format!("\"#/components/schemas/{name}\"");
+            let to = format!("\"#/components/schemas/{new}\"");
+            text = text.replace(&from, &to);
+            renamed.insert(new, schema);
+        }
+    }
+    // References between the renamed schemas follow them.
+    let mut schemas_text = Value::Object(renamed).to_string();
+    for name in document["components"]["schemas"].as_object().into_iter().flat_map(|m| m.keys()) {
+        let new = format!("{service}.{name}");
+        if schemas_text.contains(&format!("\"{new}\":")) {
+            schemas_text = schemas_text
+                .replace(&format!("\"#/components/schemas/{name}\""), &format!("\"#/components/schemas/{new}\""));
+        }
+    }
+    let paths: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap_or_default();
+    let schemas: serde_json::Map<String, Value> = serde_json::from_str(&schemas_text).unwrap_or_default();
+    for (name, schema) in schemas {
+        bank["components"]["schemas"][name] = schema;
+    }
+    for (path, mut item) in paths {
+        if crate::kit::webhooks::is_webhook_path(&path) {
+            continue;
+        }
+        for operation in item.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+            if let Some(id) = operation.get("operationId").and_then(Value::as_str) {
+                operation["operationId"] = json!(format!("{service}.{id}"));
+            }
+            // Links name operations of the same service.
+            let responses = operation.get_mut("responses").and_then(Value::as_object_mut);
+            for response in responses.into_iter().flat_map(|r| r.values_mut()) {
+                let links = response.get_mut("links").and_then(Value::as_object_mut);
+                for link in links.into_iter().flat_map(|l| l.values_mut()) {
+                    if let Some(id) = link.get("operationId").and_then(Value::as_str) {
+                        link["operationId"] = json!(format!("{service}.{id}"));
+                    }
+                }
+            }
+            operation["tags"] = json!([service]);
+            // What the gateway itself may answer, before or instead of the service.
+            for (status, why) in GATEWAY_REFUSALS {
+                add_refusal(operation, status, why, &problem);
+            }
+        }
+        bank["paths"][format!("/{service}{path}")] = item;
+    }
+}
+
+/// What the gateway answers for any service's operation, on its own account.
+const GATEWAY_REFUSALS: [(&str, &str); 2] = [
+    ("400", "The gateway refuses a path holding `.` or `..` segments or escaped `/`, `\\` or NUL characters"),
+    ("502", "The service did not answer the gateway, or broke off its answer"),
+];
+
+/// List `status` among `operation`'s answers (a problem), or add `why` to the
+/// reasons it already lists.
+fn add_refusal(operation: &mut Value, status: &str, why: &str, problem: &Value) {
+    let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { return };
+    match responses.get_mut(status) {
+        Some(known) => {
+            let description = known["description"].as_str().unwrap_or_default().to_string();
+            known["description"] = json!(format!("{description}; {why}"));
+        }
+        None => {
+            responses.insert(status.into(), json!({ "description": why, "content": problem }));
+        }
+    }
 }

@@ -9,11 +9,11 @@
 //! to commit instead, and a service's writers queued on it
 //! (docs/PERFORMANCE.md, "Money flows").
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -26,6 +26,7 @@ use super::error::{ApiError, ApiResult};
 use super::hal::{BaseUrl, Hal};
 use super::http::{ApiQuery, TraceId};
 use super::idempotency::Answer;
+use super::openapi::{self, ApiRouter, Document, get_with};
 
 /// Events positioned by one run of the sequencer, at most.
 const SEQUENCER_BATCH: i64 = 5000;
@@ -180,18 +181,64 @@ impl Default for Appended {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
-    /// Cursor: the `seq` of the last event the reader has seen.
+    /// Cursor: the `seq` of the last event the reader has seen (0, the default: from the start).
+    #[schemars(range(min = 0))]
     after: Option<i64>,
+    /// Events at most in the page (default 100).
+    #[schemars(range(min = 1, max = MAX_PAGE))]
     limit: Option<i64>,
-    /// Seconds to wait for a new event when there is none after the cursor.
+    /// Seconds to wait for a new event when there is none after the cursor (at most 30; default 0).
+    #[schemars(range(min = 0, max = 30))]
     wait: Option<f64>,
 }
 
-pub fn router() -> Router<Kit> {
-    Router::new().route("/events", get(list))
+/// A page of the service's event log.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct EventPage {
+    /// Events in this page.
+    count: u64,
+    /// The `seq` of the page's last event: the `after` of the next page.
+    cursor: i64,
+    /// The `seq` of the newest event in the log.
+    head: i64,
+    #[serde(rename = "_links")]
+    links: openapi::Links,
+    /// The page's events, under `events` (absent when there are none).
+    #[serde(rename = "_embedded")]
+    embedded: Option<BTreeMap<String, Vec<EventRecord>>>,
+}
+
+/// One event as the log keeps it (`wire::Envelope`) and its place in the log.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct EventRecord {
+    id: uuid::Uuid,
+    /// The event's type (`payment.created`, ...): `/contracts/events` has its payload's schema.
+    #[serde(rename = "type")]
+    kind: String,
+    aggregate_id: String,
+    #[schemars(extend("format" = "date-time"))]
+    occurred_at: String,
+    trace_id: String,
+    data: serde_json::Map<String, Value>,
+    seq: i64,
+}
+
+pub fn router() -> ApiRouter<Kit> {
+    ApiRouter::new().api_route(
+        "/events",
+        get_with(list, |op| {
+            op.id("events")
+                .summary("The service's events, in the order they happened, a page at a time (a long poll with `wait`)")
+                .answers::<EventPage>(200, "A page of events, maybe empty, with a `next` link")
+                .refuses(400, "`after`, `limit` or `wait` is out of range")
+                .busy()
+        }),
+    )
 }
 
 async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<EventsQuery>) -> ApiResult<Hal> {
@@ -205,7 +252,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Event
     }
     let wait = match q.wait {
         None => Duration::ZERO,
-        Some(w) if w.is_finite() && w >= 0.0 => Duration::from_secs_f64(w).min(MAX_WAIT),
+        Some(w) if w.is_finite() && w >= 0.0 && w <= MAX_WAIT.as_secs_f64() => Duration::from_secs_f64(w),
         Some(_) => {
             return Err(ApiError::bad_request("bad-wait", "`wait` must be a number of seconds, 0 to 30"));
         }

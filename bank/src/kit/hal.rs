@@ -89,6 +89,13 @@ impl Hal {
         Self { base: base.clone(), body, links, embedded: Map::new(), status: StatusCode::OK }
     }
 
+    /// A resource whose state is the typed `state` (the type its route's
+    /// document names): a struct, so it serializes to an object.
+    pub fn of(base: &BaseUrl, self_path: &str, state: &impl serde::Serialize) -> Self {
+        // Plain structs of strings, numbers and ids: serializing cannot fail.
+        Self::new(base, self_path, serde_json::to_value(state).unwrap_or(Value::Null))
+    }
+
     /// A link to `path` on this service; a path with `{...}` is a URI template
     /// (RFC 6570), marked `templated` as HAL says.
     pub fn link(mut self, rel: &str, path: &str) -> Self {

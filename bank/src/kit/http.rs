@@ -194,6 +194,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // No parameter of the bank takes a control character (a NUL cannot
+        // even be stored): refused here, naming it, before any handler sees it.
+        let query = parts.uri.query().unwrap_or_default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if name.chars().chain(value.chars()).any(char::is_control) {
+                return Err(ApiError::bad_request(
+                    "bad-query",
+                    format!(
+                        "the query parameter `{}` holds a control character: parameters take printable text only",
+                        name.escape_debug()
+                    ),
+                ));
+            }
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Self(q.0))

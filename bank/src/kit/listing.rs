@@ -12,11 +12,13 @@ use super::error::{ApiError, ApiResult};
 use super::hal::{BaseUrl, Hal};
 use super::http::parse_id;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recent {
-    /// An account's URL: only its records.
+    /// An account's URL (as the accounts service gives it): only its records.
     account: Option<String>,
+    /// Records at most (default 50).
+    #[schemars(range(min = 1, max = 500))]
     limit: Option<i64>,
 }
 

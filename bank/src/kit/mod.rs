@@ -12,6 +12,7 @@ pub mod http;
 pub mod idempotency;
 pub mod kafka;
 pub mod listing;
+pub mod openapi;
 pub mod webhooks;
 pub mod worker;
 
@@ -24,10 +25,8 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgPool, Postgres, SqlSafeStr, Transaction};
@@ -36,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use error::ApiResult;
 use hal::{BaseUrl, Hal};
+use openapi::{ApiRouter, Document, get_with};
 
 /// Kit tables every service has (versions below 100 are the kit's).
 const KIT_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -57,10 +57,27 @@ pub struct ServiceSpec {
     pub links: &'static [(&'static str, &'static str)],
     /// Actions it advertises: (rel, path), each a POST that creates something.
     pub actions: &'static [(&'static str, &'static str)],
-    pub router: fn() -> Router<Kit>,
+    /// Its routes, each described as it is added (`kit::openapi`).
+    pub router: fn() -> ApiRouter<Kit>,
+    /// Its `/openapi.json`, given the document of its own routes: the same, but
+    /// for the gateway, which serves the whole bank's.
+    pub document: Documenter,
     /// Start the service's background work (consumers, pollers) once the
     /// database is migrated; an error here (bad config) stops start-up.
     pub start: fn(&Kit) -> anyhow::Result<()>,
+}
+
+/// What makes a service's `/openapi.json` from the document of its routes.
+pub type Documenter =
+    fn(Kit, BaseUrl, Arc<serde_json::Value>) -> futures::future::BoxFuture<'static, ApiResult<serde_json::Value>>;
+
+/// For services whose `/openapi.json` is the document of their own routes.
+pub fn own_document(
+    _: Kit,
+    _: BaseUrl,
+    own: Arc<serde_json::Value>,
+) -> futures::future::BoxFuture<'static, ApiResult<serde_json::Value>> {
+    Box::pin(async move { Ok(own.as_ref().clone()) })
 }
 
 /// For services with no background work.
@@ -151,6 +168,7 @@ pub struct Kit {
     pub tasks: tokio_util::task::TaskTracker,
     links: Arc<Mutex<Vec<(String, String)>>>,
     spec_actions: &'static [(&'static str, &'static str)],
+    document: Documenter,
     checks: Checks,
     vars: Arc<BTreeMap<String, String>>,
     /// The service's own state (clients, settings), set once by its start hook.
@@ -276,6 +294,7 @@ impl Application {
             tasks: tokio_util::task::TaskTracker::new(),
             links: Arc::new(Mutex::new(spec.links.iter().map(|(r, p)| (r.to_string(), p.to_string())).collect())),
             spec_actions: spec.actions,
+            document: spec.document,
             checks: Checks::default(),
             vars: Arc::new(config.vars.clone()),
             own: Arc::default(),
@@ -283,16 +302,74 @@ impl Application {
         (spec.start)(&kit).with_context(|| format!("{}: cannot start", spec.name))?;
         let service = spec.name;
         let secret: Option<Arc<[u8]>> = config.vars.get("WEBHOOK_SECRET").map(|s| Arc::from(s.as_bytes()));
-        let router = Router::new()
-            .route("/", get(discovery))
-            .route("/health", get(health))
-            .route("/ping", get(|| async { "pong" }))
-            .route("/metrics", get(metrics_text))
-            .route("/contracts/events", get(event_contracts))
+        let mut api = aide::openapi::OpenApi::default();
+        let router = ApiRouter::new()
+            .api_route(
+                "/",
+                get_with(discovery, |op| {
+                    op.id("discovery")
+                        .summary("The service's front page: links to everything it serves and the actions it takes")
+                        .answers::<openapi::Resource<Discovery>>(200, "The service's name and links")
+                }),
+            )
+            .api_route(
+                "/health",
+                get_with(health, |op| {
+                    op.id("health")
+                        .summary("Whether the service and what it depends on work")
+                        .answers_as::<HealthReport>(200, "application/json", "Up (`ok`), or up but `degraded`")
+                        .answers_as::<HealthReport>(
+                            503,
+                            "application/json",
+                            "Down: a check it cannot work without failed",
+                        )
+                }),
+            )
+            .api_route(
+                "/ping",
+                get_with(ping, |op| {
+                    op.id("ping").summary("Answers `pong` when the process serves").answers_as::<String>(
+                        200,
+                        "text/plain",
+                        "`pong`",
+                    )
+                }),
+            )
+            .api_route(
+                "/metrics",
+                get_with(metrics_text, |op| {
+                    op.id("metrics")
+                        .summary("Request counts and latencies, in Prometheus' text format")
+                        .answers_as::<String>(200, METRICS_TYPE, "Prometheus' text exposition format")
+                }),
+            )
+            .api_route(
+                "/contracts/events",
+                get_with(event_contracts, |op| {
+                    op.id("eventContracts")
+                        .summary("The JSON Schema of every event this service publishes (the gateway: every service's)")
+                        .answers_as::<serde_json::Value>(200, "application/json", "Each event type's schema and topic")
+                }),
+            )
+            .api_route(
+                "/openapi.json",
+                get_with(openapi_document, |op| {
+                    op.id("openapi")
+                        .summary("This document: the service's HTTP contract (the gateway: the whole bank's)")
+                        .answers_as::<serde_json::Value>(200, "application/json", "An OpenAPI 3.1 document")
+                        .refuses(502, "The gateway could not read a service's document")
+                }),
+            )
             .merge(events::router())
             .merge((spec.router)())
+            .finish_api_with(&mut api, |doc| {
+                doc.title(&format!("bank-sandbox: {}", spec.name))
+                    .version(env!("CARGO_PKG_VERSION"))
+                    .description(DOCUMENT_DESCRIPTION)
+            })
             .fallback(|| async { error::ApiError::not_found("resource") })
             .with_state(kit.clone())
+            .layer(Extension(Arc::new(serde_json::to_value(&api).context("the OpenAPI document")?)))
             // Inside `observe`, so that a refused webhook is logged with its trace id.
             .layer(axum::middleware::from_fn(move |req, next| webhooks::guard(secret.clone(), req, next)))
             .layer(axum::middleware::from_fn(move |req, next| http::observe(service, req, next)));
@@ -348,11 +425,25 @@ fn migrator(spec: &ServiceSpec) -> Migrator {
     Migrator::with_migrations(migrations)
 }
 
+/// What every document says of the bank's HTTP conventions.
+const DOCUMENT_DESCRIPTION: &str = "Resources are HAL (`application/hal+json`): follow their `_links`. \
+    Every refusal is problem+json (RFC 9457). Amounts are whole minor units (pence) with an ISO 4217 currency. \
+    A POST that moves money takes an `Idempotency-Key` header.";
+
+/// The discovery resource's state.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Discovery {
+    /// The service's name.
+    service: String,
+}
+
 async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
-    let mut hal = Hal::new(&base, "/", json!({ "service": kit.service }))
+    let state = Discovery { service: kit.service.to_string() };
+    let mut hal = Hal::of(&base, "/", &state)
         .link_typed("health", "/health", "application/json")
         .link("events", "/events")
         .link_typed("event-contracts", "/contracts/events", "application/json")
+        .link_typed("openapi", "/openapi.json", "application/json")
         .link_typed("metrics", "/metrics", METRICS_TYPE);
     for (rel, path) in kit.spec_actions {
         hal = hal.action(rel, "POST", path);
@@ -366,12 +457,50 @@ async fn discovery(State(kit): State<Kit>, base: BaseUrl) -> Hal {
 
 /// The JSON Schemas of the events this service publishes (`wire::payloads`);
 /// the gateway, the bank's front door, serves every service's.
-async fn event_contracts(State(kit): State<Kit>) -> axum::Json<serde_json::Value> {
+async fn event_contracts(State(kit): State<Kit>) -> Json<serde_json::Value> {
     let topic = (kit.service != "gateway").then(|| format!("{}.events", kit.service));
-    axum::Json(wire::payloads::contracts(topic.as_deref()))
+    Json(wire::payloads::contracts(topic.as_deref()))
 }
 
-async fn health(State(kit): State<Kit>) -> impl IntoResponse {
+/// The service's OpenAPI document (the gateway's: the bank's).
+async fn openapi_document(
+    State(kit): State<Kit>,
+    base: BaseUrl,
+    Extension(own): Extension<Arc<serde_json::Value>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json((kit.document)(kit.clone(), base, own).await?))
+}
+
+async fn ping() -> &'static str {
+    "pong"
+}
+
+/// What `/health` answers.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct HealthReport {
+    service: String,
+    status: Status,
+    /// Each dependency by name (`database`, a consumer, a provider).
+    checks: BTreeMap<String, HealthCheck>,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Ok,
+    Degraded,
+    Down,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct HealthCheck {
+    status: Status,
+    /// Why it is not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+async fn health(State(kit): State<Kit>) -> axum::response::Response {
     let db = tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(&kit.pool)).await;
     let database = match db {
         Ok(Ok(_)) => Check::Ok,
@@ -383,31 +512,32 @@ async fn health(State(kit): State<Kit>) -> impl IntoResponse {
     };
     let mut all = kit.checks.snapshot();
     all.insert("database", database);
-    let mut checks = serde_json::Map::new();
-    for (name, state) in &all {
-        let value = match state {
-            Check::Ok => json!({ "status": "ok" }),
-            Check::Degraded(reason) => json!({ "status": "degraded", "reason": reason }),
-            Check::Down(reason) => json!({ "status": "down", "reason": reason }),
-        };
-        checks.insert((*name).into(), value);
-    }
-    let (status, word) = if all.values().any(|c| matches!(c, Check::Down(_))) {
-        (StatusCode::SERVICE_UNAVAILABLE, "down")
+    let checks = all
+        .iter()
+        .map(|(name, state)| {
+            let check = match state {
+                Check::Ok => HealthCheck { status: Status::Ok, reason: None },
+                Check::Degraded(reason) => HealthCheck { status: Status::Degraded, reason: Some(reason.clone()) },
+                Check::Down(reason) => HealthCheck { status: Status::Down, reason: Some(reason.clone()) },
+            };
+            (name.to_string(), check)
+        })
+        .collect();
+    let (code, status) = if all.values().any(|c| matches!(c, Check::Down(_))) {
+        (StatusCode::SERVICE_UNAVAILABLE, Status::Down)
     } else if all.values().any(|c| matches!(c, Check::Degraded(_))) {
-        (StatusCode::OK, "degraded")
+        (StatusCode::OK, Status::Degraded)
     } else {
-        (StatusCode::OK, "ok")
+        (StatusCode::OK, Status::Ok)
     };
-    let body = json!({ "service": kit.service, "status": word, "checks": checks });
-    (status, Json(body))
+    (code, Json(HealthReport { service: kit.service.to_string(), status, checks })).into_response()
 }
 
 /// Prometheus' text format.
 const METRICS_TYPE: &str = "text/plain; version=0.0.4";
 
-async fn metrics_text() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, METRICS_TYPE)], prometheus().render())
+async fn metrics_text() -> axum::response::Response {
+    ([(header::CONTENT_TYPE, METRICS_TYPE)], prometheus().render()).into_response()
 }
 
 /// The process-wide Prometheus recorder (installed once; every label carries the

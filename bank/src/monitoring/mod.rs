@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, post};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -22,7 +21,7 @@ use wire::payloads::{
 };
 use wire::providers::ScreeningRequest;
 
-use crate::domain::money_json;
+use crate::domain::amount;
 use crate::kit::client::Client;
 use crate::kit::consume::{self, Rule};
 use crate::kit::error::{ApiError, ApiResult, to_json};
@@ -30,6 +29,7 @@ use crate::kit::events::{self, Envelope, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
+use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with, post_with};
 use crate::kit::{Kit, ServiceSpec};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -38,6 +38,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     links: &[("alerts", "/alerts")],
     actions: &[],
     router,
+    document: crate::kit::own_document,
     start,
 };
 
@@ -86,8 +87,58 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn router() -> Router<Kit> {
-    Router::new().route("/alerts", get(list)).route("/alerts/{id}", get(show)).route("/alerts/{id}/close", post(close))
+fn router() -> ApiRouter<Kit> {
+    ApiRouter::new()
+        .api_route(
+            "/alerts",
+            get_with(list, |op| {
+                op.id("listAlerts")
+                    .summary("Suspicious-transaction alerts, the oldest first (500 at most), by status, account or transaction")
+                    .answers::<List<Alert>>(200, "The alerts, under `alerts`")
+                    .refuses(400, "`status` is neither `open` nor `closed`")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/alerts/{id}",
+            get_with(show, |op| {
+                op.id("getAlert")
+                    .summary("An alert: the transaction, why it was raised, and its outcome once closed")
+                    .answers::<Resource<Alert>>(200, "The alert; while open, with its `close` action")
+                    .leads_to(200, "closeAlert", "id")
+                    .refuses(404, "No alert with this id")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/alerts/{id}/close",
+            post_with(close, |op| {
+                op.id("closeAlert")
+                    .summary("Close an open alert with its outcome")
+                    .answers::<Resource<Alert>>(200, "The alert, `closed`")
+                    .refuses(404, "No alert with this id")
+                    .refuses(409, "The alert is already closed")
+                    .refuses(422, "`outcome` is blank or longer than 64 characters")
+                    .busy()
+            }),
+        )
+}
+
+/// A suspicious-transaction alert, as its resource shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Alert {
+    id: Uuid,
+    /// `open` or `closed`.
+    status: String,
+    /// The transaction screened: its URL, or its id when it has none.
+    transaction: String,
+    /// Why it was raised (the rules that matched, the vendor's word).
+    reasons: Vec<String>,
+    /// The screening vendor's risk score, 0 to 100, when it answered.
+    score: Option<i32>,
+    amount: wire::payloads::Amount,
+    /// How it was closed (`false_positive`, `confirmed_fraud`, ...).
+    outcome: Option<String>,
 }
 
 /// What one event says about a transaction.
@@ -284,17 +335,20 @@ fn alert_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
     let id: Uuid = row.try_get("id")?;
     let status: String = row.try_get("status")?;
     let transaction: String = row.try_get("transaction_id")?;
-    let state = json!({
-        "id": id,
-        "status": status,
-        "transaction": transaction,
-        "reasons": row.try_get::<Value, _>("reasons")?,
-        "score": row.try_get::<Option<i32>, _>("score")?,
-        "amount": money_json(row.try_get("amount")?, crate::domain::Currency::parse(row.try_get::<String, _>("currency")?.trim()).unwrap_or(crate::domain::Currency::Gbp)),
-        "outcome": row.try_get::<Option<String>, _>("outcome")?,
-    });
+    let currency = crate::domain::Currency::parse(row.try_get::<String, _>("currency")?.trim())
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let reasons: Value = row.try_get("reasons")?;
+    let state = Alert {
+        id,
+        status: status.clone(),
+        transaction: transaction.clone(),
+        reasons: serde_json::from_value(reasons).map_err(|e| ApiError::Internal(e.into()))?,
+        score: row.try_get("score")?,
+        amount: amount(row.try_get("amount")?, currency),
+        outcome: row.try_get("outcome")?,
+    };
     let mut hal =
-        Hal::new(base, &format!("/alerts/{id}"), state).link_url("account", &row.try_get::<String, _>("account")?);
+        Hal::of(base, &format!("/alerts/{id}"), &state).link_url("account", &row.try_get::<String, _>("account")?);
     if transaction.starts_with("http") {
         hal = hal.link_url("transaction", &transaction);
     }
@@ -307,26 +361,39 @@ fn alert_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
 const ALERT_SELECT: &str =
     "SELECT a.*, t.amount, t.currency FROM alerts a JOIN transactions t ON t.id = a.transaction_id";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AlertQuery {
-    status: Option<String>,
+    /// `open` or `closed`.
+    status: Option<AlertStatus>,
+    /// An account's URL: only its alerts.
     account: Option<String>,
+    /// A transaction's URL (or id): only its alerts.
     transaction: Option<String>,
 }
 
-async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<AlertQuery>) -> ApiResult<Hal> {
-    if let Some(s) = &q.status
-        && s != "open"
-        && s != "closed"
-    {
-        return Err(ApiError::bad_request("bad-status", "`status` is open or closed"));
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum AlertStatus {
+    Open,
+    Closed,
+}
+
+impl AlertStatus {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
     }
+}
+
+async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<AlertQuery>) -> ApiResult<Hal> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "{ALERT_SELECT} WHERE ($1::text IS NULL OR a.status = $1) AND ($2::text IS NULL OR a.account = $2)
            AND ($3::text IS NULL OR a.transaction_id = $3) ORDER BY a.raised_at LIMIT 500"
     )))
-    .bind(&q.status)
+    .bind(q.status.as_ref().map(AlertStatus::as_str))
     .bind(&q.account)
     .bind(&q.transaction)
     .fetch_all(&kit.pool)
@@ -335,7 +402,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<Alert
     Ok(Hal::new(&base, "/alerts", json!({ "count": items.len() })).embed("alerts", items))
 }
 
-async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+async fn show(State(kit): State<Kit>, base: BaseUrl, Path(Id { id }): Path<Id>) -> ApiResult<Hal> {
     let id = parse_id(&id, "alert")?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.id = $1")))
         .bind(id)
@@ -345,10 +412,12 @@ async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> 
     alert_hal(&base, &row)
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// How the alert ends.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Close {
-    /// e.g. false_positive, confirmed_fraud, customer_contacted
+    /// 1 to 64 characters, e.g. `false_positive`, `confirmed_fraud`, `customer_contacted`.
+    #[schemars(length(min = 1, max = 64))]
     outcome: String,
 }
 
@@ -356,7 +425,7 @@ async fn close(
     State(kit): State<Kit>,
     base: BaseUrl,
     trace: TraceId,
-    Path(id): Path<String>,
+    Path(Id { id }): Path<Id>,
     MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     ApiJson(input): ApiJson<Close>,
 ) -> ApiResult<Response> {

@@ -15,12 +15,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
 use reqwest::Method;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
@@ -33,15 +32,14 @@ use wire::payloads::{
 };
 use wire::providers::{SchemePayment, SchemeReturn};
 
-use crate::domain::{
-    AccountNumber, AccountRef, Currency, IdempotencyKey, Money, MoneyInput, SortCode, amount, money_json,
-};
+use crate::domain::{AccountNumber, AccountRef, Currency, IdempotencyKey, Money, MoneyInput, SortCode, amount};
 use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult, to_json};
 use crate::kit::events::{self, NewEvent};
-use crate::kit::hal::{self, BaseUrl, Hal, hal_response, rfc3339};
+use crate::kit::hal::{self, BaseUrl, Hal, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
 use crate::kit::idempotency::{Fingerprint, once_calling};
+use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with, post_with};
 use crate::kit::{Kit, ServiceSpec, listing, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -54,6 +52,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     links: &[("payments", "/payments")],
     actions: &[("create-payment", "/payments")],
     router,
+    document: crate::kit::own_document,
     start,
 };
 
@@ -104,29 +103,133 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn router() -> Router<Kit> {
-    Router::new()
-        .route("/payments", get(list).post(create))
-        .route("/payments/{id}", get(show))
-        .route("/webhooks/payment-scheme", post(scheme_webhook))
+fn router() -> ApiRouter<Kit> {
+    ApiRouter::new()
+        .api_route(
+            "/payments",
+            get_with(list, |op| {
+                op.id("listPayments")
+                    .summary("The newest payments, or an account's (`?account=<its URL>`)")
+                    .answers::<List<Payment>>(200, "Payments, the newest first, under `payments`")
+                    .refuses(400, "`limit` is not 1 to 500")
+                    .busy()
+            })
+            .post_with(create, |op| {
+                op.id("createPayment")
+                    .summary("Pay someone at another bank (Faster Payments): the funds are held at once, the scheme called after")
+                    .answers::<Resource<Payment>>(202, "The payment, `reserved`: its hold is placed and the scheme will be called")
+                    .leads_to(202, "getPayment", "id")
+                    .refuses(422, "A field is out of its limits (the detail names it), `from` is not an account of this bank, or the account has insufficient funds")
+                    .refuses(503, "The accounts service did not answer; retry with the same `Idempotency-Key`")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/payments/{id}",
+            get_with(show, |op| {
+                op.id("getPayment")
+                    .summary("A payment and how far it got")
+                    .answers::<Resource<Payment>>(200, "The payment, with links to its debtor account and hold")
+                    .refuses(404, "No payment with this id")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/webhooks/payment-scheme",
+            post_with(scheme_webhook, |op| {
+                op.id("paymentSchemeWebhook")
+                    .summary("The payment scheme's word on a payment: settled, rejected, or one received for a customer")
+                    .description("Believed only when signed: `x-provider-signature: t=<unix>,v1=<HMAC-SHA256 of \"<t>.<body>\">`.")
+                    .answers_as::<WebhookAck>(200, "application/json", "Processed, or a repeat of one already processed")
+                    .refuses(401, "The signature is missing, malformed, stale or does not match the body")
+                    .refuses(404, "The webhook names a payment this bank did not make")
+                    .refuses(413, "The body is larger than 64 KiB")
+                    .refuses(422, "The webhook names something that is not a payment id, or a payment in a state it cannot move from")
+                    .refuses(503, "The accounts service or the scheme did not answer; the scheme will deliver again")
+            }),
+        )
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// What the bank answers a provider's webhook.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct WebhookAck {
+    /// The payment (or top-up) it was about, when the bank knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment: Option<Uuid>,
+    /// The provider's own id, for an inbound payment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme_id: Option<String>,
+    /// `processed`, or the status the payment already had.
+    pub status: String,
+    /// True when the webhook repeats one already processed: nothing changed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+impl WebhookAck {
+    fn answer(self) -> Response {
+        (StatusCode::OK, axum::Json(self)).into_response()
+    }
+}
+
+/// A payment to another bank, as its resource shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Payment {
+    id: Uuid,
+    /// `reserved` (funds held, not yet accepted by the scheme), `submitted`,
+    /// `completed` (settled, hold captured) or `failed` (hold released).
+    status: String,
+    amount: Amount,
+    to: Details,
+    reference: String,
+    /// The scheme's id for it, once submitted.
+    scheme_id: Option<String>,
+    /// Calls made to the scheme so far.
+    attempts: i32,
+    #[schemars(extend("format" = "date-time"))]
+    created_at: String,
+    #[schemars(extend("format" = "date-time"))]
+    updated_at: String,
+    /// Why it failed (the scheme's reason code), when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<Failure>,
+    /// The last error calling the scheme, while it is still `reserved`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+struct Failure {
+    reason: String,
+    description: Option<String>,
+}
+
+/// Who is paid: a UK bank account.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Party {
+    /// The account holder's name, 1 to 140 characters.
+    #[schemars(length(min = 1, max = 140))]
     name: String,
+    /// Six digits, with or without dashes.
+    #[schemars(pattern(r"^[0-9]{2}-?[0-9]{2}-?[0-9]{2}$"))]
     sort_code: String,
+    /// Eight digits.
+    #[schemars(pattern(r"^[0-9]{8}$"))]
     account_number: String,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A payment to make.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPayment {
-    /// The debtor account's URL (as the accounts service gave it).
+    /// The debtor account's URL, as the accounts service (or the gateway) gave it: an account of this bank.
     from: String,
     to: Party,
     amount: MoneyInput,
+    /// Shown to the payee; at most 18 characters (a Faster Payments limit).
     #[serde(default)]
+    #[schemars(length(max = 18))]
     reference: String,
 }
 
@@ -179,30 +282,27 @@ impl PaymentView {
 
     fn hal(&self, base: &BaseUrl) -> Hal {
         let id = self.id;
-        let mut state = json!({
-            "id": id,
-            "status": self.status,
-            "amount": money_json(self.amount, self.currency),
-            "to": {
-                "name": self.creditor_name,
-                "sort_code": self.sort_code.display(),
-                "account_number": self.account_number,
+        let state = Payment {
+            id,
+            status: self.status.clone(),
+            amount: amount(self.amount, self.currency),
+            to: Details {
+                name: self.creditor_name.clone(),
+                sort_code: self.sort_code.display(),
+                account_number: self.account_number.clone(),
             },
-            "reference": self.reference,
-            "scheme_id": self.scheme_id,
-            "attempts": self.attempts,
-            "created_at": rfc3339(self.created_at),
-            "updated_at": rfc3339(self.updated_at),
-        });
-        if let Some((reason, description)) = &self.failure {
-            state["failure"] = json!({ "reason": reason, "description": description });
-        }
-        if let Some(error) = &self.last_error
-            && self.status == "reserved"
-        {
-            state["last_error"] = json!(error);
-        }
-        Hal::new(base, &format!("/payments/{id}"), state)
+            reference: self.reference.clone(),
+            scheme_id: self.scheme_id.clone(),
+            attempts: self.attempts,
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+            failure: self
+                .failure
+                .as_ref()
+                .map(|(reason, description)| Failure { reason: reason.clone(), description: description.clone() }),
+            last_error: self.last_error.clone().filter(|_| self.status == "reserved"),
+        };
+        Hal::of(base, &format!("/payments/{id}"), &state)
             .link_url("debtor-account", &self.debtor_account)
             .link_url("hold", &self.hold)
     }
@@ -412,7 +512,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<listi
     listing::recent(&kit, &base, &PAYMENTS, q).await
 }
 
-async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+async fn show(State(kit): State<Kit>, base: BaseUrl, Path(Id { id }): Path<Id>) -> ApiResult<Hal> {
     listing::one(&kit, &base, &PAYMENTS, &id).await
 }
 
@@ -592,8 +692,9 @@ async fn outcome(
 ) -> ApiResult<Response> {
     let id = Uuid::parse_str(payment_id)
         .map_err(|_| ApiError::unprocessable("invalid-webhook", format!("`{payment_id}` is not a payment id")))?;
-    let duplicate =
-        |status: &str| hal_response(StatusCode::OK, json!({ "payment": id, "status": status, "duplicate": true }));
+    let duplicate = |status: &str| {
+        WebhookAck { payment: Some(id), scheme_id: None, status: status.into(), duplicate: true }.answer()
+    };
     let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
         .bind(id)
         .fetch_optional(&kit.pool)
@@ -658,7 +759,8 @@ async fn outcome(
         )
         .await?;
         if finished.is_some() {
-            return Ok(hal_response(StatusCode::OK, json!({ "payment": id, "status": "processed" })));
+            return Ok(WebhookAck { payment: Some(id), scheme_id: None, status: "processed".into(), duplicate: false }
+                .answer());
         }
         row = sqlx::query("SELECT * FROM payments WHERE id = $1").bind(id).fetch_one(&kit.pool).await?;
     }
@@ -684,7 +786,13 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &InboundPayme
     .fetch_one(&kit.pool)
     .await?;
     if status != "receiving" {
-        return Ok(hal_response(StatusCode::OK, json!({ "scheme_id": scheme_id, "duplicate": true })));
+        let ack = WebhookAck {
+            payment: None,
+            scheme_id: Some(scheme_id.into()),
+            status: "processed".into(),
+            duplicate: true,
+        };
+        return Ok(ack.answer());
     }
     let (to, from, reference) = (&hook.to, &hook.from, hook.reference.as_str());
     let (status, account, event) = match find_account(own, trace, &to.sort_code, &to.account_number).await? {
@@ -747,7 +855,8 @@ async fn inbound(kit: &Kit, own: &Payments, trace: &TraceId, hook: &InboundPayme
         events::append(&mut *tx, trace, event).await?;
     }
     kit.commit(tx).await?;
-    Ok(hal_response(StatusCode::OK, json!({ "scheme_id": scheme_id, "status": "processed" })))
+    Ok(WebhookAck { payment: None, scheme_id: Some(scheme_id.into()), status: "processed".into(), duplicate: false }
+        .answer())
 }
 
 /// The account with these UK bank details, found through the accounts

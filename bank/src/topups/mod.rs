@@ -8,11 +8,10 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::postgres::PgRow;
@@ -22,13 +21,14 @@ use uuid::Uuid;
 use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus, TopupCreated, TopupFailed, TopupSucceeded};
 use wire::providers::ChargeRequest;
 
-use crate::domain::{AccountRef, Currency, IdempotencyKey, Money, MoneyInput, amount, money_json};
+use crate::domain::{AccountRef, Currency, IdempotencyKey, Money, MoneyInput, amount};
 use crate::kit::client::{self, Client, Reply, link};
 use crate::kit::error::{ApiError, ApiResult, to_json};
 use crate::kit::events::{self, NewEvent};
-use crate::kit::hal::{BaseUrl, Hal, hal_response};
+use crate::kit::hal::{BaseUrl, Hal};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
 use crate::kit::idempotency::{Fingerprint, once};
+use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with, post_with};
 use crate::kit::{Kit, ServiceSpec, listing, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -37,6 +37,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     links: &[("topups", "/topups")],
     actions: &[("create-topup", "/topups")],
     router,
+    document: crate::kit::own_document,
     start,
 };
 
@@ -79,18 +80,89 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn router() -> Router<Kit> {
-    Router::new()
-        .route("/topups", get(list).post(create))
-        .route("/topups/{id}", get(show))
-        .route("/webhooks/card-acquirer", post(acquirer_webhook))
+fn router() -> ApiRouter<Kit> {
+    ApiRouter::new()
+        .api_route(
+            "/topups",
+            get_with(list, |op| {
+                op.id("listTopups")
+                    .summary("The newest top-ups, or an account's (`?account=<its URL>`)")
+                    .answers::<List<Topup>>(200, "Top-ups, the newest first, under `topups`")
+                    .refuses(400, "`limit` is not 1 to 500")
+                    .busy()
+            })
+            .post_with(create, |op| {
+                op.id("createTopup")
+                    .summary("Top an account up from a card: the acquirer is charged after the answer")
+                    .answers::<Resource<Topup>>(202, "The top-up, `pending` until the acquirer answers")
+                    .leads_to(202, "getTopup", "id")
+                    .refuses(422, "A field is out of its limits (the detail names it), `account` is not an account of this bank, or not in the amount's currency")
+                    .refuses(503, "The accounts service did not answer; retry with the same `Idempotency-Key`")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/topups/{id}",
+            get_with(show, |op| {
+                op.id("getTopup")
+                    .summary("A top-up and how far it got")
+                    .answers::<Resource<Topup>>(200, "The top-up, with a link to its account")
+                    .refuses(404, "No top-up with this id")
+                    .busy()
+            }),
+        )
+        .api_route(
+            "/webhooks/card-acquirer",
+            post_with(acquirer_webhook, |op| {
+                op.id("cardAcquirerWebhook")
+                    .summary("The card acquirer's word on a charge: succeeded or declined")
+                    .description("Believed only when signed: `x-provider-signature: t=<unix>,v1=<HMAC-SHA256 of \"<t>.<body>\">`.")
+                    .answers_as::<TopupAck>(200, "application/json", "Processed, or a repeat of one already processed")
+                    .refuses(401, "The signature is missing, malformed, stale or does not match the body")
+                    .refuses(404, "The webhook names a top-up this bank did not make")
+                    .refuses(413, "The body is larger than 64 KiB")
+                    .refuses(422, "The charge id is not a top-up id, or the charge does not match the top-up")
+                    .refuses(503, "The accounts service did not answer; the acquirer will deliver again")
+            }),
+        )
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A top-up from a card, as its resource shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Topup {
+    id: Uuid,
+    /// `pending` (the acquirer not yet answered), `succeeded` (the account credited) or `failed`.
+    status: String,
+    amount: Amount,
+    card_token: String,
+    /// The acquirer's id for the charge, once it answered.
+    acquirer_id: Option<String>,
+    /// Calls made to the acquirer so far.
+    attempts: i32,
+    /// Why the card was declined, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decline_reason: Option<String>,
+    /// The last error calling the acquirer, while it is `pending`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+/// What the bank answers the acquirer's webhook.
+#[derive(Debug, Serialize, JsonSchema)]
+struct TopupAck {
+    topup: Uuid,
+    /// True when the webhook repeats one already processed: nothing changed.
+    duplicate: bool,
+}
+
+/// A top-up to make.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTopup {
-    /// The account's URL, as the accounts service gave it.
+    /// The account's URL, as the accounts service (or the gateway) gave it: an account of this bank.
     account: String,
+    /// The card's token at the acquirer, 1 to 64 characters.
+    #[schemars(length(min = 1, max = 64))]
     card_token: String,
     amount: MoneyInput,
 }
@@ -99,23 +171,19 @@ fn topup_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
     let id: Uuid = row.try_get("id")?;
     let currency =
         Currency::parse(row.try_get::<String, _>("currency")?.trim()).map_err(|e| ApiError::Internal(e.into()))?;
-    let mut state = json!({
-        "id": id,
-        "status": row.try_get::<String, _>("status")?,
-        "amount": money_json(row.try_get("amount")?, currency),
-        "card_token": row.try_get::<String, _>("card_token")?,
-        "acquirer_id": row.try_get::<Option<String>, _>("acquirer_id")?,
-        "attempts": row.try_get::<i32, _>("attempts")?,
-    });
-    if let Some(reason) = row.try_get::<Option<String>, _>("decline_reason")? {
-        state["decline_reason"] = json!(reason);
-    }
-    if let Some(error) = row.try_get::<Option<String>, _>("last_error")?
-        && state["status"] == "pending"
-    {
-        state["last_error"] = json!(error);
-    }
-    Ok(Hal::new(base, &format!("/topups/{id}"), state).link_url("account", &row.try_get::<String, _>("account")?))
+    let status: String = row.try_get("status")?;
+    let last_error: Option<String> = row.try_get("last_error")?;
+    let state = Topup {
+        id,
+        amount: amount(row.try_get("amount")?, currency),
+        card_token: row.try_get("card_token")?,
+        acquirer_id: row.try_get("acquirer_id")?,
+        attempts: row.try_get("attempts")?,
+        decline_reason: row.try_get("decline_reason")?,
+        last_error: last_error.filter(|_| status == "pending"),
+        status,
+    };
+    Ok(Hal::of(base, &format!("/topups/{id}"), &state).link_url("account", &row.try_get::<String, _>("account")?))
 }
 
 async fn create(
@@ -195,7 +263,7 @@ async fn list(State(kit): State<Kit>, base: BaseUrl, ApiQuery(q): ApiQuery<listi
     listing::recent(&kit, &base, &TOPUPS, q).await
 }
 
-async fn show(State(kit): State<Kit>, base: BaseUrl, Path(id): Path<String>) -> ApiResult<Hal> {
+async fn show(State(kit): State<Kit>, base: BaseUrl, Path(Id { id }): Path<Id>) -> ApiResult<Hal> {
     listing::one(&kit, &base, &TOPUPS, &id).await
 }
 
@@ -364,5 +432,5 @@ async fn acquirer_webhook(
     let before: String = row.try_get("status")?;
     let trace = TraceId(row.try_get("trace_id").unwrap_or(trace.0));
     apply(&kit, &own, &trace, &row, charge, None).await?;
-    Ok(hal_response(StatusCode::OK, json!({ "topup": id, "duplicate": before != "pending" })))
+    Ok((StatusCode::OK, axum::Json(TopupAck { topup: id, duplicate: before != "pending" })).into_response())
 }

@@ -126,6 +126,9 @@ fn cluster() -> &'static Cluster {
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
+    /// The service's own OpenAPI document: every answer `get` and `post`
+    /// return is checked against it.
+    pub contract: std::sync::Arc<harness::contracts::HttpContract>,
     pub database_url: String,
     shutdown: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -157,7 +160,10 @@ impl TestApp {
         let app = Application::build(spec, config, shutdown.clone()).await.expect("service builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let running = tokio::spawn(app.run());
-        Self { base, http: reqwest::Client::new(), database_url, shutdown, running: Some(running) }
+        let http = reqwest::Client::new();
+        let document: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
+        let contract = harness::contracts::HttpContract::new(&document).expect("the service's document compiles");
+        Self { base, http, contract: std::sync::Arc::new(contract), database_url, shutdown, running: Some(running) }
     }
 
     /// Stop the service as SIGTERM would, and wait for it to finish.
@@ -196,7 +202,7 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(self.url(path)).send().await.unwrap();
-        read(r).await
+        self.keeps_its_contract("GET", path, read(r).await)
     }
 
     pub async fn post(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
@@ -204,7 +210,20 @@ impl TestApp {
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
-        read(req.send().await.unwrap()).await
+        self.keeps_its_contract("POST", path, read(req.send().await.unwrap()).await)
+    }
+
+    /// The answer, after checking it against the service's document: a
+    /// status it does not list or a body off its schema fails the test.
+    pub fn keeps_its_contract(&self, method: &str, path: &str, answer: (u16, Value)) -> (u16, Value) {
+        let url = self.url(path);
+        if let Some(path) = url.strip_prefix(&self.base) {
+            let (status, body) = &answer;
+            if let Err(broken) = self.contract.check(method, path, *status, body) {
+                panic!("{broken}");
+            }
+        }
+        answer
     }
 }
 

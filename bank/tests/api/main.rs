@@ -5,6 +5,7 @@ mod connector;
 mod fixture;
 mod helpers;
 mod monitoring;
+mod openapi;
 mod payments;
 mod topups;
 mod trust;
