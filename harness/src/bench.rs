@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::sandbox::Record;
 
-struct Bench {
-    exe: PathBuf,
-    home: PathBuf,
-    workspace: PathBuf,
+pub(crate) struct Bench {
+    pub(crate) exe: PathBuf,
+    pub(crate) home: PathBuf,
+    pub(crate) workspace: PathBuf,
 }
 
 impl Bench {
-    fn sandbox(&self, args: &[&str]) -> Result<Duration> {
+    pub(crate) fn sandbox(&self, args: &[&str]) -> Result<Duration> {
         let started = Instant::now();
         let out = Command::new(&self.exe)
             .arg("--home")

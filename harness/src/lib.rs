@@ -20,6 +20,7 @@ pub mod error;
 pub mod files;
 pub mod flows;
 pub mod fresh;
+pub mod fuzz;
 pub mod images;
 pub mod logs;
 pub mod ports;

@@ -268,6 +268,22 @@ enum Command {
         #[command(subcommand)]
         what: ContractsWhat,
     },
+    /// Fuzz the bank's HTTP contract: schemathesis (pinned, installed into a virtual
+    /// environment when missing) against a fresh sandbox through the gateway's OpenAPI
+    /// document, then an audit of the books and of what refused requests changed.
+    /// Fails on a 5xx, an undocumented status, an answer off its schema, a broken
+    /// invariant or a refusal that changed something.
+    Fuzz {
+        /// Test cases per operation and phase, at most.
+        #[arg(long, default_value_t = 30)]
+        examples: u32,
+        /// Schemathesis' random seed, to repeat a run.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// What runs the sandbox.
+        #[arg(long, env = "SANDBOX_BACKEND", value_enum, default_value_t)]
+        backend: Kind,
+    },
     /// Generate something new in the workspace from its template: `new service NAME`.
     New {
         #[command(subcommand)]
@@ -525,6 +541,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await??;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Fuzz { examples, seed, backend } => {
+            let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
+            let workspace = workspace()?;
+            let options = harness::fuzz::Options { backend, examples, seed };
+            let outcome = tokio::task::spawn_blocking(move || harness::fuzz::run(&exe, &workspace, &options)).await??;
+            out!("{}", outcome.summary());
+            Ok(if outcome.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Bench { what } => {
             let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
