@@ -107,10 +107,10 @@ impl Money {
 #[serde(deny_unknown_fields)]
 pub struct MoneyInput {
     /// Whole minor units (pence), 1 to 10^12.
-    #[schemars(range(min = 1, max = MAX_AMOUNT))]
+    #[schemars(range(min = 1, max = MAX_AMOUNT), example = 1000)]
     pub amount: i64,
     /// ISO 4217, e.g. `GBP`.
-    #[schemars(pattern(r"^[A-Z]{3}$"))]
+    #[schemars(pattern(r"^[A-Z]{3}$"), example = &"GBP")]
     pub currency: String,
 }
 

@@ -112,6 +112,16 @@ pub const BUSY_RETRIES: u32 = 3;
 pub struct Api {
     http: reqwest::Client,
     gateway: String,
+    answers: std::sync::Arc<Answers>,
+}
+
+/// The answers an [`Api`] got through the gateway, checked against the bank's
+/// OpenAPI document when it has one: how many, and each that broke it.
+#[derive(Debug, Default)]
+struct Answers {
+    contract: Option<crate::contracts::HttpContract>,
+    checked: std::sync::atomic::AtomicUsize,
+    broken: std::sync::Mutex<Vec<String>>,
 }
 
 impl Api {
@@ -120,7 +130,29 @@ impl Api {
             .timeout(Duration::from_secs(15))
             .build()
             .map_err(|e| Error::Other(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Self { http, gateway: gateway.trim_end_matches('/').to_string() })
+        Ok(Self { http, gateway: gateway.trim_end_matches('/').to_string(), answers: Default::default() })
+    }
+
+    /// The same client, checking every answer it gets through the gateway
+    /// against the bank's document (the gateway's `/openapi.json`): a status
+    /// the document does not list, or a body off its schema, is kept for
+    /// [`Api::broken_answers`].
+    pub async fn checking_answers(self) -> Result<Self> {
+        let document = self.get(&format!("{}/openapi.json", self.gateway)).await?;
+        let contract = crate::contracts::HttpContract::new(&document)
+            .map_err(|e| Error::Other(format!("the bank's OpenAPI document: {e}")))?;
+        let answers = Answers { contract: Some(contract), ..Default::default() };
+        Ok(Self { answers: std::sync::Arc::new(answers), ..self })
+    }
+
+    /// How many answers were checked against the bank's document.
+    pub fn answers_checked(&self) -> usize {
+        self.answers.checked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Each answer since the last call that broke the bank's document.
+    pub fn broken_answers(&self) -> Vec<String> {
+        std::mem::take(&mut *self.answers.broken.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn gateway(&self) -> &str {
@@ -155,6 +187,12 @@ impl Api {
         let bytes = resp.bytes().await.map_err(|e| Error::Other(format!("{method} {url}: {e}")))?;
         let body =
             serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        if let (Some(contract), Some(path)) = (&self.answers.contract, url.strip_prefix(&self.gateway)) {
+            self.answers.checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(broken) = contract.check(method, path, status, &body) {
+                self.answers.broken.lock().unwrap_or_else(|e| e.into_inner()).push(broken);
+            }
+        }
         Ok(Reply { method: method.into(), url: url.into(), status, body, replayed, content_type, retry_after })
     }
 

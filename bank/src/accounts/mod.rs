@@ -288,9 +288,10 @@ struct TransactionPath {
 #[serde(deny_unknown_fields)]
 struct NewCustomer {
     /// 1 to 200 characters, not blank.
-    #[schemars(length(min = 1, max = 200))]
+    #[schemars(length(min = 1, max = 200), example = &"Erin Example")]
     name: String,
     /// An email address (it must hold an `@`).
+    #[schemars(example = &"erin@example.com")]
     email: Option<String>,
 }
 
@@ -399,7 +400,7 @@ fn account_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
 #[serde(deny_unknown_fields)]
 struct NewAccount {
     /// ISO 4217; GBP (the default) is the only one this bank opens.
-    #[schemars(pattern(r"^[A-Z]{3}$"))]
+    #[schemars(pattern(r"^[A-Z]{3}$"), example = &"GBP")]
     currency: Option<String>,
 }
 
@@ -530,13 +531,13 @@ async fn lock_account(conn: &mut PgConnection, id: Uuid) -> ApiResult<(Currency,
 #[serde(deny_unknown_fields)]
 struct MoneyMovement {
     /// Whole minor units (pence), 1 to 10^12.
-    #[schemars(range(min = 1, max = crate::domain::MAX_AMOUNT))]
+    #[schemars(range(min = 1, max = crate::domain::MAX_AMOUNT), example = 1000)]
     amount: i64,
     /// ISO 4217: the account's currency (GBP).
-    #[schemars(pattern(r"^[A-Z]{3}$"))]
+    #[schemars(pattern(r"^[A-Z]{3}$"), example = &"GBP")]
     currency: String,
     /// Shown on the account's postings; at most 140 characters.
-    #[schemars(length(max = 140))]
+    #[schemars(length(max = 140), example = &"explorer")]
     reference: Option<String>,
 }
 

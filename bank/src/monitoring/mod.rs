@@ -417,7 +417,7 @@ async fn show(State(kit): State<Kit>, base: BaseUrl, Path(Id { id }): Path<Id>) 
 #[serde(deny_unknown_fields)]
 struct Close {
     /// 1 to 64 characters, e.g. `false_positive`, `confirmed_fraud`, `customer_contacted`.
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), example = &"false_positive")]
     outcome: String,
 }
 

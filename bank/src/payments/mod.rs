@@ -209,13 +209,13 @@ struct Failure {
 #[serde(deny_unknown_fields)]
 struct Party {
     /// The account holder's name, 1 to 140 characters.
-    #[schemars(length(min = 1, max = 140))]
+    #[schemars(length(min = 1, max = 140), example = &"Carol")]
     name: String,
     /// Six digits, with or without dashes.
-    #[schemars(pattern(r"^[0-9]{2}-?[0-9]{2}-?[0-9]{2}$"))]
+    #[schemars(pattern(r"^[0-9]{2}-?[0-9]{2}-?[0-9]{2}$"), example = &"20-00-00")]
     sort_code: String,
     /// Eight digits.
-    #[schemars(pattern(r"^[0-9]{8}$"))]
+    #[schemars(pattern(r"^[0-9]{8}$"), example = &"12345678")]
     account_number: String,
 }
 
@@ -229,7 +229,7 @@ struct NewPayment {
     amount: MoneyInput,
     /// Shown to the payee; at most 18 characters (a Faster Payments limit).
     #[serde(default)]
-    #[schemars(length(max = 18))]
+    #[schemars(length(max = 18), example = &"explorer")]
     reference: String,
 }
 

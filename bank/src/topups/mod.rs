@@ -162,7 +162,7 @@ struct NewTopup {
     /// The account's URL, as the accounts service (or the gateway) gave it: an account of this bank.
     account: String,
     /// The card's token at the acquirer, 1 to 64 characters.
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), example = &"tok_visa")]
     card_token: String,
     amount: MoneyInput,
 }

@@ -61,7 +61,7 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     pub async fn connect(target: Target) -> Result<Self> {
-        let api = Api::new(target.gateway()?)?;
+        let api = Api::new(target.gateway()?)?.checking_answers().await?;
         let topics = Topics::start(target.brokers()?).await?;
         let mut sources = Vec::new();
         for topic in topics.topics() {
@@ -77,13 +77,20 @@ impl Context {
         *self.checked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many of the answers the bank gave were checked against its OpenAPI document.
+    pub fn answers_checked(&self) -> usize {
+        self.api.answers_checked()
+    }
+
     /// Every event read from Kafka since the last call, checked against the
-    /// schema of its type: a line for each one that breaks its contract.
+    /// schema of its type, and every answer the bank gave, checked against
+    /// its OpenAPI document: a line for each one that breaks its contract.
     pub fn check_contracts(&self) -> Vec<String> {
         let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
         let (seen, now) = self.topics.since(*checked);
         *checked = now;
-        seen.iter().filter_map(|s| self.contracts.check(&s.topic, &s.event).err()).collect()
+        let events = seen.iter().filter_map(|s| self.contracts.check(&s.topic, &s.event).err());
+        events.chain(self.api.broken_answers()).collect()
     }
 
     fn audited(&self, source: &str) -> i64 {
@@ -196,6 +203,8 @@ pub struct Summary {
     /// Events read from Kafka during the run, each checked against the
     /// schema of its type.
     pub events_checked: usize,
+    /// The bank's answers during the run, each checked against its OpenAPI document.
+    pub answers_checked: usize,
 }
 
 impl std::fmt::Display for Summary {
@@ -204,7 +213,7 @@ impl std::fmt::Display for Summary {
         write!(
             f,
             "e2e: {} scenarios {} in {:.1} s (start-up {:.1} s, scenarios {:.1} s at {rate:.1}/s, teardown {:.1} s); \
-             {} events checked against their contracts",
+             {} events and {} answers checked against their contracts",
             self.scenarios,
             if self.failed { "FAILED" } else { "passed" },
             (self.start_up + self.running + self.teardown).as_secs_f64(),
@@ -212,6 +221,7 @@ impl std::fmt::Display for Summary {
             self.running.as_secs_f64(),
             self.teardown.as_secs_f64(),
             self.events_checked,
+            self.answers_checked,
         )
     }
 }
@@ -255,7 +265,7 @@ pub async fn run(opts: Options) -> Result<Summary> {
             let running = Instant::now();
             let ctx = Arc::new(ctx);
             let (scenarios, failed) = run_cucumber(ctx.clone(), &opts, &scenarios, selection).await;
-            Ok((start_up, running.elapsed(), scenarios, failed, ctx.events_checked()))
+            Ok((start_up, running.elapsed(), scenarios, failed, (ctx.events_checked(), ctx.answers_checked())))
         }
         Err(e) => Err(e),
     };
@@ -269,9 +279,9 @@ pub async fn run(opts: Options) -> Result<Summary> {
         Some(o) => o.stop().await,
         None => Ok(()),
     };
-    let (start_up, running, scenarios, failed, events_checked) = outcome?;
+    let (start_up, running, scenarios, failed, (events_checked, answers_checked)) = outcome?;
     stopped?;
-    Ok(Summary { scenarios, failed, start_up, running, teardown: stopping.elapsed(), events_checked })
+    Ok(Summary { scenarios, failed, start_up, running, teardown: stopping.elapsed(), events_checked, answers_checked })
 }
 
 async fn run_cucumber(
