@@ -194,6 +194,210 @@ impl HttpContract {
     }
 }
 
+/// A form for an operation's JSON body, made from the request schema an
+/// OpenAPI document gives it: one field for each leaf of the body (nested
+/// objects flattened, `to.sort_code`), with its type, whether it is required,
+/// its description and its limits; the body it makes is checked against the
+/// schema before anything is sent. The dashboard's explorer fills one in for
+/// every action it offers.
+#[derive(Debug, Clone)]
+pub struct RequestForm {
+    pub fields: Vec<FormField>,
+    /// The request schema with the document's components, to check against.
+    schema: Option<serde_json::Value>,
+}
+
+/// One field of a [`RequestForm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormField {
+    /// Its place in the body, dotted: `amount.currency`.
+    pub name: String,
+    pub kind: FieldKind,
+    pub required: bool,
+    /// What the schema says of it.
+    pub description: String,
+    /// Its limits, as a reader would say them: `1 to 140 characters`, `matches ^[0-9]{8}$`.
+    pub rules: String,
+    /// What is typed in (an example from the schema to start with).
+    pub value: String,
+}
+
+/// How a field's text becomes JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Text,
+    Integer,
+    Number,
+    Boolean,
+}
+
+impl RequestForm {
+    /// The form for `method path` (`path` as the document names it, e.g.
+    /// `/payments/payments`, or a URL whose path that is) in `document`;
+    /// `None` when the document describes no such operation. An operation
+    /// that takes no body has a form with no fields.
+    pub fn for_operation(document: &serde_json::Value, method: &str, path: &str) -> Option<Self> {
+        let path = match url::Url::parse(path) {
+            Ok(url) => url.path().to_string(),
+            Err(_) => path.split('?').next().unwrap_or(path).to_string(),
+        };
+        let segments: Vec<&str> = path.split('/').collect();
+        let method = method.to_lowercase();
+        let (_, operation) = document["paths"]
+            .as_object()?
+            .iter()
+            .filter(|(template, item)| {
+                let t: Vec<&str> = template.split('/').collect();
+                item.get(&method).is_some()
+                    && t.len() == segments.len()
+                    && t.iter().zip(&segments).all(|(t, s)| t.starts_with('{') && !s.is_empty() || t == s)
+            })
+            .min_by_key(|(template, _)| template.matches('{').count())?;
+        let operation = &operation[&method];
+        let Some(schema) = operation["requestBody"]["content"]["application/json"]["schema"].as_object() else {
+            return Some(Self { fields: Vec::new(), schema: None });
+        };
+        let components = document.get("components").cloned().unwrap_or_default();
+        let mut root = serde_json::json!({ "components": components });
+        if let Some(root) = root.as_object_mut() {
+            root.extend(schema.clone());
+        }
+        let mut fields = Vec::new();
+        leaves(document, &root, "", true, &mut fields);
+        // The required ones first (each group in the document's order).
+        fields.sort_by_key(|f| !f.required);
+        Some(Self { fields, schema: Some(root) })
+    }
+
+    /// Set the field `name` (when the form has it and it is empty).
+    pub fn prefill(&mut self, name: &str, value: &str) {
+        if let Some(field) = self.fields.iter_mut().find(|f| f.name == name && f.value.is_empty()) {
+            field.value = value.to_string();
+        }
+    }
+
+    /// The body the fields make, checked against the operation's schema; or
+    /// every rule it breaks, each naming the field. Empty optional fields
+    /// are left out; a number that does not parse is sent as text, which the
+    /// check then names.
+    pub fn body(&self) -> Result<serde_json::Value, Vec<String>> {
+        let Some(schema) = &self.schema else { return Ok(serde_json::Value::Null) };
+        let mut body = serde_json::json!({});
+        for field in &self.fields {
+            let text = field.value.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let value = match field.kind {
+                FieldKind::Integer => text.parse::<i64>().map(serde_json::Value::from).ok(),
+                FieldKind::Number => text.parse::<f64>().ok().map(serde_json::Value::from),
+                FieldKind::Boolean => text.parse::<bool>().ok().map(serde_json::Value::from),
+                FieldKind::Text => None,
+            }
+            .unwrap_or_else(|| serde_json::Value::String(field.value.clone()));
+            let mut at = &mut body;
+            let parts: Vec<&str> = field.name.split('.').collect();
+            for part in &parts[..parts.len() - 1] {
+                at = &mut at[*part];
+            }
+            at[parts[parts.len() - 1]] = value;
+        }
+        let validator = compile(schema).map_err(|e| vec![format!("the request schema does not compile: {e}")])?;
+        let errors: Vec<String> = mismatches(&validator, &body)
+            .into_iter()
+            .map(|e| match e.split_once(": ") {
+                Some(("/", rule)) => rule.to_string(),
+                Some((at, rule)) => format!("{}: {rule}", at.trim_start_matches('/').replace('/', ".")),
+                None => e,
+            })
+            .collect();
+        if errors.is_empty() { Ok(body) } else { Err(errors) }
+    }
+}
+
+/// `schema` with its `$ref` followed (into `document`'s components) and an
+/// optional's `null` branch dropped.
+fn resolved<'a>(document: &'a serde_json::Value, schema: &'a serde_json::Value) -> &'a serde_json::Value {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let pointer = reference.trim_start_matches('#');
+        return document.pointer(pointer).map_or(schema, |s| resolved(document, s));
+    }
+    if let Some(branches) = schema["anyOf"].as_array().or_else(|| schema["oneOf"].as_array()) {
+        let real: Vec<&serde_json::Value> = branches.iter().filter(|b| b["type"] != "null").collect();
+        if let [only] = real[..] {
+            return resolved(document, only);
+        }
+    }
+    schema
+}
+
+fn leaves(
+    document: &serde_json::Value,
+    schema: &serde_json::Value,
+    prefix: &str,
+    required: bool,
+    out: &mut Vec<FormField>,
+) {
+    // A property's own description, else its type's.
+    let described = schema["description"].as_str().map(String::from);
+    let schema = resolved(document, schema);
+    let types: Vec<&str> = match &schema["type"] {
+        serde_json::Value::String(t) => vec![t.as_str()],
+        serde_json::Value::Array(ts) => ts.iter().filter_map(|t| t.as_str()).filter(|t| *t != "null").collect(),
+        _ => Vec::new(),
+    };
+    if types.first() == Some(&"object") || schema.get("properties").is_some() {
+        let needed: Vec<&str> =
+            schema["required"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+        for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            let dotted = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            leaves(document, property, &dotted, required && needed.contains(&name.as_str()), out);
+        }
+        return;
+    }
+    let kind = match types.first().copied() {
+        Some("integer") => FieldKind::Integer,
+        Some("number") => FieldKind::Number,
+        Some("boolean") => FieldKind::Boolean,
+        _ => FieldKind::Text,
+    };
+    let mut rules = Vec::new();
+    match (schema["minimum"].as_f64(), schema["maximum"].as_f64()) {
+        (Some(min), Some(max)) => rules.push(format!("{min} to {max}")),
+        (Some(min), None) => rules.push(format!("at least {min}")),
+        (None, Some(max)) => rules.push(format!("at most {max}")),
+        _ => {}
+    }
+    match (schema["minLength"].as_u64(), schema["maxLength"].as_u64()) {
+        (Some(min), Some(max)) => rules.push(format!("{min} to {max} characters")),
+        (Some(min), None) => rules.push(format!("at least {min} characters")),
+        (None, Some(max)) => rules.push(format!("at most {max} characters")),
+        _ => {}
+    }
+    if let Some(pattern) = schema["pattern"].as_str() {
+        rules.push(format!("matches {pattern}"));
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        let values: Vec<String> = values.iter().filter_map(|v| v.as_str()).map(String::from).collect();
+        rules.push(format!("one of {}", values.join(", ")));
+    }
+    if let Some(format) = schema["format"].as_str() {
+        rules.push(format.to_string());
+    }
+    let example = schema["examples"].get(0).or_else(|| schema.get("default")).map(|v| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    out.push(FormField {
+        name: prefix.to_string(),
+        kind,
+        required,
+        description: described.or_else(|| schema["description"].as_str().map(String::from)).unwrap_or_default(),
+        rules: rules.join("; "),
+        value: example.unwrap_or_default(),
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

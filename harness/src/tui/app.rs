@@ -91,13 +91,17 @@ pub enum Command {
     },
 }
 
-/// The explorer's form for an action: its JSON body, being edited.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The explorer's form for an action, made from its request schema in the
+/// bank's OpenAPI document: its fields, the one being edited, and what the
+/// last check of the body found.
+#[derive(Debug, Clone)]
 pub struct Form {
     pub rel: String,
     pub method: String,
     pub href: String,
-    pub body: String,
+    pub request: harness::contracts::RequestForm,
+    pub selected: usize,
+    pub errors: Vec<String>,
 }
 
 /// A feature file as the scenarios pane lists it.
@@ -117,6 +121,8 @@ pub enum Msg {
     Providers(Vec<ProviderView>),
     /// The explorer's resource at a URL.
     Resource(String, Value),
+    /// The bank's OpenAPI document (the gateway's `/openapi.json`).
+    Document(Value),
     /// A command's outcome, for the status line.
     Note(String),
     /// A line of a scenario run's output.
@@ -180,6 +186,8 @@ pub struct App {
     pub run_scroll: usize,
     pub editing: Option<Editing>,
     pub form: Option<Form>,
+    /// The bank's OpenAPI document, once read: the explorer's forms come from it.
+    pub document: Option<Value>,
     pub help: bool,
     pub note: Option<String>,
     /// Something changed since the last draw.
@@ -218,6 +226,7 @@ impl App {
             run_scroll: 0,
             editing: None,
             form: None,
+            document: None,
             help: false,
             note: None,
             dirty: true,
@@ -273,6 +282,7 @@ impl App {
                 self.explorer.push((url, value));
                 self.link_selected = 0;
             }
+            Msg::Document(document) => self.document = Some(document),
             Msg::Note(n) => self.note = Some(n),
             Msg::RunLine(line) => {
                 if self.run_output.len() == LOG_CAP {
@@ -343,36 +353,29 @@ impl App {
         seen
     }
 
-    /// A body to start an action's form from: what the bank's API takes for
-    /// it, with the account URL filled in when the explorer has passed one.
-    pub fn example_body(&self, rel: &str) -> String {
+    /// The form for the action `rel` (`method href`), from the request schema
+    /// the bank's document gives it, with the account the explorer last
+    /// passed filled in where the body names one.
+    fn form_for(&self, rel: String, method: String, href: String) -> Result<Form, String> {
+        let document = self.document.as_ref().ok_or_else(|| {
+            "the bank's OpenAPI document (the gateway's /openapi.json) is not read yet; try again in a moment"
+                .to_string()
+        })?;
+        let mut request = harness::contracts::RequestForm::for_operation(document, &method, &href)
+            .ok_or_else(|| format!("the bank's document does not describe {method} {href}; nothing to fill in"))?;
         let account = self
             .explorer
             .iter()
             .rev()
             .map(|(_, r)| r)
             .find(|r| r.get("sort_code").is_some() && r.get("account_number").is_some())
-            .and_then(|r| r["_links"]["self"]["href"].as_str())
-            .unwrap_or("<an account URL: open one first>")
-            .to_string();
-        let body = match rel {
-            "create-customer" => serde_json::json!({ "name": "Erin Example" }),
-            "credit" | "place-hold" => {
-                serde_json::json!({ "amount": 1000, "currency": "GBP", "reference": "explorer" })
+            .and_then(|r| r["_links"]["self"]["href"].as_str());
+        if let Some(account) = account {
+            for field in ["from", "account"] {
+                request.prefill(field, account);
             }
-            "create-payment" => serde_json::json!({
-                "from": account,
-                "to": { "name": "Carol", "sort_code": "20-00-00", "account_number": "12345678" },
-                "amount": { "amount": 1000, "currency": "GBP" },
-                "reference": "explorer",
-            }),
-            "create-topup" => serde_json::json!({
-                "account": account, "card_token": "tok_visa", "amount": { "amount": 1000, "currency": "GBP" },
-            }),
-            "close" => serde_json::json!({ "outcome": "false_positive" }),
-            _ => serde_json::json!({}),
-        };
-        body.to_string()
+        }
+        Ok(Form { rel, method, href, request, selected: 0, errors: Vec::new() })
     }
 
     /// The explorer's current resource's links: (rel, href, method).
@@ -386,16 +389,30 @@ impl App {
             return Some(Command::Quit);
         }
         if let Some(form) = self.form.as_mut() {
+            let last = form.request.fields.len().saturating_sub(1);
             match key.code {
-                KeyCode::Enter => {
-                    let form = self.form.take()?;
-                    return Some(Command::Submit { method: form.method, href: form.href, body: form.body });
-                }
+                // Checked against the schema first: a body it refuses is not sent.
+                KeyCode::Enter => match form.request.body() {
+                    Ok(body) => {
+                        let form = self.form.take()?;
+                        let body = if body.is_null() { String::new() } else { body.to_string() };
+                        return Some(Command::Submit { method: form.method, href: form.href, body });
+                    }
+                    Err(errors) => form.errors = errors,
+                },
                 KeyCode::Esc => self.form = None,
+                KeyCode::Up | KeyCode::BackTab => form.selected = form.selected.saturating_sub(1),
+                KeyCode::Down | KeyCode::Tab => form.selected = (form.selected + 1).min(last),
                 KeyCode::Backspace => {
-                    form.body.pop();
+                    if let Some(field) = form.request.fields.get_mut(form.selected) {
+                        field.value.pop();
+                    }
                 }
-                KeyCode::Char(c) => form.body.push(c),
+                KeyCode::Char(c) => {
+                    if let Some(field) = form.request.fields.get_mut(form.selected) {
+                        field.value.push(c);
+                    }
+                }
                 _ => {}
             }
             return None;
@@ -564,8 +581,10 @@ impl App {
                     KeyCode::Enter => {
                         let (rel, href, method) = links.get(self.link_selected)?.clone();
                         if method != "GET" {
-                            let body = self.example_body(&rel);
-                            self.form = Some(Form { rel, method, href, body });
+                            match self.form_for(rel, method, href) {
+                                Ok(form) => self.form = Some(form),
+                                Err(why) => self.note = Some(why),
+                            }
                         } else if href.contains('{') {
                             self.note = Some(format!("`{rel}` is a URI template ({href})"));
                         } else {

@@ -99,6 +99,7 @@ pub async fn run(
     // The explorer opens the front door once the gateway answers (a sandbox
     // `up` just started has none yet), retrying every couple of seconds.
     let mut front_door_asked: Option<std::time::Instant> = None;
+    let mut document_asked: Option<std::time::Instant> = None;
     let mut keys = crossterm::event::EventStream::new();
     let mut tick = tokio::time::interval(FRAME);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -141,6 +142,21 @@ pub async fn run(
                 {
                     front_door_asked = Some(std::time::Instant::now());
                     execute(Command::Open(format!("{g}/")), &ctx);
+                }
+                // The bank's document, for the explorer's forms: read once, with the front door.
+                if let Some(g) = &gateway
+                    && app.document.is_none()
+                    && gateway_up
+                    && document_asked.is_none_or(|t| t.elapsed() > Duration::from_secs(2))
+                {
+                    document_asked = Some(std::time::Instant::now());
+                    let (http, tx, url) = (ctx.http.clone(), ctx.tx.clone(), format!("{g}/openapi.json"));
+                    tokio::spawn(async move {
+                        let read = async { anyhow::Ok(http.get(&url).send().await?.error_for_status()?.json().await?) };
+                        if let Ok(document) = read.await {
+                            let _ = tx.send(Msg::Document(document));
+                        }
+                    });
                 }
                 if app.dirty {
                     terminal.0.draw(|f| ui::draw(&app, f))?;
@@ -369,14 +385,18 @@ async fn submit(
     href: &str,
     body: &str,
 ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
-    let json: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| anyhow::anyhow!("the body is not JSON ({e}); nothing was sent"))?;
-    let resp = http
+    let request = http
         .request(reqwest::Method::from_bytes(method.as_bytes())?, href)
-        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-        .json(&json)
-        .send()
-        .await?;
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string());
+    // An action that takes no body (capture, release) is sent without one.
+    let request = if body.is_empty() {
+        request
+    } else {
+        let json: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| anyhow::anyhow!("the body is not JSON ({e}); nothing was sent"))?;
+        request.json(&json)
+    };
+    let resp = request.send().await?;
     let status = resp.status();
     Ok((status, resp.json().await.unwrap_or_default()))
 }

@@ -233,6 +233,37 @@ fn memory_stays_bounded_however_many_lines_arrive() {
     assert_eq!(app.logs.front().map(|l| l.seq), Some(500), "the oldest lines go first");
 }
 
+/// A bank document as the gateway serves it, cut to two actions: what the
+/// explorer's forms are made from.
+fn document() -> serde_json::Value {
+    json!({
+        "openapi": "3.1.0",
+        "paths": {
+            "/payments/payments": { "post": { "requestBody": { "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/NewPayment" } } } } } },
+            "/accounts/accounts/{id}/credits": { "post": { "requestBody": { "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/MoneyMovement" } } } } } },
+            "/accounts/holds/{id}/capture": { "post": {} },
+        },
+        "components": { "schemas": {
+            "MoneyInput": { "type": "object", "required": ["amount", "currency"], "properties": {
+                "amount": { "type": "integer", "minimum": 1, "maximum": 1000000000000i64, "description": "Pence" },
+                "currency": { "type": "string", "pattern": "^[A-Z]{3}$", "examples": ["GBP"] } } },
+            "NewPayment": { "type": "object", "required": ["from", "to", "amount"], "additionalProperties": false,
+                "properties": {
+                    "from": { "type": "string", "description": "The debtor account's URL" },
+                    "to": { "type": "object", "required": ["name"], "properties": {
+                        "name": { "type": "string", "minLength": 1, "maxLength": 140 } } },
+                    "amount": { "$ref": "#/components/schemas/MoneyInput" },
+                    "reference": { "type": "string", "maxLength": 18 } } },
+            "MoneyMovement": { "type": "object", "required": ["amount", "currency"], "properties": {
+                "amount": { "type": "integer", "minimum": 1 },
+                "currency": { "type": "string", "pattern": "^[A-Z]{3}$", "examples": ["GBP"] },
+                "reference": { "type": ["string", "null"], "maxLength": 140 } } },
+        } },
+    })
+}
+
 #[test]
 fn the_explorer_follows_links_and_refuses_actions() {
     let mut app = app();
@@ -248,6 +279,10 @@ fn the_explorer_follows_links_and_refuses_actions() {
         "http://gw/payments/".into(),
         json!({ "_links": { "create-payment": { "href": "http://gw/payments/payments", "method": "POST" } } }),
     ));
+    assert_eq!(app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), None);
+    assert!(app.form.is_none(), "no form before the bank's document is read");
+    assert!(app.note.as_deref().unwrap_or_default().contains("not read yet"), "{:?}", app.note);
+    app.on_msg(Msg::Document(document()));
     assert_eq!(app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), None, "an action opens its form");
     assert_eq!(app.form.as_ref().map(|f| f.method.as_str()), Some("POST"));
     insta::assert_snapshot!("explorer_form_80x24", render(&app, 80, 24));
@@ -304,33 +339,63 @@ fn scenarios_run_one_feature_or_all_and_one_run_at_a_time() {
 }
 
 #[test]
-fn an_action_form_starts_from_the_api_s_shape_and_sends_what_was_typed() {
+fn an_action_form_is_made_from_the_request_schema_and_checked_before_sending() {
     let mut app = app();
     app.on_key(key('5'));
+    app.on_msg(Msg::Document(document()));
     app.on_msg(Msg::Resource(
         "http://gw/accounts/accounts/9a".into(),
         json!({ "sort_code": "04-00-04", "account_number": "10000001", "_links": {
             "self": { "href": "http://gw/accounts/accounts/9a" },
             "credit": { "href": "http://gw/accounts/accounts/9a/credits", "method": "POST" },
+            "pay": { "href": "http://gw/payments/payments", "method": "POST" },
         }}),
     ));
-    let credit = app.links().iter().position(|(rel, _, _)| rel == "credit").unwrap();
-    for _ in 0..credit {
-        app.on_key(key('j'));
+    let enter = KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE);
+    let position = |app: &App, rel: &str| app.links().iter().position(|(r, _, _)| r == rel).unwrap();
+    for _ in 0..position(&app, "credit") {
+        app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
     }
-    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
-    assert!(app.example_body("create-payment").contains("http://gw/accounts/accounts/9a"), "the account it passed");
+    app.on_key(enter);
     let form = app.form.clone().unwrap();
-    assert_eq!(form.body, r#"{"amount":1000,"currency":"GBP","reference":"explorer"}"#);
-    let sent = app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    let names: Vec<(&str, bool)> = form.request.fields.iter().map(|f| (f.name.as_str(), f.required)).collect();
+    assert_eq!(names, [("amount", true), ("currency", true), ("reference", false)], "the schema's fields, in order");
+    assert_eq!(form.request.fields[1].value, "GBP", "the schema's example to start from");
+    assert_eq!(form.request.fields[0].rules, "at least 1");
+    // Nothing typed in a required field: the check names it, nothing is sent.
+    assert_eq!(app.on_key(enter), None);
+    let errors = app.form.as_ref().unwrap().errors.join("\n");
+    assert!(errors.contains("\"amount\" is a required property"), "{errors}");
+    insta::assert_snapshot!("explorer_form_refused_80x24", render(&app, 80, 24));
+    // Out of its limits: named too.
+    for c in "-5".chars() {
+        app.on_key(key(c));
+    }
+    assert_eq!(app.on_key(enter), None);
+    assert!(app.form.as_ref().unwrap().errors.join("\n").contains("amount: -5 is less than the minimum of 1"));
+    app.on_key(KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE));
+    app.on_key(KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE));
+    for c in "1000".chars() {
+        app.on_key(key(c));
+    }
     assert_eq!(
-        sent,
+        app.on_key(enter),
         Some(Command::Submit {
             method: "POST".into(),
             href: "http://gw/accounts/accounts/9a/credits".into(),
-            body: form.body
-        })
+            body: r#"{"amount":1000,"currency":"GBP"}"#.into(),
+        }),
+        "typed numbers go as numbers; an empty optional field is left out"
     );
+    // A payment's form: nested fields dotted, the account just passed filled in.
+    for _ in 0..position(&app, "pay") {
+        app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+    }
+    app.on_key(enter);
+    let fields = &app.form.as_ref().unwrap().request.fields;
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["amount.amount", "amount.currency", "from", "to.name", "reference"], "the required first");
+    assert_eq!(fields[2].value, "http://gw/accounts/accounts/9a");
 }
 
 #[test]

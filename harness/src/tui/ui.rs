@@ -380,12 +380,35 @@ fn explorer(app: &App, f: &mut Frame, area: Rect) {
     if let Some(form) = &app.form {
         let height = (area.height / 2).max(5);
         let popup = Rect { x: area.x, y: area.y + area.height - height, width: area.width, height };
-        let title = format!("{} {} ({}): Enter sends, Esc cancels", form.method, form.href, form.rel);
+        let title =
+            format!("{} {} ({}): ↑↓ field, Enter checks and sends, Esc cancels", form.method, form.href, form.rel);
+        let mut lines: Vec<Line> = Vec::new();
+        if form.request.fields.is_empty() {
+            lines.push(Line::raw("This action takes no body: Enter sends it."));
+        }
+        let width = form.request.fields.iter().map(|f| f.name.len() + 1).max().unwrap_or(0);
+        for (i, field) in form.request.fields.iter().enumerate() {
+            let selected = i == form.selected;
+            let name = format!("{}{}", field.name, if field.required { "*" } else { "" });
+            let value = if selected { format!("{}▏", field.value) } else { field.value.clone() };
+            let hint = [field.rules.as_str(), field.description.as_str()]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" · ");
+            let style = if selected { Style::new().add_modifier(Modifier::REVERSED) } else { Style::new() };
+            lines.push(Line::from(vec![
+                Span::styled(format!("{name:<width$} "), Style::new().fg(Color::Cyan)),
+                Span::styled(value, style),
+                Span::styled(format!("  {hint}"), Style::new().fg(Color::DarkGray)),
+            ]));
+        }
+        for error in &form.errors {
+            lines.push(Line::styled(format!("✗ {error}"), Style::new().fg(Color::Red)));
+        }
         f.render_widget(Clear, popup);
-        f.render_widget(
-            Paragraph::new(format!("{}▏", form.body)).wrap(Wrap { trim: false }).block(Block::bordered().title(title)),
-            popup,
-        );
+        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(title)), popup);
     }
 }
 
