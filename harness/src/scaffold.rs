@@ -353,7 +353,7 @@ impl Template<'_> {
              use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, TraceId};\n\
              use crate::kit::idempotency::{Fingerprint, once};\n\
              use crate::kit::listing::{self, Collection};\n\
-             use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with};\n\
+             use crate::kit::openapi::{Document, Id, List, Resource, Routes, get_with};\n\
              use crate::kit::{Kit, ServiceSpec};\n",
         );
         let start = if consumes {

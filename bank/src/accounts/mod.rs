@@ -20,7 +20,7 @@ use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{self, BaseUrl, Hal, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, OptionalJson, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once, once_stored};
-use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with, post_with};
+use crate::kit::openapi::{Document, Id, List, Resource, Routes, get_with, post_with};
 use crate::kit::{Kit, ServiceSpec, listing};
 
 /// This bank's sort code: every account it opens has it.
@@ -37,9 +37,9 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     start: crate::kit::no_background_work,
 };
 
-fn router() -> ApiRouter<Kit> {
+fn router() -> Routes {
     let no_account = "No account with this id";
-    ApiRouter::new()
+    Routes::new()
         .api_route(
             "/customers",
             get_with(list_customers, |op| {

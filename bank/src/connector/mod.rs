@@ -18,7 +18,7 @@ use sqlx::Row;
 use crate::kit::error::ApiResult;
 use crate::kit::events::Envelope;
 use crate::kit::hal::{BaseUrl, Hal};
-use crate::kit::openapi::{ApiRouter, Document, Links, get_with};
+use crate::kit::openapi::{Document, Links, Routes, get_with};
 use crate::kit::{Check, Kit, ServiceSpec, kafka};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -252,8 +252,8 @@ async fn record_error(kit: &Kit, source: &str, error: &str) {
     .await;
 }
 
-fn router() -> ApiRouter<Kit> {
-    ApiRouter::new().api_route(
+fn router() -> Routes {
+    Routes::new().api_route(
         "/sources",
         get_with(list_sources, |op| {
             op.id("listSources")

@@ -24,7 +24,7 @@ use crate::kit::error::{ApiError, ApiResult};
 use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::BaseUrl;
 use crate::kit::http::{TRACE_HEADER, TraceId, Upstream};
-use crate::kit::openapi::{ApiRouter, Document, post_with};
+use crate::kit::openapi::{Document, Routes, post_with};
 use crate::kit::{Kit, ServiceSpec};
 
 pub const SPEC: ServiceSpec =
@@ -32,7 +32,7 @@ pub const SPEC: ServiceSpec =
 
 /// Where the gateway sends things, from its settings.
 #[derive(Debug)]
-struct Routes {
+struct Destinations {
     /// service -> base URL
     services: BTreeMap<String, String>,
     /// provider -> service that handles its webhooks
@@ -73,12 +73,12 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("cannot build the HTTP client")?;
-    kit.set_own(Routes { services, webhooks, http });
+    kit.set_own(Destinations { services, webhooks, http });
     Ok(())
 }
 
-fn router() -> ApiRouter<Kit> {
-    ApiRouter::new()
+fn router() -> Routes {
+    Routes::new()
         .api_route(
             "/webhooks/{provider}",
             post_with(webhook, |op| {
@@ -96,9 +96,9 @@ fn router() -> ApiRouter<Kit> {
         )
         // Every service's routes, under its name: described by the bank's
         // document (`bank_document`), made from the services' own.
-        .route("/{service}", any(proxy_root))
-        .route("/{service}/", any(proxy_root))
-        .route("/{service}/{*rest}", any(proxy))
+        .described_by_the_services("/{service}", any(proxy_root))
+        .described_by_the_services("/{service}/", any(proxy_root))
+        .described_by_the_services("/{service}/{*rest}", any(proxy))
 }
 
 async fn proxy_root(
@@ -139,7 +139,7 @@ struct Request {
 
 async fn forward(kit: &Kit, service: &str, rest: &str, request: Request, trace: TraceId) -> ApiResult<Response> {
     let Request { method, uri, headers, body } = request;
-    let routes = kit.own::<Routes>()?;
+    let routes = kit.own::<Destinations>()?;
     // The path as the client sent it, not as decoded: an encoded `/` or `..`
     // must not become a step out of the service's path on the way through.
     let rest = raw_rest(uri.path()).unwrap_or(rest);
@@ -225,7 +225,7 @@ async fn webhook(
     trace: TraceId,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let routes = kit.own::<Routes>()?;
+    let routes = kit.own::<Destinations>()?;
     let service = routes.webhooks.get(&provider).ok_or_else(|| {
         ApiError::not_found(format!(
             "webhook endpoint for provider `{provider}` (known: {})",
@@ -278,7 +278,7 @@ fn bank_document(
     own: std::sync::Arc<Value>,
 ) -> futures::future::BoxFuture<'static, ApiResult<Value>> {
     Box::pin(async move {
-        let routes = kit.own::<Routes>()?;
+        let routes = kit.own::<Destinations>()?;
         let reads = routes.services.iter().map(|(service, url)| {
             let routes = routes.clone();
             async move {

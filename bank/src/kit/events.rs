@@ -26,7 +26,7 @@ use super::error::{ApiError, ApiResult};
 use super::hal::{BaseUrl, Hal};
 use super::http::{ApiQuery, TraceId};
 use super::idempotency::Answer;
-use super::openapi::{self, ApiRouter, Document, get_with};
+use super::openapi::{self, Document, Routes, get_with};
 
 /// Events positioned by one run of the sequencer, at most.
 const SEQUENCER_BATCH: i64 = 5000;
@@ -228,8 +228,8 @@ struct EventRecord {
     seq: i64,
 }
 
-pub fn router() -> ApiRouter<Kit> {
-    ApiRouter::new().api_route(
+pub fn router() -> Routes {
+    Routes::new().api_route(
         "/events",
         get_with(list, |op| {
             op.id("events")

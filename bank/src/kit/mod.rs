@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use error::ApiResult;
 use hal::{BaseUrl, Hal};
-use openapi::{ApiRouter, Document, get_with};
+use openapi::{Document, Routes, get_with};
 
 /// Kit tables every service has (versions below 100 are the kit's).
 const KIT_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -58,7 +58,7 @@ pub struct ServiceSpec {
     /// Actions it advertises: (rel, path), each a POST that creates something.
     pub actions: &'static [(&'static str, &'static str)],
     /// Its routes, each described as it is added (`kit::openapi`).
-    pub router: fn() -> ApiRouter<Kit>,
+    pub router: fn() -> Routes,
     /// Its `/openapi.json`, given the document of its own routes: the same, but
     /// for the gateway, which serves the whole bank's.
     pub document: Documenter,
@@ -252,6 +252,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     kit: Kit,
+    /// Every path it serves with a description of its own.
+    paths: Vec<String>,
     shutdown_timeout: Duration,
 }
 
@@ -303,7 +305,7 @@ impl Application {
         let service = spec.name;
         let secret: Option<Arc<[u8]>> = config.vars.get("WEBHOOK_SECRET").map(|s| Arc::from(s.as_bytes()));
         let mut api = aide::openapi::OpenApi::default();
-        let router = ApiRouter::new()
+        let routes = Routes::new()
             .api_route(
                 "/",
                 get_with(discovery, |op| {
@@ -361,19 +363,17 @@ impl Application {
                 }),
             )
             .merge(events::router())
-            .merge((spec.router)())
-            .finish_api_with(&mut api, |doc| {
-                doc.title(&format!("bank-sandbox: {}", spec.name))
-                    .version(env!("CARGO_PKG_VERSION"))
-                    .description(DOCUMENT_DESCRIPTION)
-            })
+            .merge((spec.router)());
+        let paths = routes.paths().to_vec();
+        let router = routes
+            .finish(&mut api, &format!("bank-sandbox: {}", spec.name))
             .fallback(|| async { error::ApiError::not_found("resource") })
             .with_state(kit.clone())
             .layer(Extension(Arc::new(serde_json::to_value(&api).context("the OpenAPI document")?)))
             // Inside `observe`, so that a refused webhook is logged with its trace id.
             .layer(axum::middleware::from_fn(move |req, next| webhooks::guard(secret.clone(), req, next)))
             .layer(axum::middleware::from_fn(move |req, next| http::observe(service, req, next)));
-        Ok(Self { listener, router, kit, shutdown_timeout: config.shutdown_timeout })
+        Ok(Self { listener, router, kit, paths, shutdown_timeout: config.shutdown_timeout })
     }
 
     pub fn port(&self) -> u16 {
@@ -382,6 +382,11 @@ impl Application {
 
     pub fn kit(&self) -> &Kit {
         &self.kit
+    }
+
+    /// Every path it serves with a description of its own (its document must have each).
+    pub fn paths(&self) -> &[String] {
+        &self.paths
     }
 
     /// Serve until `shutdown` is cancelled, then drain in-flight requests for at
@@ -426,7 +431,7 @@ fn migrator(spec: &ServiceSpec) -> Migrator {
 }
 
 /// What every document says of the bank's HTTP conventions.
-const DOCUMENT_DESCRIPTION: &str = "Resources are HAL (`application/hal+json`): follow their `_links`. \
+pub(crate) const DOCUMENT_DESCRIPTION: &str = "Resources are HAL (`application/hal+json`): follow their `_links`. \
     Every refusal is problem+json (RFC 9457). Amounts are whole minor units (pence) with an ISO 4217 currency. \
     A POST that moves money takes an `Idempotency-Key` header.";
 

@@ -25,13 +25,80 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use super::Kit;
 use super::error::{ApiError, PROBLEM_JSON};
 use super::hal::{HAL_JSON, Hal};
 use super::http::{ApiJson, ApiQuery, IDEMPOTENCY_HEADER, MaybeIdempotencyKey, OptionalJson, TraceId};
 use crate::domain::IdempotencyKey;
 
-pub use aide::axum::ApiRouter;
 pub use aide::axum::routing::{get_with, post_with};
+
+use aide::axum::ApiRouter;
+use aide::axum::routing::ApiMethodRouter;
+
+/// A service's routes. The only way to add one is with its description
+/// ([`Routes::api_route`]), so no route is served that the service's
+/// document does not describe; the paths are kept, for the test that checks
+/// the document has each. (Its one exception, the gateway's proxy, is
+/// described by the services it reaches: [`Routes::described_by_the_services`].)
+#[must_use]
+pub struct Routes {
+    router: ApiRouter<Kit>,
+    paths: Vec<String>,
+    proxied: Vec<String>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes").field("paths", &self.paths).field("proxied", &self.proxied).finish()
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self { router: ApiRouter::new(), paths: Vec::new(), proxied: Vec::new() }
+    }
+
+    /// Serve `path` with `methods`, each described (`get_with`, `post_with`).
+    pub fn api_route(mut self, path: &str, methods: ApiMethodRouter<Kit>) -> Self {
+        self.router = self.router.api_route(path, methods);
+        self.paths.push(path.to_string());
+        self
+    }
+
+    /// The gateway's proxy routes: whatever they reach is described by the
+    /// documents of the services behind them, which the gateway's document joins.
+    pub fn described_by_the_services(mut self, path: &str, methods: axum::routing::MethodRouter<Kit>) -> Self {
+        self.router = self.router.route(path, methods);
+        self.proxied.push(path.to_string());
+        self
+    }
+
+    pub fn merge(mut self, other: Routes) -> Self {
+        self.router = self.router.merge(other.router);
+        self.paths.extend(other.paths);
+        self.proxied.extend(other.proxied);
+        self
+    }
+
+    /// Every path served with its own description.
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+
+    /// The router, and the document of its routes.
+    pub(crate) fn finish(self, api: &mut aide::openapi::OpenApi, title: &str) -> axum::Router<Kit> {
+        self.router.finish_api_with(api, |doc| {
+            doc.title(title).version(env!("CARGO_PKG_VERSION")).description(super::DOCUMENT_DESCRIPTION)
+        })
+    }
+}
 
 /// A link of a HAL resource.
 #[derive(Debug, Serialize, JsonSchema)]

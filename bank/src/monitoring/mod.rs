@@ -29,7 +29,7 @@ use crate::kit::events::{self, Envelope, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
 use crate::kit::http::{ApiJson, ApiQuery, MaybeIdempotencyKey, TraceId, parse_id};
 use crate::kit::idempotency::{Fingerprint, once};
-use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with, post_with};
+use crate::kit::openapi::{Document, Id, List, Resource, Routes, get_with, post_with};
 use crate::kit::{Kit, ServiceSpec};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -87,8 +87,8 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn router() -> ApiRouter<Kit> {
-    ApiRouter::new()
+fn router() -> Routes {
+    Routes::new()
         .api_route(
             "/alerts",
             get_with(list, |op| {

@@ -39,7 +39,7 @@ use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{self, BaseUrl, Hal, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
 use crate::kit::idempotency::{Fingerprint, once_calling};
-use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with, post_with};
+use crate::kit::openapi::{Document, Id, List, Resource, Routes, get_with, post_with};
 use crate::kit::{Kit, ServiceSpec, listing, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -103,8 +103,8 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn router() -> ApiRouter<Kit> {
-    ApiRouter::new()
+fn router() -> Routes {
+    Routes::new()
         .api_route(
             "/payments",
             get_with(list, |op| {

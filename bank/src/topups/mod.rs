@@ -28,7 +28,7 @@ use crate::kit::events::{self, NewEvent};
 use crate::kit::hal::{BaseUrl, Hal};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
 use crate::kit::idempotency::{Fingerprint, once};
-use crate::kit::openapi::{ApiRouter, Document, Id, List, Resource, get_with, post_with};
+use crate::kit::openapi::{Document, Id, List, Resource, Routes, get_with, post_with};
 use crate::kit::{Kit, ServiceSpec, listing, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -80,8 +80,8 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn router() -> ApiRouter<Kit> {
-    ApiRouter::new()
+fn router() -> Routes {
+    Routes::new()
         .api_route(
             "/topups",
             get_with(list, |op| {

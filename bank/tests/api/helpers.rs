@@ -129,6 +129,8 @@ pub struct TestApp {
     /// The service's own OpenAPI document: every answer `get` and `post`
     /// return is checked against it.
     pub contract: std::sync::Arc<harness::contracts::HttpContract>,
+    /// Every path the service serves with a description of its own.
+    pub paths: Vec<String>,
     pub database_url: String,
     shutdown: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -159,11 +161,20 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let app = Application::build(spec, config, shutdown.clone()).await.expect("service builds");
         let base = format!("http://127.0.0.1:{}", app.port());
+        let paths = app.paths().to_vec();
         let running = tokio::spawn(app.run());
         let http = reqwest::Client::new();
         let document: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
         let contract = harness::contracts::HttpContract::new(&document).expect("the service's document compiles");
-        Self { base, http, contract: std::sync::Arc::new(contract), database_url, shutdown, running: Some(running) }
+        Self {
+            base,
+            http,
+            contract: std::sync::Arc::new(contract),
+            paths,
+            database_url,
+            shutdown,
+            running: Some(running),
+        }
     }
 
     /// Stop the service as SIGTERM would, and wait for it to finish.

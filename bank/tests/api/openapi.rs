@@ -53,6 +53,13 @@ async fn every_service_serves_its_document_and_keeps_to_it() {
         for path in ["/", "/health", "/events", "/openapi.json", "/contracts/events", "/metrics"] {
             assert!(document["paths"][path].is_object(), "{}: the kit's {path} is documented", root["service"]);
         }
+        // Every route the service serves is in its document.
+        assert!(app.paths.len() >= 8, "{:?}", app.paths);
+        for path in &app.paths {
+            let described = document["paths"][path].as_object().is_some_and(|item| !item.is_empty());
+            assert!(described, "{}: {path} is served but its document describes no operation there", root["service"]);
+        }
+        assert_eq!(document["paths"].as_object().unwrap().len(), app.paths.len(), "{}", root["service"]);
         every_operation_is_served_as_documented(app, &document).await;
     }
     // What a route takes and gives, from its types: limits, formats, headers.
