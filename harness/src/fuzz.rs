@@ -272,9 +272,10 @@ async fn changed_by(gateway: &str, refused: &BTreeSet<String>) -> Result<Vec<Str
     Ok(changed)
 }
 
-/// The bank's books, after the fuzzer: payments and top-ups finished, every
-/// account's postings add up to its balance and its open holds to what it
-/// holds back, nothing negative.
+/// The bank's books, after the fuzzer: payments and top-ups finished, each
+/// finished payment's hold captured or released, every account's postings
+/// add up to its balance and its open holds to what it holds back, nothing
+/// negative.
 async fn audit(gateway: &str) -> Vec<String> {
     let mut problems = Vec::new();
     // What the fuzzer started finishes (the scheme and acquirer answer in ms).
@@ -297,6 +298,26 @@ async fn audit(gateway: &str) -> Vec<String> {
         .await;
         if let Err(e) = done {
             problems.push(format!("unfinished: {e}"));
+        }
+    }
+    // Every finished payment's hold is settled its way: none left open.
+    if let Ok(page) = get(&format!("{gateway}/payments/payments?limit=500")).await {
+        for payment in page["_embedded"]["payments"].as_array().into_iter().flatten() {
+            let want = match payment["status"].as_str() {
+                Some("completed") => "captured",
+                Some("failed") => "released",
+                _ => continue,
+            };
+            let (Some(url), Some(hold)) =
+                (payment["_links"]["self"]["href"].as_str(), payment["_links"]["hold"]["href"].as_str())
+            else {
+                continue;
+            };
+            match get(hold).await {
+                Ok(h) if h["status"] == want => {}
+                Ok(h) => problems.push(format!("{url} is {}, its hold {hold} is {}", payment["status"], h["status"])),
+                Err(e) => problems.push(format!("{url}: its hold: {e}")),
+            }
         }
     }
     let customers = match get(&format!("{gateway}/accounts/customers?limit=500")).await {
