@@ -109,8 +109,8 @@ pub struct MoneyInput {
     /// Whole minor units (pence), 1 to 10^12.
     #[schemars(range(min = 1, max = MAX_AMOUNT), example = 1000)]
     pub amount: i64,
-    /// ISO 4217, e.g. `GBP`.
-    #[schemars(pattern(r"^[A-Z]{3}$"), example = &"GBP")]
+    /// ISO 4217: a currency the bank knows (its accounts hold GBP).
+    #[schemars(extend("enum" = ["GBP", "EUR", "USD"]), example = &"GBP")]
     pub currency: String,
 }
 

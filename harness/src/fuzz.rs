@@ -49,6 +49,9 @@ pub struct Outcome {
     pub refusals_that_changed_something: Vec<String>,
     /// Broken invariants of the books, each on its line.
     pub audit: Vec<String>,
+    /// What the fuzzer's requests did to the books: payments completed,
+    /// top-ups succeeded, accounts audited.
+    pub moved: (usize, usize, usize),
 }
 
 impl Outcome {
@@ -63,7 +66,7 @@ impl Outcome {
         let mut out = format!(
             "{} requests to {} operations in {:.1} s: {} answered 5xx; schemathesis {}\n\
              {} refused, {} of them changed something\n\
-             audit of the books: {}\n",
+             audit of the books ({} accounts; {} payments completed and {} top-ups succeeded): {}\n",
             self.requests,
             self.operations,
             self.elapsed.as_secs_f64(),
@@ -71,6 +74,9 @@ impl Outcome {
             if self.fuzzer_passed { "found nothing" } else { "found failures (above)" },
             self.refused,
             self.refusals_that_changed_something.len(),
+            self.moved.2,
+            self.moved.0,
+            self.moved.1,
             if self.audit.is_empty() { "every invariant holds".to_string() } else { self.audit.join("\n  ") },
         );
         for change in &self.refusals_that_changed_something {
@@ -141,15 +147,17 @@ pub fn run(exe: &Path, workspace: &Path, options: &Options) -> Result<Outcome> {
         let before = rt.block_on(answered(&gateway))?;
         let started = Instant::now();
         let har = home.join("requests.har");
+        let settings = workspace.join("harness").join("fuzz");
         let mut fuzzer = Command::new(&schemathesis);
         fuzzer
+            .arg("--config-file")
+            .arg(settings.join("schemathesis.toml"))
             .arg("run")
             .arg(format!("{gateway}/openapi.json"))
             .args(["--url", &gateway, "--checks", CHECKS, "--no-color", "--workers", "2", "--request-timeout", "40"])
             .args(["--max-examples", &options.examples.to_string(), "--report", "har", "--report-har-path"])
             .arg(&har)
-            .env("SCHEMATHESIS_HOOKS", "hooks")
-            .env("PYTHONPATH", workspace.join("harness").join("fuzz"))
+            .env("PYTHONPATH", &settings)
             .current_dir(&home);
         if let Some(seed) = options.seed {
             fuzzer.args(["--seed", &seed.to_string()]);
@@ -169,7 +177,7 @@ pub fn run(exe: &Path, workspace: &Path, options: &Options) -> Result<Outcome> {
                 .as_object()
                 .map_or(0, |p| p.values().map(|i| i.as_object().map_or(0, |o| o.len())).sum());
             let refused = refused_traces(&har)?;
-            let audit = audit(&gateway).await;
+            let (audit, moved) = audit(&gateway).await;
             let changed = changed_by(&gateway, &refused).await?;
             Ok(Outcome {
                 requests: after.0.saturating_sub(before.0),
@@ -180,6 +188,7 @@ pub fn run(exe: &Path, workspace: &Path, options: &Options) -> Result<Outcome> {
                 refused: refused.len(),
                 refusals_that_changed_something: changed,
                 audit,
+                moved,
             })
         })
     })();
@@ -276,8 +285,9 @@ async fn changed_by(gateway: &str, refused: &BTreeSet<String>) -> Result<Vec<Str
 /// finished payment's hold captured or released, every account's postings
 /// add up to its balance and its open holds to what it holds back, nothing
 /// negative.
-async fn audit(gateway: &str) -> Vec<String> {
+async fn audit(gateway: &str) -> (Vec<String>, (usize, usize, usize)) {
     let mut problems = Vec::new();
+    let (mut payments, mut topups, mut accounts_audited) = (0, 0, 0);
     // What the fuzzer started finishes (the scheme and acquirer answer in ms).
     for (path, rel, pending) in [
         ("/payments/payments?limit=500", "payments", &["reserved", "submitted"][..]),
@@ -304,7 +314,10 @@ async fn audit(gateway: &str) -> Vec<String> {
     if let Ok(page) = get(&format!("{gateway}/payments/payments?limit=500")).await {
         for payment in page["_embedded"]["payments"].as_array().into_iter().flatten() {
             let want = match payment["status"].as_str() {
-                Some("completed") => "captured",
+                Some("completed") => {
+                    payments += 1;
+                    "captured"
+                }
                 Some("failed") => "released",
                 _ => continue,
             };
@@ -320,9 +333,16 @@ async fn audit(gateway: &str) -> Vec<String> {
             }
         }
     }
+    if let Ok(page) = get(&format!("{gateway}/topups/topups?limit=500")).await {
+        topups =
+            page["_embedded"]["topups"].as_array().into_iter().flatten().filter(|t| t["status"] == "succeeded").count();
+    }
     let customers = match get(&format!("{gateway}/accounts/customers?limit=500")).await {
         Ok(c) => c,
-        Err(e) => return vec![format!("cannot list customers: {e}")],
+        Err(e) => {
+            problems.push(format!("cannot list customers: {e}"));
+            return (problems, (payments, topups, accounts_audited));
+        }
     };
     for customer in customers["_embedded"]["customers"].as_array().into_iter().flatten() {
         let Some(accounts) = customer["_links"]["accounts"]["href"].as_str() else { continue };
@@ -334,12 +354,13 @@ async fn audit(gateway: &str) -> Vec<String> {
             }
         };
         for account in accounts["_embedded"]["accounts"].as_array().into_iter().flatten() {
+            accounts_audited += 1;
             if let Err(e) = audit_account(account, &mut problems).await {
                 problems.push(e.to_string());
             }
         }
     }
-    problems
+    (problems, (payments, topups, accounts_audited))
 }
 
 async fn audit_account(account: &Value, problems: &mut Vec<String>) -> Result<()> {

@@ -400,7 +400,7 @@ fn account_hal(base: &BaseUrl, row: &PgRow) -> ApiResult<Hal> {
 #[serde(deny_unknown_fields)]
 struct NewAccount {
     /// ISO 4217; GBP (the default) is the only one this bank opens.
-    #[schemars(pattern(r"^[A-Z]{3}$"), example = &"GBP")]
+    #[schemars(extend("enum" = ["GBP", "EUR", "USD"]), example = &"GBP")]
     currency: Option<String>,
 }
 
@@ -534,7 +534,7 @@ struct MoneyMovement {
     #[schemars(range(min = 1, max = crate::domain::MAX_AMOUNT), example = 1000)]
     amount: i64,
     /// ISO 4217: the account's currency (GBP).
-    #[schemars(pattern(r"^[A-Z]{3}$"), example = &"GBP")]
+    #[schemars(extend("enum" = ["GBP", "EUR", "USD"]), example = &"GBP")]
     currency: String,
     /// Shown on the account's postings; at most 140 characters.
     #[schemars(length(max = 140), example = &"explorer")]

@@ -297,6 +297,7 @@ fn bank_document(
         for (service, document) in documents {
             merge(&mut bank, &service, document);
         }
+        link_flows(&mut bank);
         Ok(bank)
     })
 }
@@ -381,5 +382,35 @@ fn add_refusal(operation: &mut Value, status: &str, why: &str, problem: &Value) 
         None => {
             responses.insert(status.into(), json!({ "description": why, "content": problem }));
         }
+    }
+}
+
+/// Where money goes from an account, across services: after an answer of
+/// the first operation, the second can follow with the account's URL (from
+/// the answer) in its body's field. OpenAPI links a client, or a stateful
+/// fuzzer, follows from an account to paying from it or topping it up.
+const FLOWS: &[(&str, &str, &str, &str, &str)] = &[
+    ("accounts.openAccount", "201", "payments.createPayment", "from", "$response.body#/_links/self/href"),
+    ("accounts.openAccount", "201", "topups.createTopup", "account", "$response.body#/_links/self/href"),
+    ("accounts.creditAccount", "201", "payments.createPayment", "from", "$response.body#/_links/account/href"),
+    ("accounts.getAccount", "200", "payments.createPayment", "from", "$response.body#/_links/self/href"),
+];
+
+/// Add [`FLOWS`]' links to the bank's document, where both operations are in it.
+fn link_flows(bank: &mut Value) {
+    let mut operations: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (path, item) in bank["paths"].as_object().into_iter().flatten() {
+        for (method, operation) in item.as_object().into_iter().flatten() {
+            if let Some(id) = operation["operationId"].as_str() {
+                operations.insert(id.to_string(), (path.clone(), method.clone()));
+            }
+        }
+    }
+    for (from, status, to, field, expression) in FLOWS {
+        let (Some((path, method)), true) = (operations.get(*from), operations.contains_key(*to)) else { continue };
+        let Some(response) = bank["paths"][path][method]["responses"].get_mut(*status) else { continue };
+        let Some(answer) = response.as_object_mut() else { continue };
+        let links = answer.entry("links").or_insert_with(|| json!({}));
+        links[*to] = json!({ "operationId": to, "requestBody": { *field: expression } });
     }
 }
