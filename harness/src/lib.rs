@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bench;
 pub mod broker;
 pub mod compose;
+pub mod containers;
 pub mod contracts;
 pub mod control;
 pub mod e2e;

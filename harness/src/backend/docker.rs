@@ -6,10 +6,15 @@
 //! 127.0.0.1 only, at ports the sandbox reserves as the local backend does, so
 //! readiness is probed from the host by the same fast probes.
 //!
-//! Through bollard, the Docker API client testcontainers re-exports; not through
-//! testcontainers' runner, which pins API 1.49 and never negotiates, so an
-//! engine older than 25.0 (this machine's 20.10 answers at most 1.41) refuses
-//! every call. The API version here is the engine's own, read once.
+//! Through bollard, the Docker API client testcontainers re-exports, for
+//! what a whole sandbox needs (its own network, volumes, a sweep by label);
+//! single containers for a team's tests are testcontainers images
+//! (`crate::containers`). The API version here is the engine's own, read
+//! once; released bollard (0.19 to 0.21) drops the versioned prefix it builds
+//! (`uri.rs`), so its requests reach this Engine 20.10 (API 1.41) unversioned
+//! either way, testcontainers' too. bollard 0.22 will send the version its
+//! explicit constructors name: then connect with the `*_defaults`
+//! constructors and `negotiate_version`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,6 +48,30 @@ pub const LABEL_SANDBOX: &str = "io.bank-sandbox.sandbox";
 pub const LABEL_HOME: &str = "io.bank-sandbox.home";
 /// The component a container runs.
 pub const LABEL_COMPONENT: &str = "io.bank-sandbox.component";
+/// The process that started a container outside any sandbox's supervisor (a
+/// test, through `containers`): `<pid>:<start time>`, so `prune` can tell
+/// when it is gone, and a pid reused since is not taken for it.
+pub const LABEL_OWNER: &str = "io.bank-sandbox.owner";
+
+/// This process as [`LABEL_OWNER`] names it.
+pub fn owner_of_this_process() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", started_at(pid).unwrap_or_default())
+}
+
+/// When process `pid` started (clock ticks after boot), from `/proc`.
+fn started_at(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state is field 3; start time, 22.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the owner a [`LABEL_OWNER`] names still runs.
+fn owner_alive(owner: &str) -> bool {
+    let Some((pid, start)) = owner.split_once(':') else { return false };
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { return false };
+    started_at(pid) == Some(start)
+}
 
 /// The newest API this client speaks (bollard 0.19's models).
 const NEWEST_API: (usize, usize) = (1, 49);
@@ -596,13 +625,19 @@ async fn remove_labelled(docker: &Docker, home: &Path, sandbox: &str) -> Result<
 pub async fn sweep_orphans(docker: &Docker, home: &Home, also: Option<&str>) -> Result<Vec<String>> {
     let options =
         ListContainersOptions { all: true, filters: Some(label_filter(&home.root, None)), ..Default::default() };
-    let mut sandboxes: std::collections::BTreeSet<String> = docker
+    let containers = docker
         .list_containers(Some(options))
         .await
-        .map_err(|e| Error::Other(format!("cannot list the sandbox's containers: {e}")))?
-        .into_iter()
-        .filter_map(|c| c.labels?.get(LABEL_SANDBOX).cloned())
-        .collect();
+        .map_err(|e| Error::Other(format!("cannot list the sandbox's containers: {e}")))?;
+    // Containers a test started (`containers`): their owner process decides.
+    let mut owned: BTreeMap<String, bool> = BTreeMap::new();
+    for labels in containers.iter().filter_map(|c| c.labels.as_ref()) {
+        if let (Some(sandbox), Some(owner)) = (labels.get(LABEL_SANDBOX), labels.get(LABEL_OWNER)) {
+            *owned.entry(sandbox.clone()).or_default() |= owner_alive(owner);
+        }
+    }
+    let mut sandboxes: std::collections::BTreeSet<String> =
+        containers.into_iter().filter_map(|c| c.labels?.get(LABEL_SANDBOX).cloned()).collect();
     let options = ListNetworksOptions { filters: Some(label_filter(&home.root, None)) };
     let networks = docker
         .list_networks(Some(options))
@@ -612,7 +647,10 @@ pub async fn sweep_orphans(docker: &Docker, home: &Home, also: Option<&str>) -> 
     let mut removed = Vec::new();
     for sandbox in sandboxes {
         // `also` is the caller's own sandbox, about to be made: nothing of it runs yet.
-        let live = Record::read(&home.dir(&sandbox)).is_ok_and(|r| r.owner_alive());
+        let live = match owned.get(&sandbox) {
+            Some(alive) => *alive,
+            None => Record::read(&home.dir(&sandbox)).is_ok_and(|r| r.owner_alive()),
+        };
         if Some(sandbox.as_str()) == also || !live {
             removed.extend(remove_labelled(docker, &home.root, &sandbox).await?);
         }

@@ -9,6 +9,7 @@
 
 mod backend;
 mod compose;
+mod containers;
 mod images;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,11 @@ const TESTS: &[Test] = &[
         images::postgres_makes_its_cluster_as_the_official_image_does,
     ),
     ("compose::the_bank_runs_and_pays_under_plain_compose", compose::the_bank_runs_and_pays_under_plain_compose),
+    ("containers::a_team_starts_only_what_it_needs", containers::a_team_starts_only_what_it_needs),
+    (
+        "containers::prune_removes_what_a_killed_test_process_left",
+        containers::prune_removes_what_a_killed_test_process_left,
+    ),
     (
         "backend::errors_name_the_missing_image_and_change_nothing",
         backend::errors_name_the_missing_image_and_change_nothing,
@@ -58,6 +64,11 @@ const TESTS: &[Test] = &[
 const SUITE: &str = "suite";
 
 fn main() -> std::process::ExitCode {
+    // A test process of `containers`' prune test, killed by it.
+    if let Some(image) = std::env::var_os("SANDBOX_CONTAINERS_CHILD") {
+        containers::child(&image.to_string_lossy());
+        return std::process::ExitCode::SUCCESS;
+    }
     let started = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if harness::e2e::answered_listing(&args, SUITE) {

@@ -1,0 +1,297 @@
+//! The sandbox's parts as testcontainers images, for a team's own tests (and
+//! the project's Docker tests): PostgreSQL on the official image's contract,
+//! the Kafka-protocol broker, each mocked provider and each bank service, all
+//! from the images `sandbox images build` makes (nothing is pulled).
+//!
+//! Start one with testcontainers' own API:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use testcontainers::runners::AsyncRunner;
+//! let pg = harness::containers::postgres(&["accounts"]).start().await?;
+//! let url = harness::containers::Postgres::url(&pg, "accounts").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Each constructor gives a request already labelled as the sandbox's, with
+//! the process that started it as its owner: testcontainers removes a
+//! container when its handle drops, and `sandbox prune` removes what a killed
+//! test process left (testcontainers-rs has no reaper of its own).
+//!
+//! testcontainers talks to the engine through bollard 0.19, which sends no API
+//! version on the wire (its `uri.rs` drops the prefix it builds), so this
+//! machine's Engine 20.10 (API 1.41) answers it. bollard 0.22 will send the
+//! version its explicit constructors name: then connect with the `*_defaults`
+//! constructors and `negotiate_version`, as `backend::docker::connect` does.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use testcontainers::core::{ContainerPort, Healthcheck, WaitFor};
+use testcontainers::{ContainerAsync, ContainerRequest, Image, ImageExt};
+
+use crate::backend::docker::{LABEL_COMPONENT, LABEL_HOME, LABEL_OWNER, LABEL_SANDBOX};
+use crate::images::{REPOSITORY, VERSION};
+
+/// The secret the provider mocks sign their webhooks with, and the bank checks.
+pub const WEBHOOK_SECRET: &str = "sandbox-webhook-secret";
+
+/// The port every HTTP part listens on inside its container.
+pub const HTTP_PORT: ContainerPort = ContainerPort::Tcp(8080);
+/// PostgreSQL's port inside its container.
+pub const POSTGRES_PORT: ContainerPort = ContainerPort::Tcp(5432);
+/// The broker's port inside its container.
+pub const KAFKA_PORT: ContainerPort = ContainerPort::Tcp(9092);
+
+/// Every part's container answers its health check within this, or its start fails.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// `request` labelled as the sandbox's: the tests' sandbox of this process,
+/// under the home `sandbox prune` sweeps, owned by this process.
+fn labelled<I: Image>(request: ContainerRequest<I>, component: &str) -> ContainerRequest<I> {
+    let home = crate::sandbox::Home::from_env();
+    request
+        .with_label(LABEL_SANDBOX, format!("tests-{}", std::process::id()))
+        .with_label(LABEL_HOME, home.root.to_string_lossy().to_string())
+        .with_label(LABEL_OWNER, crate::backend::docker::owner_of_this_process())
+        .with_label(LABEL_COMPONENT, component.to_string())
+        .with_startup_timeout(STARTUP)
+}
+
+/// A health check (`Healthcheck::cmd` or `cmd_shell`) run inside the
+/// container every quarter second.
+fn health(check: Healthcheck) -> Healthcheck {
+    check.with_interval(Duration::from_millis(250)).with_timeout(Duration::from_secs(1)).with_retries(240)
+}
+
+/// PostgreSQL 15 (`bank-sandbox/postgres:15`), the official image's
+/// contract: `POSTGRES_USER`/`POSTGRES_PASSWORD`, and one database per name
+/// in `POSTGRES_MULTIPLE_DATABASES`. The password is random: its port is
+/// reachable by anything on the machine.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    env: BTreeMap<String, String>,
+}
+
+impl Postgres {
+    pub const USER: &'static str = "bank";
+
+    pub fn password(&self) -> &str {
+        self.env.get("POSTGRES_PASSWORD").map(String::as_str).unwrap_or_default()
+    }
+
+    /// The URL of `database` from the host, through the mapped port.
+    pub async fn url(
+        container: &ContainerAsync<Postgres>,
+        database: &str,
+    ) -> testcontainers::core::error::Result<String> {
+        let port = container.get_host_port_ipv4(POSTGRES_PORT).await?;
+        let host = container.get_host().await?;
+        Ok(format!("postgres://{}:{}@{host}:{port}/{database}", Self::USER, container.image().password()))
+    }
+}
+
+/// The init script of the bank's Compose file: `POSTGRES_MULTIPLE_DATABASES`.
+const CREATE_DATABASES: &[u8] = include_bytes!("../../compose/postgres-init/create-databases.sh");
+
+/// PostgreSQL with a database for each of `databases`.
+pub fn postgres(databases: &[&str]) -> ContainerRequest<Postgres> {
+    let env = BTreeMap::from([
+        ("POSTGRES_USER".to_string(), Postgres::USER.to_string()),
+        ("POSTGRES_PASSWORD".to_string(), uuid::Uuid::new_v4().simple().to_string()),
+        ("POSTGRES_MULTIPLE_DATABASES".to_string(), databases.join(",")),
+        ("POSTGRES_INITDB_ARGS".to_string(), "--no-sync --wal-segsize=1".to_string()),
+        ("TZ".to_string(), "UTC".to_string()),
+    ]);
+    labelled(ContainerRequest::from(Postgres { env }), "postgres")
+        // What the official image does not: one database per name (the
+        // script Compose mounts, copied in before the container starts).
+        .with_copy_to("/docker-entrypoint-initdb.d/create-databases.sh", CREATE_DATABASES.to_vec())
+        .with_health_check(health(Healthcheck::cmd_shell("pg_isready -h 127.0.0.1 -U bank")))
+}
+
+impl Image for Postgres {
+    fn name(&self) -> &str {
+        "bank-sandbox/postgres"
+    }
+
+    fn tag(&self) -> &str {
+        "15"
+    }
+
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::healthcheck()]
+    }
+
+    fn env_vars(&self) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
+        self.env.iter()
+    }
+
+    fn cmd(&self) -> impl IntoIterator<Item = impl Into<Cow<'_, str>>> {
+        ["postgres", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    }
+
+    fn expose_ports(&self) -> &[ContainerPort] {
+        &[POSTGRES_PORT]
+    }
+}
+
+/// The bank's image (`bank-sandbox/bank`) and the harness's (`bank-sandbox/sandbox`).
+fn ours(kind: &str) -> String {
+    format!("{REPOSITORY}/{kind}")
+}
+
+/// The embedded Kafka-protocol broker (`sandbox broker` in
+/// `bank-sandbox/sandbox`). It tells clients to connect to `advertise`: the
+/// host's mapped port for clients on the host ([`broker_for_the_host`]), or
+/// `<alias>:9092` for containers on a shared network. It creates no topic by
+/// itself (no auto-create, as the sandbox's rule for Kafka says): make them
+/// with an admin client first.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    name: String,
+    cmd: Vec<String>,
+}
+
+impl Image for Broker {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tag(&self) -> &str {
+        VERSION
+    }
+
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::healthcheck()]
+    }
+
+    fn cmd(&self) -> impl IntoIterator<Item = impl Into<Cow<'_, str>>> {
+        self.cmd.iter()
+    }
+
+    fn expose_ports(&self) -> &[ContainerPort] {
+        &[KAFKA_PORT]
+    }
+}
+
+/// The broker, advertising `advertise` (`host:port`) to its clients.
+pub fn broker(advertise: &str) -> ContainerRequest<Broker> {
+    let cmd = ["broker", "--listen", "0.0.0.0:9092", "--advertise", advertise].map(String::from).to_vec();
+    labelled(ContainerRequest::from(Broker { name: ours("sandbox"), cmd }), "kafka")
+        .with_health_check(health(Healthcheck::cmd(["sandbox", "probe", "tcp://127.0.0.1:9092"])))
+}
+
+/// The broker for clients on this host: a free port of the host mapped to
+/// it and advertised, so what a client is told to connect to is what reaches
+/// it. Returns the request and the bootstrap address (`127.0.0.1:<port>`).
+pub fn broker_for_the_host() -> std::io::Result<(ContainerRequest<Broker>, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    Ok((broker(&bootstrap).with_mapped_port(port, KAFKA_PORT), bootstrap))
+}
+
+/// A mocked third party (`sandbox provider` with its definition from
+/// `fixtures/providers/`), steered at `/__admin` like the sandbox's.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    name: String,
+    cmd: Vec<String>,
+    env: BTreeMap<String, String>,
+}
+
+impl Image for Provider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tag(&self) -> &str {
+        VERSION
+    }
+
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::healthcheck()]
+    }
+
+    fn env_vars(&self) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
+        self.env.iter()
+    }
+
+    fn cmd(&self) -> impl IntoIterator<Item = impl Into<Cow<'_, str>>> {
+        self.cmd.iter()
+    }
+
+    fn expose_ports(&self) -> &[ContainerPort] {
+        &[HTTP_PORT]
+    }
+}
+
+/// The mock of `provider` (`payment-scheme`, `card-acquirer`,
+/// `screening-vendor`), posting its webhooks to `webhooks` (a base URL the
+/// container can reach) when given, signed with [`WEBHOOK_SECRET`].
+pub fn provider(provider: &str, webhooks: Option<&str>) -> ContainerRequest<Provider> {
+    let spec = format!("/fixtures/providers/{provider}.yaml");
+    let cmd = ["provider", "--spec", &spec, "--listen", "0.0.0.0:8080"].map(String::from).to_vec();
+    let mut env = BTreeMap::from([("WEBHOOK_SECRET".to_string(), WEBHOOK_SECRET.to_string())]);
+    if let Some(base) = webhooks {
+        env.insert("WEBHOOK_BASE_URL".into(), base.to_string());
+    }
+    labelled(ContainerRequest::from(Provider { name: ours("sandbox"), cmd, env }), provider)
+        .with_health_check(health(Healthcheck::cmd(["sandbox", "probe", "http://127.0.0.1:8080/__admin/health"])))
+}
+
+/// A service of the bank (`bank-sandbox/bank`, `bank <service>`), with the
+/// settings it reads (`DATABASE_URL`, `ACCOUNTS_URL`, `KAFKA_BROKERS`, ...),
+/// ready when its `/health` answers 200.
+#[derive(Debug, Clone)]
+pub struct Service {
+    name: String,
+    service: String,
+    env: BTreeMap<String, String>,
+}
+
+impl Image for Service {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tag(&self) -> &str {
+        VERSION
+    }
+
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::healthcheck()]
+    }
+
+    fn env_vars(&self) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
+        self.env.iter()
+    }
+
+    fn cmd(&self) -> impl IntoIterator<Item = impl Into<Cow<'_, str>>> {
+        [self.service.as_str()]
+    }
+
+    fn expose_ports(&self) -> &[ContainerPort] {
+        &[HTTP_PORT]
+    }
+}
+
+/// The bank's `service` with `settings` (its own `HTTP_ADDR` is set).
+pub fn service<'a>(service: &str, settings: impl IntoIterator<Item = (&'a str, String)>) -> ContainerRequest<Service> {
+    let mut env: BTreeMap<String, String> = settings.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    env.insert("HTTP_ADDR".into(), "0.0.0.0:8080".into());
+    let image = Service { name: ours("bank"), service: service.to_string(), env };
+    labelled(ContainerRequest::from(image), service).with_health_check(health(Healthcheck::cmd([
+        "bank",
+        "probe",
+        "http://127.0.0.1:8080/health",
+    ])))
+}
+
+/// The base URL of a container's HTTP port from the host.
+pub async fn http_url<I: Image>(container: &ContainerAsync<I>) -> testcontainers::core::error::Result<String> {
+    let port = container.get_host_port_ipv4(HTTP_PORT).await?;
+    let host = container.get_host().await?;
+    Ok(format!("http://{host}:{port}"))
+}
