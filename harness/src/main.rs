@@ -305,6 +305,9 @@ enum Command {
         workspace: PathBuf,
         #[arg(long, value_enum)]
         backend: Kind,
+        /// The starter's Unix socket: where to say, once, where the control API listens.
+        #[arg(long)]
+        announce: Option<PathBuf>,
     },
     /// (internal) Run a mocked provider from its definition.
     #[command(hide = true)]
@@ -571,7 +574,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out!("{table}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Supervise { name, file, workspace, backend } => {
+        Command::Supervise { name, file, workspace, backend, announce } => {
             init_logging();
             let log = home.log(&name);
             let opts = supervisor::Options {
@@ -583,6 +586,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 claimed: true,
                 stop: Default::default(),
                 sandbox_bin: std::env::current_exe()?,
+                announce: announce.map_or(supervisor::Announce::Nobody, supervisor::Announce::Socket),
             };
             supervisor::run(opts, Printer::default()).await?;
             // A clean exit leaves nothing; after a failure the log stays for
@@ -671,6 +675,7 @@ async fn up_foreground(
     let topology = harness::topology::Topology::load_all(&file)?;
     refuse_unrunnable(backend, &topology).await?;
     let stop = tokio_util::sync::CancellationToken::new();
+    let (announce, announced) = supervisor::Announce::channel();
     let opts = supervisor::Options {
         name: name.clone(),
         home: home.clone(),
@@ -680,6 +685,7 @@ async fn up_foreground(
         claimed: false,
         stop: stop.clone(),
         sandbox_bin: std::env::current_exe()?,
+        announce,
     };
     if !std::io::stdout().is_terminal() {
         // No terminal: plain progress lines instead of the dashboard.
@@ -690,17 +696,20 @@ async fn up_foreground(
     }
     let mut supervisor = tokio::spawn(supervisor::run(opts, Quiet));
     // The dashboard talks to the supervisor through its control API, as
-    // `sandbox tui` would; its address is in the record as soon as it exists.
-    let client = loop {
-        if let Ok(c) = Record::read(&home.dir(&name)).and_then(|r| control::Client::for_record(&r)) {
-            break c;
+    // `sandbox tui` would; the supervisor says when it listens (its record
+    // names it by then).
+    let announced = tokio::select! {
+        told = announced => told.is_ok(),
+        ended = &mut supervisor => {
+            ended??;
+            false
         }
-        if supervisor.is_finished() {
-            (&mut supervisor).await??;
-            bail!("sandbox {name} stopped before it could be shown");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    if !announced {
+        (&mut supervisor).await??;
+        bail!("sandbox {name} stopped before it could be shown");
+    }
+    let client = control::Client::for_record(&Record::read(&home.dir(&name))?)?;
     let shown = tui::run(client, &name, true, &home).await;
     stop.cancel();
     let stopped = supervisor.await?;
@@ -738,7 +747,15 @@ async fn up_detached(
     let topology = harness::topology::Topology::load_all(&file)?;
     refuse_unrunnable(backend, &topology).await?;
     let dir = home.claim(&name)?;
-    let spawned = spawn_supervisor(&home, &name, &file, &workspace, backend);
+    // The supervisor says on this socket, once, when its control API listens.
+    let announce = match Announcement::listen() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let spawned = spawn_supervisor(&home, &name, &file, &workspace, backend, &announce.path);
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -751,16 +768,14 @@ async fn up_detached(
     if interactive {
         outln!("starting sandbox {name} in the background");
     }
-    // Wait for the supervisor's control API, then follow the state it pushes.
-    let client = loop {
-        if let Some(status) = child.try_wait()? {
-            return Err(failed_to_start(&name, &dir, &log, status));
-        }
-        if let Ok(c) = Record::read(&dir).and_then(|r| control::Client::for_record(&r)) {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Wait for the supervisor to say its control API listens (or to end),
+    // then follow the state it pushes.
+    tokio::select! {
+        told = announce.heard() => told?,
+        status = child.wait() => return Err(failed_to_start(&name, &dir, &log, status?)),
+    }
+    drop(announce);
+    let client = control::Client::for_record(&Record::read(&dir)?)?;
     let mut prev: Option<State> = None;
     // The stream fails or ends early when the supervisor stops before serving it.
     if let Ok(states) = client.states().await {
@@ -783,7 +798,7 @@ async fn up_detached(
     }
     // It failed: the supervisor tears down and removes the directory itself;
     // its log says why.
-    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    let status = child.wait().await?;
     Err(failed_to_start(&name, &dir, &log, status))
 }
 
@@ -803,13 +818,58 @@ fn failed_to_start(
     anyhow::anyhow!("sandbox {name} failed to start ({status}):\n{why}")
 }
 
+/// Where a detached supervisor says its control API listens: a Unix socket
+/// in a directory of its own, private to this user (0700), removed with it.
+struct Announcement {
+    dir: PathBuf,
+    path: PathBuf,
+    listener: tokio::net::UnixListener,
+}
+
+impl Announcement {
+    fn listen() -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("sbx-announce-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("s");
+        match tokio::net::UnixListener::bind(&path) {
+            Ok(listener) => Ok(Self { dir, path, listener }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(anyhow::anyhow!("cannot listen on {}: {e}", path.display()))
+            }
+        }
+    }
+
+    /// The supervisor's word: its control API listens.
+    async fn heard(&self) -> anyhow::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let (mut socket, _) = self.listener.accept().await?;
+        let mut line = String::new();
+        socket.read_to_string(&mut line).await?;
+        let _: harness::sandbox::Control =
+            serde_json::from_str(line.trim()).context("the supervisor's announcement is not its control address")?;
+        Ok(())
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn spawn_supervisor(
     home: &Home,
     name: &str,
     files: &[PathBuf],
     workspace: &std::path::Path,
     backend: Kind,
-) -> anyhow::Result<std::process::Child> {
+    announce: &std::path::Path,
+) -> anyhow::Result<tokio::process::Child> {
     use std::os::unix::process::CommandExt;
     home.ensure()?;
     let log = sandbox::open_private(&home.log(name)).context("cannot create the supervisor's log")?;
@@ -822,12 +882,15 @@ fn spawn_supervisor(
         .arg("--workspace")
         .arg(workspace)
         .args(["--backend", backend.name()])
+        .arg("--announce")
+        .arg(announce)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         // Its own process group: a Ctrl-C in this terminal must not reach it.
         .process_group(0);
-    Ok(cmd.spawn()?)
+    // It outlives this process: dropping the handle must not kill it.
+    Ok(tokio::process::Command::from(cmd).kill_on_drop(false).spawn()?)
 }
 
 async fn down(home: &Home, name: Option<&str>) -> anyhow::Result<ExitCode> {

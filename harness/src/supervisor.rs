@@ -33,6 +33,55 @@ pub struct Options {
     /// Cancel to stop the sandbox, as `sandbox down` does (for callers that run
     /// the supervisor in-process, like the e2e runner).
     pub stop: CancellationToken,
+    /// Who to tell where the control API listens, once it does.
+    pub announce: Announce,
+}
+
+/// Who is told where a supervisor's control API listens as soon as it does:
+/// the starter waiting for it, instead of reading the sandbox's record again
+/// and again until it names one.
+#[derive(Debug, Clone, Default)]
+pub enum Announce {
+    #[default]
+    Nobody,
+    /// A starter in this process (`up` in the foreground).
+    Channel(std::sync::Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Control>>>>),
+    /// A starter in another process (`up --detach`), listening on this Unix
+    /// socket in a directory private to its user.
+    Socket(PathBuf),
+}
+
+impl Announce {
+    /// An announcement to this process, and where it arrives.
+    pub fn channel() -> (Self, tokio::sync::oneshot::Receiver<Control>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Self::Channel(std::sync::Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    /// Tell the starter (once): the control API's address and token, as a JSON line.
+    async fn tell(&self, control: &Control) -> Result<()> {
+        match self {
+            Self::Nobody => Ok(()),
+            Self::Channel(tx) => {
+                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(control.clone());
+                }
+                Ok(())
+            }
+            Self::Socket(path) => {
+                use tokio::io::AsyncWriteExt;
+                let told = async {
+                    let mut socket = tokio::net::UnixStream::connect(path).await?;
+                    let mut line = serde_json::to_vec(control).map_err(std::io::Error::other)?;
+                    line.push(b'\n');
+                    socket.write_all(&line).await?;
+                    socket.shutdown().await
+                };
+                told.await
+                    .map_err(Error::io(format!("cannot tell the starter at {} where the sandbox is", path.display())))
+            }
+        }
+    }
 }
 
 /// What the caller wants to see while the sandbox runs: called on its own task
@@ -73,6 +122,9 @@ async fn run_claimed(opts: &Options, topology: Topology, dir: PathBuf, observer:
         postgres_password: (opts.backend == Kind::Local).then(control::random_token),
     };
     record.write()?;
+    if let Some(control) = &record.control {
+        opts.announce.tell(control).await?;
+    }
     match opts.backend {
         Kind::Local => {
             let password = record.postgres_password.clone().unwrap_or_else(control::random_token);

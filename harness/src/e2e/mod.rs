@@ -437,6 +437,7 @@ impl Ephemeral {
             claimed: false,
             stop: stop.clone(),
             sandbox_bin: opts.sandbox_bin.clone(),
+            announce: crate::supervisor::Announce::Nobody,
         };
         let (tx, mut rx) = tokio::sync::watch::channel(None);
         let mut supervisor = tokio::spawn(crate::supervisor::run(sup, Forward(tx)));
