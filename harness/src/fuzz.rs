@@ -31,6 +31,8 @@ pub struct Options {
     /// Test cases per operation and phase, at most.
     pub examples: u32,
     pub seed: Option<u64>,
+    /// Fewer requests than this fails the run: too little was tried.
+    pub min_requests: u64,
 }
 
 /// What a run found.
@@ -49,6 +51,8 @@ pub struct Outcome {
     pub refusals_that_changed_something: Vec<String>,
     /// Broken invariants of the books, each on its line.
     pub audit: Vec<String>,
+    /// The fewest requests a passing run sends.
+    pub min_requests: u64,
     /// What the fuzzer's requests did to the books: payments completed,
     /// top-ups succeeded, accounts audited.
     pub moved: (usize, usize, usize),
@@ -57,6 +61,7 @@ pub struct Outcome {
 impl Outcome {
     pub fn passed(&self) -> bool {
         self.fuzzer_passed
+            && self.requests >= self.min_requests
             && self.server_errors == 0
             && self.audit.is_empty()
             && self.refusals_that_changed_something.is_empty()
@@ -79,6 +84,12 @@ impl Outcome {
             self.moved.1,
             if self.audit.is_empty() { "every invariant holds".to_string() } else { self.audit.join("\n  ") },
         );
+        if self.requests < self.min_requests {
+            out.push_str(&format!(
+                "too few requests: {} of the {} a run must send; raise --examples\n",
+                self.requests, self.min_requests
+            ));
+        }
         for change in &self.refusals_that_changed_something {
             out.push_str(&format!("  refused, yet: {change}\n"));
         }
@@ -189,6 +200,7 @@ pub fn run(exe: &Path, workspace: &Path, options: &Options) -> Result<Outcome> {
                 refusals_that_changed_something: changed,
                 audit,
                 moved,
+                min_requests: options.min_requests,
             })
         })
     })();

@@ -275,8 +275,11 @@ enum Command {
     /// invariant or a refusal that changed something.
     Fuzz {
         /// Test cases per operation and phase, at most.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 50)]
         examples: u32,
+        /// Fewer requests than this, and the run fails: too little was tried.
+        #[arg(long, default_value_t = 2000)]
+        min_requests: u64,
         /// Schemathesis' random seed, to repeat a run.
         #[arg(long)]
         seed: Option<u64>,
@@ -545,10 +548,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await??;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Fuzz { examples, seed, backend } => {
+        Command::Fuzz { examples, min_requests, seed, backend } => {
             let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
             let workspace = workspace()?;
-            let options = harness::fuzz::Options { backend, examples, seed };
+            let options = harness::fuzz::Options { backend, examples, seed, min_requests };
             let outcome = tokio::task::spawn_blocking(move || harness::fuzz::run(&exe, &workspace, &options)).await??;
             out!("{}", outcome.summary());
             Ok(if outcome.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
