@@ -129,34 +129,59 @@ pub fn child(image: &str) {
 /// prune` leaves them while it lives and removes them once it is gone.
 pub fn prune_removes_what_a_killed_test_process_left() {
     let sandbox = image("sandbox");
-    let home = tempdir();
+    let mut run = PruneRun::new();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env("SANDBOX_CONTAINERS_CHILD", &sandbox)
-        .env("SANDBOX_HOME", &home)
+        .env("SANDBOX_HOME", &run.home)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let said = child.stdout.take().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    run.child = Some(child);
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(said).read_line(&mut line).unwrap();
     let id = line.trim().strip_prefix("started ").unwrap_or_else(|| panic!("the child said: {line}")).to_string();
-    let prune = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_sandbox")).arg("--home").arg(&home).arg("prune").output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    prune();
+    run.prune();
     assert!(exists(&id), "a live test's container is left alone");
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
-    child.wait().unwrap();
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    run.child.as_mut().map(|c| c.wait().unwrap());
     assert!(exists(&id), "killed with -9, the test removed nothing");
-    let said = prune();
+    let said = run.prune();
     assert!(!exists(&id), "prune removed it: {said}");
     assert!(said.contains("removed"), "{said}");
-    let _ = std::fs::remove_dir_all(&home);
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sbx-tc-home-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// The prune test's home and child: whatever happens in the test, the child
+/// is killed, what it left pruned and the home removed.
+struct PruneRun {
+    home: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PruneRun {
+    fn new() -> Self {
+        let home = std::env::temp_dir().join(format!("sbx-tc-home-{}", std::process::id()));
+        std::fs::create_dir_all(&home).unwrap();
+        Self { home, child: None }
+    }
+
+    /// `sandbox prune` on the home: what it said.
+    fn prune(&self) -> String {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_sandbox")).arg("--home").arg(&self.home).arg("prune").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for PruneRun {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new(env!("CARGO_BIN_EXE_sandbox")).arg("--home").arg(&self.home).arg("prune").output();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
 }
