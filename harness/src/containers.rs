@@ -137,24 +137,25 @@ impl Image for Postgres {
     }
 }
 
-/// The bank's image (`bank-sandbox/bank`) and the harness's (`bank-sandbox/sandbox`).
-fn ours(kind: &str) -> String {
-    format!("{REPOSITORY}/{kind}")
-}
-
-/// The embedded Kafka-protocol broker (`sandbox broker` in
-/// `bank-sandbox/sandbox`). It tells clients to connect to `advertise`: the
-/// host's mapped port for clients on the host ([`broker_for_the_host`]), or
-/// `<alias>:9092` for containers on a shared network. It creates no topic by
-/// itself (no auto-create, as the sandbox's rule for Kafka says): make them
-/// with an admin client first.
+/// One of the project's own parts: the embedded Kafka-protocol broker and
+/// the provider mocks (`bank-sandbox/sandbox`), a bank service
+/// (`bank-sandbox/bank`); what it runs, its settings and its one port, ready
+/// when its container's health check passes.
 #[derive(Debug, Clone)]
-pub struct Broker {
+pub struct Part {
     name: String,
     cmd: Vec<String>,
+    env: BTreeMap<String, String>,
+    port: [ContainerPort; 1],
 }
 
-impl Image for Broker {
+impl Part {
+    fn new(kind: &str, cmd: Vec<String>, env: BTreeMap<String, String>, port: ContainerPort) -> Self {
+        Self { name: format!("{REPOSITORY}/{kind}"), cmd, env, port: [port] }
+    }
+}
+
+impl Image for Part {
     fn name(&self) -> &str {
         &self.name
     }
@@ -167,121 +168,61 @@ impl Image for Broker {
         vec![WaitFor::healthcheck()]
     }
 
+    fn env_vars(&self) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
+        self.env.iter()
+    }
+
     fn cmd(&self) -> impl IntoIterator<Item = impl Into<Cow<'_, str>>> {
         self.cmd.iter()
     }
 
     fn expose_ports(&self) -> &[ContainerPort] {
-        &[KAFKA_PORT]
+        &self.port
     }
 }
 
-/// The broker, advertising `advertise` (`host:port`) to its clients.
-pub fn broker(advertise: &str) -> ContainerRequest<Broker> {
+/// The embedded Kafka-protocol broker (`sandbox broker`), telling clients to
+/// connect to `advertise` (`host:port`): the host's mapped port for clients
+/// on the host ([`broker_for_the_host`]), or `<alias>:9092` for containers on
+/// a shared network. It creates no topic by itself (no auto-create, as the
+/// sandbox's rule for Kafka says): make them with an admin client first.
+pub fn broker(advertise: &str) -> ContainerRequest<Part> {
     let cmd = ["broker", "--listen", "0.0.0.0:9092", "--advertise", advertise].map(String::from).to_vec();
-    labelled(ContainerRequest::from(Broker { name: ours("sandbox"), cmd }), "kafka")
+    labelled(ContainerRequest::from(Part::new("sandbox", cmd, BTreeMap::new(), KAFKA_PORT)), "kafka")
         .with_health_check(health(Healthcheck::cmd(["sandbox", "probe", "tcp://127.0.0.1:9092"])))
 }
 
 /// The broker for clients on this host: a free port of the host mapped to
 /// it and advertised, so what a client is told to connect to is what reaches
 /// it. Returns the request and the bootstrap address (`127.0.0.1:<port>`).
-pub fn broker_for_the_host() -> std::io::Result<(ContainerRequest<Broker>, String)> {
+pub fn broker_for_the_host() -> std::io::Result<(ContainerRequest<Part>, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let bootstrap = format!("127.0.0.1:{port}");
     Ok((broker(&bootstrap).with_mapped_port(port, KAFKA_PORT), bootstrap))
 }
 
 /// A mocked third party (`sandbox provider` with its definition from
-/// `fixtures/providers/`), steered at `/__admin` like the sandbox's.
-#[derive(Debug, Clone)]
-pub struct Provider {
-    name: String,
-    cmd: Vec<String>,
-    env: BTreeMap<String, String>,
-}
-
-impl Image for Provider {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn tag(&self) -> &str {
-        VERSION
-    }
-
-    fn ready_conditions(&self) -> Vec<WaitFor> {
-        vec![WaitFor::healthcheck()]
-    }
-
-    fn env_vars(&self) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
-        self.env.iter()
-    }
-
-    fn cmd(&self) -> impl IntoIterator<Item = impl Into<Cow<'_, str>>> {
-        self.cmd.iter()
-    }
-
-    fn expose_ports(&self) -> &[ContainerPort] {
-        &[HTTP_PORT]
-    }
-}
-
-/// The mock of `provider` (`payment-scheme`, `card-acquirer`,
+/// `fixtures/providers/`), steered at `/__admin` like the sandbox's: the mock of `provider` (`payment-scheme`, `card-acquirer`,
 /// `screening-vendor`), posting its webhooks to `webhooks` (a base URL the
 /// container can reach) when given, signed with [`WEBHOOK_SECRET`].
-pub fn provider(provider: &str, webhooks: Option<&str>) -> ContainerRequest<Provider> {
+pub fn provider(provider: &str, webhooks: Option<&str>) -> ContainerRequest<Part> {
     let spec = format!("/fixtures/providers/{provider}.yaml");
     let cmd = ["provider", "--spec", &spec, "--listen", "0.0.0.0:8080"].map(String::from).to_vec();
     let mut env = BTreeMap::from([("WEBHOOK_SECRET".to_string(), WEBHOOK_SECRET.to_string())]);
     if let Some(base) = webhooks {
         env.insert("WEBHOOK_BASE_URL".into(), base.to_string());
     }
-    labelled(ContainerRequest::from(Provider { name: ours("sandbox"), cmd, env }), provider)
+    labelled(ContainerRequest::from(Part::new("sandbox", cmd, env, HTTP_PORT)), provider)
         .with_health_check(health(Healthcheck::cmd(["sandbox", "probe", "http://127.0.0.1:8080/__admin/health"])))
 }
 
-/// A service of the bank (`bank-sandbox/bank`, `bank <service>`), with the
-/// settings it reads (`DATABASE_URL`, `ACCOUNTS_URL`, `KAFKA_BROKERS`, ...),
-/// ready when its `/health` answers 200.
-#[derive(Debug, Clone)]
-pub struct Service {
-    name: String,
-    service: String,
-    env: BTreeMap<String, String>,
-}
-
-impl Image for Service {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn tag(&self) -> &str {
-        VERSION
-    }
-
-    fn ready_conditions(&self) -> Vec<WaitFor> {
-        vec![WaitFor::healthcheck()]
-    }
-
-    fn env_vars(&self) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
-        self.env.iter()
-    }
-
-    fn cmd(&self) -> impl IntoIterator<Item = impl Into<Cow<'_, str>>> {
-        [self.service.as_str()]
-    }
-
-    fn expose_ports(&self) -> &[ContainerPort] {
-        &[HTTP_PORT]
-    }
-}
-
-/// The bank's `service` with `settings` (its own `HTTP_ADDR` is set).
-pub fn service<'a>(service: &str, settings: impl IntoIterator<Item = (&'a str, String)>) -> ContainerRequest<Service> {
+/// A service of the bank (`bank <service>`) with the settings it reads
+/// (`DATABASE_URL`, `ACCOUNTS_URL`, `KAFKA_BROKERS`, ...; its own `HTTP_ADDR`
+/// is set), ready when its `/health` answers 200.
+pub fn service<'a>(service: &str, settings: impl IntoIterator<Item = (&'a str, String)>) -> ContainerRequest<Part> {
     let mut env: BTreeMap<String, String> = settings.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     env.insert("HTTP_ADDR".into(), "0.0.0.0:8080".into());
-    let image = Service { name: ours("bank"), service: service.to_string(), env };
+    let image = Part::new("bank", vec![service.to_string()], env, HTTP_PORT);
     labelled(ContainerRequest::from(image), service).with_health_check(health(Healthcheck::cmd([
         "bank",
         "probe",

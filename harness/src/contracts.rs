@@ -79,8 +79,6 @@ pub struct HttpContract {
 struct Operation {
     method: String,
     template: String,
-    /// The template's segments; `None` where a parameter goes.
-    segments: Vec<Option<String>>,
     /// Status (`"200"`, `"default"`) to the body's validator, `None` for a
     /// status that has no JSON body to check.
     responses: BTreeMap<String, Option<std::sync::Arc<jsonschema::Validator>>>,
@@ -96,7 +94,6 @@ impl HttpContract {
     /// Compile every answer's schema of `document` (OpenAPI 3.1); an error
     /// names the operation whose schema does not compile.
     pub fn new(document: &serde_json::Value) -> Result<Self, String> {
-        let components = document.get("components").cloned().unwrap_or_default();
         let mut compiled: BTreeMap<String, std::sync::Arc<jsonschema::Validator>> = BTreeMap::new();
         let mut operations = Vec::new();
         for (template, item) in document["paths"].as_object().into_iter().flatten() {
@@ -111,11 +108,7 @@ impl HttpContract {
                         Some(schema) => {
                             let key = schema.to_string();
                             if !compiled.contains_key(&key) {
-                                let mut root = serde_json::json!({ "components": components });
-                                if let (Some(root), Some(schema)) = (root.as_object_mut(), schema.as_object()) {
-                                    root.extend(schema.clone());
-                                }
-                                let validator = compile(&root).map_err(|e| {
+                                let validator = compile(&standalone(document, &schema)).map_err(|e| {
                                     format!(
                                         "{} {template}: the schema of its {status} answer does not compile: {e}",
                                         method.to_uppercase()
@@ -129,16 +122,7 @@ impl HttpContract {
                     };
                     responses.insert(status.clone(), validator);
                 }
-                let segments = template
-                    .split('/')
-                    .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_string()))
-                    .collect();
-                operations.push(Operation {
-                    method: method.to_uppercase(),
-                    template: template.clone(),
-                    segments,
-                    responses,
-                });
+                operations.push(Operation { method: method.to_uppercase(), template: template.clone(), responses });
             }
         }
         Ok(Self { operations })
@@ -155,19 +139,8 @@ impl HttpContract {
     pub fn check(&self, method: &str, path: &str, status: u16, body: &serde_json::Value) -> Result<(), String> {
         let method = method.to_uppercase();
         let path = path.split('?').next().unwrap_or(path);
-        let segments: Vec<&str> = path.split('/').collect();
-        let operation = self
-            .operations
-            .iter()
-            .filter(|o| o.method == method && o.segments.len() == segments.len())
-            .filter(|o| {
-                o.segments.iter().zip(&segments).all(|(t, s)| match t {
-                    Some(t) => t == s,
-                    None => !s.is_empty(),
-                })
-            })
-            // The most literal template wins (`/accounts/x` over `/{service}/x`).
-            .min_by_key(|o| o.segments.iter().filter(|s| s.is_none()).count());
+        let operations = self.operations.iter().filter(|o| o.method == method).map(|o| (o.template.as_str(), o));
+        let operation = most_literal(operations, path);
         let Some(operation) = operation else {
             // Not found is the answer for whatever no operation describes.
             if status == 404 {
@@ -241,27 +214,15 @@ impl RequestForm {
             Ok(url) => url.path().to_string(),
             Err(_) => path.split('?').next().unwrap_or(path).to_string(),
         };
-        let segments: Vec<&str> = path.split('/').collect();
         let method = method.to_lowercase();
-        let (_, operation) = document["paths"]
-            .as_object()?
-            .iter()
-            .filter(|(template, item)| {
-                let t: Vec<&str> = template.split('/').collect();
-                item.get(&method).is_some()
-                    && t.len() == segments.len()
-                    && t.iter().zip(&segments).all(|(t, s)| t.starts_with('{') && !s.is_empty() || t == s)
-            })
-            .min_by_key(|(template, _)| template.matches('{').count())?;
-        let operation = &operation[&method];
-        let Some(schema) = operation["requestBody"]["content"]["application/json"]["schema"].as_object() else {
+        let items = document["paths"].as_object()?.iter();
+        let operations = items.filter_map(|(template, item)| Some((template.as_str(), item.get(&method)?)));
+        let operation = most_literal(operations, &path)?;
+        let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+        if !schema.is_object() {
             return Some(Self { fields: Vec::new(), schema: None });
-        };
-        let components = document.get("components").cloned().unwrap_or_default();
-        let mut root = serde_json::json!({ "components": components });
-        if let Some(root) = root.as_object_mut() {
-            root.extend(schema.clone());
         }
+        let root = standalone(document, schema);
         let mut fields = Vec::new();
         leaves(document, &root, "", true, &mut fields);
         // The required ones first (each group in the document's order).
@@ -313,6 +274,32 @@ impl RequestForm {
             .collect();
         if errors.is_empty() { Ok(body) } else { Err(errors) }
     }
+}
+
+/// Of `operations` (each with its path template), the one whose template
+/// names `path` (a `{...}` segment takes any non-empty one), the most literal
+/// winning: `/accounts/x` over `/{service}/x`.
+fn most_literal<'t, T>(operations: impl Iterator<Item = (&'t str, T)>, path: &str) -> Option<T> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let parameter = |t: &str| t.starts_with('{') && t.ends_with('}');
+    operations
+        .filter(|(template, _)| {
+            let t: Vec<&str> = template.split('/').collect();
+            t.len() == segments.len()
+                && t.iter().zip(&segments).all(|(t, s)| if parameter(t) { !s.is_empty() } else { t == s })
+        })
+        .min_by_key(|(template, _)| template.split('/').filter(|t| parameter(t)).count())
+        .map(|(_, operation)| operation)
+}
+
+/// A schema of `document` that stands on its own: the document's
+/// components beside it, so that its `$ref`s resolve.
+fn standalone(document: &serde_json::Value, schema: &serde_json::Value) -> serde_json::Value {
+    let mut root = serde_json::json!({ "components": document.get("components").cloned().unwrap_or_default() });
+    if let (Some(root), Some(schema)) = (root.as_object_mut(), schema.as_object()) {
+        root.extend(schema.clone());
+    }
+    root
 }
 
 /// `schema` with its `$ref` followed (into `document`'s components) and an

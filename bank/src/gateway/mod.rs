@@ -84,12 +84,10 @@ fn router() -> Routes {
             post_with(webhook, |op| {
                 op.id("webhook")
                     .summary("A provider's webhook: checked, recorded as an event, and passed to the service that handles it")
-                    .description("Believed only when signed: `x-provider-signature: t=<unix>,v1=<HMAC-SHA256 of \"<t>.<body>\">`. The service's answer is passed back as it is.")
+                    .signed_webhook("The service's answer is passed back as it is.")
                     .answers_as::<Value>(200, "application/json", "The service processed it (or had already)")
                     .refuses(400, "The body is not JSON")
-                    .refuses(401, "The signature is missing, malformed, stale or does not match the body")
                     .refuses(404, "No service takes this provider's webhooks, or the webhook names something the service does not know")
-                    .refuses(413, "The body is larger than 64 KiB")
                     .refuses(422, "The service refused what the webhook says")
                     .refuses(503, "The service did not take it; the provider will deliver again")
             }),

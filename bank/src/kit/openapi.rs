@@ -177,6 +177,10 @@ pub trait Document: Sized {
     /// can follow, its `parameter` the answer's `id`: an OpenAPI link, which
     /// a client (or a stateful fuzzer) follows from what it created to it.
     fn leads_to(self, status: u16, operation_id: &str, parameter: &str) -> Self;
+    /// A provider's webhook, behind the kit's signature guard
+    /// (`kit::webhooks`): says how it is signed (then `more`), and the 401
+    /// and 413 the guard answers before any handler.
+    fn signed_webhook(self, more: &str) -> Self;
     /// May answer 503 when every database connection stays busy (Retry-After: 1).
     fn busy(self) -> Self {
         self.refuses(503, "Every database connection of the service stayed busy; retry after a second")
@@ -208,6 +212,17 @@ impl Document for TransformOperation<'_> {
             response.links.insert(operation_id.to_string(), ReferenceOr::Item(link));
         }
         self
+    }
+
+    fn signed_webhook(self, more: &str) -> Self {
+        let signed = format!(
+            "Believed only when signed: `{}: t=<unix>,v1=<HMAC-SHA256 of \"<t>.<body>\">`.{}{more}",
+            wire::SIGNATURE_HEADER,
+            if more.is_empty() { "" } else { " " }
+        );
+        self.description(&signed)
+            .refuses(401, "The signature is missing, malformed, stale or does not match the body")
+            .refuses(413, &format!("The body is larger than {} KiB", super::webhooks::MAX_BODY / 1024))
     }
 
     fn refuses(mut self, status: u16, why: &str) -> Self {

@@ -139,11 +139,9 @@ fn router() -> Routes {
             post_with(scheme_webhook, |op| {
                 op.id("paymentSchemeWebhook")
                     .summary("The payment scheme's word on a payment: settled, rejected, or one received for a customer")
-                    .description("Believed only when signed: `x-provider-signature: t=<unix>,v1=<HMAC-SHA256 of \"<t>.<body>\">`.")
+                    .signed_webhook("")
                     .answers_as::<WebhookAck>(200, "application/json", "Processed, or a repeat of one already processed")
-                    .refuses(401, "The signature is missing, malformed, stale or does not match the body")
                     .refuses(404, "The webhook names a payment this bank did not make")
-                    .refuses(413, "The body is larger than 64 KiB")
                     .refuses(422, "The webhook names something that is not a payment id, or a payment in a state it cannot move from")
                     .refuses(503, "The accounts service or the scheme did not answer; the scheme will deliver again")
             }),

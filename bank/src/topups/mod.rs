@@ -116,11 +116,9 @@ fn router() -> Routes {
             post_with(acquirer_webhook, |op| {
                 op.id("cardAcquirerWebhook")
                     .summary("The card acquirer's word on a charge: succeeded or declined")
-                    .description("Believed only when signed: `x-provider-signature: t=<unix>,v1=<HMAC-SHA256 of \"<t>.<body>\">`.")
+                    .signed_webhook("")
                     .answers_as::<TopupAck>(200, "application/json", "Processed, or a repeat of one already processed")
-                    .refuses(401, "The signature is missing, malformed, stale or does not match the body")
                     .refuses(404, "The webhook names a top-up this bank did not make")
-                    .refuses(413, "The body is larger than 64 KiB")
                     .refuses(422, "The charge id is not a top-up id, or the charge does not match the top-up")
                     .refuses(503, "The accounts service did not answer; the acquirer will deliver again")
             }),
