@@ -775,3 +775,67 @@ pub fn clone(workspace: &Path) -> Result<String> {
         s(healthy.saturating_sub(built)),
     ))
 }
+
+/// `sandbox bench start`: starting a whole bank from code, to every component
+/// healthy, and removing it: the library's start (`start::Sandbox`) on each
+/// backend, the bank-in-a-box through its testcontainers module (healthy and
+/// Kafka advertised), and `sandbox up --backend docker --detach` beside them.
+pub fn start(exe: &Path, workspace: &Path, images_home: &crate::sandbox::Home, runs: usize) -> Result<String> {
+    use crate::backend::Kind;
+    crate::images::build(&crate::images::Options::new(workspace, &images_home.root), &mut |_: &str| {})?;
+    let home = std::env::temp_dir().join(format!("sbx-bench-start-{}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(Error::io("cannot create the bench home"))?;
+    let _removed = Removed(home.clone());
+    let bench = Bench { exe: exe.to_path_buf(), home: home.clone(), workspace: workspace.to_path_buf() };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::io("runtime"))?;
+    let (mut local, mut docker, mut boxed, mut cli) =
+        (Sample::default(), Sample::default(), Sample::default(), Sample::default());
+    for i in 0..runs.max(1) {
+        for (kind, sample) in [(Kind::Local, &mut local), (Kind::Docker, &mut docker)] {
+            let mut opts = crate::start::Options::new(workspace, exe);
+            opts.name = Some(format!("bench-start-{}-{i}", kind.name()));
+            opts.home = crate::sandbox::Home { root: home.clone() };
+            opts.backend = kind;
+            let started = Instant::now();
+            let sandbox = rt.block_on(crate::start::Sandbox::start(opts))?;
+            sample.up.push(started.elapsed());
+            let t = Instant::now();
+            rt.block_on(sandbox.stop())?;
+            sample.down.push(t.elapsed());
+        }
+        let started = Instant::now();
+        let bank = rt
+            .block_on(crate::containers::BankInABox::default().start())
+            .map_err(|e| Error::Other(format!("the bank-in-a-box did not start: {e}")))?;
+        boxed.up.push(started.elapsed());
+        let t = Instant::now();
+        rt.block_on(bank.container.rm()).map_err(|e| Error::Other(format!("cannot remove the bank-in-a-box: {e}")))?;
+        boxed.down.push(t.elapsed());
+
+        let name = format!("bench-start-cli-{i}");
+        cli.up.push(bench.sandbox(&["up", "--detach", "--backend", "docker", "--name", &name])?);
+        cli.down.push(bench.sandbox(&["down", &name])?);
+    }
+    let secs = |v: &mut Vec<Duration>| {
+        v.sort();
+        format!(
+            "{:.2} s ({:.2}-{:.2})",
+            percentile(v, 0.5).as_secs_f64(),
+            v[0].as_secs_f64(),
+            v[v.len() - 1].as_secs_f64()
+        )
+    };
+    let mut out = format!(
+        "| {} runs each, p50 (min-max) | to every component healthy | removed |\n|---|---|---|\n",
+        local.up.len()
+    );
+    for (what, sample) in [
+        ("`start::Sandbox`, local backend", &mut local),
+        ("`start::Sandbox`, Docker backend", &mut docker),
+        ("`BankInABox::default().start()` (one container)", &mut boxed),
+        ("`sandbox up --backend docker --detach`", &mut cli),
+    ] {
+        out.push_str(&format!("| {what} | {} | {} |\n", secs(&mut sample.up), secs(&mut sample.down)));
+    }
+    Ok(out)
+}

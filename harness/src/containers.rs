@@ -236,3 +236,149 @@ pub async fn http_url<I: Image>(container: &ContainerAsync<I>) -> testcontainers
     let host = container.get_host().await?;
     Ok(format!("http://{host}:{port}"))
 }
+
+/// The whole bank in one container (`bank-sandbox/bank-in-a-box`, see
+/// [`crate::inabox`]): its gateway, Kafka, PostgreSQL and provider mocks
+/// on fixed ports inside it, ready when every component is healthy.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let bank = harness::containers::BankInABox::default().start().await?;
+/// let gateway = bank.gateway().await?; // http://localhost:<port>
+/// let kafka = bank.kafka_bootstrap().await?; // localhost:<port>, advertised as such
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct BankInABox {
+    image: String,
+    env: BTreeMap<String, String>,
+}
+
+/// The repository the bank-in-a-box is taken from: `$SANDBOX_IMAGES`, else
+/// `bank-sandbox` (where `sandbox images build` tags it).
+pub const IMAGES_ENV: &str = "SANDBOX_IMAGES";
+
+impl Default for BankInABox {
+    /// `bank-sandbox/bank-in-a-box` at this version (another repository from
+    /// `$SANDBOX_IMAGES`), with a random PostgreSQL password: its ports are
+    /// reachable by anything on the machine.
+    fn default() -> Self {
+        let repository = std::env::var(IMAGES_ENV).unwrap_or_else(|_| REPOSITORY.to_string());
+        Self {
+            image: format!("{repository}/bank-in-a-box"),
+            env: BTreeMap::from([("POSTGRES_PASSWORD".into(), uuid::Uuid::new_v4().simple().to_string())]),
+        }
+    }
+}
+
+/// The ports the bank-in-a-box opens.
+const BOX_PORTS: [ContainerPort; 6] = [
+    ContainerPort::Tcp(crate::inabox::GATEWAY_PORT),
+    ContainerPort::Tcp(crate::inabox::PROVIDER_PORTS[0].1),
+    ContainerPort::Tcp(crate::inabox::PROVIDER_PORTS[1].1),
+    ContainerPort::Tcp(crate::inabox::PROVIDER_PORTS[2].1),
+    ContainerPort::Tcp(crate::inabox::KAFKA_PORT),
+    ContainerPort::Tcp(crate::inabox::POSTGRES_PORT),
+];
+
+impl BankInABox {
+    pub fn password(&self) -> &str {
+        self.env.get("POSTGRES_PASSWORD").map(String::as_str).unwrap_or_default()
+    }
+
+    /// The request, labelled as the sandbox's, for testcontainers' own API (a
+    /// network, more settings); [`BankInABox::start`] is the short way.
+    pub fn request(self) -> ContainerRequest<Self> {
+        labelled(ContainerRequest::from(self), "bank-in-a-box")
+            .with_health_check(health(Healthcheck::cmd(["sandbox", "box", "health"])))
+    }
+
+    /// Start it, wait until every component is healthy, and tell its broker
+    /// the host's port mapped to Kafka's, so a client on this host can
+    /// produce and consume through it.
+    pub async fn start(self) -> testcontainers::core::error::Result<RunningBank> {
+        use testcontainers::runners::AsyncRunner;
+        let container = self.request().start().await?;
+        let bank = RunningBank { container };
+        let to = bank.kafka_bootstrap().await?;
+        let mut told = bank
+            .container
+            .exec(testcontainers::core::ExecCommand::new(["sandbox", "box", "advertise", to.as_str()]))
+            .await?;
+        let out = told.stdout_to_vec().await?;
+        if told.exit_code().await? != Some(0) {
+            let err = String::from_utf8_lossy(&told.stderr_to_vec().await?).to_string();
+            return Err(testcontainers::TestcontainersError::other(format!(
+                "the bank-in-a-box did not take Kafka's address {to}: {err}{}",
+                String::from_utf8_lossy(&out)
+            )));
+        }
+        Ok(bank)
+    }
+}
+
+impl Image for BankInABox {
+    fn name(&self) -> &str {
+        &self.image
+    }
+
+    fn tag(&self) -> &str {
+        VERSION
+    }
+
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::healthcheck()]
+    }
+
+    fn env_vars(&self) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
+        self.env.iter()
+    }
+
+    fn expose_ports(&self) -> &[ContainerPort] {
+        &BOX_PORTS
+    }
+}
+
+/// A started bank-in-a-box: its addresses from this host. Removed when dropped.
+#[derive(Debug)]
+pub struct RunningBank {
+    pub container: ContainerAsync<BankInABox>,
+}
+
+impl RunningBank {
+    async fn address(&self, port: u16) -> testcontainers::core::error::Result<String> {
+        let host = self.container.get_host().await?;
+        let port = self.container.get_host_port_ipv4(ContainerPort::Tcp(port)).await?;
+        Ok(format!("{host}:{port}"))
+    }
+
+    /// The bank's front door, `http://host:port`.
+    pub async fn gateway(&self) -> testcontainers::core::error::Result<String> {
+        Ok(format!("http://{}", self.address(crate::inabox::GATEWAY_PORT).await?))
+    }
+
+    /// A provider mock's base URL (its `/__admin` is there): `payment-scheme`,
+    /// `card-acquirer` or `screening-vendor`.
+    pub async fn provider(&self, name: &str) -> testcontainers::core::error::Result<String> {
+        let port =
+            crate::inabox::PROVIDER_PORTS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).ok_or_else(|| {
+                testcontainers::TestcontainersError::other(format!(
+                    "no provider `{name}`; they are: {}",
+                    crate::inabox::PROVIDER_PORTS.map(|(n, _)| n).join(", ")
+                ))
+            })?;
+        Ok(format!("http://{}", self.address(port).await?))
+    }
+
+    /// Kafka's bootstrap address for a client on this host.
+    pub async fn kafka_bootstrap(&self) -> testcontainers::core::error::Result<String> {
+        self.address(crate::inabox::KAFKA_PORT).await
+    }
+
+    /// The URL of one of the bank's databases (`accounts`, `payments`, ...).
+    pub async fn postgres_url(&self, database: &str) -> testcontainers::core::error::Result<String> {
+        let at = self.address(crate::inabox::POSTGRES_PORT).await?;
+        let password = self.container.image().password();
+        Ok(format!("postgres://{}:{password}@{at}/{database}", crate::inabox::POSTGRES_USER))
+    }
+}

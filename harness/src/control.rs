@@ -227,11 +227,12 @@ impl Client {
         let control = record.control.as_ref().ok_or_else(|| {
             Error::Other(format!("sandbox `{}` is still starting; try again in a moment", record.name))
         })?;
-        Ok(Self {
-            base: format!("http://{}", control.addr),
-            token: control.token.clone(),
-            http: reqwest::Client::new(),
-        })
+        Ok(Self::new(control))
+    }
+
+    /// A client of the control API at `control` (as its supervisor announced it).
+    pub fn new(control: &crate::sandbox::Control) -> Self {
+        Self { base: format!("http://{}", control.addr), token: control.token.clone(), http: reqwest::Client::new() }
     }
 
     fn error(&self, e: impl std::fmt::Display) -> Error {

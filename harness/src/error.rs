@@ -28,6 +28,19 @@ pub enum Error {
     Control { addr: String, message: String },
     #[error("{context}: {cause}")]
     Io { context: String, cause: std::io::Error },
+    #[error(
+        "cannot reach the Docker engine at {host} ({why}): start it (`systemctl start docker`) or point DOCKER_HOST \
+         at one, or use `--backend local`"
+    )]
+    NoEngine { host: String, why: String },
+    #[error(
+        "images not on this Docker engine: {}. `sandbox images build` makes the sandbox's own (bank-sandbox/*); add \
+         `-f compose/local-images.yaml` to run the broker and PostgreSQL from them, or `docker pull` the others",
+        images.join(", ")
+    )]
+    ImagesMissing { images: Vec<String> },
+    #[error("port {port} for {what} is taken ({cause}): stop what listens there, or give another port")]
+    PortTaken { port: u16, what: String, cause: std::io::Error },
     #[error("{0}")]
     Other(String),
 }

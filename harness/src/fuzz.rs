@@ -97,42 +97,12 @@ impl Outcome {
     }
 }
 
-/// The virtual environment with the pinned schemathesis, made when missing
-/// (under `$XDG_CACHE_HOME`, or `~/.cache`, outside any clone).
+/// The virtual environment with the pinned schemathesis, made when missing;
+/// its `schemathesis`.
 pub fn ensure_schemathesis() -> Result<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .ok_or_else(|| Error::Other("neither XDG_CACHE_HOME nor HOME is set: say where caches go".into()))?;
-    let venv = cache.join("bank-sandbox").join(format!("schemathesis-{SCHEMATHESIS}"));
-    let bin = venv.join("bin").join("schemathesis");
-    let installed = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(SCHEMATHESIS));
-    if installed {
-        return Ok(bin);
-    }
-    eprintln!("installing schemathesis {SCHEMATHESIS} into {}", venv.display());
-    std::fs::create_dir_all(venv.parent().unwrap_or(&venv)).map_err(Error::io("cannot create the fuzzer's cache"))?;
-    let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status();
-    if !made.is_ok_and(|s| s.success()) {
-        return Err(Error::Other(format!(
-            "cannot make a Python virtual environment at {}: the fuzzer needs python3 with venv \
-             (`apt-get install -y python3-venv`)",
-            venv.display()
-        )));
-    }
-    let pip = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", &format!("schemathesis=={SCHEMATHESIS}")])
-        .status();
-    if !pip.is_ok_and(|s| s.success()) {
-        let _ = std::fs::remove_dir_all(&venv);
-        return Err(Error::Other(format!(
-            "cannot install schemathesis {SCHEMATHESIS} from PyPI (pip failed above); check the network and try again"
-        )));
-    }
-    Ok(bin)
+    let pin = format!("schemathesis=={SCHEMATHESIS}");
+    let venv = crate::python::environment(&format!("schemathesis-{SCHEMATHESIS}"), &[&pin])?;
+    Ok(venv.join("bin").join("schemathesis"))
 }
 
 /// Fuzz a fresh sandbox (under a home of its own, removed after), audit it,

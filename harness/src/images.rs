@@ -38,6 +38,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The Compose override that selects the images built here, relative to the workspace.
 pub const LOCAL_IMAGES: &str = "compose/local-images.yaml";
 
+/// What of the workspace the bank-in-a-box carries: the topology and the
+/// providers' definitions it names.
+const BOX_WORKSPACE: &[&str] = &["compose", "fixtures"];
+
 /// Bumped when how an image is made changes in a way its inputs do not show.
 const RECIPE: &str = "1";
 
@@ -48,10 +52,12 @@ pub enum Kind {
     Postgres,
     Bank,
     Sandbox,
+    /// The whole bank in one container (harness/src/inabox.rs).
+    BankInABox,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Base, Kind::Postgres, Kind::Bank, Kind::Sandbox];
+    pub const ALL: [Kind; 5] = [Kind::Base, Kind::Postgres, Kind::Bank, Kind::Sandbox, Kind::BankInABox];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +65,7 @@ impl Kind {
             Kind::Postgres => "postgres",
             Kind::Bank => "bank",
             Kind::Sandbox => "sandbox",
+            Kind::BankInABox => "bank-in-a-box",
         }
     }
 
@@ -68,6 +75,7 @@ impl Kind {
             Kind::Postgres => include_str!("../images/postgres/Dockerfile"),
             Kind::Bank => include_str!("../images/bank/Dockerfile"),
             Kind::Sandbox => include_str!("../images/sandbox/Dockerfile"),
+            Kind::BankInABox => include_str!("../images/bank-in-a-box/Dockerfile"),
         }
     }
 }
@@ -114,6 +122,7 @@ impl Options {
             Kind::Postgres => format!("{repo}/postgres:15"),
             Kind::Bank => format!("{repo}/bank:{VERSION}"),
             Kind::Sandbox => format!("{repo}/sandbox:{VERSION}"),
+            Kind::BankInABox => format!("{repo}/bank-in-a-box:{VERSION}"),
         }
     }
 }
@@ -187,16 +196,20 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let mut bins = Vec::new();
     let mut why = Vec::new();
     for (kind, hash) in &stale {
-        let sources = match kind {
-            Kind::Bank => BANK_SOURCES,
-            Kind::Sandbox => SANDBOX_SOURCES,
+        let carried: &[(&str, &[&str])] = match kind {
+            Kind::Bank => &[("bank", BANK_SOURCES)],
+            Kind::Sandbox => &[("sandbox", SANDBOX_SOURCES)],
+            Kind::BankInABox => &[("bank", BANK_SOURCES), ("sandbox", SANDBOX_SOURCES)],
             _ => continue,
         };
-        if let (Some(_), Some(reason)) =
-            (hash, fresh::stale(&opts.target_dir.join("debug").join(kind.name()), &opts.workspace, sources))
-        {
-            bins.push(kind.name());
-            why.push(reason);
+        for (bin, sources) in carried {
+            if let (Some(_), Some(reason)) =
+                (hash, fresh::stale(&opts.target_dir.join("debug").join(bin), &opts.workspace, sources))
+                && !bins.contains(bin)
+            {
+                bins.push(*bin);
+                why.push(reason);
+            }
         }
     }
     if !bins.is_empty() {
@@ -267,6 +280,15 @@ pub fn inputs(opts: &Options, kind: Kind, base: &str) -> Result<String> {
         Kind::Bank => files_under(ws, BANK_SOURCES).map_err(|e| Error::Other(e.to_string()))?,
         Kind::Sandbox => {
             files_under(ws, &[SANDBOX_SOURCES, &["fixtures"]].concat()).map_err(|e| Error::Other(e.to_string()))?
+        }
+        Kind::BankInABox => {
+            // It is built on the postgres image and carries both binaries, the
+            // topology and the fixtures.
+            h.update(inputs(opts, Kind::Postgres, base)?);
+            let mut roots = [BANK_SOURCES, SANDBOX_SOURCES, BOX_WORKSPACE].concat();
+            roots.sort_unstable();
+            roots.dedup();
+            files_under(ws, &roots).map_err(|e| Error::Other(e.to_string()))?
         }
     };
     for f in files {
@@ -475,9 +497,19 @@ fn build_on_base(
             copy_binary(&bin.join("sandbox"), &ctx.path.join("sandbox"))?;
             copy_tree(&opts.workspace.join("fixtures"), &ctx.path.join("fixtures"))?;
         }
+        Kind::BankInABox => {
+            copy_binary(&bin.join("bank"), &ctx.path.join("bank"))?;
+            copy_binary(&bin.join("sandbox"), &ctx.path.join("sandbox"))?;
+            for dir in BOX_WORKSPACE {
+                copy_tree(&opts.workspace.join(dir), &ctx.path.join("workspace").join(dir))?;
+            }
+        }
         Kind::Base => unreachable!("the base is imported, not built"),
     }
-    let base_arg = format!("BASE={}", opts.tag(Kind::Base));
+    let base_arg = match kind {
+        Kind::BankInABox => format!("POSTGRES={}", opts.tag(Kind::Postgres)),
+        _ => format!("BASE={}", opts.tag(Kind::Base)),
+    };
     let label_kind = format!("{KIND_LABEL}={}", kind.name());
     let label_inputs = format!("{INPUTS_LABEL}={hash}");
     let ctx_path = ctx.path.to_string_lossy().to_string();

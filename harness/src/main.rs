@@ -11,6 +11,7 @@ use futures::StreamExt;
 use harness::backend::Kind;
 use harness::engine::{Phase, State};
 use harness::sandbox::{Home, Record};
+use harness::start::Sandbox;
 use harness::{control, progress, sandbox, supervisor};
 
 /// Print to stdout. A reader that went away (`sandbox status | head -1`) ends
@@ -94,6 +95,13 @@ enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Starting the whole bank from code to every component healthy, and removing it:
+    /// the library's start on each backend, the bank-in-a-box, `up --backend docker`.
+    Start {
+        /// Runs of each to measure.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// The dashboard's CPU and memory, idle and under a stream of log lines, and key-to-redraw time.
     Tui {
         /// Log lines a second to drive through the sandbox while measuring.
@@ -153,6 +161,26 @@ enum ContractsWhat {
     /// vendor): each operation's request and answer schemas, and the webhooks they send.
     /// The sandbox's provider mocks refuse a request that does not match (400, naming it).
     Providers,
+}
+
+#[derive(Debug, Subcommand)]
+enum BoxWhat {
+    /// Run the whole bank behind the box's fixed ports until stopped.
+    Run {
+        /// PostgreSQL's superuser password (required, as the official image requires it).
+        #[arg(long, env = "POSTGRES_PASSWORD", hide_env_values = true)]
+        postgres_password: Option<String>,
+        /// What Kafka clients are told until `box advertise` [default: <hostname>:9092]
+        #[arg(long, env = "KAFKA_ADVERTISED")]
+        advertise: Option<String>,
+        /// The workspace the box runs (its topology and fixtures).
+        #[arg(long, env = "SANDBOX_WORKSPACE", default_value = harness::inabox::WORKSPACE)]
+        workspace: PathBuf,
+    },
+    /// Exit 0 while every component is healthy.
+    Health,
+    /// Tell Kafka clients the broker is at HOST:PORT (the host's port mapped to 9092).
+    Advertise { to: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,6 +356,14 @@ enum Command {
         /// host:port clients are told to connect to [default: the listen address]
         #[arg(long)]
         advertise: Option<String>,
+    },
+    /// (internal) The bank-in-a-box image: its entrypoint (`box run`), its health
+    /// check (`box health`) and its starter's word on the host's Kafka port
+    /// (`box advertise HOST:PORT`).
+    #[command(hide = true, name = "box")]
+    InABox {
+        #[command(subcommand)]
+        what: BoxWhat,
     },
     /// (internal) A container's healthcheck: exit 0 when an http:// URL answers 2xx
     /// or a tcp:// address accepts a connection.
@@ -572,6 +608,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 BenchWhat::Tui { rate, seconds } => harness::bench::tui(&exe, &workspace, rate, seconds),
                 BenchWhat::Images { runs } => harness::bench::images(&workspace, &home, runs),
                 BenchWhat::Backends { runs } => harness::bench::backends(&exe, &workspace, &home, runs),
+                BenchWhat::Start { runs } => harness::bench::start(&exe, &workspace, &home, runs),
             })
             .await??;
             out!("{table}");
@@ -590,6 +627,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stop: Default::default(),
                 sandbox_bin: std::env::current_exe()?,
                 announce: announce.map_or(supervisor::Announce::Nobody, supervisor::Announce::Socket),
+                only: Vec::new(),
+                postgres_password: None,
             };
             supervisor::run(opts, Printer::default()).await?;
             // A clean exit leaves nothing; after a failure the log stays for
@@ -612,6 +651,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::InABox { what } => in_a_box(home, what).await,
         Command::Probe { url } => Ok(match wire::probe::probe(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -619,6 +659,51 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             }
         }),
+    }
+}
+
+async fn in_a_box(home: Home, what: BoxWhat) -> anyhow::Result<ExitCode> {
+    match what {
+        BoxWhat::Run { postgres_password, advertise, workspace } => {
+            let Some(postgres_password) = postgres_password.filter(|p| !p.is_empty()) else {
+                bail!(
+                    "POSTGRES_PASSWORD is not set: give the box one (`-e POSTGRES_PASSWORD=...`); its PostgreSQL \
+                     port is open to whatever reaches the container"
+                );
+            };
+            let advertise = match advertise {
+                Some(a) => {
+                    harness::inabox::parse_advertised(&a).map_err(|e| anyhow::anyhow!("KAFKA_ADVERTISED: {e}"))?
+                }
+                None => (harness::inabox::hostname(), harness::inabox::KAFKA_PORT),
+            };
+            init_logging();
+            let opts = harness::inabox::Options {
+                home,
+                workspace,
+                sandbox_bin: std::env::current_exe()?,
+                postgres_password,
+                advertise,
+            };
+            outln!("starting the bank-in-a-box");
+            harness::inabox::run(opts, Printer::default()).await?;
+            outln!("the bank-in-a-box stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        BoxWhat::Health => {
+            let answer = harness::inabox::ask(&home, "health").await?;
+            outln!("{answer}");
+            Ok(if answer == "healthy" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        BoxWhat::Advertise { to } => {
+            harness::inabox::parse_advertised(&to).map_err(|e| anyhow::anyhow!(e))?;
+            let answer = harness::inabox::ask(&home, &format!("advertise {to}")).await?;
+            if answer != "ok" {
+                bail!("the bank-in-a-box refused: {answer}");
+            }
+            outln!("kafka is advertised as {to}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -677,45 +762,23 @@ async fn up_foreground(
     // Refuse a bad topology before saying anything started.
     let topology = harness::topology::Topology::load_all(&file)?;
     refuse_unrunnable(backend, &topology).await?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (announce, announced) = supervisor::Announce::channel();
-    let opts = supervisor::Options {
-        name: name.clone(),
-        home: home.clone(),
-        backend,
-        topology: file,
-        workspace,
-        claimed: false,
-        stop: stop.clone(),
-        sandbox_bin: std::env::current_exe()?,
-        announce,
-    };
+    let mut opts = harness::start::Options::new(&workspace, &std::env::current_exe()?);
+    opts.name = Some(name.clone());
+    opts.backend = backend;
+    opts.files = file;
+    opts.home = home.clone();
     if !std::io::stdout().is_terminal() {
         // No terminal: plain progress lines instead of the dashboard.
         outln!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
-        supervisor::run(opts, Printer::default()).await?;
+        Sandbox::spawn(opts, Printer::default()).await?.wait().await?;
         outln!("sandbox {name} stopped and removed");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut supervisor = tokio::spawn(supervisor::run(opts, Quiet));
     // The dashboard talks to the supervisor through its control API, as
-    // `sandbox tui` would; the supervisor says when it listens (its record
-    // names it by then).
-    let announced = tokio::select! {
-        told = announced => told.is_ok(),
-        ended = &mut supervisor => {
-            ended??;
-            false
-        }
-    };
-    if !announced {
-        (&mut supervisor).await??;
-        bail!("sandbox {name} stopped before it could be shown");
-    }
-    let client = control::Client::for_record(&Record::read(&home.dir(&name))?)?;
-    let shown = tui::run(client, &name, true, &home).await;
-    stop.cancel();
-    let stopped = supervisor.await?;
+    // `sandbox tui` would, from the moment it listens.
+    let sandbox = Sandbox::spawn(opts, harness::start::Quiet).await?;
+    let shown = tui::run(sandbox.control(), &name, true, &home).await;
+    let stopped = sandbox.stop().await;
     shown?;
     stopped?;
     outln!("sandbox {name} stopped and removed");
@@ -730,13 +793,6 @@ async fn refuse_unrunnable(backend: Kind, topology: &harness::topology::Topology
         Kind::Docker => drop(harness::backend::docker::connect().await?),
     }
     Ok(())
-}
-
-/// An observer for when the dashboard shows the state itself.
-struct Quiet;
-
-impl supervisor::Observer for Quiet {
-    fn changed(&mut self, _prev: Option<&State>, _next: &State) {}
 }
 
 async fn up_detached(

@@ -25,6 +25,8 @@ pub struct Options {
     pub backend: Kind,
     /// The topology and its overrides, in `-f` order.
     pub topology: Vec<PathBuf>,
+    /// Start only these services and what they depend on (all when empty).
+    pub only: Vec<String>,
     pub workspace: PathBuf,
     /// The directory was already claimed (by `up --detach`, for this process).
     pub claimed: bool,
@@ -35,6 +37,9 @@ pub struct Options {
     pub stop: CancellationToken,
     /// Who to tell where the control API listens, once it does.
     pub announce: Announce,
+    /// The local backend's PostgreSQL superuser password; random when `None`
+    /// (the bank-in-a-box takes its user's, as the official image does).
+    pub postgres_password: Option<String>,
 }
 
 /// Who is told where a supervisor's control API listens as soon as it does:
@@ -93,7 +98,7 @@ pub trait Observer: Send + 'static {
 /// Run the sandbox until it is told to stop. A topology that does not validate
 /// is refused before anything is made.
 pub async fn run(opts: Options, observer: impl Observer) -> Result<()> {
-    let topology = Topology::load_all(&opts.topology)?;
+    let topology = Topology::load_all(&opts.topology)?.only(&opts.only)?;
     let dir = if opts.claimed { opts.home.dir(&opts.name) } else { opts.home.claim(&opts.name)? };
     let result = run_claimed(&opts, topology, dir.clone(), observer).await;
     if dir.exists()
@@ -119,7 +124,8 @@ async fn run_claimed(opts: &Options, topology: Topology, dir: PathBuf, observer:
         children: Vec::new(),
         // The local backend's clusters take this sandbox's own password (a
         // container backend keeps the topology's documented credentials).
-        postgres_password: (opts.backend == Kind::Local).then(control::random_token),
+        postgres_password: (opts.backend == Kind::Local)
+            .then(|| opts.postgres_password.clone().unwrap_or_else(control::random_token)),
     };
     record.write()?;
     if let Some(control) = &record.control {

@@ -107,6 +107,36 @@ impl Topology {
         self.services.iter().find(|s| s.name == name)
     }
 
+    /// The topology cut down to `names` and everything they depend on
+    /// (directly or through others), in file order: what a team's test that
+    /// needs a few services starts. An unknown name is refused, naming the
+    /// services there are.
+    pub fn only(mut self, names: &[String]) -> Result<Self> {
+        if names.is_empty() {
+            return Ok(self);
+        }
+        let mut keep = BTreeSet::new();
+        let mut todo: Vec<&str> = Vec::new();
+        for name in names {
+            if self.service(name).is_none() {
+                let known: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+                return Err(Error::Topology {
+                    file: self.file.clone(),
+                    line: 1,
+                    message: format!("no service `{name}` to start; the services are: {}", known.join(", ")),
+                });
+            }
+            todo.push(name);
+        }
+        while let Some(name) = todo.pop() {
+            if keep.insert(name.to_string()) {
+                todo.extend(self.service(name).iter().flat_map(|s| s.depends_on.iter().map(|d| d.service.as_str())));
+            }
+        }
+        self.services.retain(|s| keep.contains(&s.name));
+        Ok(self)
+    }
+
     /// Services in an order where each comes after what it depends on.
     pub fn start_order(&self) -> Vec<&Service> {
         let mut done = BTreeSet::new();

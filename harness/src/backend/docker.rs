@@ -95,10 +95,7 @@ pub async fn connect() -> Result<Docker> {
 }
 
 fn unreachable(host: &str, why: &str) -> Error {
-    Error::Other(format!(
-        "cannot reach the Docker engine at {host} ({why}): start it (`systemctl start docker`) or point DOCKER_HOST \
-         at one, or use `--backend local`"
-    ))
+    Error::NoEngine { host: host.to_string(), why: why.to_string() }
 }
 
 /// The engine's API version, from an unversioned `GET /version` (a versioned
@@ -272,7 +269,8 @@ impl DockerBackend {
             Error::component(&service.name, format!("cannot listen on 127.0.0.1:{port} for host clients: {e}"))
         })?;
         let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], published));
-        super::kafka_proxy::spawn(listener, upstream, ("127.0.0.1".into(), i32::from(port)), self.relaying.clone());
+        let advertised = super::kafka_proxy::advertise("127.0.0.1", port);
+        super::kafka_proxy::spawn(listener, upstream, advertised, self.relaying.clone());
         Ok(())
     }
 
@@ -389,12 +387,7 @@ impl Backend for DockerBackend {
             }
         }
         if !missing.is_empty() {
-            return Err(Error::Other(format!(
-                "images not on this Docker engine: {}. `sandbox images build` makes the sandbox's own \
-                 (bank-sandbox/*); add `-f compose/local-images.yaml` to run the broker and PostgreSQL from them, \
-                 or `docker pull` the others",
-                missing.join(", ")
-            )));
+            return Err(Error::ImagesMissing { images: missing.into_iter().map(String::from).collect() });
         }
         // One more port per broker, for its host-side relay.
         let brokers: Vec<&str> = topology.services.iter().filter(|s| is_broker(s)).map(|s| s.name.as_str()).collect();

@@ -25,10 +25,19 @@ const METADATA: i16 = 3;
 const FIND_COORDINATOR: i16 = 10;
 const DESCRIBE_CLUSTER: i16 = 60;
 
+/// The address clients are told the broker is at (host, port). A watch, so
+/// that its owner can change it while the relay runs: the bank-in-a-box
+/// learns its host-side port only once the engine has mapped it.
+pub type Advertised = tokio::sync::watch::Receiver<(String, i32)>;
+
+/// An address that never changes.
+pub fn advertise(host: &str, port: u16) -> Advertised {
+    tokio::sync::watch::channel((host.to_string(), i32::from(port))).1
+}
+
 /// Relay every connection on `listener` to `upstream` until `stop`, telling
-/// clients the broker is at `advertised` (host, port).
-pub fn spawn(listener: TcpListener, upstream: SocketAddr, advertised: (String, i32), stop: CancellationToken) {
-    let advertised = Arc::new(advertised);
+/// clients the broker is at `advertised`'s current address.
+pub fn spawn(listener: TcpListener, upstream: SocketAddr, advertised: Advertised, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -48,7 +57,7 @@ pub fn spawn(listener: TcpListener, upstream: SocketAddr, advertised: (String, i
     });
 }
 
-async fn relay(client: TcpStream, broker: TcpStream, advertised: &(String, i32)) {
+async fn relay(client: TcpStream, broker: TcpStream, advertised: &Advertised) {
     let _ = client.set_nodelay(true);
     let _ = broker.set_nodelay(true);
     let (mut client_rx, mut client_tx) = client.into_split();
@@ -75,7 +84,8 @@ async fn relay(client: TcpStream, broker: TcpStream, advertised: &(String, i32))
         while let Some(frame) = read_frame(&mut broker_rx).await {
             let Some((key, version)) = asked.lock().expect("queue").pop_front() else { break };
             let frame = if matches!(key, METADATA | FIND_COORDINATOR | DESCRIBE_CLUSTER) {
-                rewrite(frame, key, version, advertised)
+                let to = advertised.borrow().clone();
+                rewrite(frame, key, version, &to)
             } else {
                 frame
             };

@@ -23,11 +23,10 @@ use cucumber::event::ScenarioFinished;
 use cucumber::writer::{self, Coloring, Stats as _};
 use cucumber::{World as _, WriterExt as _};
 use futures::FutureExt as _;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 use crate::contracts::EventContracts;
-use crate::engine::{Phase, State};
+use crate::engine::State;
 use crate::error::{Error, Result};
 use crate::providers::AdminClient;
 use crate::sandbox::Home;
@@ -408,18 +407,17 @@ async fn keep_logs(target: &Target, path: &Path) {
 /// when the run ends, whatever happened.
 struct Ephemeral {
     target: Target,
-    stop: CancellationToken,
-    supervisor: tokio::task::JoinHandle<Result<()>>,
+    sandbox: crate::start::Sandbox,
 }
 
-struct Forward(tokio::sync::watch::Sender<Option<State>>);
+/// Start-up progress on stderr, as `sandbox up` shows it.
+struct Forward;
 
 impl crate::supervisor::Observer for Forward {
     fn changed(&mut self, prev: Option<&State>, next: &State) {
         for line in crate::progress::transitions(prev, next) {
             eprintln!("  {line}");
         }
-        let _ = self.0.send(Some(next.clone()));
     }
 }
 
@@ -427,48 +425,16 @@ impl Ephemeral {
     async fn start(opts: &Options) -> Result<Self> {
         let name = format!("e2e-{}", std::process::id());
         eprintln!("starting sandbox {name} for the e2e run");
-        let stop = CancellationToken::new();
-        let sup = crate::supervisor::Options {
-            name: name.clone(),
-            home: opts.home.clone(),
-            backend: opts.backend,
-            topology: crate::default_topology(&opts.workspace, opts.backend),
-            workspace: opts.workspace.clone(),
-            claimed: false,
-            stop: stop.clone(),
-            sandbox_bin: opts.sandbox_bin.clone(),
-            announce: crate::supervisor::Announce::Nobody,
-        };
-        let (tx, mut rx) = tokio::sync::watch::channel(None);
-        let mut supervisor = tokio::spawn(crate::supervisor::run(sup, Forward(tx)));
-        let running = rx.wait_for(|s| s.as_ref().is_some_and(|s| matches!(s.phase, Phase::Running | Phase::Failed)));
-        let (phase, ended) = tokio::select! {
-            r = running => (r.ok().and_then(|s| s.as_ref().map(|s| s.phase)), None),
-            ended = &mut supervisor => (None, Some(ended)),
-        };
-        let target = match phase {
-            Some(Phase::Running) => Target::attach(&opts.home, Some(&name)).await,
-            _ => Err(Error::Other(format!("sandbox {name} did not start"))),
-        };
-        let e = match target {
-            Ok(target) => return Ok(Self { target, stop, supervisor }),
-            Err(e) => e,
-        };
-        // Tear down what started; the supervisor's own error says best why.
-        stop.cancel();
-        let ended = match ended {
-            Some(r) => r,
-            None => supervisor.await,
-        };
-        Err(match ended {
-            Ok(Err(why)) => why,
-            _ => e,
-        })
+        let mut start = crate::start::Options::new(&opts.workspace, &opts.sandbox_bin);
+        start.name = Some(name);
+        start.home = opts.home.clone();
+        start.backend = opts.backend;
+        let sandbox = crate::start::Sandbox::start_observed(start, Forward).await?;
+        Ok(Self { target: sandbox.target()?.clone(), sandbox })
     }
 
     async fn stop(self) -> Result<()> {
-        self.stop.cancel();
-        self.supervisor.await.map_err(|e| Error::Other(format!("the sandbox's supervisor panicked: {e}")))?
+        self.sandbox.stop().await
     }
 }
 

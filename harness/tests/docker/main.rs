@@ -11,6 +11,7 @@ mod backend;
 mod compose;
 mod containers;
 mod images;
+mod in_a_box;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,6 +38,8 @@ const TESTS: &[Test] = &[
         "containers::prune_removes_what_a_killed_test_process_left",
         containers::prune_removes_what_a_killed_test_process_left,
     ),
+    ("in_a_box::the_rust_example_pays_and_reads_kafka", in_a_box::the_rust_example_pays_and_reads_kafka),
+    ("in_a_box::the_python_example_pays_and_reads_kafka", in_a_box::the_python_example_pays_and_reads_kafka),
     (
         "backend::errors_name_the_missing_image_and_change_nothing",
         backend::errors_name_the_missing_image_and_change_nothing,
@@ -67,6 +70,11 @@ fn main() -> std::process::ExitCode {
     // A test process of `containers`' prune test, killed by it.
     if let Some(image) = std::env::var_os("SANDBOX_CONTAINERS_CHILD") {
         containers::child(&image.to_string_lossy());
+        return std::process::ExitCode::SUCCESS;
+    }
+    // The README's Rust example, in a process of its own.
+    if std::env::var_os("SANDBOX_IN_A_BOX_CHILD").is_some() {
+        in_a_box::child();
         return std::process::ExitCode::SUCCESS;
     }
     let started = Instant::now();

@@ -615,3 +615,87 @@ fn the_dashboard_runs_in_a_terminal_and_quitting_leaves_nothing() {
     }
     assert!(home.dirs().is_empty(), "left behind: {:?}", home.dirs());
 }
+
+/// The README's Rust example of the bank-in-a-box is the one the Docker suite
+/// runs, word for word, and its Python example names this version's image.
+#[test]
+fn the_readme_bank_in_a_box_examples_are_the_ones_run() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let tests = std::fs::read_to_string(workspace().join("harness/tests/docker/in_a_box.rs")).unwrap();
+    let example = tests
+        .split("// README example: Rust (begin)\n")
+        .nth(1)
+        .and_then(|t| t.split("// README example: Rust (end)").next())
+        .expect("the test file marks the example");
+    let section = readme.split("### Use the bank from your own tests").nth(1).expect("the README's section");
+    assert!(
+        section.contains(&format!("```rust\n{}```", example.trim_end().to_string() + "\n")),
+        "the README's Rust example is not harness/tests/docker/in_a_box.rs' (copy it over)"
+    );
+    let image = format!("bank-sandbox/bank-in-a-box:{}", harness::images::VERSION);
+    assert!(section.contains(&format!("\"BANK_IN_A_BOX_IMAGE\", \"{image}\"")), "the Python example names {image}");
+}
+
+/// The library's start (`harness::start::Sandbox`), as a team's test uses
+/// it: only the service it needs and what that depends on, every endpoint
+/// from the handle, a typed error for a service there is not, and the
+/// sandbox gone (processes, directory) when the handle drops, a panicking
+/// test's included.
+#[test]
+fn the_library_starts_only_what_is_asked_and_a_dropped_handle_leaves_nothing() {
+    use harness::start::{Options, Sandbox};
+    let home = Home::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let options = |only: &[&str]| {
+        let mut opts = Options::new(&workspace(), Path::new(env!("CARGO_BIN_EXE_sandbox")));
+        opts.home = harness::sandbox::Home { root: home.root.clone() };
+        opts.name = Some("library".into());
+        opts.only = only.iter().map(|s| s.to_string()).collect();
+        opts
+    };
+
+    let err = rt.block_on(Sandbox::start(options(&["nonesuch"]))).unwrap_err();
+    assert!(matches!(err, harness::Error::Topology { .. }), "{err:?}");
+    assert!(err.to_string().contains("no service `nonesuch`") && err.to_string().contains("accounts"), "{err}");
+    assert!(home.dirs().is_empty(), "a refused start made {:?}", home.dirs());
+
+    let record;
+    {
+        let bank = rt.block_on(Sandbox::start(options(&["accounts"]))).unwrap();
+        let state = bank.state().unwrap();
+        let running: Vec<&str> = state.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(running, ["postgres", "accounts"], "accounts and what it depends on (its database)");
+        let accounts = bank.url("accounts").unwrap().to_string();
+        let created: serde_json::Value = rt.block_on(async {
+            let answer = reqwest::Client::new()
+                .post(format!("{accounts}/customers"))
+                .json(&serde_json::json!({ "name": "Ada" }))
+                .send()
+                .await
+                .unwrap();
+            answer.json().await.unwrap()
+        });
+        assert_eq!(created["name"], "Ada", "{created}");
+        let url = bank.postgres_url("accounts").unwrap();
+        let customers: i64 = rt.block_on(async {
+            let pool = sqlx::PgPool::connect(&url).await.expect("the database from the handle's URL");
+            sqlx::query_scalar("SELECT count(*) FROM customers").fetch_one(&pool).await.unwrap()
+        });
+        assert_eq!(customers, 1);
+        assert!(bank.gateway().is_err(), "the gateway was not asked for");
+        record = home.record("library");
+        // A test that panics while holding the handle: the unwind drops it.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = bank;
+            panic!("a failing test");
+        }));
+        assert!(panicked.is_err());
+    }
+    assert!(home.dirs().is_empty(), "the dropped sandbox left {:?}", home.dirs());
+    for pid in pids(&record) {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists() || pid == std::process::id(),
+            "process {pid} outlived the handle"
+        );
+    }
+}
