@@ -40,7 +40,7 @@ impl Reply {
         if self.is_success() {
             Ok(self.body)
         } else {
-            Err(Error::Other(format!("{} {} answered {}: {}", self.method, self.url, self.status, self.body)))
+            Err(Error::Http(format!("{} {} answered {}: {}", self.method, self.url, self.status, self.body)))
         }
     }
 
@@ -55,7 +55,7 @@ impl Reply {
 pub fn link(resource: &Value, rel: &str) -> Result<String> {
     resource["_links"][rel]["href"].as_str().map(String::from).ok_or_else(|| {
         let rels: Vec<&String> = resource["_links"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
-        Error::Other(format!("the resource has no `{rel}` link (it has: {rels:?}): {resource}"))
+        Error::Http(format!("the resource has no `{rel}` link (it has: {rels:?}): {resource}"))
     })
 }
 
@@ -129,7 +129,7 @@ impl Api {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .build()
-            .map_err(|e| Error::Other(format!("cannot build an HTTP client: {e}")))?;
+            .map_err(|e| Error::Http(format!("cannot build an HTTP client: {e}")))?;
         Ok(Self { http, gateway: gateway.trim_end_matches('/').to_string(), answers: Default::default() })
     }
 
@@ -140,7 +140,7 @@ impl Api {
     pub async fn checking_answers(self) -> Result<Self> {
         let document = self.get(&format!("{}/openapi.json", self.gateway)).await?;
         let contract = crate::contracts::HttpContract::new(&document)
-            .map_err(|e| Error::Other(format!("the bank's OpenAPI document: {e}")))?;
+            .map_err(|e| Error::Http(format!("the bank's OpenAPI document: {e}")))?;
         let answers = Answers { contract: Some(contract), ..Default::default() };
         Ok(Self { answers: std::sync::Arc::new(answers), ..self })
     }
@@ -161,7 +161,7 @@ impl Api {
 
     /// Any request; an answer of any status is `Ok`, only a failure to get one is `Err`.
     pub async fn send(&self, method: &str, url: &str, body: Option<&Value>, key: Option<&str>) -> Result<Reply> {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| Error::Other(e.to_string()))?;
+        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| Error::Http(e.to_string()))?;
         let mut req = self.http.request(m, url);
         if let Some(key) = key {
             req = req.header("idempotency-key", key);
@@ -169,7 +169,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| Error::Other(format!("{method} {url}: no answer: {e}")))?;
+        let resp = req.send().await.map_err(|e| Error::Http(format!("{method} {url}: no answer: {e}")))?;
         let status = resp.status().as_u16();
         let replayed = resp.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
         let retry_after = resp
@@ -184,7 +184,7 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let bytes = resp.bytes().await.map_err(|e| Error::Other(format!("{method} {url}: {e}")))?;
+        let bytes = resp.bytes().await.map_err(|e| Error::Http(format!("{method} {url}: {e}")))?;
         let body =
             serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         if let (Some(contract), Some(path)) = (&self.answers.contract, url.strip_prefix(&self.gateway)) {
@@ -288,7 +288,7 @@ impl Api {
     /// Alerts matching `query` (`transaction`, `account`, `status`).
     pub async fn alerts(&self, query: &[(&str, &str)]) -> Result<Vec<Value>> {
         let monitoring = self.service("monitoring").await?;
-        let mut url = url::Url::parse(&link(&monitoring, "alerts")?).map_err(|e| Error::Other(e.to_string()))?;
+        let mut url = url::Url::parse(&link(&monitoring, "alerts")?).map_err(|e| Error::Http(e.to_string()))?;
         url.query_pairs_mut().extend_pairs(query);
         let page = self.get(url.as_str()).await?;
         Ok(page["_embedded"]["alerts"].as_array().cloned().unwrap_or_default())
@@ -329,7 +329,7 @@ where
             Err(e) => last = e.to_string(),
         }
         if Instant::now() >= deadline {
-            return Err(Error::Other(format!("{what}: not within {} s; last seen: {last}", within.as_secs_f32())));
+            return Err(Error::Http(format!("{what}: not within {} s; last seen: {last}", within.as_secs_f32())));
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(POLL_MAX);

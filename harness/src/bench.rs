@@ -27,7 +27,7 @@ impl Bench {
             .output()
             .map_err(Error::io("cannot run the sandbox binary"))?;
         if !out.status.success() {
-            return Err(Error::Other(format!("sandbox {args:?} failed: {}", String::from_utf8_lossy(&out.stderr))));
+            return Err(Error::Check(format!("sandbox {args:?} failed: {}", String::from_utf8_lossy(&out.stderr))));
         }
         Ok(started.elapsed())
     }
@@ -149,7 +149,7 @@ pub fn flows(exe: &Path, workspace: &Path, load: crate::flows::Load) -> Result<S
                     .component(name)
                     .and_then(|c| c.endpoints.first())
                     .map(|e| e.url.clone())
-                    .ok_or_else(|| Error::Other(format!("the sandbox has no `{name}` component")))
+                    .ok_or_else(|| Error::Check(format!("the sandbox has no `{name}` component")))
             };
             let table = crate::flows::measure(
                 &url("gateway")?,
@@ -175,7 +175,7 @@ pub fn flows(exe: &Path, workspace: &Path, load: crate::flows::Load) -> Result<S
 /// every database, with their share of all statements' time.
 async fn statements(server: &str) -> Result<String> {
     use sqlx::Row;
-    let fail = |e: sqlx::Error| Error::Other(e.to_string());
+    let fail = |e: sqlx::Error| Error::Postgres(e.to_string());
     let mut conn = crate::flows::statements_view(server).await.map_err(fail)?;
     let total: f64 = sqlx::query_scalar("SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements")
         .fetch_one(&mut conn)
@@ -196,7 +196,7 @@ async fn statements(server: &str) -> Result<String> {
         total / 1000.0
     );
     for row in rows {
-        let get = |e: sqlx::Error| Error::Other(format!("pg_stat_statements: {e}"));
+        let get = |e: sqlx::Error| Error::Postgres(format!("pg_stat_statements: {e}"));
         let (db, calls, ms, mean, query): (String, i64, f64, f64, String) = (
             row.try_get(0).map_err(get)?,
             row.try_get(1).map_err(get)?,
@@ -239,7 +239,7 @@ pub fn e2e(exe: &Path, workspace: &Path, runs: usize, backend: crate::backend::K
     let failed: Vec<String> = summaries.iter().filter(|s| s.failed).map(|s| s.to_string()).collect();
     let passed: Vec<&crate::e2e::Summary> = summaries.iter().filter(|s| !s.failed).collect();
     if passed.is_empty() {
-        return Err(Error::Other(format!("every run failed:\n{}", failed.join("\n"))));
+        return Err(Error::Check(format!("every run failed:\n{}", failed.join("\n"))));
     }
     let col = |f: &dyn Fn(&crate::e2e::Summary) -> f64| {
         let mut v: Vec<f64> = passed.iter().map(|s| f(s)).collect();
@@ -261,7 +261,7 @@ pub fn e2e(exe: &Path, workspace: &Path, runs: usize, backend: crate::backend::K
     ));
     out.push_str(&format!("\nruns that failed: {} of {}\n", failed.len(), summaries.len()));
     if !failed.is_empty() {
-        return Err(Error::Other(format!("{out}{}", failed.join("\n"))));
+        return Err(Error::Check(format!("{out}{}", failed.join("\n"))));
     }
     Ok(out)
 }
@@ -347,7 +347,7 @@ pub fn tui(exe: &Path, workspace: &Path, rate: u32, seconds: u64) -> Result<Stri
         let started = Instant::now();
         while !screen()?.contains(text) {
             if started.elapsed() > Duration::from_secs(30) {
-                return Err(Error::Other(format!("the dashboard never showed `{text}`")));
+                return Err(Error::Check(format!("the dashboard never showed `{text}`")));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -358,7 +358,7 @@ pub fn tui(exe: &Path, workspace: &Path, rate: u32, seconds: u64) -> Result<Stri
         let command = format!("{} --home {} tui bench-tui", exe.display(), home.display());
         let out = tmux(&["new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", &command])?;
         if !out.status.success() {
-            return Err(Error::Other(format!("tmux: {}", String::from_utf8_lossy(&out.stderr))));
+            return Err(Error::Tool(format!("tmux: {}", String::from_utf8_lossy(&out.stderr))));
         }
         wait_screen("(attached)")?;
         let pid = std::fs::read_dir("/proc")
@@ -369,7 +369,7 @@ pub fn tui(exe: &Path, workspace: &Path, rate: u32, seconds: u64) -> Result<Stri
                 std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).contains("tui\0bench-tui"))
             })
-            .ok_or_else(|| Error::Other("cannot find the dashboard's process".into()))?;
+            .ok_or_else(|| Error::Check("cannot find the dashboard's process".into()))?;
         // Settle (the first frames, the Kafka reader catching up), then measure.
         std::thread::sleep(Duration::from_secs(3));
         let window = Duration::from_secs(seconds);
@@ -398,7 +398,7 @@ pub fn tui(exe: &Path, workspace: &Path, rate: u32, seconds: u64) -> Result<Stri
                 .component("accounts")
                 .and_then(|c| c.endpoints.first())
                 .map(|e| format!("{}/ping", e.url))
-                .ok_or_else(|| Error::Other("no accounts service".into()))?;
+                .ok_or_else(|| Error::Check("no accounts service".into()))?;
             let stop = tokio_util::sync::CancellationToken::new();
             let mut load = tokio::task::JoinSet::new();
             let workers = 8u32;
@@ -503,7 +503,7 @@ pub fn images(workspace: &Path, home: &crate::sandbox::Home, runs: usize) -> Res
         downs.push(t.elapsed());
         let left = project.leftovers()?;
         if !left.is_empty() {
-            return Err(Error::Other(format!("`down -v` left {}", left.join(", "))));
+            return Err(Error::Check(format!("`down -v` left {}", left.join(", "))));
         }
     }
     healthy.sort();
@@ -613,7 +613,7 @@ pub fn backends(exe: &Path, workspace: &Path, images_home: &crate::sandbox::Home
             opts.report_to_stderr = true;
             let summary = rt.block_on(crate::e2e::run(opts))?;
             if summary.failed {
-                return Err(Error::Other(format!("a scenario failed on the {kind} backend: {summary}")));
+                return Err(Error::Check(format!("a scenario failed on the {kind} backend: {summary}")));
             }
             suites.push(summary);
         }
@@ -709,7 +709,7 @@ pub fn clone(workspace: &Path) -> Result<String> {
         .output()
         .map_err(Error::io("cannot run git (the bench clones the workspace as a new engineer would)"))?;
     if !out.status.success() {
-        return Err(Error::Other(format!(
+        return Err(Error::Check(format!(
             "git clone {} failed (the bench clones the workspace's committed sources): {}",
             workspace.display(),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -754,14 +754,14 @@ pub fn clone(workspace: &Path) -> Result<String> {
     let downed = down.args(["down", "bench-clone"]).output();
     if !status.success() {
         let tail = tail[tail.len().saturating_sub(20)..].join("\n");
-        return Err(Error::Other(format!("`cargo sandbox up --detach` in the clone failed ({status}):\n{tail}")));
+        return Err(Error::Check(format!("`cargo sandbox up --detach` in the clone failed ({status}):\n{tail}")));
     }
     match downed {
         Ok(o) if o.status.success() => {}
-        Ok(o) => return Err(Error::Other(format!("`sandbox down` failed: {}", String::from_utf8_lossy(&o.stderr)))),
-        Err(e) => return Err(Error::Other(format!("cannot run the clone's sandbox binary: {e}"))),
+        Ok(o) => return Err(Error::Check(format!("`sandbox down` failed: {}", String::from_utf8_lossy(&o.stderr)))),
+        Err(e) => return Err(Error::Check(format!("cannot run the clone's sandbox binary: {e}"))),
     }
-    let built = built.ok_or_else(|| Error::Other("cargo built nothing: was the target directory empty?".into()))?;
+    let built = built.ok_or_else(|| Error::Check("cargo built nothing: was the target directory empty?".into()))?;
     let s = |d: Duration| format!("{:.1}", d.as_secs_f64());
     Ok(format!(
         "| from a fresh clone (empty target directory, crates in cargo's cache) | s |\n|---|---|\n\
@@ -806,10 +806,10 @@ pub fn start(exe: &Path, workspace: &Path, images_home: &crate::sandbox::Home, r
         let started = Instant::now();
         let bank = rt
             .block_on(crate::containers::BankInABox::default().start())
-            .map_err(|e| Error::Other(format!("the bank-in-a-box did not start: {e}")))?;
+            .map_err(|e| Error::Check(format!("the bank-in-a-box did not start: {e}")))?;
         boxed.up.push(started.elapsed());
         let t = Instant::now();
-        rt.block_on(bank.container.rm()).map_err(|e| Error::Other(format!("cannot remove the bank-in-a-box: {e}")))?;
+        rt.block_on(bank.container.rm()).map_err(|e| Error::Check(format!("cannot remove the bank-in-a-box: {e}")))?;
         boxed.down.push(t.elapsed());
 
         let name = format!("bench-start-cli-{i}");

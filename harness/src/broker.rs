@@ -23,15 +23,15 @@ use crate::error::{Error, Result};
 /// default the listen address). In a container the two differ: it listens on
 /// 0.0.0.0 and is reached by its service name.
 pub async fn run(listen: SocketAddr, advertise: Option<&str>) -> Result<()> {
-    let url = Url::parse(&format!("tcp://{listen}")).map_err(|e| Error::Other(format!("bad listen address: {e}")))?;
+    let url = Url::parse(&format!("tcp://{listen}")).map_err(|e| Error::Usage(format!("bad listen address: {e}")))?;
     let advertised = match advertise {
         None => url.clone(),
         Some(a) => Url::parse(&format!("tcp://{a}"))
             .ok()
             .filter(|u| u.host_str().is_some() && u.port().is_some())
-            .ok_or_else(|| Error::Other(format!("--advertise `{a}` is not a host:port")))?,
+            .ok_or_else(|| Error::Usage(format!("--advertise `{a}` is not a host:port")))?,
     };
-    let storage = Url::parse("memory://tansu/").map_err(|e| Error::Other(e.to_string()))?;
+    let storage = Url::parse("memory://tansu/").map_err(|e| Error::Kafka(e.to_string()))?;
     let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
         .node_id(0)
         .cluster_id("bank-sandbox")
@@ -42,8 +42,8 @@ pub async fn run(listen: SocketAddr, advertise: Option<&str>) -> Result<()> {
         .silent(true)
         .build()
         .await
-        .map_err(|e| Error::Other(format!("cannot build the broker: {e:?}")))?;
+        .map_err(|e| Error::Kafka(format!("cannot build the broker: {e:?}")))?;
     eprintln!("broker listening on {listen}, advertised as {}", advertised.authority());
     // No clean shutdown in tansu: `sandbox broker` ends the process on SIGTERM (signals::terminated).
-    broker.serve(tokio::time::Instant::now()).await.map_err(|e| Error::Other(format!("broker failed: {e:?}")))
+    broker.serve(tokio::time::Instant::now()).await.map_err(|e| Error::Kafka(format!("broker failed: {e:?}")))
 }

@@ -49,7 +49,7 @@ impl Project {
             self.compose.join(" ")
         )))?;
         if !out.status.success() {
-            return Err(Error::Other(format!(
+            return Err(Error::Docker(format!(
                 "`{} {}` failed: {}",
                 self.compose.join(" "),
                 args.join(" "),
@@ -82,7 +82,7 @@ impl Project {
                 match states.iter().find(|s| &s.service == svc) {
                     None => pending.push(format!("{svc}: no container yet")),
                     Some(s) if s.status == "exited" || s.status == "dead" || s.health == "unhealthy" => {
-                        return Err(Error::Other(format!(
+                        return Err(Error::Docker(format!(
                             "{svc} {} while the bank was starting; its last lines:\n{}",
                             if s.health == "unhealthy" { "turned unhealthy" } else { "exited" },
                             self.logs(svc, 20)
@@ -96,7 +96,7 @@ impl Project {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > within {
-                return Err(Error::Other(format!(
+                return Err(Error::Docker(format!(
                     "project {} not healthy within {}s: {}",
                     self.name,
                     within.as_secs(),
@@ -140,7 +140,7 @@ impl Project {
         let out = self.run(&["port", service, &port.to_string()])?;
         let addr = out.trim().to_string();
         if addr.is_empty() || addr.ends_with(":0") {
-            return Err(Error::Other(format!("{service} publishes no port {port}")));
+            return Err(Error::Docker(format!("{service} publishes no port {port}")));
         }
         Ok(addr)
     }

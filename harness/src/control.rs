@@ -225,7 +225,7 @@ pub struct Client {
 impl Client {
     pub fn for_record(record: &Record) -> Result<Self> {
         let control = record.control.as_ref().ok_or_else(|| {
-            Error::Other(format!("sandbox `{}` is still starting; try again in a moment", record.name))
+            Error::NotRunning(format!("sandbox `{}` is still starting; try again in a moment", record.name))
         })?;
         Ok(Self::new(control))
     }

@@ -372,7 +372,7 @@ impl<B: Backend> Engine<B> {
         }
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
-            let result = joined.unwrap_or_else(|e| Err(Error::Other(format!("start task panicked: {e}"))));
+            let result = joined.unwrap_or_else(|e| Err(Error::Panicked(format!("start task panicked: {e}"))));
             if let Err(e) = result
                 && first_error.is_none()
             {
@@ -539,13 +539,11 @@ impl<B: Backend> Parts<B> {
         let mut last = String::new();
         loop {
             if let Some(code) = exit.code() {
-                let reason = format!(
-                    "exited with {} before becoming healthy; its last log lines:\n{}",
-                    code.map_or("a signal".into(), |c| format!("code {c}")),
-                    self.bus.logs.tail(name, 15).iter().map(|l| format!("  {}", l.text)).collect::<Vec<_>>().join("\n")
+                let why = format!(
+                    "exited with {} before becoming healthy",
+                    code.map_or("a signal".into(), |c| format!("code {c}"))
                 );
-                self.bus.send(Event::Failed { component: name.into(), reason: reason.clone() });
-                return Err(Error::component(name, reason));
+                return Err(self.failed(name, why));
             }
             match self.backend.probe(service, &self.plan).await {
                 ProbeResult::Ready | ProbeResult::ReadyWith(_) => {
@@ -564,9 +562,8 @@ impl<B: Backend> Parts<B> {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                let reason = format!("not healthy after {}s; last probe: {last}", START_DEADLINE.as_secs());
-                self.bus.send(Event::Failed { component: name.into(), reason: reason.clone() });
-                return Err(Error::component(name, reason));
+                let why = format!("not healthy after {}s; last probe: {last}", START_DEADLINE.as_secs());
+                return Err(self.failed(name, why));
             }
             tokio::select! {
                 () = tokio::time::sleep(PROBE_INTERVAL) => {}
@@ -574,6 +571,17 @@ impl<B: Backend> Parts<B> {
                 () = self.cancel.cancelled() => return Err(Error::component(name, "start-up cancelled")),
             }
         }
+    }
+
+    /// A component that failed to start, with its last log lines: told to the
+    /// bus (the dashboard, `up`'s progress) and returned to the starter.
+    fn failed(&self, name: &str, why: String) -> Error {
+        let log: Vec<String> = self.bus.logs.tail(name, 15).into_iter().map(|l| l.text).collect();
+        let error = Error::ComponentFailed { component: name.into(), why, log };
+        let reason = error.to_string();
+        let reason = reason.strip_prefix(&format!("{name}: ")).unwrap_or(&reason).to_string();
+        self.bus.send(Event::Failed { component: name.into(), reason });
+        error
     }
 
     /// Once healthy, what a service says of itself (its health checks: a

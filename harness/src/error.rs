@@ -41,8 +41,51 @@ pub enum Error {
     ImagesMissing { images: Vec<String> },
     #[error("port {port} for {what} is taken ({cause}): stop what listens there, or give another port")]
     PortTaken { port: u16, what: String, cause: std::io::Error },
+    /// A component exited, or stayed unhealthy, while the sandbox started.
+    #[error(
+        "{component}: {why}{}",
+        if log.is_empty() { String::new() } else { format!("; its last log lines:\n{}", log.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")) }
+    )]
+    ComponentFailed { component: String, why: String, log: Vec<String> },
+    /// The sandbox is not running (yet, or any longer), or none or several are.
     #[error("{0}")]
-    Other(String),
+    NotRunning(String),
+    /// Stopped by `sandbox down` or a signal while starting.
+    #[error("{0}")]
+    Interrupted(String),
+    /// An option, a setting or an argument is wrong; the message says how to fix it.
+    #[error("{0}")]
+    Usage(String),
+    /// A request to the bank or a provider over HTTP failed or was answered badly.
+    #[error("{0}")]
+    Http(String),
+    /// The broker, a Kafka client, or an event that never arrived.
+    #[error("{0}")]
+    Kafka(String),
+    /// The Docker engine or Compose refused or failed an operation.
+    #[error("{0}")]
+    Docker(String),
+    /// An image could not be built.
+    #[error("{0}")]
+    Image(String),
+    /// cargo could not build a binary the sandbox runs.
+    #[error("{0}")]
+    Build(String),
+    /// A private PostgreSQL cluster could not be made or set up.
+    #[error("{0}")]
+    Postgres(String),
+    /// A provider mock: its definition, its admin API.
+    #[error("{0}")]
+    Provider(String),
+    /// A tool the harness runs (python and pip, tmux, rustfmt, schemathesis) failed.
+    #[error("{0}")]
+    Tool(String),
+    /// A check the harness makes failed: a benchmark's run, an audit, generated code.
+    #[error("{0}")]
+    Check(String),
+    /// A task of the harness panicked.
+    #[error("{0}")]
+    Panicked(String),
 }
 
 impl Error {

@@ -21,7 +21,7 @@ type Seen = Arc<Mutex<HashMap<(String, String), (Instant, time::OffsetDateTime)>
 fn spawn_reader(brokers: &str, topics: &[&str], seen: Seen) -> Result<tokio::task::JoinHandle<()>> {
     let group = format!("bench-{}", uuid::Uuid::new_v4());
     let consumer = crate::topics::consumer(brokers, &group, Duration::from_millis(10))?;
-    consumer.subscribe(topics).map_err(|e| Error::Other(format!("cannot subscribe: {e}")))?;
+    consumer.subscribe(topics).map_err(|e| Error::Kafka(format!("cannot subscribe: {e}")))?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok(msg) = consumer.recv().await else {
@@ -191,7 +191,7 @@ async fn wait_event(seen: &Seen, kind: &str, id: &str, deadline: Instant) -> Res
             return Ok(*t);
         }
         if Instant::now() > deadline {
-            return Err(Error::Other(format!("{kind} for {id} never reached Kafka")));
+            return Err(Error::Kafka(format!("{kind} for {id} never reached Kafka")));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -211,11 +211,11 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| Error::Other(format!("{url}: {e}")))?;
+        let resp = req.send().await.map_err(|e| Error::Http(format!("{url}: {e}")))?;
         let status = resp.status();
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(Error::Other(format!("{url}: {status} {value}")));
+            return Err(Error::Http(format!("{url}: {status} {value}")));
         }
         Ok(value)
     }
@@ -224,7 +224,7 @@ impl Api {
         v["_links"][rel]["href"]
             .as_str()
             .map(String::from)
-            .ok_or_else(|| Error::Other(format!("no `{rel}` link in {v}")))
+            .ok_or_else(|| Error::Http(format!("no `{rel}` link in {v}")))
     }
 
     async fn service(&self, name: &str) -> Result<Value> {
@@ -279,7 +279,7 @@ pub async fn measure(gateway: &str, brokers: &str, scheme: &str, postgres: &str,
     let seen: Seen = Arc::default();
     let reader = spawn_reader(brokers, &["payments.events", "monitoring.events"], seen.clone())?;
     let http =
-        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| Error::Other(e.to_string()))?;
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| Error::Http(e.to_string()))?;
     let root = Api { http: http.clone(), root: Value::Null }
         .call(reqwest::Method::GET, &format!("{gateway}/"), None, false)
         .await?;
@@ -352,7 +352,7 @@ pub async fn measure(gateway: &str, brokers: &str, scheme: &str, postgres: &str,
     }
     let mut ids = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        ids.extend(r.map_err(|e| Error::Other(e.to_string()))??);
+        ids.extend(r.map_err(|e| Error::Panicked(e.to_string()))??);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut last, mut written) = (started, started_at);
@@ -441,7 +441,7 @@ pub async fn measure(gateway: &str, brokers: &str, scheme: &str, postgres: &str,
     ));
     out.push_str(&slow);
     if !ok {
-        return Err(Error::Other(format!("the audit failed:\n{out}")));
+        return Err(Error::Check(format!("the audit failed:\n{out}")));
     }
     Ok(out)
 }
@@ -474,7 +474,7 @@ async fn while_slow(
         let mut i = 0;
         while Instant::now() < until {
             let t = Instant::now();
-            let status = api.http.get(&health).send().await.map_err(|e| Error::Other(format!("{health}: {e}")))?.status();
+            let status = api.http.get(&health).send().await.map_err(|e| Error::Http(format!("{health}: {e}")))?.status();
             health_ms.push(t.elapsed());
             not_ok += usize::from(!status.is_success());
             let t = Instant::now();
@@ -509,7 +509,7 @@ async fn while_slow(
             if debited == expected { "none lost, none duplicated" } else { "MISMATCH" }
         ));
         if debited != expected || not_ok > 0 {
-            return Err(Error::Other(format!("the slow-scheme phase failed:\n{out}")));
+            return Err(Error::Check(format!("the slow-scheme phase failed:\n{out}")));
         }
         Ok(out)
     }

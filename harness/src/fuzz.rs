@@ -123,7 +123,7 @@ pub fn run(exe: &Path, workspace: &Path, options: &Options) -> Result<Outcome> {
                 .component("gateway")
                 .and_then(|c| c.endpoints.first())
                 .map(|e| e.url.trim_end_matches('/').to_string())
-                .ok_or_else(|| Error::Other("the sandbox has no `gateway` component".into()))
+                .ok_or_else(|| Error::NotRunning("the sandbox has no `gateway` component".into()))
         })?;
         let before = rt.block_on(answered(&gateway))?;
         let started = Instant::now();
@@ -182,8 +182,8 @@ pub fn run(exe: &Path, workspace: &Path, options: &Options) -> Result<Outcome> {
 use std::os::fd::AsFd as _;
 
 async fn get(url: &str) -> Result<Value> {
-    let answer = reqwest::get(url).await.map_err(|e| Error::Other(format!("GET {url}: {e}")))?;
-    answer.json().await.map_err(|e| Error::Other(format!("GET {url}: {e}")))
+    let answer = reqwest::get(url).await.map_err(|e| Error::Http(format!("GET {url}: {e}")))?;
+    answer.json().await.map_err(|e| Error::Http(format!("GET {url}: {e}")))
 }
 
 /// Requests the gateway answered so far, and how many of them with 5xx (its
@@ -193,10 +193,10 @@ async fn answered(gateway: &str) -> Result<(u64, u64)> {
     let text = reqwest::get(&url)
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| Error::Other(format!("GET {url}: {e}")))?
+        .map_err(|e| Error::Http(format!("GET {url}: {e}")))?
         .text()
         .await
-        .map_err(|e| Error::Other(format!("GET {url}: {e}")))?;
+        .map_err(|e| Error::Http(format!("GET {url}: {e}")))?;
     let (mut all, mut failed) = (0, 0);
     for line in text.lines().filter(|l| l.starts_with("http_requests_total{") && l.contains("service=\"gateway\"")) {
         let n: f64 = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0.0);
@@ -212,7 +212,7 @@ async fn answered(gateway: &str) -> Result<(u64, u64)> {
 /// from its HAR record of each request and answer.
 fn refused_traces(har: &Path) -> Result<BTreeSet<String>> {
     let text = std::fs::read_to_string(har).map_err(Error::io("cannot read schemathesis' record of its requests"))?;
-    let har: Value = serde_json::from_str(&text).map_err(|e| Error::Other(format!("schemathesis' HAR record: {e}")))?;
+    let har: Value = serde_json::from_str(&text).map_err(|e| Error::Tool(format!("schemathesis' HAR record: {e}")))?;
     let mut traces = BTreeSet::new();
     for entry in har["log"]["entries"].as_array().into_iter().flatten() {
         let status = entry["response"]["status"].as_u64().unwrap_or(0);

@@ -277,9 +277,9 @@ pub fn inputs(opts: &Options, kind: Kind, base: &str) -> Result<String> {
             h.update(include_str!("../images/postgres/docker-entrypoint.sh"));
             Vec::new()
         }
-        Kind::Bank => files_under(ws, BANK_SOURCES).map_err(|e| Error::Other(e.to_string()))?,
+        Kind::Bank => files_under(ws, BANK_SOURCES).map_err(|e| Error::Image(e.to_string()))?,
         Kind::Sandbox => {
-            files_under(ws, &[SANDBOX_SOURCES, &["fixtures"]].concat()).map_err(|e| Error::Other(e.to_string()))?
+            files_under(ws, &[SANDBOX_SOURCES, &["fixtures"]].concat()).map_err(|e| Error::Image(e.to_string()))?
         }
         Kind::BankInABox => {
             // It is built on the postgres image and carries both binaries, the
@@ -288,7 +288,7 @@ pub fn inputs(opts: &Options, kind: Kind, base: &str) -> Result<String> {
             let mut roots = [BANK_SOURCES, SANDBOX_SOURCES, BOX_WORKSPACE].concat();
             roots.sort_unstable();
             roots.dedup();
-            files_under(ws, &roots).map_err(|e| Error::Other(e.to_string()))?
+            files_under(ws, &roots).map_err(|e| Error::Image(e.to_string()))?
         }
     };
     for f in files {
@@ -378,18 +378,18 @@ fn cargo_build(opts: &Options, bins: &[&str], why: &str, progress: &mut dyn FnMu
 /// What making the base needs: debootstrap, root, and a mirror (returned).
 fn base_preconditions(opts: &Options) -> Result<String> {
     if which(&opts.debootstrap).is_none() {
-        return Err(Error::Other(format!(
+        return Err(Error::Image(format!(
             "`{}` not found: the base image is made with debootstrap; install it with `apt-get install -y debootstrap`",
             opts.debootstrap.display()
         )));
     }
     if !nix::unistd::geteuid().is_root() {
-        return Err(Error::Other(
+        return Err(Error::Image(
             "debootstrap needs root to make the base image's file system; run `sudo sandbox images build`".into(),
         ));
     }
     debian_mirror().ok_or_else(|| {
-        Error::Other(
+        Error::Image(
             "no Debian or Ubuntu mirror in /etc/apt/sources.list or /etc/apt/sources.list.d; the base image is made from the one apt uses"
                 .into(),
         )
@@ -434,7 +434,7 @@ fn build_base(
     )?;
     let out = tar.wait_with_output().map_err(Error::io("tar"))?;
     if !out.status.success() {
-        return Err(Error::Other(format!(
+        return Err(Error::Image(format!(
             "tar of the base file system failed: {}",
             String::from_utf8_lossy(&out.stderr)
         )));
@@ -535,7 +535,7 @@ fn build_on_base(
 /// third of the size), falling back to a plain copy where `objcopy` is missing.
 fn copy_binary(from: &Path, to: &Path) -> Result<()> {
     if !from.is_file() {
-        return Err(Error::Other(format!("{} was not built; run `cargo build` in the workspace", from.display())));
+        return Err(Error::Build(format!("{} was not built; run `cargo build` in the workspace", from.display())));
     }
     let stripped = Command::new("objcopy").arg("--strip-debug").arg(from).arg(to).status();
     if !stripped.is_ok_and(|s| s.success()) {
@@ -607,7 +607,7 @@ fn run_streamed(cmd: &mut Command, stdin: Option<Stdio>, what: &str, progress: &
     }
     let all: Vec<&str> = out.lines().chain(err.lines()).collect();
     let tail = all[all.len().saturating_sub(30)..].join("\n");
-    Err(Error::Other(format!("{what} failed ({status}); its last lines:\n{tail}")))
+    Err(Error::Image(format!("{what} failed ({status}); its last lines:\n{tail}")))
 }
 
 /// The `docker` CLI, talking to the engine `host` names (as DOCKER_HOST) or to
@@ -643,7 +643,7 @@ impl Docker {
             .args(["version", "--format", "{{.Server.APIVersion}}"])
             .output()
             .map_err(|e| {
-                Error::Other(format!(
+                Error::Image(format!(
                     "the docker CLI (`{}`) cannot be run ({e}); install Docker Engine (`apt-get install -y docker.io`), or use the local backend, which needs no Docker",
                     self.bin.display()
                 ))
@@ -653,7 +653,7 @@ impl Docker {
         }
         let why = String::from_utf8_lossy(&out.stderr);
         let why = why.lines().find(|l| !l.trim().is_empty()).unwrap_or("no answer");
-        Err(Error::Other(format!(
+        Err(Error::Image(format!(
             "the Docker engine is not reachable ({why}); start it (`systemctl start docker`) or point DOCKER_HOST at a running one, or use the local backend, which needs no Docker"
         )))
     }
@@ -669,7 +669,7 @@ impl Docker {
         let what = format!("docker {}", args.first().copied().unwrap_or_default());
         let out = self.command().args(args).output().map_err(Error::io(format!("cannot run {what}")))?;
         if !out.status.success() {
-            return Err(Error::Other(format!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(Error::Image(format!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim())));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -741,7 +741,7 @@ fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     };
     eprintln!("another `sandbox images build` is running; waiting for it");
     Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::Other(format!("cannot lock {}: {e}", path.display())))
+        .map_err(|(_, e)| Error::Image(format!("cannot lock {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -177,6 +177,9 @@ enum BoxWhat {
         #[arg(long, env = "SANDBOX_WORKSPACE", default_value = harness::inabox::WORKSPACE)]
         workspace: PathBuf,
     },
+    /// Make PostgreSQL's cluster template in the box's home (when the image is built),
+    /// so that its first start copies it instead of running initdb.
+    Prepare,
     /// Exit 0 while every component is healthy.
     Health,
     /// Tell Kafka clients the broker is at HOST:PORT (the host's port mapped to 9092).
@@ -688,6 +691,13 @@ async fn in_a_box(home: Home, what: BoxWhat) -> anyhow::Result<ExitCode> {
             outln!("starting the bank-in-a-box");
             harness::inabox::run(opts, Printer::default()).await?;
             outln!("the bank-in-a-box stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        BoxWhat::Prepare => {
+            home.ensure()?;
+            let made =
+                harness::backend::local::prepare_cluster_template(&home.root, harness::inabox::POSTGRES_USER).await?;
+            outln!("cluster template ready at {}", made.display());
             Ok(ExitCode::SUCCESS)
         }
         BoxWhat::Health => {

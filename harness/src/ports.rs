@@ -55,7 +55,7 @@ fn lock(registry: &Path) -> Result<Flock<std::fs::File>> {
     };
     let file = open(true).or_else(|_| open(false)).map_err(Error::io(format!("cannot open {}", path.display())))?;
     Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::Other(format!("cannot lock {}: {e}", path.display())))
+        .map_err(|(_, e)| Error::Docker(format!("cannot lock {}: {e}", path.display())))
 }
 
 /// Reserve `n` free ports for the sandbox in `dir`.
@@ -73,7 +73,7 @@ pub fn reserve(dir: &Path, n: usize) -> Result<Vec<u16>> {
     let mut tried = 0;
     while chosen.len() < n {
         if tried >= span {
-            return Err(Error::Other(format!("no {n} free ports on 127.0.0.1 between {low} and {high}")));
+            return Err(Error::Usage(format!("no {n} free ports on 127.0.0.1 between {low} and {high}")));
         }
         let port = low + (next % span) as u16;
         next += 1;
@@ -111,7 +111,7 @@ fn check_registry(registry: &Path) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
     let sticky = meta.mode() & 0o1000 != 0;
     if meta.file_type().is_symlink() || !meta.is_dir() || !(meta.uid() == me || meta.uid() == 0 || sticky) {
-        return Err(Error::Other(format!(
+        return Err(Error::Usage(format!(
             "the port registry {} is not a directory the sandboxes can trust (a link, or another user's without \
              the sticky bit); remove it (as its owner or root) and try again",
             registry.display()

@@ -79,7 +79,7 @@ pub fn unprivileged_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)
             return Ok(Some((user.uid, user.gid)));
         }
     }
-    Err(Error::Other(
+    Err(Error::Postgres(
         "running as root, and neither a `postgres` nor a `nobody` user exists to run PostgreSQL as".into(),
     ))
 }
@@ -88,7 +88,7 @@ pub fn unprivileged_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)
 pub fn hand_over(path: &Path) -> Result<()> {
     if let Some((uid, gid)) = unprivileged_user()? {
         nix::unistd::chown(path, Some(uid), Some(gid))
-            .map_err(|e| Error::Other(format!("cannot hand {} to the postgres user: {e}", path.display())))?;
+            .map_err(|e| Error::Postgres(format!("cannot hand {} to the postgres user: {e}", path.display())))?;
     }
     Ok(())
 }

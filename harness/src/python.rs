@@ -18,7 +18,7 @@ pub fn environment(name: &str, packages: &[&str]) -> Result<PathBuf> {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .ok_or_else(|| Error::Other("neither XDG_CACHE_HOME nor HOME is set: say where caches go".into()))?;
+        .ok_or_else(|| Error::Tool("neither XDG_CACHE_HOME nor HOME is set: say where caches go".into()))?;
     let venv = cache.join("bank-sandbox").join(name);
     let wanted = packages.join("\n");
     if std::fs::read_to_string(venv.join(INSTALLED)).is_ok_and(|had| had == wanted) {
@@ -29,7 +29,7 @@ pub fn environment(name: &str, packages: &[&str]) -> Result<PathBuf> {
     std::fs::create_dir_all(venv.parent().unwrap_or(&venv)).map_err(Error::io("cannot create the Python cache"))?;
     let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status();
     if !made.is_ok_and(|s| s.success()) {
-        return Err(Error::Other(format!(
+        return Err(Error::Tool(format!(
             "cannot make a Python virtual environment at {}: install python3 with venv (`apt-get install -y python3-venv`)",
             venv.display()
         )));
@@ -40,7 +40,7 @@ pub fn environment(name: &str, packages: &[&str]) -> Result<PathBuf> {
         .status();
     if !pip.is_ok_and(|s| s.success()) {
         let _ = std::fs::remove_dir_all(&venv);
-        return Err(Error::Other(format!(
+        return Err(Error::Tool(format!(
             "cannot install {} from PyPI (pip failed above); check the network and try again",
             packages.join(" ")
         )));

@@ -163,8 +163,8 @@ impl Home {
         let running: Vec<Record> = self.list().into_iter().filter_map(|(_, r)| r).filter(Record::owner_alive).collect();
         match running.len() {
             1 => Ok(running.into_iter().next().expect("one")),
-            0 => Err(Error::Other("no sandbox is running; start one with `sandbox up`".into())),
-            _ => Err(Error::Other(format!(
+            0 => Err(Error::NotRunning("no sandbox is running; start one with `sandbox up`".into())),
+            _ => Err(Error::Usage(format!(
                 "several sandboxes are running ({}); name one",
                 running.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
             ))),
@@ -264,7 +264,7 @@ impl Record {
         let path = dir.join(RECORD);
         let text = std::fs::read_to_string(&path).map_err(|cause| Error::Read { path: path.clone(), cause })?;
         serde_json::from_str(&text)
-            .map_err(|e| Error::Other(format!("{}: unreadable sandbox record: {e}", path.display())))
+            .map_err(|e| Error::Usage(format!("{}: unreadable sandbox record: {e}", path.display())))
     }
 
     /// Write atomically (rename), readable by this user only: it holds the
@@ -273,7 +273,7 @@ impl Record {
     /// link at the record's place, it does not follow it).
     pub fn write(&self) -> Result<()> {
         let tmp = self.dir.join(format!(".{RECORD}.tmp"));
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Other(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Check(e.to_string()))?;
         {
             use std::io::Write;
             let mut f = open_private(&tmp).map_err(Error::io(format!("cannot write {}", tmp.display())))?;
@@ -294,7 +294,7 @@ pub async fn remove_dead(dir: &Path) -> Result<Vec<String>> {
     let mut swept = Vec::new();
     if let Ok(record) = Record::read(dir) {
         if record.owner_alive() {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "sandbox `{}` is running (pid {}); stop it with `sandbox down {}`",
                 record.name, record.pid, record.name
             )));

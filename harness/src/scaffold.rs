@@ -86,7 +86,7 @@ pub fn plan(workspace: &Path, name: &str, consumes: &[String]) -> Result<Plan> {
     // The topology as `sandbox up` will read it, the new service in it.
     let checked = Topology::parse(&compose_path, &new_compose)?;
     if checked.service(name).is_none() {
-        return Err(Error::Other(format!("the generated {} has no `{name}` service", crate::TOPOLOGY)));
+        return Err(Error::Check(format!("the generated {} has no `{name}` service", crate::TOPOLOGY)));
     }
     let mut changes = vec![
         Change { path: format!("bank/src/{name}/mod.rs").into(), text: rustfmt.run(&t.module())?, before: None },
@@ -169,7 +169,7 @@ impl Plan {
 }
 
 fn refused(message: String) -> Error {
-    Error::Other(message)
+    Error::Check(message)
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -249,12 +249,12 @@ impl Rustfmt {
         let out = child.wait_with_output().map_err(Error::io("rustfmt"))?;
         let _ = writer.join();
         if !out.status.success() {
-            return Err(Error::Other(format!(
+            return Err(Error::Check(format!(
                 "rustfmt refused the generated code (a bug in the template): {}",
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        String::from_utf8(out.stdout).map_err(|e| Error::Other(format!("rustfmt: {e}")))
+        String::from_utf8(out.stdout).map_err(|e| Error::Tool(format!("rustfmt: {e}")))
     }
 }
 

@@ -174,9 +174,9 @@ impl Sandbox {
             told = announced => told.ok(),
             outcome = &mut ended => {
                 let _ = thread.join();
-                return Err(outcome.unwrap_or_else(|_| Err(Error::Other(format!("the supervisor of sandbox {name} panicked"))))
+                return Err(outcome.unwrap_or_else(|_| Err(Error::Panicked(format!("the supervisor of sandbox {name} panicked"))))
                     .err()
-                    .unwrap_or_else(|| Error::Other(format!("sandbox {name} stopped before it started"))));
+                    .unwrap_or_else(|| Error::NotRunning(format!("sandbox {name} stopped before it started"))));
             }
         };
         let mut sandbox = Self {
@@ -271,7 +271,7 @@ impl Sandbox {
     /// The sandbox as its clients see it (every component's address); an error
     /// until [`Sandbox::ready`] returned.
     pub fn target(&self) -> Result<&Target> {
-        self.target.as_ref().ok_or_else(|| Error::Other(format!("sandbox {} is still starting", self.name)))
+        self.target.as_ref().ok_or_else(|| Error::NotRunning(format!("sandbox {} is still starting", self.name)))
     }
 
     /// A component's main address: `http://127.0.0.1:<port>` for a service or
@@ -317,7 +317,10 @@ impl Sandbox {
     }
 
     fn panicked(&self) -> Error {
-        Error::Other(format!("the supervisor of sandbox {} panicked; `sandbox prune` removes what it left", self.name))
+        Error::Panicked(format!(
+            "the supervisor of sandbox {} panicked; `sandbox prune` removes what it left",
+            self.name
+        ))
     }
 
     fn take_outcome(&mut self) -> Result<()> {
@@ -327,7 +330,7 @@ impl Sandbox {
     fn take_error(&mut self) -> Error {
         match self.take_outcome() {
             Err(e) => e,
-            Ok(()) => Error::Other(format!("sandbox {} stopped before every component was healthy", self.name)),
+            Ok(()) => Error::NotRunning(format!("sandbox {} stopped before every component was healthy", self.name)),
         }
     }
 }

@@ -165,8 +165,8 @@ async fn run_engine<B: Backend>(
 
     let started = tokio::select! {
         r = engine.start() => r,
-        () = down.cancelled() => Err(Error::Other("stopped by `sandbox down` while starting".into())),
-        () = signals.cancelled() => Err(Error::Other("interrupted while starting".into())),
+        () = down.cancelled() => Err(Error::Interrupted("stopped by `sandbox down` while starting".into())),
+        () = signals.cancelled() => Err(Error::Interrupted("interrupted while starting".into())),
     };
     if started.is_ok() {
         tokio::select! {

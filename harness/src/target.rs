@@ -31,7 +31,7 @@ impl Target {
 
     pub fn from_state(name: &str, control: control::Client, state: &State) -> Result<Self> {
         if state.phase != Phase::Running {
-            return Err(Error::Other(format!(
+            return Err(Error::NotRunning(format!(
                 "sandbox `{name}` is {:?}, not running; see `sandbox status {name}`",
                 state.phase
             )));
@@ -46,7 +46,7 @@ impl Target {
 
     pub fn url(&self, component: &str) -> Result<&str> {
         self.urls.get(component).map(String::as_str).ok_or_else(|| {
-            Error::Other(format!(
+            Error::NotRunning(format!(
                 "sandbox `{}` has no component `{component}`; it has: {}",
                 self.name,
                 self.urls.keys().cloned().collect::<Vec<_>>().join(", ")

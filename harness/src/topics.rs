@@ -66,7 +66,7 @@ pub fn consumer(brokers: &str, group: &str, fetch_wait: Duration) -> Result<Stre
         // How soon a topic created later matches a pattern subscription.
         .set("topic.metadata.refresh.interval.ms", "1000")
         .create()
-        .map_err(|e| Error::Other(format!("cannot create a Kafka consumer for {brokers}: {e}")))
+        .map_err(|e| Error::Kafka(format!("cannot create a Kafka consumer for {brokers}: {e}")))
 }
 
 impl Topics {
@@ -82,16 +82,16 @@ impl Topics {
         let (consumer, topics) = tokio::task::spawn_blocking(move || {
             let meta = consumer
                 .fetch_metadata(None, Duration::from_secs(10))
-                .map_err(|e| Error::Other(format!("cannot list the broker's topics: {e}")))?;
+                .map_err(|e| Error::Kafka(format!("cannot list the broker's topics: {e}")))?;
             let mut topics: Vec<String> =
                 meta.topics().iter().map(|t| t.name().to_string()).filter(|n| n.ends_with(".events")).collect();
             topics.sort();
             Ok::<_, Error>((consumer, topics))
         })
         .await
-        .map_err(|e| Error::Other(e.to_string()))??;
+        .map_err(|e| Error::Panicked(e.to_string()))??;
         if topics.is_empty() {
-            return Err(Error::Other(format!(
+            return Err(Error::Kafka(format!(
                 "the broker at {brokers} has no `*.events` topics yet; the connector creates them when it starts"
             )));
         }
@@ -101,7 +101,7 @@ impl Topics {
         // refresh.
         consumer
             .subscribe(&[EVENTS_PATTERN])
-            .map_err(|e| Error::Other(format!("cannot subscribe to {EVENTS_PATTERN}: {e}")))?;
+            .map_err(|e| Error::Kafka(format!("cannot subscribe to {EVENTS_PATTERN}: {e}")))?;
         let inner = Arc::new(Mutex::new(Inner::default()));
         let (tx, count) = watch::channel(0);
         let shared = inner.clone();
@@ -171,10 +171,10 @@ impl Topics {
             }
             tokio::select! {
                 changed = count.changed() => if changed.is_err() {
-                    return Err(Error::Other(format!("{what}: the Kafka reader stopped")));
+                    return Err(Error::Kafka(format!("{what}: the Kafka reader stopped")));
                 },
                 () = tokio::time::sleep_until(deadline) => {
-                    return Err(Error::Other(format!(
+                    return Err(Error::Kafka(format!(
                         "{what}: not on Kafka within {} s ({} events read from {})",
                         within.as_secs_f32(), from, self.topics.join(", ")
                     )));

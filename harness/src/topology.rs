@@ -178,7 +178,7 @@ impl Topology {
     /// in it, such as provider definitions, are resolved against its directory).
     pub fn parse_all(sources: &[(PathBuf, String)]) -> Result<Self> {
         let Some((file, _)) = sources.first() else {
-            return Err(Error::Other("no topology file given".into()));
+            return Err(Error::Usage("no topology file given".into()));
         };
         let file = file.as_path();
         let lines = Lines { files: sources.iter().map(|(f, t)| (f.as_path(), LineIndex::new(t))).collect() };

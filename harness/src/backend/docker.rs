@@ -230,7 +230,7 @@ impl DockerBackend {
                 self.docker
                     .create_network(request)
                     .await
-                    .map_err(|e| Error::Other(format!("cannot create the network {}: {e}", self.prefix)))?;
+                    .map_err(|e| Error::Docker(format!("cannot create the network {}: {e}", self.prefix)))?;
                 Ok(self.prefix.clone())
             })
             .await
@@ -383,7 +383,7 @@ impl Backend for DockerBackend {
             match self.docker.inspect_image(image).await {
                 Ok(_) => {}
                 Err(e) if is_status(&e, 404) => missing.push(image),
-                Err(e) => return Err(Error::Other(format!("cannot inspect image {image}: {e}"))),
+                Err(e) => return Err(Error::Docker(format!("cannot inspect image {image}: {e}"))),
             }
         }
         if !missing.is_empty() {
@@ -584,7 +584,7 @@ fn label_filter(home: &Path, sandbox: Option<&str>) -> HashMap<String, Vec<Strin
 /// `home`; returns a line for each.
 async fn remove_labelled(docker: &Docker, home: &Path, sandbox: &str) -> Result<Vec<String>> {
     let filters = label_filter(home, Some(sandbox));
-    let fail = |what: &str, e: DockerError| Error::Other(format!("cannot list {what} of sandbox {sandbox}: {e}"));
+    let fail = |what: &str, e: DockerError| Error::Docker(format!("cannot list {what} of sandbox {sandbox}: {e}"));
     let mut removed = Vec::new();
     let options = ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
     for c in docker.list_containers(Some(options)).await.map_err(|e| fail("containers", e))? {
@@ -621,7 +621,7 @@ pub async fn sweep_orphans(docker: &Docker, home: &Home, also: Option<&str>) -> 
     let containers = docker
         .list_containers(Some(options))
         .await
-        .map_err(|e| Error::Other(format!("cannot list the sandbox's containers: {e}")))?;
+        .map_err(|e| Error::Docker(format!("cannot list the sandbox's containers: {e}")))?;
     // Containers a test started (`containers`): their owner process decides.
     let mut owned: BTreeMap<String, bool> = BTreeMap::new();
     for labels in containers.iter().filter_map(|c| c.labels.as_ref()) {
@@ -635,7 +635,7 @@ pub async fn sweep_orphans(docker: &Docker, home: &Home, also: Option<&str>) -> 
     let networks = docker
         .list_networks(Some(options))
         .await
-        .map_err(|e| Error::Other(format!("cannot list the sandbox's networks: {e}")))?;
+        .map_err(|e| Error::Docker(format!("cannot list the sandbox's networks: {e}")))?;
     sandboxes.extend(networks.into_iter().filter_map(|n| n.labels?.get(LABEL_SANDBOX).cloned()));
     let mut removed = Vec::new();
     for sandbox in sandboxes {

@@ -42,7 +42,7 @@ impl Plan {
         let (reserved_in, n) = (dir.to_path_buf(), wanted.len() + extra);
         let mut chosen = tokio::task::spawn_blocking(move || crate::ports::reserve(&reserved_in, n))
             .await
-            .map_err(|e| crate::Error::Other(format!("port reservation panicked: {e}")))??;
+            .map_err(|e| crate::Error::Panicked(format!("port reservation panicked: {e}")))??;
         let extra = chosen.split_off(wanted.len());
         let plan = Self { dir: dir.to_path_buf(), ports: wanted.into_iter().zip(chosen).collect(), ..Self::default() };
         Ok((plan, extra))

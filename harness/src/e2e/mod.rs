@@ -67,7 +67,7 @@ impl Context {
             let service = topic.trim_end_matches(".events");
             sources.push((service.to_string(), target.url(service)?.to_string()));
         }
-        let contracts = EventContracts::new().map_err(Error::Other)?;
+        let contracts = EventContracts::new().map_err(Error::Check)?;
         Ok(Self { target, api, topics, sources, audited: Mutex::default(), contracts, checked: Mutex::default() })
     }
 
@@ -233,7 +233,7 @@ pub async fn run(opts: Options) -> Result<Summary> {
         .as_deref()
         .map(|t| {
             t.parse::<cucumber::gherkin::tagexpr::TagOperation>().map_err(|e| {
-                Error::Other(format!("--tags `{t}` is not a tag expression ({e}); e.g. `@payments and not @serial`"))
+                Error::Usage(format!("--tags `{t}` is not a tag expression ({e}); e.g. `@payments and not @serial`"))
             })
         })
         .transpose()?;
@@ -242,7 +242,7 @@ pub async fn run(opts: Options) -> Result<Summary> {
     let mut selection = select::Selection { name: opts.name.clone(), shard: opts.shard, tags, ..Default::default() };
     for f in &opts.features {
         let path = std::fs::canonicalize(f).ok().filter(|p| p.starts_with(&root) && p.is_file()).ok_or_else(|| {
-            Error::Other(format!("{} is not a feature file under {}", f.display(), scenarios.display()))
+            Error::Usage(format!("{} is not a feature file under {}", f.display(), scenarios.display()))
         })?;
         selection.features.push(path);
     }

@@ -124,7 +124,10 @@ fn request_validators(kind: Kind) -> Result<Vec<(String, String, jsonschema::Val
     let mut out = Vec::new();
     for op in contracts[name]["operations"].as_array().into_iter().flatten() {
         let validator = crate::contracts::compile(&op["request"]).map_err(|e| {
-            Error::Other(format!("{name}: the request schema of {} {} does not compile: {e}", op["method"], op["path"]))
+            Error::Provider(format!(
+                "{name}: the request schema of {} {} does not compile: {e}",
+                op["method"], op["path"]
+            ))
         })?;
         out.push((
             op["method"].as_str().unwrap_or_default().into(),
@@ -575,7 +578,7 @@ pub async fn serve(spec: Spec, listener: TcpListener, webhook_base: Option<Strin
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| Error::Other(format!("cannot build the webhook client: {e}")))?,
+            .map_err(|e| Error::Provider(format!("cannot build the webhook client: {e}")))?,
         runtime: tokio::runtime::Handle::current(),
         requests: Arc::new(request_validators(spec_kind)?),
     };
@@ -592,12 +595,16 @@ pub async fn serve(spec: Spec, listener: TcpListener, webhook_base: Option<Strin
 /// The `sandbox provider` command: serve until killed.
 pub async fn run(spec_path: &std::path::Path, listen: std::net::SocketAddr) -> Result<()> {
     let spec = Spec::load(spec_path)?;
-    let listener = TcpListener::bind(listen)
-        .map_err(Error::io(format!("{}: cannot listen on {listen} (is the port in use?)", spec.name)))?;
+    let listener = TcpListener::bind(listen).map_err(|cause| match cause.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            Error::PortTaken { port: listen.port(), what: format!("the {} mock", spec.name), cause }
+        }
+        _ => Error::io(format!("{}: cannot listen on {listen}", spec.name))(cause),
+    })?;
     let webhook_base = std::env::var("WEBHOOK_BASE_URL").ok();
     let secret = std::env::var("WEBHOOK_SECRET").unwrap_or_default();
     if webhook_base.is_some() && secret.is_empty() {
-        return Err(Error::Other(format!("{}: WEBHOOK_SECRET is not set; webhooks must be signed", spec.name)));
+        return Err(Error::Provider(format!("{}: WEBHOOK_SECRET is not set; webhooks must be signed", spec.name)));
     }
     let name = spec.name.clone();
     let _running = serve(spec, listener, webhook_base, secret.as_bytes()).await?;
@@ -633,20 +640,20 @@ impl AdminClient {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| Error::Other(format!("{}: cannot {what}: {e}", self.name)))?;
+            .map_err(|e| Error::Provider(format!("{}: cannot {what}: {e}", self.name)))?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             Ok(body)
         } else {
-            Err(Error::Other(format!("{}: cannot {what}: {status} {body}", self.name)))
+            Err(Error::Provider(format!("{}: cannot {what}: {status} {body}", self.name)))
         }
     }
 
     /// Add a fault; returns it with its id.
     pub async fn add_fault(&self, fault: &Fault) -> Result<Fault> {
         let body = self.call(self.http.post(format!("{}/faults", self.base)).json(fault), "add a fault").await?;
-        serde_json::from_value(body).map_err(|e| Error::Other(format!("{}: odd fault answer: {e}", self.name)))
+        serde_json::from_value(body).map_err(|e| Error::Provider(format!("{}: odd fault answer: {e}", self.name)))
     }
 
     /// Clear the faults scoped to `scope`.
@@ -663,7 +670,7 @@ impl AdminClient {
         }
         let body = self.call(req, "read the journal").await?;
         serde_json::from_value(body["entries"].clone())
-            .map_err(|e| Error::Other(format!("{}: odd journal: {e}", self.name)))
+            .map_err(|e| Error::Provider(format!("{}: odd journal: {e}", self.name)))
     }
 
     /// (scheme) A payment from another bank to `to`; returns its scheme id.
@@ -687,7 +694,7 @@ impl AdminClient {
     pub async fn faults(&self) -> Result<Vec<Fault>> {
         let body = self.call(self.http.get(format!("{}/faults", self.base)), "read its faults").await?;
         serde_json::from_value(body["faults"].clone())
-            .map_err(|e| Error::Other(format!("{}: odd faults: {e}", self.name)))
+            .map_err(|e| Error::Provider(format!("{}: odd faults: {e}", self.name)))
     }
 
     /// Clear every fault, whatever its scope.

@@ -659,6 +659,25 @@ fn the_library_starts_only_what_is_asked_and_a_dropped_handle_leaves_nothing() {
     assert!(err.to_string().contains("no service `nonesuch`") && err.to_string().contains("accounts"), "{err}");
     assert!(home.dirs().is_empty(), "a refused start made {:?}", home.dirs());
 
+    // A component that dies while starting: the error says which, why, and its last words.
+    let file = home.root.join("exits.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  accounts:\n    command: [\"accounts\"]\n    ports: [\"127.0.0.1::8080\"]\n    x-sandbox:\n      run: bank\n      health: /health\n",
+    )
+    .unwrap();
+    let mut exits = options(&[]);
+    exits.files = vec![file];
+    match rt.block_on(Sandbox::start(exits)).unwrap_err() {
+        harness::Error::ComponentFailed { component, why, log } => {
+            assert_eq!(component, "accounts");
+            assert!(why.contains("before becoming healthy"), "{why}");
+            assert!(log.iter().any(|l| l.contains("DATABASE_URL is not set")), "{log:?}");
+        }
+        other => panic!("not a failed component: {other:?}"),
+    }
+    assert!(home.dirs().is_empty(), "a failed start left {:?}", home.dirs());
+
     let record;
     {
         let bank = rt.block_on(Sandbox::start(options(&["accounts"]))).unwrap();
@@ -698,4 +717,18 @@ fn the_library_starts_only_what_is_asked_and_a_dropped_handle_leaves_nothing() {
             "process {pid} outlived the handle"
         );
     }
+}
+
+/// A port another program holds is refused by name, with what to do.
+#[test]
+fn a_provider_on_a_taken_port_says_which_and_what_to_do() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let home = Home::new();
+    let spec = workspace().join("fixtures/providers/payment-scheme.yaml");
+    let out = home.sandbox(&["provider", "--spec", spec.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("port {port} for the payment-scheme mock is taken")), "{stderr}");
+    assert!(stderr.contains("stop what listens there"), "{stderr}");
 }
