@@ -49,6 +49,9 @@ pub const POSTGRES_USER: &str = "bank";
 pub const WORKSPACE: &str = "/opt/bank-sandbox";
 /// The line the box prints once every component is healthy and every port open.
 pub const READY: &str = "bank-in-a-box is ready";
+/// The `/dev/shm` the box wants (`--shm-size=512m`): the local backend keeps
+/// PostgreSQL's cluster there when 512 MB are free, else on disk (slower).
+pub const SHM_SIZE: u64 = 512 << 20;
 /// The sandbox's name inside the container.
 const NAME: &str = "box";
 
@@ -90,6 +93,13 @@ pub async fn run(opts: Options, observer: impl Observer) -> Result<()> {
     let _ = std::fs::remove_file(&path);
     let commands = UnixListener::bind(&path).map_err(Error::io(format!("cannot listen on {}", path.display())))?;
 
+    let shm = nix::sys::statvfs::statvfs("/dev/shm").map(|s| s.blocks_available() * s.fragment_size());
+    if shm.is_ok_and(|free| free < SHM_SIZE) {
+        println!(
+            "note: /dev/shm has less than 512 MB free, so PostgreSQL's cluster goes to disk and starting takes seconds \
+             longer; run the container with --shm-size=512m"
+        );
+    }
     let mut start = StartOptions::new(&opts.workspace, &opts.sandbox_bin);
     start.name = Some(NAME.into());
     start.home = opts.home.clone();

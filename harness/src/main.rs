@@ -335,6 +335,12 @@ enum Command {
         name: String,
         #[arg(long, required = true)]
         file: Vec<PathBuf>,
+        /// Only these services and what they depend on.
+        #[arg(long)]
+        only: Vec<String>,
+        /// The local backend's PostgreSQL password [default: random].
+        #[arg(long, env = "SANDBOX_POSTGRES_PASSWORD", hide_env_values = true)]
+        postgres_password: Option<String>,
         #[arg(long)]
         workspace: PathBuf,
         #[arg(long, value_enum)]
@@ -617,7 +623,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out!("{table}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Supervise { name, file, workspace, backend, announce } => {
+        Command::Supervise { name, file, only, postgres_password, workspace, backend, announce } => {
             init_logging();
             let log = home.log(&name);
             let opts = supervisor::Options {
@@ -630,8 +636,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stop: Default::default(),
                 sandbox_bin: std::env::current_exe()?,
                 announce: announce.map_or(supervisor::Announce::Nobody, supervisor::Announce::Socket),
-                only: Vec::new(),
-                postgres_password: None,
+                only,
+                postgres_password,
             };
             supervisor::run(opts, Printer::default()).await?;
             // A clean exit leaves nothing; after a failure the log stays for
@@ -815,151 +821,25 @@ async fn up_detached(
     // Refuse a bad topology before anything is made.
     let topology = harness::topology::Topology::load_all(&file)?;
     refuse_unrunnable(backend, &topology).await?;
-    let dir = home.claim(&name)?;
-    // The supervisor says on this socket, once, when its control API listens.
-    let announce = match Announcement::listen() {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-    };
-    let spawned = spawn_supervisor(&home, &name, &file, &workspace, backend, &announce.path);
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-    };
-    let log = home.log(&name);
-    let interactive = std::io::stdout().is_terminal();
-    if interactive {
+    let mut opts = harness::start::Options::new(&workspace, &std::env::current_exe()?);
+    opts.name = Some(name.clone());
+    opts.backend = backend;
+    opts.files = file;
+    opts.home = home;
+    if std::io::stdout().is_terminal() {
         outln!("starting sandbox {name} in the background");
     }
-    // Wait for the supervisor to say its control API listens (or to end),
-    // then follow the state it pushes.
-    tokio::select! {
-        told = announce.heard() => told?,
-        status = child.wait() => return Err(failed_to_start(&name, &dir, &log, status?)),
-    }
-    drop(announce);
-    let client = control::Client::for_record(&Record::read(&dir)?)?;
-    let mut prev: Option<State> = None;
-    // The stream fails or ends early when the supervisor stops before serving it.
-    if let Ok(states) = client.states().await {
-        let mut states = std::pin::pin!(states);
-        while let Some(Ok(state)) = states.next().await {
-            for line in progress::transitions(prev.as_ref(), &state) {
-                outln!("  {line}");
-            }
-            match state.phase {
-                Phase::Running => {
-                    out!("{}", progress::table(&state));
-                    outln!("stop it with: sandbox down {name}");
-                    return Ok(ExitCode::SUCCESS);
-                }
-                Phase::Failed | Phase::Stopping | Phase::Stopped => break,
-                Phase::Starting => {}
-            }
-            prev = Some(state);
+    harness::start::detached(opts, |prev, state| {
+        for line in progress::transitions(prev, state) {
+            outln!("  {line}");
         }
-    }
-    // It failed: the supervisor tears down and removes the directory itself;
-    // its log says why.
-    let status = child.wait().await?;
-    Err(failed_to_start(&name, &dir, &log, status))
-}
-
-/// The supervisor ended before the sandbox ran: its error (all its log when it
-/// printed none), then nothing of it is left.
-fn failed_to_start(
-    name: &str,
-    dir: &std::path::Path,
-    log: &std::path::Path,
-    status: std::process::ExitStatus,
-) -> anyhow::Error {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    // `main` prints the error last, from a line starting "error:" to the end.
-    let why = text.rfind("\nerror:").map_or(text.as_str(), |i| &text[i + 1..]).trim_end().to_string();
-    let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_file(log);
-    anyhow::anyhow!("sandbox {name} failed to start ({status}):\n{why}")
-}
-
-/// Where a detached supervisor says its control API listens: a Unix socket
-/// in a directory of its own, private to this user (0700), removed with it.
-struct Announcement {
-    dir: PathBuf,
-    path: PathBuf,
-    listener: tokio::net::UnixListener,
-}
-
-impl Announcement {
-    fn listen() -> anyhow::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = std::env::temp_dir().join(format!("sbx-announce-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join("s");
-        match tokio::net::UnixListener::bind(&path) {
-            Ok(listener) => Ok(Self { dir, path, listener }),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(anyhow::anyhow!("cannot listen on {}: {e}", path.display()))
-            }
+        if state.phase == Phase::Running {
+            out!("{}", progress::table(state));
         }
-    }
-
-    /// The supervisor's word: its control API listens.
-    async fn heard(&self) -> anyhow::Result<()> {
-        use tokio::io::AsyncReadExt;
-        let (mut socket, _) = self.listener.accept().await?;
-        let mut line = String::new();
-        socket.read_to_string(&mut line).await?;
-        let _: harness::sandbox::Control =
-            serde_json::from_str(line.trim()).context("the supervisor's announcement is not its control address")?;
-        Ok(())
-    }
-}
-
-impl Drop for Announcement {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn spawn_supervisor(
-    home: &Home,
-    name: &str,
-    files: &[PathBuf],
-    workspace: &std::path::Path,
-    backend: Kind,
-    announce: &std::path::Path,
-) -> anyhow::Result<tokio::process::Child> {
-    use std::os::unix::process::CommandExt;
-    home.ensure()?;
-    let log = sandbox::open_private(&home.log(name)).context("cannot create the supervisor's log")?;
-    let exe = std::env::current_exe().context("cannot find the sandbox binary itself")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--home")
-        .arg(&home.root)
-        .args(["supervise", "--name", name])
-        .args(files.iter().flat_map(|f| [std::ffi::OsStr::new("--file"), f.as_os_str()]))
-        .arg("--workspace")
-        .arg(workspace)
-        .args(["--backend", backend.name()])
-        .arg("--announce")
-        .arg(announce)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        // Its own process group: a Ctrl-C in this terminal must not reach it.
-        .process_group(0);
-    // It outlives this process: dropping the handle must not kill it.
-    Ok(tokio::process::Command::from(cmd).kill_on_drop(false).spawn()?)
+    })
+    .await?;
+    outln!("stop it with: sandbox down {name}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn down(home: &Home, name: Option<&str>) -> anyhow::Result<ExitCode> {

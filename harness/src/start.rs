@@ -345,3 +345,149 @@ impl Drop for Sandbox {
         }
     }
 }
+
+/// Start a sandbox in the background, as `sandbox up --detach` does: a
+/// supervisor process of its own (`sandbox supervise`, in its own process
+/// group) keeps it running after this process ends, until `sandbox down`.
+/// Returns once every component is healthy; `progress` sees each state on the
+/// way. A failed start leaves nothing behind, and its error is the
+/// supervisor's own last words.
+pub async fn detached(opts: Options, mut progress: impl FnMut(Option<&State>, &State)) -> Result<Target> {
+    use futures::StreamExt;
+    let name = opts.name.clone().unwrap_or_else(crate::sandbox::default_name);
+    crate::sandbox::validate_name(&name)?;
+    let files =
+        if opts.files.is_empty() { crate::default_topology(&opts.workspace, opts.backend) } else { opts.files.clone() };
+    let home = &opts.home;
+    let dir = home.claim(&name)?;
+    // The supervisor says on this socket, once, when its control API listens.
+    let announce = match Announcement::listen() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let mut child = match spawn_supervisor(&opts, &name, &files, &announce.path) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let log = home.log(&name);
+    let failed = |status: std::io::Result<std::process::ExitStatus>| failed_to_start(&name, &dir, &log, status);
+    // Wait for the supervisor to say its control API listens (or to end),
+    // then follow the state it pushes.
+    let control = tokio::select! {
+        told = announce.heard() => told?,
+        status = child.wait() => return Err(failed(status)),
+    };
+    drop(announce);
+    let client = control::Client::new(&control);
+    let mut prev: Option<State> = None;
+    // The stream fails or ends early when the supervisor stops before serving it.
+    if let Ok(states) = client.states().await {
+        let mut states = std::pin::pin!(states);
+        while let Some(Ok(state)) = states.next().await {
+            progress(prev.as_ref(), &state);
+            match state.phase {
+                Phase::Running => return Target::from_state(&name, client, &state),
+                Phase::Failed | Phase::Stopping | Phase::Stopped => break,
+                Phase::Starting => {}
+            }
+            prev = Some(state);
+        }
+    }
+    // It failed: the supervisor tears down and removes the directory itself;
+    // its log says why.
+    Err(failed(child.wait().await))
+}
+
+/// The supervisor ended before the sandbox ran: its error (all its log when it
+/// printed none), then nothing of it is left.
+fn failed_to_start(name: &str, dir: &Path, log: &Path, status: std::io::Result<std::process::ExitStatus>) -> Error {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    // `main` prints the error last, from a line starting "error:" to the end.
+    let why = text.rfind("\nerror:").map_or(text.as_str(), |i| &text[i + 1..]).trim_end().to_string();
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(log);
+    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+    Error::NotRunning(format!("sandbox {name} failed to start ({status}):\n{why}"))
+}
+
+/// Where a detached supervisor says its control API listens: a Unix socket
+/// in a directory of its own, private to this user (0700), removed with it.
+struct Announcement {
+    dir: PathBuf,
+    path: PathBuf,
+    listener: tokio::net::UnixListener,
+}
+
+impl Announcement {
+    fn listen() -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("sbx-announce-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(Error::io(format!("cannot create {}", dir.display())))?;
+        let path = dir.join("s");
+        match tokio::net::UnixListener::bind(&path) {
+            Ok(listener) => Ok(Self { dir, path, listener }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(Error::io(format!("cannot listen on {}", path.display()))(e))
+            }
+        }
+    }
+
+    /// The supervisor's word: where its control API listens.
+    async fn heard(&self) -> Result<Control> {
+        use tokio::io::AsyncReadExt;
+        let context = "cannot hear the sandbox's supervisor";
+        let (mut socket, _) = self.listener.accept().await.map_err(Error::io(context))?;
+        let mut line = String::new();
+        socket.read_to_string(&mut line).await.map_err(Error::io(context))?;
+        serde_json::from_str(line.trim())
+            .map_err(|e| Error::Check(format!("the supervisor's announcement is not its control address: {e}")))
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_supervisor(opts: &Options, name: &str, files: &[PathBuf], announce: &Path) -> Result<tokio::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let home = &opts.home;
+    home.ensure()?;
+    let log = crate::sandbox::open_private(&home.log(name)).map_err(Error::io("cannot create the supervisor's log"))?;
+    let mut cmd = std::process::Command::new(&opts.sandbox_bin);
+    cmd.arg("--home")
+        .arg(&home.root)
+        .args(["supervise", "--name", name])
+        .args(files.iter().flat_map(|f| [std::ffi::OsStr::new("--file"), f.as_os_str()]))
+        .args(opts.only.iter().flat_map(|s| ["--only", s.as_str()]))
+        .arg("--workspace")
+        .arg(&opts.workspace)
+        .args(["--backend", opts.backend.name()])
+        .arg("--announce")
+        .arg(announce)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(Error::io("cannot share the supervisor's log"))?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C in this terminal must not reach it.
+        .process_group(0);
+    // In its environment, not on its command line (which `ps` shows anyone).
+    if let Some(password) = &opts.postgres_password {
+        cmd.env("SANDBOX_POSTGRES_PASSWORD", password);
+    }
+    // It outlives this process: dropping the handle must not kill it.
+    tokio::process::Command::from(cmd)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(Error::io(format!("cannot start {}", opts.sandbox_bin.display())))
+}

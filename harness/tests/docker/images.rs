@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::images::{self, Kind, Options, Outcome};
 
@@ -121,71 +121,67 @@ pub fn errors_say_what_to_do_and_change_nothing() {
     }
 }
 
-/// A container of this test's, removed on drop (also when the test panics).
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.0]).output();
-    }
-}
-
 /// The postgres image keeps the official image's contract whether its first
 /// start unpacks the cluster made at build time (the settings the bank's file
 /// asks for) or runs initdb (any others): POSTGRES_USER is the superuser and no
 /// one else is, its password is asked over TCP, POSTGRES_DB exists and the init
 /// scripts ran in it.
 pub fn postgres_makes_its_cluster_as_the_official_image_does() {
+    use testcontainers::core::{ContainerPort, Healthcheck, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{GenericImage, ImageExt};
     let opts = repository();
     images::build(opts, &mut progress).unwrap();
-    let init = Scratch::new("pg-init");
-    std::fs::write(init.0.join("seed.sql"), "CREATE TABLE seeded (n int); INSERT INTO seeded VALUES (42);\n").unwrap();
+    let (name, tag) = opts.tag(Kind::Postgres).rsplit_once(':').map(|(n, t)| (n.to_string(), t.to_string())).unwrap();
     let password = "it's \"secret\"";
-    for (case, settings, checksums) in [
-        ("made at build time", ["POSTGRES_INITDB_ARGS=--no-sync --wal-segsize=1", "TZ=UTC"], "off"),
-        ("initdb", ["POSTGRES_INITDB_ARGS=--no-sync --data-checksums", "TZ=UTC"], "on"),
-    ] {
-        let c = Container(format!("bank-sandbox-test-pg-{}-{}", std::process::id(), checksums));
-        let mut run = Command::new("docker");
-        run.args(["run", "-d", "--name", &c.0, "-e", "POSTGRES_USER=alice", "-e", "POSTGRES_DB=shop"])
-            .args(["-e", &format!("POSTGRES_PASSWORD={password}")])
-            .args(["-v", &format!("{}:/docker-entrypoint-initdb.d:ro", init.0.display())]);
-        for s in settings {
-            run.args(["-e", s]);
-        }
-        let out = run.arg(opts.tag(Kind::Postgres)).output().unwrap();
-        assert!(out.status.success(), "{case}: {out:?}");
-        // Over TCP, as a client on the network would, with the password.
-        let query = |password: &str| {
-            Command::new("docker")
-                .args(["exec", "-e", &format!("PGPASSWORD={password}"), &c.0])
-                .args(["psql", "-h", "127.0.0.1", "-U", "alice", "-d", "shop", "-Atc"])
-                .arg(
-                    "SELECT (SELECT n FROM seeded), current_user, \
-                     (SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname NOT LIKE 'pg\\_%' OR rolsuper), \
-                     current_setting('data_checksums'), current_setting('TimeZone')",
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (case, initdb_args, checksums) in
+        [("made at build time", "--no-sync --wal-segsize=1", "off"), ("initdb", "--no-sync --data-checksums", "on")]
+    {
+        rt.block_on(async {
+            // Started with testcontainers, as a team's test would; removed when `pg` drops.
+            let pg = GenericImage::new(&name, &tag)
+                .with_exposed_port(ContainerPort::Tcp(5432))
+                .with_wait_for(WaitFor::healthcheck())
+                .with_env_var("POSTGRES_USER", "alice")
+                .with_env_var("POSTGRES_DB", "shop")
+                .with_env_var("POSTGRES_PASSWORD", password)
+                .with_env_var("POSTGRES_INITDB_ARGS", initdb_args)
+                .with_env_var("TZ", "UTC")
+                .with_copy_to(
+                    "/docker-entrypoint-initdb.d/seed.sql",
+                    b"CREATE TABLE seeded (n int); INSERT INTO seeded VALUES (42);\n".to_vec(),
                 )
-                .output()
-                .unwrap()
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let answer = loop {
-            let out = query(password);
-            if out.status.success() {
-                break String::from_utf8_lossy(&out.stdout).trim().to_string();
-            }
-            let logs = Command::new("docker").args(["logs", &c.0]).output().unwrap();
-            assert!(
-                Instant::now() < deadline,
-                "{case}: not ready in 60 s: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(&logs.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert_eq!(answer, format!("42|alice|alice|{checksums}|UTC"), "{case}");
-        let wrong = query("wrong");
-        assert!(!wrong.status.success(), "{case}: a wrong password was let in");
-        assert!(String::from_utf8_lossy(&wrong.stderr).contains("password authentication failed"), "{wrong:?}");
+                .with_health_check(
+                    Healthcheck::cmd_shell("pg_isready -h 127.0.0.1 -U alice -d shop")
+                        .with_interval(Duration::from_millis(250))
+                        .with_retries(240),
+                )
+                .with_label(harness::backend::docker::LABEL_OWNER, harness::backend::docker::owner_of_this_process())
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            // Over TCP from the host, as any client would, with the password.
+            let port = pg.get_host_port_ipv4(5432).await.unwrap();
+            let url = |password: &str| {
+                let mut url = url::Url::parse(&format!("postgres://alice@127.0.0.1:{port}/shop")).unwrap();
+                url.set_password(Some(password)).unwrap();
+                url.to_string()
+            };
+            let db = sqlx::PgPool::connect(&url(password)).await.unwrap_or_else(|e| panic!("{case}: {e}"));
+            let answer: (i32, String, String, String, String) = sqlx::query_as(
+                "SELECT (SELECT n FROM seeded), current_user::text, \
+                 (SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname NOT LIKE 'pg\\_%' OR rolsuper), \
+                 current_setting('data_checksums'), current_setting('TimeZone')",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            let alice = || "alice".to_string();
+            assert_eq!(answer, (42, alice(), alice(), checksums.to_string(), "UTC".to_string()), "{case}");
+            db.close().await;
+            let wrong = sqlx::PgPool::connect(&url("wrong")).await.map(drop).unwrap_err().to_string();
+            assert!(wrong.contains("password authentication failed"), "{case}: {wrong}");
+        });
     }
 }
