@@ -47,16 +47,70 @@ pub const KAFKA_PORT: ContainerPort = ContainerPort::Tcp(9092);
 /// Every part's container answers its health check within this, or its start fails.
 const STARTUP: Duration = Duration::from_secs(60);
 
-/// `request` labelled as the sandbox's: the tests' sandbox of this process,
-/// under the home `sandbox prune` sweeps, owned by this process.
+/// The sandbox's labels for what this process starts: the tests' sandbox of
+/// this process, under the home `sandbox prune` sweeps, owned by this process.
+fn labels() -> [(&'static str, String); 3] {
+    [
+        (LABEL_SANDBOX, format!("tests-{}", std::process::id())),
+        (LABEL_HOME, crate::sandbox::Home::from_env().root.to_string_lossy().to_string()),
+        (LABEL_OWNER, crate::backend::docker::owner_of_this_process()),
+    ]
+}
+
+/// `request` labelled as the sandbox's (see [`labels`]).
 fn labelled<I: Image>(request: ContainerRequest<I>, component: &str) -> ContainerRequest<I> {
-    let home = crate::sandbox::Home::from_env();
-    request
-        .with_label(LABEL_SANDBOX, format!("tests-{}", std::process::id()))
-        .with_label(LABEL_HOME, home.root.to_string_lossy().to_string())
-        .with_label(LABEL_OWNER, crate::backend::docker::owner_of_this_process())
-        .with_label(LABEL_COMPONENT, component.to_string())
+    labels()
+        .into_iter()
+        .fold(request.with_label(LABEL_COMPONENT, component.to_string()), |r, (k, v)| r.with_label(k, v))
         .with_startup_timeout(STARTUP)
+}
+
+/// A network for a test's containers (`.with_network(network.name())`),
+/// labelled as the sandbox's like them, so `sandbox prune` removes it too
+/// when the test is killed (a network testcontainers makes itself carries no
+/// label). Removed when dropped: declare it before the containers on it, so
+/// that they go first.
+#[derive(Debug)]
+pub struct Network {
+    name: String,
+}
+
+impl Network {
+    /// Make the network `name` (a bridge).
+    pub async fn new(name: &str) -> crate::Result<Self> {
+        let docker = crate::backend::docker::connect().await?;
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(labels().into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+            ..Default::default()
+        };
+        docker
+            .create_network(request)
+            .await
+            .map_err(|e| crate::Error::Docker(format!("cannot create the network {name}: {e}")))?;
+        Ok(Self { name: name.to_string() })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Network {
+    /// Removed on a thread of its own (a drop cannot await), waited for.
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        let removed = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok(docker) = crate::backend::docker::connect().await {
+                    let _ = docker.remove_network(&name).await;
+                }
+            });
+        });
+        let _ = removed.join();
+    }
 }
 
 /// A health check (`Healthcheck::cmd` or `cmd_shell`) run inside the

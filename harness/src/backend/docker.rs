@@ -636,6 +636,12 @@ pub async fn sweep_orphans(docker: &Docker, home: &Home, also: Option<&str>) -> 
         .list_networks(Some(options))
         .await
         .map_err(|e| Error::Docker(format!("cannot list the sandbox's networks: {e}")))?;
+    for labels in networks.iter().filter_map(|n| n.labels.as_ref()) {
+        // A test's network (`containers::Network`) is its owner's too.
+        if let (Some(sandbox), Some(owner)) = (labels.get(LABEL_SANDBOX), labels.get(LABEL_OWNER)) {
+            *owned.entry(sandbox.clone()).or_default() |= owner_alive(owner);
+        }
+    }
     sandboxes.extend(networks.into_iter().filter_map(|n| n.labels?.get(LABEL_SANDBOX).cloned()));
     let mut removed = Vec::new();
     for sandbox in sandboxes {

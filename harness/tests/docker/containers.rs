@@ -36,8 +36,13 @@ fn labels(id: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
+/// A container or network of this id or name is there.
 fn exists(id: &str) -> bool {
     Command::new("docker").args(["inspect", id]).output().unwrap().status.success()
+}
+
+fn network_exists(name: &str) -> bool {
+    Command::new("docker").args(["network", "inspect", name]).output().unwrap().status.success()
 }
 
 /// PostgreSQL reached from the host, a bank service on a network with it,
@@ -48,7 +53,9 @@ pub fn a_team_starts_only_what_it_needs() {
     let (postgres, bank, sandbox) = (image("postgres"), image("bank"), image("sandbox"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let network = format!("sbx-tc-{}", std::process::id());
+        // Declared first: dropped after the containers on it.
+        let net = containers::Network::new(&format!("sbx-tc-{}", std::process::id())).await.unwrap();
+        let network = net.name().to_string();
         let pg_name = format!("{network}-postgres");
         let pg = containers::postgres(&["accounts"])
             .with_name(&postgres)
@@ -110,6 +117,8 @@ pub fn a_team_starts_only_what_it_needs() {
             container.unwrap();
         }
         assert!(ids.iter().all(|id| !exists(id)), "every container is removed with its handle");
+        drop(net);
+        assert!(!network_exists(&network), "the network is removed with its handle");
     });
 }
 
@@ -118,8 +127,14 @@ pub fn a_team_starts_only_what_it_needs() {
 pub fn child(image: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let scheme = containers::provider("payment-scheme", None).with_name(image).start().await.unwrap();
-        println!("started {}", scheme.id());
+        let net = containers::Network::new(&format!("sbx-tc-child-{}", std::process::id())).await.unwrap();
+        let scheme = containers::provider("payment-scheme", None)
+            .with_name(image)
+            .with_network(net.name())
+            .start()
+            .await
+            .unwrap();
+        println!("started {} {}", scheme.id(), net.name());
         tokio::time::sleep(Duration::from_secs(600)).await;
     });
 }
@@ -141,15 +156,17 @@ pub fn prune_removes_what_a_killed_test_process_left() {
     run.child = Some(child);
     let mut line = String::new();
     std::io::BufReader::new(said).read_line(&mut line).unwrap();
-    let id = line.trim().strip_prefix("started ").unwrap_or_else(|| panic!("the child said: {line}")).to_string();
+    let started = line.trim().strip_prefix("started ").unwrap_or_else(|| panic!("the child said: {line}"));
+    let (id, network) = started.split_once(' ').map(|(i, n)| (i.to_string(), n.to_string())).unwrap();
     run.prune();
-    assert!(exists(&id), "a live test's container is left alone");
+    assert!(exists(&id) && exists(&network), "a live test's container and network are left alone");
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     run.child.as_mut().map(|c| c.wait().unwrap());
-    assert!(exists(&id), "killed with -9, the test removed nothing");
+    assert!(exists(&id) && exists(&network), "killed with -9, the test removed nothing");
     let said = run.prune();
-    assert!(!exists(&id), "prune removed it: {said}");
-    assert!(said.contains("removed"), "{said}");
+    assert!(!exists(&id), "prune removed the container: {said}");
+    assert!(!network_exists(&network), "prune removed the network: {said}");
+    assert!(said.contains(&format!("network {network}")), "{said}");
 }
 
 /// The prune test's home and child: whatever happens in the test, the child
