@@ -37,3 +37,11 @@ Feature: Resilience
     And Alice pays £6,000.00 to Carol at 20-00-00 12345678
     And the monitoring service is started again
     Then a suspicious-transaction alert is raised for that payment
+
+  Scenario: A crashed service comes back by itself, by its restart policy
+    Given Alice has £100.00
+    When the accounts service is killed
+    Then the accounts service is back by its restart policy
+    When Alice pays £10.00 to Carol at 20-00-00 12345678
+    Then the payment is completed
+    And Alice's balance is £90.00

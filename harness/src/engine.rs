@@ -324,12 +324,67 @@ fn now_secs() -> u64 {
 
 /// Drives one sandbox's components through a backend.
 pub struct Engine<B: Backend> {
-    backend: Arc<B>,
-    topology: Arc<Topology>,
-    plan: Arc<Plan>,
-    bus: Bus,
-    handles: Arc<tokio::sync::Mutex<BTreeMap<String, Handle>>>,
-    cancel: CancellationToken,
+    parts: Parts<B>,
+}
+
+/// What the engine's tasks share with it (a component's start, its exit's answer).
+impl<B: Backend> std::ops::Deref for Engine<B> {
+    type Target = Parts<B>;
+
+    fn deref(&self) -> &Parts<B> {
+        &self.parts
+    }
+}
+
+/// What the restart policies did, and one lock per component held while it
+/// is stopped or started (by a command or by its policy), so that the two
+/// never start it twice.
+#[derive(Debug, Clone, Default)]
+struct Policy {
+    restarted: Arc<std::sync::Mutex<BTreeMap<String, Restarted>>>,
+    steering: Arc<std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A component's restarts by its policy.
+#[derive(Debug, Clone, Copy)]
+struct Restarted {
+    /// In all (what `on-failure:N` counts).
+    total: u32,
+    /// In a row, each within [`RESTART_RESET`] of the one before (what the backoff counts).
+    streak: u32,
+    at: tokio::time::Instant,
+}
+
+/// The first restart by policy waits this long, each one in a row twice as long ...
+const RESTART_BACKOFF: Duration = Duration::from_millis(500);
+/// ... up to this.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A component that ran this long since its last restart starts a new streak.
+const RESTART_RESET: Duration = Duration::from_secs(10);
+
+impl Policy {
+    fn steering(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.steering.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default().clone()
+    }
+
+    /// The wait before the next restart of `name`, and how many it had in all.
+    fn next(&self, name: &str) -> (Duration, u32) {
+        let restarted = self.restarted.lock().unwrap_or_else(|e| e.into_inner());
+        match restarted.get(name) {
+            None => (RESTART_BACKOFF, 0),
+            Some(r) if r.at.elapsed() >= RESTART_RESET => (RESTART_BACKOFF, r.total),
+            Some(r) => (RESTART_BACKOFF.saturating_mul(1 << r.streak.min(10)).min(RESTART_BACKOFF_MAX), r.total),
+        }
+    }
+
+    fn count(&self, name: &str) {
+        let mut restarted = self.restarted.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        let r = restarted.entry(name.to_string()).or_insert(Restarted { total: 0, streak: 0, at: now });
+        r.streak = if r.total > 0 && r.at.elapsed() < RESTART_RESET { r.streak + 1 } else { 1 };
+        r.total += 1;
+        r.at = now;
+    }
 }
 
 impl<B: Backend> Engine<B> {
@@ -340,12 +395,15 @@ impl<B: Backend> Engine<B> {
             bus.send(Event::Planned { component: s.name.clone(), endpoints: plan.endpoints(&s.name) });
         }
         Ok(Self {
-            backend: Arc::new(backend),
-            topology: Arc::new(topology),
-            plan: Arc::new(plan),
-            bus,
-            handles: Arc::default(),
-            cancel: CancellationToken::new(),
+            parts: Parts {
+                backend: Arc::new(backend),
+                topology: Arc::new(topology),
+                plan: Arc::new(plan),
+                bus,
+                handles: Arc::default(),
+                cancel: CancellationToken::new(),
+                policy: Policy::default(),
+            },
         })
     }
 
@@ -394,22 +452,19 @@ impl<B: Backend> Engine<B> {
     }
 
     fn clone_parts(&self) -> Parts<B> {
-        Parts {
-            backend: self.backend.clone(),
-            topology: self.topology.clone(),
-            plan: self.plan.clone(),
-            bus: self.bus.clone(),
-            handles: self.handles.clone(),
-            cancel: self.cancel.clone(),
-        }
+        self.parts.clone()
     }
 
     /// Kill one component at once (SIGKILL, no grace), as a crash would: it is
-    /// reported as exited, and stays down until [`Engine::restart`].
+    /// reported as exited, and its restart policy (Compose's `restart:`) may
+    /// start it again; else it stays down until [`Engine::restart`].
     pub async fn kill(&self, name: &str) -> Result<()> {
         self.topology.service(name).ok_or_else(|| self.unknown(name))?;
-        let handle = self.handles.lock().await.remove(name);
-        let Some(handle) = handle.filter(|h| h.exited().code().is_none()) else {
+        let steering = self.policy.steering(name);
+        let _steering = steering.lock().await;
+        // Its handle stays: the exit is a crash, for its policy to answer.
+        let handles = self.handles.lock().await;
+        let Some(handle) = handles.get(name).filter(|h| h.exited().code().is_none()) else {
             return Err(Error::component(name, "is not running; start it with restart"));
         };
         handle.stop(nix::sys::signal::Signal::SIGKILL, Duration::ZERO).await;
@@ -419,6 +474,13 @@ impl<B: Backend> Engine<B> {
     /// Stop one component gracefully (its stop signal, then its grace period);
     /// it stays down until [`Engine::restart`].
     pub async fn stop_one(&self, name: &str) -> Result<()> {
+        let steering = self.policy.steering(name);
+        let _steering = steering.lock().await;
+        self.stop_one_steered(name).await
+    }
+
+    /// [`Engine::stop_one`], its component's lock held by the caller.
+    async fn stop_one_steered(&self, name: &str) -> Result<()> {
         let service = self.topology.service(name).ok_or_else(|| self.unknown(name))?;
         let handle = self.handles.lock().await.remove(name);
         if let Some(handle) = handle {
@@ -436,7 +498,9 @@ impl<B: Backend> Engine<B> {
         if self.cancel.is_cancelled() {
             return Err(Error::component(name, "cannot restart: the sandbox is stopping"));
         }
-        self.stop_one(name).await?;
+        let steering = self.policy.steering(name);
+        let _steering = steering.lock().await;
+        self.stop_one_steered(name).await?;
         self.bus.send(Event::Restarting { component: name.into() });
         self.clone_parts().start_one(name).await
     }
@@ -467,13 +531,28 @@ impl<B: Backend> Engine<B> {
     }
 }
 
-struct Parts<B: Backend> {
+pub struct Parts<B: Backend> {
     backend: Arc<B>,
     topology: Arc<Topology>,
     plan: Arc<Plan>,
     bus: Bus,
     handles: Arc<tokio::sync::Mutex<BTreeMap<String, Handle>>>,
     cancel: CancellationToken,
+    policy: Policy,
+}
+
+impl<B: Backend> Clone for Parts<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            topology: self.topology.clone(),
+            plan: self.plan.clone(),
+            bus: self.bus.clone(),
+            handles: self.handles.clone(),
+            cancel: self.cancel.clone(),
+            policy: self.policy.clone(),
+        }
+    }
 }
 
 impl<B: Backend> Parts<B> {
@@ -614,12 +693,49 @@ impl<B: Backend> Parts<B> {
 
     /// Report the component's exit when it happens, whoever caused it.
     fn watch_exit(&self, name: &str, id: RunId, exit: Exit) {
-        let bus = self.bus.clone();
+        let parts = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
             exit.wait().await;
-            bus.send(Event::Exited { component: name, id, code: exit.code().flatten() });
+            let code = exit.code().flatten();
+            parts.bus.send(Event::Exited { component: name.clone(), id: id.clone(), code });
+            parts.answer_exit(&name, &id, code).await;
         });
+    }
+
+    /// A component exited: if nobody asked it to (its handle is still the
+    /// one that ran) and its restart policy says so, start it again after a
+    /// backoff. A failed start exits again, and is answered the same way.
+    async fn answer_exit(&self, name: &str, id: &RunId, code: Option<i32>) {
+        let Some(service) = self.topology.service(name) else { return };
+        let crashed = async { self.handles.lock().await.get(name).is_some_and(|h| h.id() == id) };
+        if self.cancel.is_cancelled() || !crashed.await {
+            return;
+        }
+        let (wait, restarted) = self.policy.next(name);
+        if !service.restart.restarts_after(code, restarted) {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.cancel.cancelled() => return,
+        }
+        let steering = self.policy.steering(name);
+        let _steering = steering.lock().await;
+        // Restarted or stopped by someone meanwhile: theirs to answer.
+        {
+            let mut handles = self.handles.lock().await;
+            if self.cancel.is_cancelled() || !handles.get(name).is_some_and(|h| h.id() == id) {
+                return;
+            }
+            handles.remove(name);
+        }
+        self.policy.count(name);
+        tracing::info!(component = name, after_ms = wait.as_millis() as u64, "restarting by its restart policy");
+        self.bus.send(Event::Restarting { component: name.into() });
+        if let Err(e) = self.start_one(name).await {
+            tracing::warn!(component = name, "its restart by policy failed: {e}");
+        }
     }
 }
 
@@ -627,6 +743,7 @@ impl<B: Backend> Parts<B> {
 mod tests {
     use super::*;
     use crate::backend::fake::FakeBackend;
+    use crate::topology::Restart;
     use std::path::Path;
 
     fn topology() -> Topology {
@@ -696,6 +813,93 @@ services:
         engine.stop().await.unwrap();
         assert_eq!(backend.stopped(), ["a", "broker", "db"], "dependents stop first");
         assert_eq!(engine.bus().state().phase, Phase::Stopped);
+    }
+
+    /// The test topology with `restart:` on its service `a`.
+    fn with_restart(policy: &str) -> Topology {
+        Topology::parse(
+            Path::new("t.yaml"),
+            &format!("services:\n  a:\n    command: [a]\n    ports: [\"8080\"]\n    restart: {policy}\n    x-sandbox: {{ run: bank, health: /health }}\n"),
+        )
+        .unwrap()
+    }
+
+    async fn settled(engine: &Engine<FakeBackend>, what: impl Fn(&Component) -> bool) -> Component {
+        let mut watch = engine.bus().watch();
+        let seen = tokio::time::timeout(Duration::from_secs(20), watch.wait_for(|s| what(s.component("a").unwrap())));
+        seen.await.expect("in time").unwrap().component("a").cloned().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_crash_is_answered_by_the_restart_policy_within_its_limit() {
+        let backend = FakeBackend::new();
+        let engine = Engine::new(backend.clone(), with_restart("on-failure:2"), "t").await.unwrap();
+        engine.start().await.unwrap();
+        // From now on it dies at every start, code 1: two restarts, then it stays down.
+        backend.crash_from_now("a", 1);
+        engine.kill("a").await.unwrap();
+        let a = settled(&engine, |c| c.restarts == 2 && matches!(c.status, Status::Exited { .. })).await;
+        assert_eq!(a.status, Status::Exited { code: Some(1) });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(backend.started().len(), 3, "the first start and two by policy: {:?}", backend.started());
+        engine.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn always_restarts_a_killed_component_but_never_one_the_sandbox_stopped() {
+        let backend = FakeBackend::new();
+        let engine = Engine::new(backend.clone(), with_restart("always"), "t").await.unwrap();
+        engine.start().await.unwrap();
+        engine.kill("a").await.unwrap();
+        let a = settled(&engine, |c| c.restarts == 1 && c.status == Status::Healthy).await;
+        assert_eq!(a.id, Some(RunId::Pid(1002)));
+        engine.stop_one("a").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let a = engine.bus().state().component("a").cloned().unwrap();
+        assert_eq!((a.status, a.restarts), (Status::Stopped, 1), "a stop is not a crash");
+        assert_eq!(backend.started().len(), 2);
+        engine.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn no_policy_leaves_a_crash_down_and_on_failure_ignores_a_clean_exit() {
+        for policy in ["no", "\"no\"", "on-failure"] {
+            let backend = FakeBackend::new();
+            let engine = Engine::new(backend.clone(), with_restart(policy), "t").await.unwrap();
+            engine.start().await.unwrap();
+            backend.crash_from_now("a", 0);
+            let killed = policy != "on-failure";
+            if killed {
+                engine.kill("a").await.unwrap();
+            } else {
+                // A clean exit (code 0) of its own: restarted once by hand, it exits 0 at once.
+                let _ = engine.restart("a").await;
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let a = engine.bus().state().component("a").cloned().unwrap();
+            assert!(matches!(a.status, Status::Exited { .. }), "{policy}: {:?}", a.status);
+            assert_eq!(backend.started().len(), if killed { 1 } else { 2 }, "{policy}: {:?}", backend.started());
+            engine.stop().await.unwrap();
+        }
+    }
+
+    #[test]
+    fn a_restart_policy_compose_does_not_know_is_refused_where_it_is_written() {
+        let err = Topology::parse(Path::new("t.yaml"), "services:\n  a:\n    command: [a]\n    restart: sometimes\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("t.yaml:4:"), "{err}");
+        assert!(err.contains("`restart: sometimes` is not a restart policy") && err.contains("on-failure:N"), "{err}");
+        for (text, policy) in [
+            ("no", Restart::No),
+            ("always", Restart::Always),
+            ("unless-stopped", Restart::UnlessStopped),
+            ("on-failure", Restart::OnFailure { max: None }),
+            ("on-failure:3", Restart::OnFailure { max: Some(3) }),
+        ] {
+            assert_eq!(Restart::parse(text), Some(policy), "{text}");
+        }
+        assert_eq!(Restart::parse("on-failure:x"), None);
     }
 
     #[tokio::test]

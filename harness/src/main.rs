@@ -256,7 +256,7 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Kill a component as a crash would; `restart` brings it back.
+    /// Kill a component as a crash would; its restart policy (`restart:`) or `restart` brings it back.
     Kill {
         component: String,
         /// The sandbox [default: the only one running]
@@ -392,7 +392,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not eprintln!: with stderr on a full disk, it would panic.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -437,7 +438,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kill { component, name } => {
             let record = home.resolve(name.as_deref())?;
             let c = live_client(&record)?.kill(&component).await?;
-            outln!("{component} killed: {}; `sandbox restart {component}` starts it again", c.status.label());
+            outln!(
+                "{component} killed: {}; its restart policy, if it has one, starts it again, else `sandbox restart {component}`",
+                c.status.label()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { features, tags, shard, concurrency, junit, name } => {
@@ -639,7 +643,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 only,
                 postgres_password,
             };
-            supervisor::run(opts, Printer::default()).await?;
+            supervisor::run(opts, Printer { lenient: true, ..Printer::default() }).await?;
             // A clean exit leaves nothing; after a failure the log stays for
             // `up --detach` (or `prune`) to read and remove.
             let _ = std::fs::remove_file(log);
@@ -735,7 +739,10 @@ fn age(path: &std::path::Path) -> Duration {
 }
 
 fn init_logging() {
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    // A log line that cannot be written (the disk full) is lost, not fatal:
+    // tracing's own report of it would panic writing to the same stderr.
+    let _ =
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).log_internal_errors(false).try_init();
 }
 
 fn live_client(record: &Record) -> anyhow::Result<control::Client> {
@@ -753,18 +760,30 @@ fn live_client(record: &Record) -> anyhow::Result<control::Client> {
 #[derive(Default)]
 struct Printer {
     announced: bool,
+    /// Writes that fail are dropped, not fatal: a detached supervisor whose
+    /// log's disk is full keeps the bank running (it reports, it does not exit).
+    lenient: bool,
 }
 
 impl supervisor::Observer for Printer {
     fn changed(&mut self, prev: Option<&State>, next: &State) {
+        let mut text = String::new();
         for line in progress::transitions(prev, next) {
-            outln!("  {line}");
+            text.push_str(&format!("  {line}\n"));
         }
         if next.phase == Phase::Running && !self.announced {
             self.announced = true;
-            out!("{}", progress::table(next));
+            text.push_str(&progress::table(next));
         }
-        let _ = std::io::stdout().flush();
+        if self.lenient {
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                tracing::warn!("cannot write the sandbox's progress to its log; it runs on");
+            }
+        } else {
+            out!("{text}");
+            let _ = std::io::stdout().flush();
+        }
     }
 }
 

@@ -72,6 +72,46 @@ pub struct Service {
     pub probe: Probe,
     pub stop_signal: String,
     pub stop_grace: Duration,
+    /// Compose's `restart:`, honoured by the engine on every backend.
+    pub restart: Restart,
+}
+
+/// Compose's `restart:`: whether a component that exits without being asked
+/// to (a crash, `sandbox kill`) is started again. A stop the sandbox asked
+/// for (`down`, `restart`) is never answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Restart {
+    #[default]
+    No,
+    /// After a non-zero exit or a signal; at most `max` times when given.
+    OnFailure {
+        max: Option<u32>,
+    },
+    Always,
+    /// As `always` here: a component the sandbox stopped is never started by policy.
+    UnlessStopped,
+}
+
+impl Restart {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "no" => Self::No,
+            "always" => Self::Always,
+            "unless-stopped" => Self::UnlessStopped,
+            "on-failure" => Self::OnFailure { max: None },
+            other => Self::OnFailure { max: Some(other.strip_prefix("on-failure:")?.parse().ok()?) },
+        })
+    }
+
+    /// Whether an exit with `code` (`None`: killed by a signal), after
+    /// `restarted` restarts by this policy, is answered with a start.
+    pub fn restarts_after(self, code: Option<i32>, restarted: u32) -> bool {
+        match self {
+            Self::No => false,
+            Self::Always | Self::UnlessStopped => true,
+            Self::OnFailure { max } => code != Some(0) && max.is_none_or(|max| restarted < max),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +366,18 @@ impl Topology {
                     format!("service `{svc_name}`: unknown stop_signal `{stop_signal}`"),
                 ));
             }
+            let restart = match &raw_svc.restart {
+                None | Some(serde_yaml::Value::Bool(false)) => Restart::No,
+                Some(value) => value.as_str().and_then(Restart::parse).ok_or_else(|| {
+                    err(
+                        at(&["restart"]),
+                        format!(
+                            "service `{svc_name}`: `restart: {}` is not a restart policy; use no, always, unless-stopped, on-failure or on-failure:N",
+                            serde_yaml::to_string(value).unwrap_or_default().trim()
+                        ),
+                    )
+                })?,
+            };
             services.push(Service {
                 name: svc_name.clone(),
                 file: line.0,
@@ -340,6 +392,7 @@ impl Topology {
                 probe,
                 stop_signal,
                 stop_grace,
+                restart,
             });
         }
         let files = sources.iter().map(|(f, _)| f.clone()).collect();
@@ -487,6 +540,8 @@ struct RawService {
     volumes: Vec<String>,
     stop_signal: Option<String>,
     stop_grace_period: Option<String>,
+    /// A string; YAML 1.1 readers (Compose's) take an unquoted `no` as false.
+    restart: Option<serde_yaml::Value>,
     #[serde(rename = "x-sandbox")]
     x_sandbox: Option<XSandbox>,
 }

@@ -43,6 +43,11 @@ impl FakeBackend {
         self
     }
 
+    /// From now on, `component` exits with `code` right after each start.
+    pub fn crash_from_now(&self, component: &str, code: i32) {
+        self.0.lock().unwrap().crash.insert(component.into(), code);
+    }
+
     pub fn started(&self) -> Vec<String> {
         self.0.lock().unwrap().started.clone()
     }
@@ -65,13 +70,15 @@ struct FakeStopper {
 impl Stopper for FakeStopper {
     fn stop(
         &self,
-        _signal: Signal,
+        signal: Signal,
         _grace: Duration,
         _exit: Exit,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             self.backend.0.lock().unwrap().stopped.push(self.name.clone());
-            let _ = self.tx.send(Some(Some(0)));
+            // SIGKILL ends a process with no exit code; the stop signal, as a clean exit.
+            let code = if signal == Signal::SIGKILL { None } else { Some(0) };
+            let _ = self.tx.send(Some(code));
         })
     }
 }

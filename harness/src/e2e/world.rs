@@ -96,6 +96,8 @@ pub struct BankWorld {
     pub faults: Vec<(String, String)>,
     /// Components this scenario killed and has not started again.
     pub killed: Vec<String>,
+    /// Each killed component's restarts when it was killed.
+    pub restarts_at_kill: BTreeMap<String, u32>,
 }
 
 impl std::fmt::Debug for BankWorld {
@@ -122,6 +124,7 @@ impl BankWorld {
             alert: None,
             faults: Vec::new(),
             killed: Vec::new(),
+            restarts_at_kill: BTreeMap::new(),
         }
     }
 

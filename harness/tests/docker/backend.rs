@@ -141,12 +141,22 @@ pub fn up_status_logs_kill_restart_pay_and_down_leaves_nothing() {
     let logs = bench.ok(&["logs", "accounts", "--name", "life", "--tail", "50"]);
     assert!(!logs.trim().is_empty(), "accounts logged nothing");
 
-    // Kill one as a crash would, then start it again: a new container.
+    // Kill one as a crash would: its restart policy (`unless-stopped`) runs
+    // a new container; then `restart` runs another.
     let before = container_of(&state, "accounts").unwrap();
     let killed = bench.ok(&["kill", "accounts", "--name", "life"]);
     assert!(killed.contains("accounts killed"), "{killed}");
     let gone = Command::new("docker").args(["ps", "-q", "--no-trunc", "--filter", &format!("id={before}")]).output();
     assert!(String::from_utf8_lossy(&gone.unwrap().stdout).trim().is_empty(), "the killed container still runs");
+    wait_until("accounts is back by its restart policy", || {
+        let state = bench.status("life");
+        let c = components(&state).iter().find(|c| c["name"] == "accounts").unwrap().clone();
+        c["status"]["state"] == "healthy"
+            && c["restarts"] == 1
+            && container_of(&state, "accounts") != Some(before.clone())
+    });
+    let state = bench.status("life");
+    let before = container_of(&state, "accounts").unwrap();
     bench.ok(&["restart", "accounts", "--name", "life"]);
     let state = bench.status("life");
     let after = container_of(&state, "accounts").unwrap();

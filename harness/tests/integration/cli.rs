@@ -732,3 +732,34 @@ fn a_provider_on_a_taken_port_says_which_and_what_to_do() {
     assert!(stderr.contains(&format!("port {port} for the payment-scheme mock is taken")), "{stderr}");
     assert!(stderr.contains("stop what listens there"), "{stderr}");
 }
+
+/// A detached supervisor whose log cannot be written (its disk full:
+/// `/dev/full` as its output) keeps the bank running and stops on `down`.
+#[test]
+fn a_supervisor_whose_log_is_on_a_full_disk_keeps_the_bank_running() {
+    let home = Home::new();
+    let sandbox_home = harness::sandbox::Home { root: home.root.clone() };
+    sandbox_home.claim("full").unwrap();
+    let full = std::fs::File::options().write(true).open("/dev/full").unwrap();
+    let topology = workspace().join(harness::TOPOLOGY);
+    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .arg("--home")
+        .arg(&home.root)
+        .args(["supervise", "--name", "full", "--backend", "local", "--file"])
+        .arg(&topology)
+        .arg("--workspace")
+        .arg(workspace())
+        .stdout(full.try_clone().unwrap())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    wait_until("the sandbox runs", || {
+        let out = home.sandbox(&["status", "full", "--json"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"phase\": \"running\"")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(supervisor.try_wait().unwrap().is_none(), "the supervisor exited on a write error");
+    home.ok(&["down", "full"]);
+    assert!(supervisor.wait().unwrap().success());
+    assert!(home.dirs().is_empty(), "down left {:?}", home.dirs());
+}
