@@ -50,6 +50,14 @@ Feature: Domestic payments
     Then the payment is completed
     And Alice's balance is £90.00
 
+  Scenario: A settled payment whose webhook was lost is reconciled with the scheme
+    Given Alice has £100.00
+    And the payment scheme loses its webhooks for Alice's payments
+    When Alice pays £10.00 to Carol at 20-00-00 12345678
+    Then the payment is completed
+    And Alice's balance is £90.00
+    And the payments service asked the scheme what became of that payment
+
   Scenario: The scheme times out once; the retry settles the payment once
     Given the payment scheme times out once for Alice's payments
     When Alice pays £10.00 to Carol at 20-00-00 12345678

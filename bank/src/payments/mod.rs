@@ -30,7 +30,7 @@ use wire::payloads::{
     Amount, Details, InboundPayment, PaymentCompleted, PaymentCreated, PaymentFailed, PaymentReceived, PaymentReturned,
     PaymentSubmitted, SchemeWebhook,
 };
-use wire::providers::{SchemePayment, SchemeReturn};
+use wire::providers::{SchemePayment, SchemePaymentStatus, SchemeReturn};
 
 use crate::domain::{AccountNumber, AccountRef, Currency, IdempotencyKey, Money, MoneyInput, SortCode, amount};
 use crate::kit::client::{self, Client, Reply, link};
@@ -74,6 +74,9 @@ struct Payments {
     /// Each debtor account's `place-hold` link, as the account gave it: read
     /// once per account, not before every payment.
     place_hold: std::sync::Mutex<HashMap<String, String>>,
+    /// A payment submitted this long ago with no word from the scheme is
+    /// asked about (`RECONCILE_AFTER_MS`).
+    reconcile_after: Duration,
 }
 
 /// Accounts whose `place-hold` link is kept, at most; past that the links
@@ -92,7 +95,21 @@ fn start(kit: &Kit) -> anyhow::Result<()> {
     let submitters: usize = kit.setting("SUBMITTERS", 8)?;
     let lease = worker::lease(kit, timeout)?;
     let place_hold = std::sync::Mutex::default();
-    kit.set_own(Payments { accounts, scheme, client, scheme_client, lease, wake: Notify::new(), place_hold });
+    // The scheme's webhooks are retried for about 13 s; a payment still
+    // submitted well after that lost its webhook.
+    let reconcile_after = Duration::from_millis(kit.setting("RECONCILE_AFTER_MS", 30_000)?);
+    kit.set_own(Payments {
+        accounts,
+        scheme,
+        client,
+        scheme_client,
+        lease,
+        wake: Notify::new(),
+        place_hold,
+        reconcile_after,
+    });
+    let k = kit.clone();
+    kit.tasks.spawn(async move { reconciler(k).await });
     // Several submitters: each claims a different due payment, so a slow scheme
     // call holds up one payment, not the queue (and no database connection).
     let of = submitters.max(1) as u32;
@@ -653,6 +670,92 @@ async fn settle_hold(own: &Payments, trace: &TraceId, row: &PgRow, id: Uuid, how
     })?;
     own.client.post(&action, trace, &key, &Value::Null).await.expect_status(200, &format!("{rel} of {hold_url}"))?;
     Ok(())
+}
+
+// ---- reconciliation: payments whose webhook never came ----
+
+/// Ask the scheme what became of each payment submitted more than
+/// `reconcile_after` ago that is still not final (its webhook lost: the
+/// payments service or the gateway down longer than the scheme retries), and
+/// finish it from the answer, as the webhook would have.
+async fn reconciler(kit: Kit) {
+    let Ok(own) = kit.own::<Payments>() else { return };
+    let mut every =
+        tokio::time::interval((own.reconcile_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = kit.shutdown.cancelled() => return,
+        }
+        loop {
+            match reconcile_next(&kit, &own).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "the payment reconciler failed; will try again");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reconcile the longest-waiting overdue payment. `Ok(false)` when none is.
+/// It is marked as asked first (its `updated_at`), so it is asked again only
+/// after another `reconcile_after` if the scheme has no outcome yet.
+async fn reconcile_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
+    let row = sqlx::query(
+        "UPDATE payments SET updated_at = now()
+         WHERE id = (SELECT id FROM payments
+                     WHERE status = 'submitted' AND updated_at < now() - $1 * interval '1 millisecond'
+                     ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING *",
+    )
+    .bind(own.reconcile_after.as_millis() as f64)
+    .fetch_optional(&kit.pool)
+    .await?;
+    let Some(row) = row else { return Ok(false) };
+    let id: Uuid = row.try_get("id")?;
+    let trace = TraceId(row.try_get("trace_id")?);
+    let found = match own.scheme_client.get(&format!("{}/payments/{id}", own.scheme), &trace).await {
+        Reply::Answered(200, answer) => serde_json::from_value::<SchemePaymentStatus>(answer)
+            .map_err(|e| anyhow::anyhow!("the scheme's status of payment {id}: {e}"))?,
+        other => {
+            tracing::warn!(trace_id = %trace.0, payment = %id, answer = ?other, "the scheme could not say what became of the payment; asking again later");
+            metrics::counter!("payments_reconciled_total", "outcome" => "unanswered").increment(1);
+            return Ok(true);
+        }
+    };
+    let base = created_base(kit, id).await?;
+    let verdict = match found.status.as_str() {
+        "settled" => None,
+        "rejected" => {
+            Some((found.reason.as_deref().unwrap_or("AB05"), found.description.as_deref().unwrap_or("rejected")))
+        }
+        _ => {
+            metrics::counter!("payments_reconciled_total", "outcome" => "pending").increment(1);
+            return Ok(true);
+        }
+    };
+    outcome(kit, own, &base, &trace, &id.to_string(), &found.scheme_id, verdict).await?;
+    tracing::info!(trace_id = %trace.0, payment = %id, status = %found.status, "reconciled with the scheme: its webhook never came");
+    metrics::counter!("payments_reconciled_total", "outcome" => found.status).increment(1);
+    Ok(true)
+}
+
+/// The base URL the payment was created under (its `payment.created` event
+/// names it), so that its `payment.completed` names the same resource.
+async fn created_base(kit: &Kit, id: Uuid) -> ApiResult<BaseUrl> {
+    let url: Option<String> = sqlx::query_scalar(
+        "SELECT data->>'payment' FROM events WHERE aggregate_id = $1 AND type = 'payment.created' ORDER BY seq LIMIT 1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&kit.pool)
+    .await?
+    .flatten();
+    let suffix = format!("/payments/{id}");
+    Ok(BaseUrl::new(url.as_deref().and_then(|u| u.strip_suffix(&suffix)).unwrap_or_default()))
 }
 
 // ---- the scheme's webhooks (signed: checked by the kit's guard, here as at the gateway) ----

@@ -349,3 +349,30 @@ async fn a_payments_service_stopped_mid_call_finishes_the_payment_once_after_res
     assert_eq!(restarted.event_types(id).await, ["payment.created", "payment.submitted", "payment.completed"]);
     assert!(done["attempts"].as_u64().unwrap() >= 2, "claimed again once the first claim ran out: {done}");
 }
+
+/// The scheme settles a payment but its webhook is lost (never sent): after
+/// `RECONCILE_AFTER_MS` the payments service asks the scheme
+/// (`GET /payments/{id}`) and finishes it from the answer, once, with the same
+/// events a webhook gives; a rejection the same way releases the funds.
+#[tokio::test]
+async fn a_payment_whose_webhook_was_lost_is_reconciled_with_the_scheme() {
+    let settings = [("RECONCILE_AFTER_MS", "300".to_string())];
+    let bank = Bank::start_configured(None, None, &settings).await;
+    let alice = bank.customer_with("Alice", 10_000).await;
+    let scope = link(&alice, "self");
+    crate::fixture::set_fault(&bank.scheme, json!({ "kind": "lose_webhook", "scope": scope, "remaining": 2 })).await;
+    let (_, settled) = bank.pay(&alice, 2_500, "12345678", "pay-1").await;
+    let (_, rejected) = bank.pay(&alice, 1_000, "99999901", "pay-2").await;
+    let (settled, rejected) = (bank.finished(&settled).await, bank.finished(&rejected).await);
+    assert_eq!(settled["status"], "completed", "{settled}");
+    assert_eq!((rejected["status"].as_str(), rejected["failure"]["reason"].as_str()), (Some("failed"), Some("AC01")));
+    assert_eq!(bank.balance(&alice).await, (7_500, 7_500), "captured once, the rejected one released");
+    let id = settled["id"].as_str().unwrap();
+    assert_eq!(bank.event_types(id).await, ["payment.created", "payment.submitted", "payment.completed"]);
+    let journal = bank.journal(&scope).await;
+    assert!(journal.iter().all(|e| e["direction"] != "out"), "no webhook was sent for them: {journal:?}");
+    let metrics = bank.payments.http.get(format!("{}/metrics", bank.payments.base)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("payments_reconciled_total{outcome=\"settled\"} 1"), "{metrics}");
+    assert!(metrics.contains("payments_reconciled_total{outcome=\"rejected\"} 1"), "{metrics}");
+}

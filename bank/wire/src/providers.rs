@@ -35,6 +35,21 @@ pub struct SchemeAccepted {
     pub status: String,
 }
 
+/// The scheme's `GET /payments/{payment_id}`: what became of a payment, as
+/// the scheme knows it. Asked when its webhook did not come (reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SchemePaymentStatus {
+    pub payment_id: String,
+    pub scheme_id: String,
+    /// `accepted` (no outcome yet), `settled` or `rejected`.
+    pub status: String,
+    /// (rejected) the ISO 20022 reason code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
 /// The scheme's `POST /returns`: hand an inbound payment back, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +126,7 @@ pub fn contracts() -> serde_json::Value {
             "operations": [
                 operation::<SchemePayment, SchemeAccepted>("POST", "/payments", 202),
                 operation::<SchemeReturn, serde_json::Value>("POST", "/returns", 202),
+                operation::<(), SchemePaymentStatus>("GET", "/payments/{payment_id}", 200),
             ],
             "webhook": schema::<SchemeWebhook>(),
         },

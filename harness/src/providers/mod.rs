@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wire::payloads::{AcquirerWebhook, Amount, Charge, ChargeStatus, Details, InboundPayment, SchemeWebhook, Sender};
+use wire::providers::SchemePaymentStatus;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -39,6 +40,9 @@ pub enum FaultKind {
     Timeout,
     /// Reject (scheme), decline (acquirer) or score high (vendor).
     Reject,
+    /// Take the request, decide its outcome, and never send the webhook that
+    /// says it (lost on the way): only a status enquiry finds it out.
+    LoseWebhook,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +104,8 @@ struct Inner {
     /// Webhooks every attempt failed for, by the caller's id: sent again when
     /// the caller repeats its request (as a scheme answers a status enquiry).
     undelivered: Vec<(String, Value, Option<String>)>,
+    /// (scheme) each payment's status as a status enquiry answers it, by the caller's id.
+    statuses: Vec<(String, Value)>,
     next_id: u64,
 }
 
@@ -288,6 +294,7 @@ impl Respond for Api {
             .max()
             .unwrap_or_default();
         let reject = faults.iter().find(|f| f.kind == FaultKind::Reject);
+        let lose_webhook = faults.iter().any(|f| f.kind == FaultKind::LoseWebhook);
         // A body that is not what the operation takes is refused before
         // anything happens, naming each field and its rule.
         let method = request.method.as_str();
@@ -301,11 +308,20 @@ impl Respond for Api {
             }
         }
         let (status, response) = match (p.spec.kind, request.method.as_str(), path.as_str()) {
-            (Kind::PaymentScheme, "POST", "/payments") => scheme_payment(p, &body, reject, trace_id.clone()),
+            (Kind::PaymentScheme, "POST", "/payments") => {
+                scheme_payment(p, &body, reject, lose_webhook, trace_id.clone())
+            }
             (Kind::PaymentScheme, "POST", "/returns") => {
                 match required(&body, "/scheme_id").and(required(&body, "/reason")) {
                     Ok(_) => (202, json!({ "scheme_id": body["scheme_id"], "status": "returned" })),
                     Err(e) => e,
+                }
+            }
+            (Kind::PaymentScheme, "GET", status) if status.starts_with("/payments/") => {
+                let id = &status["/payments/".len()..];
+                match p.lock().statuses.iter().find(|(k, _)| k == id) {
+                    Some((_, answer)) => (200, answer.clone()),
+                    None => (404, json!({ "error": format!("no payment `{id}` was sent to the scheme") })),
                 }
             }
             (Kind::CardAcquirer, "POST", "/charges") => acquirer_charge(p, &body, reject, trace_id.clone()),
@@ -353,7 +369,13 @@ fn accepted_before(p: &Provider, id: &str) -> Option<Value> {
     first
 }
 
-fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: Option<String>) -> (u16, Value) {
+fn scheme_payment(
+    p: &Provider,
+    body: &Value,
+    reject: Option<&Fault>,
+    lose_webhook: bool,
+    trace_id: Option<String>,
+) -> (u16, Value) {
     let checked = caller_id(
         body,
         "/payment_id",
@@ -394,7 +416,19 @@ fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: 
             description: outcome["description"].as_str().unwrap_or("rejected").to_string(),
         }
     };
-    p.webhook(to_json(&hook), trace_id.clone(), Some(id.clone()));
+    let status = SchemePaymentStatus {
+        payment_id: id.clone(),
+        scheme_id: scheme_id_of(&hook),
+        status: if settled { "settled" } else { "rejected" }.into(),
+        reason: outcome["reason"].as_str().map(String::from),
+        description: outcome["description"].as_str().map(String::from),
+    };
+    p.lock().statuses.push((id.clone(), to_json(&status)));
+    if lose_webhook {
+        tracing::info!(payment_id = %id, "webhook lost (fault injected): only a status enquiry finds the outcome");
+    } else {
+        p.webhook(to_json(&hook), trace_id.clone(), Some(id.clone()));
+    }
     if settled && p.spec.is_inbound(&body["creditor"]["sort_code"]) {
         // A payment between two customers of the bank comes back to it.
         let mut from = serde_json::Map::new();
@@ -410,6 +444,14 @@ fn scheme_payment(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: 
         p.webhook(to_json(&inbound), trace_id, Some(format!("{id}/inbound")));
     }
     (202, answer)
+}
+
+/// The scheme's id in an outbound payment's webhook.
+fn scheme_id_of(hook: &SchemeWebhook) -> String {
+    match hook {
+        SchemeWebhook::Settled { scheme_id, .. } | SchemeWebhook::Rejected { scheme_id, .. } => scheme_id.clone(),
+        SchemeWebhook::Received(inbound) => inbound.scheme_id.clone(),
+    }
 }
 
 fn acquirer_charge(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: Option<String>) -> (u16, Value) {
@@ -521,7 +563,7 @@ impl Respond for Admin {
                 Err(e) => problem(
                     400,
                     &format!(
-                        "not a fault: {e}; expected {{\"kind\": \"unavailable|slow|timeout|reject\", \"scope\"?, \"remaining\"?, \"delay_ms\"?, \"reason\"?}}"
+                        "not a fault: {e}; expected {{\"kind\": \"unavailable|slow|timeout|reject|lose_webhook\", \"scope\"?, \"remaining\"?, \"delay_ms\"?, \"reason\"?}}"
                     ),
                 ),
             },

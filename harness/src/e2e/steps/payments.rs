@@ -156,6 +156,12 @@ async fn scheme_times_out(w: &mut BankWorld, who: Name) -> Step {
     fault(w, SCHEME, scope, FaultKind::Timeout, Some(1)).await
 }
 
+#[given(expr = "the payment scheme loses its webhooks for {person}'s payments")]
+async fn scheme_loses_webhooks(w: &mut BankWorld, who: Name) -> Step {
+    let scope = w.account_url(&who.0)?;
+    fault(w, SCHEME, scope, FaultKind::LoseWebhook, None).await
+}
+
 #[given(expr = "the payment scheme answers {person}'s payments slowly")]
 async fn scheme_slow(w: &mut BankWorld, who: Name) -> Step {
     let scope = w.account_url(&who.0)?;
@@ -202,6 +208,23 @@ async fn scheme_received(w: &mut BankWorld) -> Step {
     })
     .await;
     w.or_trail(received).await?;
+    Ok(())
+}
+
+/// Reconciliation: the scheme's journal shows the status enquiry
+/// (`GET /payments/{id}`), and no webhook for the payment.
+#[then("the payments service asked the scheme what became of that payment")]
+async fn asked_the_scheme(w: &mut BankWorld) -> Step {
+    let s = w.last(Flow::Payment)?.clone();
+    let journal = w.ctx().provider(SCHEME)?.journal(None).await?;
+    let path = format!("/payments/{}", s.id);
+    let asked = journal.iter().filter(|e| e.direction == "in" && e.method == "GET" && e.path == path).count();
+    let hooks = journal.iter().filter(|e| e.direction == "out" && e.body["payment_id"] == s.id.as_str()).count();
+    if asked == 0 || hooks > 0 {
+        return Err(w
+            .failed(format!("the scheme saw {asked} status enquiries for payment {} and sent {hooks} webhooks", s.id))
+            .await);
+    }
     Ok(())
 }
 
