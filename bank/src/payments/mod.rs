@@ -40,7 +40,7 @@ use crate::kit::hal::{self, BaseUrl, Hal, rfc3339};
 use crate::kit::http::{ApiJson, ApiQuery, TraceId};
 use crate::kit::idempotency::{Fingerprint, once_calling};
 use crate::kit::openapi::{Document, Id, List, Resource, Routes, get_with, post_with};
-use crate::kit::{Kit, ServiceSpec, listing, worker};
+use crate::kit::{Check, Kit, ServiceSpec, listing, worker};
 
 pub const SPEC: ServiceSpec = ServiceSpec {
     name: "payments",
@@ -683,6 +683,7 @@ async fn reconciler(kit: Kit) {
     let mut every =
         tokio::time::interval((own.reconcile_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut finished, mut last) = (0u64, None::<tokio::time::Instant>);
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -690,21 +691,46 @@ async fn reconciler(kit: Kit) {
         }
         loop {
             match reconcile_next(&kit, &own).await {
-                Ok(true) => {}
-                Ok(false) => break,
+                Ok(Reconciled::Finished) => (finished, last) = (finished + 1, Some(tokio::time::Instant::now())),
+                Ok(Reconciled::Asked) => {}
+                Ok(Reconciled::Nothing) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "the payment reconciler failed; will try again");
                     break;
                 }
             }
         }
+        // `/health` says so for a minute after a payment had to be reconciled:
+        // the scheme's webhooks are not arriving.
+        let check = match last.map(|t| t.elapsed()) {
+            Some(ago) if ago < RECONCILED_RECENTLY => Check::Degraded(format!(
+                "{finished} payment(s) finished by asking the scheme, their webhooks never came; the last {} s ago",
+                ago.as_secs()
+            )),
+            _ => Check::Ok,
+        };
+        kit.checks().set("scheme-webhooks", check);
     }
 }
 
-/// Reconcile the longest-waiting overdue payment. `Ok(false)` when none is.
+/// How long `/health` reports reconciled payments.
+const RECONCILED_RECENTLY: Duration = Duration::from_secs(60);
+
+/// What one step of the reconciler did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconciled {
+    /// A payment finished from the scheme's answer.
+    Finished,
+    /// A payment asked about, with no outcome yet.
+    Asked,
+    /// None overdue.
+    Nothing,
+}
+
+/// Reconcile the longest-waiting overdue payment.
 /// It is marked as asked first (its `updated_at`), so it is asked again only
 /// after another `reconcile_after` if the scheme has no outcome yet.
-async fn reconcile_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
+async fn reconcile_next(kit: &Kit, own: &Payments) -> ApiResult<Reconciled> {
     let row = sqlx::query(
         "UPDATE payments SET updated_at = now()
          WHERE id = (SELECT id FROM payments
@@ -715,7 +741,7 @@ async fn reconcile_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
     .bind(own.reconcile_after.as_millis() as f64)
     .fetch_optional(&kit.pool)
     .await?;
-    let Some(row) = row else { return Ok(false) };
+    let Some(row) = row else { return Ok(Reconciled::Nothing) };
     let id: Uuid = row.try_get("id")?;
     let trace = TraceId(row.try_get("trace_id")?);
     let found = match own.scheme_client.get(&format!("{}/payments/{id}", own.scheme), &trace).await {
@@ -724,7 +750,7 @@ async fn reconcile_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
         other => {
             tracing::warn!(trace_id = %trace.0, payment = %id, answer = ?other, "the scheme could not say what became of the payment; asking again later");
             metrics::counter!("payments_reconciled_total", "outcome" => "unanswered").increment(1);
-            return Ok(true);
+            return Ok(Reconciled::Asked);
         }
     };
     let base = created_base(kit, id).await?;
@@ -735,13 +761,13 @@ async fn reconcile_next(kit: &Kit, own: &Payments) -> ApiResult<bool> {
         }
         _ => {
             metrics::counter!("payments_reconciled_total", "outcome" => "pending").increment(1);
-            return Ok(true);
+            return Ok(Reconciled::Asked);
         }
     };
     outcome(kit, own, &base, &trace, &id.to_string(), &found.scheme_id, verdict).await?;
     tracing::info!(trace_id = %trace.0, payment = %id, status = %found.status, "reconciled with the scheme: its webhook never came");
     metrics::counter!("payments_reconciled_total", "outcome" => found.status).increment(1);
-    Ok(true)
+    Ok(Reconciled::Finished)
 }
 
 /// The base URL the payment was created under (its `payment.created` event

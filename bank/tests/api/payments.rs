@@ -375,4 +375,16 @@ async fn a_payment_whose_webhook_was_lost_is_reconciled_with_the_scheme() {
     let metrics = metrics.text().await.unwrap();
     assert!(metrics.contains("payments_reconciled_total{outcome=\"settled\"} 1"), "{metrics}");
     assert!(metrics.contains("payments_reconciled_total{outcome=\"rejected\"} 1"), "{metrics}");
+    // Its `/health` says the scheme's webhooks are not arriving (still 200: it works).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let health = loop {
+        let (status, health) = bank.payments.get(&format!("{}/health", bank.payments.base)).await;
+        assert_eq!(status, 200, "{health}");
+        if health["checks"]["scheme-webhooks"]["status"] == "degraded" || tokio::time::Instant::now() > deadline {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = health["checks"]["scheme-webhooks"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("2 payment(s) finished by asking the scheme"), "{health}");
 }
