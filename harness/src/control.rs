@@ -23,11 +23,13 @@ use crate::sandbox::Record;
 
 /// What the control API may ask of the running sandbox beyond reading it.
 pub trait Steer: Send + Sync + 'static {
-    /// Kill a component as a crash would; it stays down until restarted.
+    /// Kill a component as a crash would: its restart policy may start it
+    /// again, else it stays down until restarted.
     fn kill<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>>;
     /// Stop a component if it runs and start it again; resolves once it is healthy.
     fn restart<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>>;
-    /// Stop a component gracefully; it stays down until restarted.
+    /// Stop a component gracefully; it stays down until restarted (a stop is
+    /// never answered by a restart policy).
     fn stop<'a>(&'a self, component: &'a str) -> futures::future::BoxFuture<'a, Result<()>>;
 }
 

@@ -263,6 +263,14 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Stop a component gracefully; it stays down (its restart policy does not answer
+    /// a stop) until `restart`.
+    Stop {
+        component: String,
+        /// The sandbox [default: the only one running]
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Open the dashboard on a running sandbox (quitting leaves it running).
     Tui {
         /// The sandbox [default: the only one running]
@@ -433,6 +441,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.status.label(),
                 c.id.as_ref().map_or("not running".into(), ToString::to_string)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stop { component, name } => {
+            let record = home.resolve(name.as_deref())?;
+            let c = live_client(&record)?.stop(&component).await?;
+            outln!("{component} stopped: {}; `sandbox restart {component}` starts it again", c.status.label());
             Ok(ExitCode::SUCCESS)
         }
         Command::Kill { component, name } => {

@@ -256,6 +256,26 @@ fn up_detach_status_logs_down_leaves_nothing() {
     let ls = home.ok(&["ls"]);
     assert!(ls.contains("one") && ls.contains("running"), "{ls}");
 
+    // `kill` is a crash, which accounts' restart policy (unless-stopped)
+    // answers; `stop` is an intent, which it does not.
+    let component = |name: &str| {
+        status_json(&home, "one")["components"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone()
+    };
+    let killed = home.ok(&["kill", "accounts", "--name", "one"]);
+    assert!(killed.contains("its restart policy"), "{killed}");
+    wait_until("accounts is back by its policy", || {
+        let c = component("accounts");
+        c["status"]["state"] == "healthy" && c["restarts"] == 1
+    });
+    let stopped = home.ok(&["stop", "accounts", "--name", "one"]);
+    assert!(stopped.contains("accounts stopped"), "{stopped}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let c = component("accounts");
+    assert_eq!((c["status"]["state"].as_str(), c["restarts"].as_u64()), (Some("stopped"), Some(1)), "{c}");
+    home.ok(&["restart", "accounts", "--name", "one"]);
+    assert_eq!(component("accounts")["status"]["state"], "healthy");
+    let state = status_json(&home, "one");
+
     let record = home.record("one");
     let all_ports = ports(&state);
     let components = state["components"].as_array().unwrap().len();
