@@ -1,8 +1,10 @@
 @resilience @serial
 Feature: Resilience
   A service that crashes and comes back finishes what it started, exactly once;
-  the connector resumes from where it stopped, so no event is lost. These
-  scenarios stop parts of the shared bank, so they run alone.
+  the connector resumes from where it stopped, so no event is lost. A crash
+  (killed) is answered by the service's restart policy; a stop is not, so a
+  stopped service stays down until started again. These scenarios stop parts
+  of the shared bank, so they run alone.
 
   Scenario: The payments service is killed mid-payment and started again
     Given Alice has £100.00
@@ -23,11 +25,12 @@ Feature: Resilience
     Then the payment is completed
     And Alice's balance is £90.00
 
-  Scenario: The connector is killed and started again: no event is lost
+  Scenario: The connector is stopped and started again: no event is lost
     Given Alice has £100.00
-    When the connector is killed
+    When the connector is stopped
     And Alice pays £10.00 to Carol at 20-00-00 12345678
     Then the payment is completed
+    And no `payment.completed` event for that payment is published while the connector is down
     When the connector is started again
     Then a `payment.completed` event for that payment is published
 

@@ -22,6 +22,27 @@ async fn for_payment(w: &mut BankWorld, kind: String) -> Step {
     .await
 }
 
+/// Nothing publishes it for a second: whatever publishes it is down (a
+/// stopped connector, which no restart policy brings back).
+#[then(expr = "no `{word}` event for that payment is published while the {word} is down")]
+async fn none_for_payment(w: &mut BankWorld, kind: String, component: String) -> Step {
+    let s = w.last(Flow::Payment)?.clone();
+    let seen = w
+        .ctx()
+        .topics
+        .wait_for(&format!("{kind} for payment {}", s.url), std::time::Duration::from_secs(1), |e| {
+            e.event.kind == kind
+                && (e.event.data["payment_id"] == s.id.as_str() || e.event.data["payment"] == s.url.as_str())
+        })
+        .await;
+    if seen.is_ok() {
+        return Err(w
+            .failed(format!("{kind} for payment {} was published while the {component} was down", s.url))
+            .await);
+    }
+    Ok(())
+}
+
 #[then(expr = "a `{word}` event for that top-up is published")]
 async fn for_topup(w: &mut BankWorld, kind: String) -> Step {
     let s = w.last(Flow::TopUp)?.clone();

@@ -15,6 +15,14 @@ async fn killed(w: &mut BankWorld, component: String) -> Step {
     Ok(())
 }
 
+/// A graceful stop, which no restart policy answers: down until started again.
+#[when(regex = r"^the ([a-z-]+?)(?: service)? is stopped$")]
+async fn stopped(w: &mut BankWorld, component: String) -> Step {
+    w.ctx().target.control.stop(&component).await?;
+    w.killed.push(component);
+    Ok(())
+}
+
 #[when(regex = r"^the ([a-z-]+?)(?: service)? is started again$")]
 async fn started_again(w: &mut BankWorld, component: String) -> Step {
     w.ctx().target.control.restart(&component).await?;
