@@ -155,7 +155,7 @@ impl Sandbox {
         };
         let (states_tx, states) = watch::channel(None);
         let relay = Relay { states: states_tx, observer };
-        let (ended_tx, mut ended) = oneshot::channel();
+        let (ended_tx, ended) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("sandbox-{name}"))
@@ -170,63 +170,38 @@ impl Sandbox {
                 runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             })
             .map_err(Error::io("cannot start the sandbox's supervisor thread"))?;
-        let control = tokio::select! {
-            told = announced => told.ok(),
-            outcome = &mut ended => {
-                let _ = thread.join();
-                return Err(outcome.unwrap_or_else(|_| Err(Error::Panicked(format!("the supervisor of sandbox {name} panicked"))))
-                    .err()
-                    .unwrap_or_else(|| Error::NotRunning(format!("sandbox {name} stopped before it started"))));
-            }
+        // The supervisor drops its word unsaid only when it ends.
+        let Ok(control) = announced.await else {
+            let outcome = ended.await.unwrap_or_else(|_| Err(panicked(&name)));
+            join(thread).await;
+            return Err(unready(&name, outcome));
         };
-        let mut sandbox = Self {
+        Ok(Self {
             name,
             home: opts.home,
-            control: control.unwrap_or(Control { addr: String::new(), token: String::new() }),
+            control,
             stop,
             states,
             ended: Some(ended),
             outcome: None,
             thread: Some(thread),
             target: None,
-        };
-        if sandbox.control.addr.is_empty() {
-            // The supervisor dropped its word without saying it: it ended.
-            sandbox.finished().await;
-            return Err(sandbox.take_error());
-        }
-        Ok(sandbox)
+        })
     }
 
     /// Wait until every component is healthy. If the start fails the sandbox
     /// is torn down, and the error says which component failed and why.
     pub async fn ready(&mut self) -> Result<&Target> {
         if self.target.is_none() {
+            // Failed, or ended before it ran (its observer, which sends the
+            // states, goes with it): either way not running.
             let mut states = self.states.clone();
-            let running = {
-                let settled =
-                    states.wait_for(|s| s.as_ref().is_some_and(|s| matches!(s.phase, Phase::Running | Phase::Failed)));
-                let ended = self.ended.as_mut();
-                let ended = async move {
-                    match ended {
-                        Some(e) => e.await.ok(),
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    s = settled => Ok(s.ok().and_then(|s| s.as_ref().map(|s| s.phase)) == Some(Phase::Running)),
-                    outcome = ended => Err(outcome),
-                }
-            };
-            let running = match running {
-                Ok(running) => running,
-                Err(outcome) => {
-                    self.ended = None;
-                    self.outcome = Some(outcome.unwrap_or_else(|| Err(self.panicked())));
-                    false
-                }
-            };
-            if !running {
+            let phase = states
+                .wait_for(|s| s.as_ref().is_some_and(|s| matches!(s.phase, Phase::Running | Phase::Failed)))
+                .await
+                .ok()
+                .and_then(|s| s.as_ref().map(|s| s.phase));
+            if phase != Some(Phase::Running) {
                 self.stop.cancel();
                 self.finished().await;
                 return Err(self.take_error());
@@ -248,11 +223,6 @@ impl Sandbox {
         self.stop.cancel();
         self.finished().await;
         self.take_outcome()
-    }
-
-    /// A token that stops the sandbox when cancelled (the dashboard's quit).
-    pub fn stopper(&self) -> CancellationToken {
-        self.stop.clone()
     }
 
     pub fn name(&self) -> &str {
@@ -308,19 +278,11 @@ impl Sandbox {
 
     async fn finished(&mut self) {
         if let Some(ended) = self.ended.take() {
-            self.outcome = Some(ended.await.unwrap_or_else(|_| Err(self.panicked())));
+            self.outcome = Some(ended.await.unwrap_or_else(|_| Err(panicked(&self.name))));
         }
         if let Some(thread) = self.thread.take() {
-            // The runtime is shutting down by now: a short wait, off this runtime.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            join(thread).await;
         }
-    }
-
-    fn panicked(&self) -> Error {
-        Error::Panicked(format!(
-            "the supervisor of sandbox {} panicked; `sandbox prune` removes what it left",
-            self.name
-        ))
     }
 
     fn take_outcome(&mut self) -> Result<()> {
@@ -328,10 +290,26 @@ impl Sandbox {
     }
 
     fn take_error(&mut self) -> Error {
-        match self.take_outcome() {
-            Err(e) => e,
-            Ok(()) => Error::NotRunning(format!("sandbox {} stopped before every component was healthy", self.name)),
-        }
+        let outcome = self.take_outcome();
+        unready(&self.name, outcome)
+    }
+}
+
+/// Wait for the supervisor's thread, whose runtime is shutting down by now:
+/// a short wait, off the caller's runtime.
+async fn join(thread: std::thread::JoinHandle<()>) {
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
+fn panicked(name: &str) -> Error {
+    Error::Panicked(format!("the supervisor of sandbox {name} panicked; `sandbox prune` removes what it left"))
+}
+
+/// Why a sandbox that ended did not run: its supervisor's error, if it gave one.
+fn unready(name: &str, outcome: Result<()>) -> Error {
+    match outcome {
+        Err(e) => e,
+        Ok(()) => Error::NotRunning(format!("sandbox {name} stopped before every component was healthy")),
     }
 }
 
