@@ -193,19 +193,25 @@ impl Image for Postgres {
 
 /// One of the project's own parts: the embedded Kafka-protocol broker and
 /// the provider mocks (`bank-sandbox/sandbox`), a bank service
-/// (`bank-sandbox/bank`); what it runs, its settings and its one port, ready
-/// when its container's health check passes.
+/// (`bank-sandbox/bank`), the whole bank in one container
+/// (`bank-sandbox/bank-in-a-box`); what it runs, its settings and its ports,
+/// ready when its container's health check passes.
 #[derive(Debug, Clone)]
 pub struct Part {
     name: String,
     cmd: Vec<String>,
     env: BTreeMap<String, String>,
-    port: [ContainerPort; 1],
+    ports: Vec<ContainerPort>,
 }
 
 impl Part {
     fn new(kind: &str, cmd: Vec<String>, env: BTreeMap<String, String>, port: ContainerPort) -> Self {
-        Self { name: format!("{REPOSITORY}/{kind}"), cmd, env, port: [port] }
+        Self { name: format!("{REPOSITORY}/{kind}"), cmd, env, ports: vec![port] }
+    }
+
+    /// One of its settings (its environment).
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.env.get(key).map(String::as_str)
     }
 }
 
@@ -231,7 +237,7 @@ impl Image for Part {
     }
 
     fn expose_ports(&self) -> &[ContainerPort] {
-        &self.port
+        &self.ports
     }
 }
 
@@ -304,8 +310,7 @@ pub async fn http_url<I: Image>(container: &ContainerAsync<I>) -> testcontainers
 /// ```
 #[derive(Debug, Clone)]
 pub struct BankInABox {
-    image: String,
-    env: BTreeMap<String, String>,
+    image: Part,
 }
 
 /// The repository the bank-in-a-box is taken from: `$SANDBOX_IMAGES`, else
@@ -318,12 +323,19 @@ impl Default for BankInABox {
     /// reachable by anything on the machine.
     fn default() -> Self {
         let repository = std::env::var(IMAGES_ENV).unwrap_or_else(|_| REPOSITORY.to_string());
-        Self {
-            image: format!("{repository}/bank-in-a-box"),
-            env: BTreeMap::from([("POSTGRES_PASSWORD".into(), uuid::Uuid::new_v4().simple().to_string())]),
-        }
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let image = Part {
+            name: format!("{repository}/bank-in-a-box"),
+            cmd: Vec::new(),
+            env: BTreeMap::from([(PASSWORD.to_string(), password)]),
+            ports: BOX_PORTS.to_vec(),
+        };
+        Self { image }
     }
 }
+
+/// The setting that holds the box's PostgreSQL password.
+const PASSWORD: &str = "POSTGRES_PASSWORD";
 
 /// The ports the bank-in-a-box opens.
 const BOX_PORTS: [ContainerPort; 6] = [
@@ -337,13 +349,13 @@ const BOX_PORTS: [ContainerPort; 6] = [
 
 impl BankInABox {
     pub fn password(&self) -> &str {
-        self.env.get("POSTGRES_PASSWORD").map(String::as_str).unwrap_or_default()
+        self.image.setting(PASSWORD).unwrap_or_default()
     }
 
     /// The request, labelled as the sandbox's, for testcontainers' own API (a
     /// network, more settings); [`BankInABox::start`] is the short way.
-    pub fn request(self) -> ContainerRequest<Self> {
-        labelled(ContainerRequest::from(self), "bank-in-a-box")
+    pub fn request(self) -> ContainerRequest<Part> {
+        labelled(ContainerRequest::from(self.image), "bank-in-a-box")
             .with_health_check(health(Healthcheck::cmd(["sandbox", "box", "health"])))
             // Room for PostgreSQL's cluster in memory: in the engine's default
             // 64 MB it goes to disk, and the box is healthy in 3.7 s, not 1.3 s.
@@ -374,32 +386,10 @@ impl BankInABox {
     }
 }
 
-impl Image for BankInABox {
-    fn name(&self) -> &str {
-        &self.image
-    }
-
-    fn tag(&self) -> &str {
-        VERSION
-    }
-
-    fn ready_conditions(&self) -> Vec<WaitFor> {
-        vec![WaitFor::healthcheck()]
-    }
-
-    fn env_vars(&self) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
-        self.env.iter()
-    }
-
-    fn expose_ports(&self) -> &[ContainerPort] {
-        &BOX_PORTS
-    }
-}
-
 /// A started bank-in-a-box: its addresses from this host. Removed when dropped.
 #[derive(Debug)]
 pub struct RunningBank {
-    pub container: ContainerAsync<BankInABox>,
+    pub container: ContainerAsync<Part>,
 }
 
 impl RunningBank {
@@ -435,7 +425,7 @@ impl RunningBank {
     /// The URL of one of the bank's databases (`accounts`, `payments`, ...).
     pub async fn postgres_url(&self, database: &str) -> testcontainers::core::error::Result<String> {
         let at = self.address(crate::inabox::POSTGRES_PORT).await?;
-        let password = self.container.image().password();
+        let password = self.container.image().setting(PASSWORD).unwrap_or_default();
         Ok(format!("postgres://{}:{password}@{at}/{database}", crate::inabox::POSTGRES_USER))
     }
 }
