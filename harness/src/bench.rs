@@ -80,6 +80,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// `p50 s (min-max)` of `runs` (sorted here), in seconds to `decimals` places.
+fn spread(runs: &mut [Duration], decimals: usize) -> String {
+    runs.sort();
+    let secs = |d: Duration| format!("{:.*}", decimals, d.as_secs_f64());
+    format!("{} s ({}-{})", secs(percentile(runs, 0.5)), secs(runs[0]), secs(runs[runs.len() - 1]))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -631,15 +638,7 @@ pub fn backends(exe: &Path, workspace: &Path, images_home: &crate::sandbox::Home
     let row = |what: &str, f: &dyn Fn(&mut Sample) -> String, d: &mut Sample, c: &mut Sample, l: &mut Sample| {
         format!("| {what} | {} | {} | {} |\n", f(d), f(c), f(l))
     };
-    let secs = |v: &mut Vec<Duration>| {
-        v.sort();
-        format!(
-            "{:.1} s ({:.1}-{:.1})",
-            percentile(v, 0.5).as_secs_f64(),
-            v[0].as_secs_f64(),
-            v[v.len() - 1].as_secs_f64()
-        )
-    };
+    let secs = |v: &mut Vec<Duration>| spread(v, 1);
     out.push_str(&row("to all healthy", &|s| secs(&mut s.up), &mut docker, &mut compose, &mut local));
     out.push_str(&row("`down`, everything removed", &|s| secs(&mut s.down), &mut docker, &mut compose, &mut local));
     out.push_str(&row(
@@ -816,15 +815,7 @@ pub fn start(exe: &Path, workspace: &Path, images_home: &crate::sandbox::Home, r
         cli.up.push(bench.sandbox(&["up", "--detach", "--backend", "docker", "--name", &name])?);
         cli.down.push(bench.sandbox(&["down", &name])?);
     }
-    let secs = |v: &mut Vec<Duration>| {
-        v.sort();
-        format!(
-            "{:.2} s ({:.2}-{:.2})",
-            percentile(v, 0.5).as_secs_f64(),
-            v[0].as_secs_f64(),
-            v[v.len() - 1].as_secs_f64()
-        )
-    };
+    let secs = |v: &mut Vec<Duration>| spread(v, 2);
     let mut out = format!(
         "| {} runs each, p50 (min-max) | to every component healthy | removed |\n|---|---|---|\n",
         local.up.len()

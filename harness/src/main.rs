@@ -808,14 +808,7 @@ async fn up_foreground(
     workspace: PathBuf,
     backend: Kind,
 ) -> anyhow::Result<ExitCode> {
-    // Refuse a bad topology before saying anything started.
-    let topology = harness::topology::Topology::load_all(&file)?;
-    refuse_unrunnable(backend, &topology).await?;
-    let mut opts = harness::start::Options::new(&workspace, &std::env::current_exe()?);
-    opts.name = Some(name.clone());
-    opts.backend = backend;
-    opts.files = file;
-    opts.home = home.clone();
+    let opts = start_options(home.clone(), &name, file, &workspace, backend).await?;
     if !std::io::stdout().is_terminal() {
         // No terminal: plain progress lines instead of the dashboard.
         outln!("starting sandbox {name} (Ctrl-C stops it and removes everything)");
@@ -832,6 +825,25 @@ async fn up_foreground(
     stopped?;
     outln!("sandbox {name} stopped and removed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `up` starts, once the topology and the backend are checked: a bad
+/// topology or an unrunnable backend is refused before anything is made.
+async fn start_options(
+    home: Home,
+    name: &str,
+    file: Vec<PathBuf>,
+    workspace: &std::path::Path,
+    backend: Kind,
+) -> anyhow::Result<harness::start::Options> {
+    let topology = harness::topology::Topology::load_all(&file)?;
+    refuse_unrunnable(backend, &topology).await?;
+    let mut opts = harness::start::Options::new(workspace, &std::env::current_exe()?);
+    opts.name = Some(name.to_string());
+    opts.backend = backend;
+    opts.files = file;
+    opts.home = home;
+    Ok(opts)
 }
 
 /// Refuse, before anything is made, what `backend` cannot run: a service the
@@ -851,14 +863,7 @@ async fn up_detached(
     workspace: PathBuf,
     backend: Kind,
 ) -> anyhow::Result<ExitCode> {
-    // Refuse a bad topology before anything is made.
-    let topology = harness::topology::Topology::load_all(&file)?;
-    refuse_unrunnable(backend, &topology).await?;
-    let mut opts = harness::start::Options::new(&workspace, &std::env::current_exe()?);
-    opts.name = Some(name.clone());
-    opts.backend = backend;
-    opts.files = file;
-    opts.home = home;
+    let opts = start_options(home, &name, file, &workspace, backend).await?;
     if std::io::stdout().is_terminal() {
         outln!("starting sandbox {name} in the background");
     }
