@@ -402,13 +402,12 @@ fn scheme_payment(
         None => p.spec.outcome(body),
     };
     let settled = outcome["result"] == "settled";
-    let (scheme_id, payment_id, debtor_account) =
-        (scheme_id.clone(), id.clone(), body["debtor_account"].as_str().map(String::from));
+    let (payment_id, debtor_account) = (id.clone(), body["debtor_account"].as_str().map(String::from));
     let hook = if settled {
-        SchemeWebhook::Settled { scheme_id, payment_id, debtor_account, amount: amount.clone() }
+        SchemeWebhook::Settled { scheme_id: scheme_id.clone(), payment_id, debtor_account, amount: amount.clone() }
     } else {
         SchemeWebhook::Rejected {
-            scheme_id,
+            scheme_id: scheme_id.clone(),
             payment_id,
             debtor_account,
             amount: amount.clone(),
@@ -416,12 +415,17 @@ fn scheme_payment(
             description: outcome["description"].as_str().unwrap_or("rejected").to_string(),
         }
     };
+    // A status enquiry says what the webhook says.
+    let (reason, description) = match &hook {
+        SchemeWebhook::Rejected { reason, description, .. } => (Some(reason.clone()), Some(description.clone())),
+        _ => (None, None),
+    };
     let status = SchemePaymentStatus {
         payment_id: id.clone(),
-        scheme_id: scheme_id_of(&hook),
+        scheme_id,
         status: if settled { "settled" } else { "rejected" }.into(),
-        reason: outcome["reason"].as_str().map(String::from),
-        description: outcome["description"].as_str().map(String::from),
+        reason,
+        description,
     };
     p.lock().statuses.push((id.clone(), to_json(&status)));
     if lose_webhook {
@@ -444,14 +448,6 @@ fn scheme_payment(
         p.webhook(to_json(&inbound), trace_id, Some(format!("{id}/inbound")));
     }
     (202, answer)
-}
-
-/// The scheme's id in an outbound payment's webhook.
-fn scheme_id_of(hook: &SchemeWebhook) -> String {
-    match hook {
-        SchemeWebhook::Settled { scheme_id, .. } | SchemeWebhook::Rejected { scheme_id, .. } => scheme_id.clone(),
-        SchemeWebhook::Received(inbound) => inbound.scheme_id.clone(),
-    }
 }
 
 fn acquirer_charge(p: &Provider, body: &Value, reject: Option<&Fault>, trace_id: Option<String>) -> (u16, Value) {
